@@ -1,0 +1,21 @@
+"""ReViSE for ComfyUI: reason-informed video editing with a Wan2.1 DiT, a VLM connector and a self-critic.
+
+ComfyUI imports this file at start-up. It must stay cheap: the node modules import torch only, and
+diffusers / transformers are imported lazily when a node first runs.
+"""
+
+import os
+import sys
+
+# ComfyUI imports this folder as a package but does not put it on sys.path, while `revise_core` and
+# `trainer` use absolute imports (so `python -m trainer.uso` works from a clone). Appending (not
+# prepending) keeps ComfyUI's own top-level modules (e.g. `nodes`) first.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+if _HERE not in sys.path:
+    sys.path.append(_HERE)
+
+from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS  # noqa: E402
+
+WEB_DIRECTORY = None
+
+__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS", "WEB_DIRECTORY"]

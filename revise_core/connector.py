@@ -1,0 +1,244 @@
+"""The connector f_C in the Omni-Video 2 layout, so that its released checkpoint loads as it is.
+
+Parameters (names are those of `transformer/pytorch_model.pt`):
+- `vlm_norm.weight`: RMSNorm over the VLM hidden states u (Wan's RMSNorm: statistics in fp32);
+- `vlm_proj.{weight,bias}`: Linear(vlm_dim -> context_dim), into the 4096-wide "T5 space";
+- `visual_context_adapter.{patch_embedding,projection}.*`: source latents -> context tokens
+  (Conv3d k=s=(1,4,4) -> LayerNorm -> Linear -> LayerNorm, norms without affine);
+- optional fixed boundary tokens (`boundary.{img_st,img_ed,prp_st,prp_ed}`), which Omni-Video 2 keeps
+  in a separate `special_tokens.pkl`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import torch
+from einops import rearrange
+from torch import nn
+
+from . import checkpoints as ckpt
+from .variants import KNOWN_VARIANTS, ConfigSpec, Variant, resolve_config, variants_for
+
+logger = logging.getLogger(__name__)
+
+BOUNDARY_NAMES = ("img_st", "img_ed", "prp_st", "prp_ed")
+CONNECTOR_KEYS = ("vlm_norm.", "vlm_proj.", "visual_context_adapter.", "boundary.")
+FORMAT_NAME = "revise.connector"
+
+
+@dataclass
+class ConnectorConfig:
+    """Shapes of the connector; `configs/models/<variant>/config.json` holds the shipped ones."""
+
+    vlm_dim: int = 2048  # width of the VLM hidden states u (Qwen3-VL-30B-A3B: 2048)
+    context_dim: int = 4096  # the DiT's text_dim: every context token has this width
+    latent_channels: int = 16  # Wan2.1 VAE latent channels
+    adapter_hidden_dim: int = 1536  # the DiT's model width, used inside the visual adapter
+    adapter_patch_size: tuple[int, int, int] = (1, 4, 4)  # (t, h, w) latent patch per visual token
+    eps: float = 1e-6
+    max_context_len: int = 6144  # tokens kept after assembling [u; T5; v]
+    boundary_token_len: int = 0  # rows per boundary token; 0 = no boundary tokens
+    _class_name: str = field(default="ReviseConnector", repr=False)
+
+    def __post_init__(self) -> None:
+        self.adapter_patch_size = tuple(int(x) for x in self.adapter_patch_size)
+        if len(self.adapter_patch_size) != 3:
+            raise ValueError(f"adapter_patch_size must have 3 entries (t, h, w), got {self.adapter_patch_size}")
+        for name in ("vlm_dim", "context_dim", "latent_channels", "adapter_hidden_dim", "max_context_len"):
+            if int(getattr(self, name)) <= 0:
+                raise ValueError(f"connector config field '{name}' must be positive, got {getattr(self, name)}")
+        if self.boundary_token_len < 0:
+            raise ValueError(f"boundary_token_len must be >= 0, got {self.boundary_token_len}")
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ConnectorConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known - {"_diffusers_version"})
+        if unknown:
+            raise ValueError(f"unknown connector config fields {unknown}; known fields: {sorted(known)}")
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["adapter_patch_size"] = list(self.adapter_patch_size)
+        return data
+
+
+class WanRMSNorm(nn.Module):
+    """RMSNorm as in Wan/Omni-Video: statistics in fp32, result cast back, then scaled."""
+
+    def __init__(self, dim: int, eps: float) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x32 = x.float()
+        normed = x32 * torch.rsqrt(x32.pow(2).mean(dim=-1, keepdim=True) + self.eps)
+        return normed.type_as(x) * self.weight
+
+
+class VisualContextAdapter(nn.Module):
+    """Source-video latents [B, C, T, H, W] -> context tokens [B, N, context_dim], N = T'·H'·W'."""
+
+    def __init__(self, config: ConnectorConfig) -> None:
+        super().__init__()
+        patch = config.adapter_patch_size
+        self.patch_size = patch
+        self.patch_embedding = nn.Conv3d(config.latent_channels, config.adapter_hidden_dim, patch, stride=patch)
+        self.norm1 = nn.LayerNorm(config.adapter_hidden_dim, eps=config.eps, elementwise_affine=False)
+        self.projection = nn.Linear(config.adapter_hidden_dim, config.context_dim)
+        self.norm2 = nn.LayerNorm(config.context_dim, eps=config.eps, elementwise_affine=False)
+
+    def forward(self, latents: torch.Tensor) -> torch.Tensor:
+        if latents.ndim == 4:
+            latents = latents.unsqueeze(0)
+        if latents.ndim != 5:
+            raise ValueError(f"visual adapter expects latents [B, C, T, H, W], got shape {tuple(latents.shape)}")
+        _, _, t, h, w = latents.shape
+        pt, ph, pw = self.patch_size
+        if t % pt or h % ph or w % pw:
+            raise ValueError(
+                f"latent size (T={t}, H={h}, W={w}) must be divisible by the adapter patch {self.patch_size}; "
+                f"pixel sides must be multiples of {8 * ph}x{8 * pw}"
+            )
+        tokens = rearrange(self.patch_embedding(latents), "b c t h w -> b (t h w) c")
+        return self.norm2(self.projection(self.norm1(tokens)))
+
+
+class Connector(nn.Module):
+    """Projects VLM states and source latents into the DiT's context space."""
+
+    def __init__(self, config: ConnectorConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.vlm_norm = WanRMSNorm(config.vlm_dim, config.eps)
+        self.vlm_proj = nn.Linear(config.vlm_dim, config.context_dim)
+        self.visual_context_adapter = VisualContextAdapter(config)
+        self.boundary = nn.Module()
+        for name in BOUNDARY_NAMES:
+            # Fixed (never trained) tokens, hence buffers; saved with the module.
+            self.boundary.register_buffer(name, torch.zeros(config.boundary_token_len, config.context_dim))
+
+    def project_vlm(self, u: torch.Tensor) -> torch.Tensor:
+        """u [..., L, vlm_dim] -> [..., L, context_dim]."""
+        if u.shape[-1] != self.config.vlm_dim:
+            raise ValueError(
+                f"VLM hidden states have width {u.shape[-1]} but the connector expects vlm_dim="
+                f"{self.config.vlm_dim}: the VLM and the connector checkpoint do not belong together"
+            )
+        return self.vlm_proj(self.vlm_norm(u))
+
+    def adapt_video(self, latents: torch.Tensor) -> torch.Tensor:
+        """Normalised source latents [B, C, T, H, W] -> [B, N, context_dim]."""
+        if latents.shape[-4] != self.config.latent_channels:
+            raise ValueError(
+                f"source latents have {latents.shape[-4]} channels, the connector expects "
+                f"{self.config.latent_channels}"
+            )
+        return self.visual_context_adapter(latents)
+
+    def boundary_token(self, name: str) -> torch.Tensor:
+        return getattr(self.boundary, name)
+
+
+# --- loading / saving ---------------------------------------------------------------------------
+
+# Checked in order: the Omni-Video 2 file also holds the DiT, which tells it apart from ours.
+CONNECTOR_LAYOUTS = (
+    ckpt.Layout(
+        "omnivideo2", "Omni-Video 2 transformer/pytorch_model.pt (wan_model.*, vlm_norm.*, vlm_proj.*, "
+        "visual_context_adapter.*)",
+        ("vlm_proj.weight", "visual_context_adapter.projection.weight", "wan_model.patch_embedding.weight"),
+    ),
+    ckpt.Layout(
+        "revise", "this project's connector safetensors (connector keys, config in the metadata)",
+        ("vlm_proj.weight", "visual_context_adapter.projection.weight"),
+    ),
+)
+
+
+def load_connector(
+    path: str | os.PathLike,
+    *,
+    config: ConfigSpec = None,
+    special_tokens: str | os.PathLike | None = None,
+    dtype: torch.dtype | str = torch.float32,
+    device: torch.device | str = "cpu",
+    variants: tuple[Variant, ...] = KNOWN_VARIANTS,
+) -> Connector:
+    """Load the connector from our safetensors or from an Omni-Video 2 checkpoint.
+
+    `special_tokens` is Omni-Video 2's `special_tokens.pkl` (boundary tokens); without it an
+    Omni-Video 2 checkpoint loads without boundary tokens (a warning says so).
+    """
+    dtype = ckpt.resolve_dtype(dtype)
+    source = ckpt.read_state_dict(path)
+    keys = [k for k in source.tensors if k.startswith(CONNECTOR_KEYS)]
+    layout = ckpt.detect_layout(source.tensors, CONNECTOR_LAYOUTS, path=source.path, component="connector")
+    tensors = {k: source.tensors[k] for k in keys}
+    if special_tokens is not None:
+        tensors.update(_read_boundary_tokens(special_tokens))
+    data = resolve_config(config, "connector", variants) or source.embedded_config()
+    if data is None:
+        data = _match_connector_variant(tensors, source.path, variants)
+    data = dict(data)
+    boundary_len = tensors["boundary.img_st"].shape[0] if "boundary.img_st" in tensors else 0
+    if boundary_len != data.get("boundary_token_len", 0):
+        data["boundary_token_len"] = boundary_len
+    if layout.name == "omnivideo2" and boundary_len == 0:
+        logger.warning(
+            "%s: loaded without boundary tokens; pass special_tokens=<special_tokens.pkl> to match "
+            "Omni-Video 2 inference exactly", source.path,
+        )
+    cfg = ConnectorConfig.from_dict(data)
+    if boundary_len == 0:
+        tensors.update({f"boundary.{n}": torch.zeros(0, cfg.context_dim) for n in BOUNDARY_NAMES})
+    return ckpt.load_into(
+        lambda: Connector(cfg), tensors, path=source.path, component="connector", layout=layout.name,
+        dtype=dtype, device=device,
+    )
+
+
+def _read_boundary_tokens(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    raw = ckpt.read_tensor_pickle(path)
+    out = {}
+    for name in BOUNDARY_NAMES:
+        key = f"<{name}>"
+        if key not in raw:
+            raise ckpt.CheckpointError(f"{path}: special tokens file lacks '{key}'; it has {sorted(raw)}")
+        tensor = raw[key].float()
+        # Omni-Video accepts [D], [n, D] or [1, n, D] per token.
+        tensor = tensor.reshape(-1, tensor.shape[-1])
+        out[f"boundary.{name}"] = tensor
+    lengths = {t.shape[0] for t in out.values()}
+    if len(lengths) != 1:
+        raise ckpt.CheckpointError(f"{path}: boundary tokens have different lengths {sorted(lengths)}")
+    return out
+
+
+def _match_connector_variant(tensors: dict[str, torch.Tensor], path: Path, variants: tuple[Variant, ...]) -> dict:
+    checked = []
+    for variant in variants_for("connector", variants):
+        data = variant.load_config()
+        cfg = ConnectorConfig.from_dict(data)
+        expected = {k: v for k, v in ckpt.expected_shapes(lambda: Connector(cfg)).items() if not k.startswith("boundary.")}
+        found = {k: v for k, v in tensors.items() if not k.startswith("boundary.")}
+        missing, unexpected, mismatched = ckpt.describe_key_mismatch(expected, found)
+        if not (missing or unexpected or mismatched):
+            return data
+        checked.append(f"  - {variant.name}: {ckpt.format_key_mismatch(missing, unexpected, mismatched)}")
+    raise ckpt.UnknownLayoutError(
+        f"{path}: connector tensors match no known variant and no config was given (pass config=<variant "
+        "name or config.json>).\n" + "\n".join(checked)
+    )
+
+
+def save_connector(connector: Connector, path: str | os.PathLike) -> Path:
+    """Write our self-describing safetensors layout (config embedded in the metadata)."""
+    state = {k: v for k, v in connector.state_dict().items() if v.numel() > 0}
+    return ckpt.save_safetensors(state, path, format_name=FORMAT_NAME, config=connector.config.to_dict())

@@ -1,0 +1,84 @@
+"""The Wan2.1 DiT (`diffusers.WanTransformer3DModel`): loading from every layout users have.
+
+Layouts: a diffusers folder; a single file with original Wan keys (`blocks.N.self_attn.q.weight`),
+bare or with ComfyUI's `model.diffusion_model.` prefix; the diffusers keys in one file; and the DiT part
+(`wan_model.*`) of an Omni-Video checkpoint. Storage may be fp32/fp16/bf16 or fp8 (plain e4m3fn/e5m2 or
+ComfyUI scaled fp8); weights are cast to the compute dtype on load.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from torch import nn
+
+from . import checkpoints as ckpt
+from . import wan_keys
+from .component_loading import ComponentSpec, SingleFileLayout, load_component
+from .variants import KNOWN_VARIANTS, ConfigSpec, Variant
+
+
+def _model_class() -> type[nn.Module]:
+    from diffusers import WanTransformer3DModel
+
+    return WanTransformer3DModel
+
+
+DIT_LAYOUTS = (
+    SingleFileLayout(
+        ckpt.Layout(
+            "omnivideo", "Omni-Video transformer checkpoint, DiT under 'wan_model.' (original Wan keys)",
+            ("wan_model.head.modulation",), prefix="wan_model.",
+        ),
+        wan_keys.dit_original_to_diffusers,
+    ),
+    SingleFileLayout(
+        ckpt.Layout(
+            "wan-comfyui", "original Wan keys with ComfyUI's 'model.diffusion_model.' prefix",
+            ("model.diffusion_model.head.modulation",), prefix=wan_keys.COMFYUI_DIT_PREFIX,
+        ),
+        wan_keys.dit_original_to_diffusers,
+    ),
+    SingleFileLayout(
+        ckpt.Layout("wan", "original Wan keys (blocks.N.self_attn.q.weight, head.modulation)", ("head.modulation",)),
+        wan_keys.dit_original_to_diffusers,
+    ),
+    SingleFileLayout(
+        ckpt.Layout(
+            "diffusers", "diffusers WanTransformer3DModel keys in one file (blocks.N.attn1.to_q.weight)",
+            ("scale_shift_table", "proj_out.weight", "condition_embedder.time_proj.weight"),
+        ),
+        dict,
+    ),
+)
+
+DIT_SPEC = ComponentSpec("dit", _model_class, DIT_LAYOUTS)
+
+
+def load_dit(
+    path: str | os.PathLike,
+    *,
+    config: ConfigSpec = None,
+    dtype: torch.dtype | str = torch.float32,
+    device: torch.device | str = "cpu",
+    variants: tuple[Variant, ...] = KNOWN_VARIANTS,
+) -> nn.Module:
+    """Load a Wan2.1 DiT from a diffusers folder or a single file in any supported layout.
+
+    `config` may be a variant name ("wan2.1-t2v-1.3b"), a config.json path/folder or a dict; without it
+    the config comes from the file (metadata / folder) or an exact match against `variants`.
+    """
+    return load_component(DIT_SPEC, path, config=config, dtype=dtype, device=device, variants=variants)
+
+
+def save_dit(dit: nn.Module, path: str | os.PathLike, *, comfyui_prefix: bool = False) -> os.PathLike:
+    """Write a DiT as original-Wan-key safetensors (loads in ComfyUI's native Wan nodes too).
+
+    The diffusers config is embedded in the metadata, so our loaders need no config for it.
+    """
+    tensors = wan_keys.dit_diffusers_to_original(dit.state_dict())
+    if comfyui_prefix:
+        tensors = {wan_keys.COMFYUI_DIT_PREFIX + k: v for k, v in tensors.items()}
+    config = {k: v for k, v in dict(dit.config).items() if not k.startswith("_")}
+    return ckpt.save_safetensors(tensors, path, format_name="revise.dit.wan", config=config)

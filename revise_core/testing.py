@@ -1,0 +1,348 @@
+"""Tiny random models built from the real diffusers / transformers classes, for tests and demos.
+
+No weights can be downloaded, so every test, demo and workflow check runs on these: a 2-block Wan DiT,
+a small Wan VAE (same block structure as Wan2.1, so the original key layout applies), a 2-layer umT5, a
+2-layer Qwen2.5-VL, a tokenizer trained at run time (every word one token, so "Yes"/"No" are single
+tokens) and a connector sized to fit them. Everything is deterministic from a seed and leaves the global
+RNG untouched.
+
+`python -m revise_core.testing write-tiny-models DIR` writes the whole set in every supported layout,
+plus `manifest.json` describing each file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import pickle
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from . import checkpoints as ckpt
+from . import wan_keys
+from .connector import BOUNDARY_NAMES, Connector, ConnectorConfig, save_connector
+from .dit import save_dit
+from .text import TextEncoder, hf_t5_to_wan, save_text_encoder
+from .vae import save_vae
+from .vlm import VisionLanguageModel, VisionPreprocessConfig
+
+logger = logging.getLogger(__name__)
+
+# Sizes shared by the factories so that the pieces fit together.
+TEXT_DIM = 32  # umT5 width = DiT text_dim = connector context_dim
+DIT_HEADS, DIT_HEAD_DIM = 2, 32  # 3-axis RoPE needs a head dim that splits three ways
+VLM_HIDDEN = 64
+LATENT_CHANNELS = 16
+
+VLM_SPECIAL_TOKENS = (
+    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<unk>", "<|vision_start|>", "<|vision_end|>",
+    "<|image_pad|>", "<|video_pad|>",
+)
+T5_SPECIAL_TOKENS = ("<pad>", "</s>", "<unk>")
+# Training corpus of the run-time tokenizer: the words of our prompts (critic, captions, instructions).
+CORPUS = (
+    "Yes No yes no . , ? ! : ; ' \" ( ) - 0 1 2 3 4 5 6 7 8 9 10",
+    "You are a careful video editing critic . Answer Yes only if all four hold , otherwise answer No .",
+    "edit accuracy preservation consistency generation naturalness generation realism",
+    "Does the edited video satisfy the instruction ? Consider the source video and the edited video .",
+    "Instruction : what will the ice cube look like after an hour in the sun ? it melts into a puddle",
+    "a deep frost settles two seconds later the ball moves to the right the egg is fried",
+    "make the car red turn the sky blue add snow remove the person the cat jumps over the fence",
+    "Describe the source video . Describe the target video after the edit . Source video Edit Target",
+    "system user assistant reasoning verdict score the a an of in on to and is are with after before",
+    "red green blue yellow white black bright dark small large left right up down moving static",
+)
+VLM_CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for part in message['content'] %}"
+    "{% if part['type'] == 'video' %}<|vision_start|><|video_pad|><|vision_end|>"
+    "{% elif part['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}{% endfor %}{% endif %}"
+    "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+TINY_PREPROCESS = VisionPreprocessConfig(min_pixels=4 * 28 * 28, max_pixels=64 * 28 * 28)
+
+
+@contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Run a block with a fixed CPU seed without disturbing the caller's RNG state."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+# --- tokenizers ----------------------------------------------------------------------------------
+
+def train_tokenizer(kind: str = "vlm", extra_text: tuple[str, ...] = ()):
+    """A word-level tokenizer trained now on CORPUS (+ extra_text); `kind` is "vlm" or "t5"."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    if kind not in ("vlm", "t5"):
+        raise ValueError(f"tokenizer kind must be 'vlm' or 't5', got '{kind}'")
+    specials = VLM_SPECIAL_TOKENS if kind == "vlm" else T5_SPECIAL_TOKENS
+    tokenizer = Tokenizer(models.WordLevel(unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    trainer = trainers.WordLevelTrainer(special_tokens=list(specials), min_frequency=1)
+    tokenizer.train_from_iterator(list(CORPUS) + list(extra_text), trainer=trainer)
+    if kind == "t5":
+        # umT5 appends </s> to every sequence; Wan pads on the right and trims by the mask.
+        eos_id = tokenizer.token_to_id("</s>")
+        tokenizer.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", eos_id)])
+        return PreTrainedTokenizerFast(
+            tokenizer_object=tokenizer, unk_token="<unk>", pad_token="<pad>", eos_token="</s>",
+            padding_side="right",
+        )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, unk_token="<unk>", pad_token="<|endoftext|>", eos_token="<|im_end|>",
+        additional_special_tokens=list(VLM_SPECIAL_TOKENS[4:]) + ["<|im_start|>"],
+        chat_template=VLM_CHAT_TEMPLATE, padding_side="left",
+    )
+
+
+# --- model factories -----------------------------------------------------------------------------
+
+def tiny_dit_config(in_channels: int = LATENT_CHANNELS) -> dict:
+    return dict(
+        patch_size=[1, 2, 2], num_attention_heads=DIT_HEADS, attention_head_dim=DIT_HEAD_DIM,
+        in_channels=in_channels, out_channels=LATENT_CHANNELS, text_dim=TEXT_DIM, freq_dim=32, ffn_dim=128,
+        num_layers=2, cross_attn_norm=True, qk_norm="rms_norm_across_heads", eps=1e-6, image_dim=None,
+        added_kv_proj_dim=None, rope_max_seq_len=1024, pos_embed_seq_len=None,
+    )
+
+
+def tiny_dit(seed: int = 0, in_channels: int = LATENT_CHANNELS) -> nn.Module:
+    from diffusers import WanTransformer3DModel
+
+    with seeded(seed):
+        model = WanTransformer3DModel.from_config(tiny_dit_config(in_channels))
+        # diffusers zero-initialises some output layers; random values make every path observable.
+        _randomize(model)
+    return model.eval()
+
+
+def tiny_vae_config() -> dict:
+    # num_res_blocks=2 and four levels: the Wan2.1 structure, which the original key layout assumes.
+    return dict(base_dim=16, z_dim=LATENT_CHANNELS, dim_mult=[1, 2, 4, 4], num_res_blocks=2,
+                temperal_downsample=[False, True, True])
+
+
+def tiny_vae(seed: int = 0) -> nn.Module:
+    from diffusers import AutoencoderKLWan
+
+    with seeded(seed):
+        return AutoencoderKLWan.from_config(tiny_vae_config()).eval()
+
+
+def tiny_t5_config(vocab_size: int) -> dict:
+    return dict(vocab_size=vocab_size, d_model=TEXT_DIM, d_kv=8, d_ff=64, num_layers=2, num_decoder_layers=2,
+                num_heads=4, relative_attention_num_buckets=8, relative_attention_max_distance=16,
+                feed_forward_proj="gated-gelu", tie_word_embeddings=False, pad_token_id=0, eos_token_id=1,
+                decoder_start_token_id=0, dropout_rate=0.0)
+
+
+def tiny_text_encoder(seed: int = 0) -> TextEncoder:
+    from transformers import UMT5Config, UMT5EncoderModel
+
+    tokenizer = train_tokenizer("t5")
+    with seeded(seed):
+        model = UMT5EncoderModel(UMT5Config(**tiny_t5_config(len(tokenizer))))
+    return TextEncoder(model=model.eval(), tokenizer=tokenizer)
+
+
+def tiny_vlm_config(tokenizer) -> dict:
+    ids = {name: tokenizer.convert_tokens_to_ids(name) for name in VLM_SPECIAL_TOKENS}
+    head_dim = VLM_HIDDEN // 4
+    return dict(
+        model_type="qwen2_5_vl",
+        text_config=dict(
+            vocab_size=len(tokenizer), hidden_size=VLM_HIDDEN, intermediate_size=128, num_hidden_layers=2,
+            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
+            # mrope sections (t, h, w) must add up to head_dim / 2.
+            rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
+                             "mrope_section": [2, 3, head_dim // 2 - 5]},
+            bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"],
+        ),
+        vision_config=dict(
+            depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=VLM_HIDDEN,
+            patch_size=TINY_PREPROCESS.patch_size, spatial_merge_size=TINY_PREPROCESS.merge_size,
+            temporal_patch_size=TINY_PREPROCESS.temporal_patch_size, window_size=56, fullatt_block_indexes=[1],
+            tokens_per_second=2,
+        ),
+        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
+        tie_word_embeddings=False,
+    )
+
+
+def tiny_vlm(seed: int = 0) -> VisionLanguageModel:
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    tokenizer = train_tokenizer("vlm")
+    config = Qwen2_5_VLConfig(**{k: v for k, v in tiny_vlm_config(tokenizer).items() if k != "model_type"})
+    with seeded(seed):
+        model = Qwen2_5_VLForConditionalGeneration(config)
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.eval().requires_grad_(False)
+    return VisionLanguageModel(model=model, tokenizer=tokenizer, preprocess=TINY_PREPROCESS)
+
+
+def tiny_connector_config() -> ConnectorConfig:
+    return ConnectorConfig(
+        vlm_dim=VLM_HIDDEN, context_dim=TEXT_DIM, latent_channels=LATENT_CHANNELS,
+        adapter_hidden_dim=DIT_HEADS * DIT_HEAD_DIM, adapter_patch_size=(1, 4, 4), max_context_len=256,
+        boundary_token_len=1,
+    )
+
+
+def tiny_connector(seed: int = 0) -> Connector:
+    with seeded(seed):
+        connector = Connector(tiny_connector_config())
+        _randomize(connector)
+    return connector.eval()
+
+
+def _randomize(module: nn.Module) -> None:
+    """Overwrite every parameter/buffer that is saved with small random values (seeded by the caller)."""
+    with torch.no_grad():
+        for tensor in module.state_dict().values():
+            if tensor.is_floating_point() and tensor.numel():
+                tensor.copy_(torch.randn_like(tensor) * 0.1)
+
+
+# --- writing a complete tiny model set ---------------------------------------------------------
+
+def write_tiny_models(out_dir: str | Path, seed: int = 0) -> dict:
+    """Write every component in every supported layout under `out_dir`; return the manifest."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    entries: list[dict] = []
+
+    def record(component: str, rel: str, layout: str, storage: str = "fp32", **extra: object) -> None:
+        entries.append(dict(component=component, path=rel, layout=layout, storage=storage, **extra))
+
+    configs = out / "configs"
+    dit, vae = tiny_dit(seed), tiny_vae(seed + 1)
+    text, vlm, connector = tiny_text_encoder(seed + 2), tiny_vlm(seed + 3), tiny_connector(seed + 4)
+    dit_config = {k: v for k, v in dict(dit.config).items() if not k.startswith("_")}
+    vae_config = {k: v for k, v in dict(vae.config).items() if not k.startswith("_")}
+    for name, data in (("dit", dit_config), ("vae", vae_config), ("t5", text.model.config.to_dict()),
+                       ("connector", connector.config.to_dict())):
+        (configs / name).mkdir(parents=True, exist_ok=True)
+        (configs / name / "config.json").write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+    # DiT
+    dit.save_pretrained(str(out / "dit" / "diffusers"), safe_serialization=True)
+    record("dit", "dit/diffusers", "diffusers-folder")
+    save_dit(dit, out / "dit" / "wan_tiny.safetensors")
+    record("dit", "dit/wan_tiny.safetensors", "wan")
+    save_dit(dit, out / "dit" / "wan_tiny_comfyui.safetensors", comfyui_prefix=True)
+    record("dit", "dit/wan_tiny_comfyui.safetensors", "wan-comfyui")
+    ckpt.save_safetensors(dit.state_dict(), out / "dit" / "diffusers_keys_tiny.safetensors",
+                          format_name="revise.dit.diffusers", config=dit_config)
+    record("dit", "dit/diffusers_keys_tiny.safetensors", "diffusers")
+    original = wan_keys.dit_diffusers_to_original(dit.state_dict())
+    for storage, dtype in (("fp16", torch.float16), ("bf16", torch.bfloat16), ("fp8_e4m3fn", torch.float8_e4m3fn)):
+        rel = f"dit/wan_tiny_{storage}.safetensors"
+        # fp16 is written as ComfyUI repackages it (prefixed); the others bare.
+        prefix = wan_keys.COMFYUI_DIT_PREFIX if storage == "fp16" else ""
+        ckpt.save_safetensors({prefix + k: v.to(dtype) for k, v in original.items()}, out / rel,
+                              format_name="revise.dit.wan", config=dit_config)
+        record("dit", rel, "wan-comfyui" if storage == "fp16" else "wan", storage)
+    scaled = _scaled_fp8(original)
+    ckpt.save_safetensors(scaled, out / "dit" / "wan_tiny_fp8_scaled.safetensors",
+                          format_name="revise.dit.wan", config=dit_config)
+    record("dit", "dit/wan_tiny_fp8_scaled.safetensors", "wan", "fp8_e4m3fn_scaled")
+
+    # VAE
+    vae.save_pretrained(str(out / "vae" / "diffusers"), safe_serialization=True)
+    record("vae", "vae/diffusers", "diffusers-folder")
+    save_vae(vae, out / "vae" / "wan_2.1_vae_tiny.safetensors")
+    record("vae", "vae/wan_2.1_vae_tiny.safetensors", "wan")
+    torch.save(wan_keys.vae_diffusers_to_original(vae.state_dict()), out / "vae" / "Wan2.1_VAE_tiny.pth")
+    record("vae", "vae/Wan2.1_VAE_tiny.pth", "wan", config="configs/vae")
+
+    # umT5
+    save_text_encoder(text, out / "t5" / "hf")
+    record("t5", "t5/hf", "hf-folder")
+    text.tokenizer.save_pretrained(str(out / "t5" / "tokenizer"))
+    hf_weights = {k: v for k, v in text.model.state_dict().items() if k != "encoder.embed_tokens.weight"}
+    # ComfyUI's text-encoder files carry the tokenizer model as a uint8 tensor; include one.
+    hf_weights["spiece_model"] = torch.frombuffer(bytearray(b"tokenizer-blob"), dtype=torch.uint8)
+    ckpt.save_safetensors(hf_weights, out / "t5" / "umt5_tiny.safetensors", format_name="revise.t5.hf",
+                          config=text.model.config.to_dict())
+    record("t5", "t5/umt5_tiny.safetensors", "hf", tokenizer="t5/tokenizer")
+    torch.save(hf_t5_to_wan(text.model.state_dict()), out / "t5" / "models_t5_umt5_tiny_enc.pth")
+    record("t5", "t5/models_t5_umt5_tiny_enc.pth", "wan", tokenizer="t5/tokenizer", config="configs/t5")
+
+    # VLM (Hugging Face folder, with the preprocessing configs a real folder has)
+    vlm_dir = out / "vlm" / "tiny-qwen2_5-vl"
+    vlm.model.save_pretrained(str(vlm_dir), safe_serialization=True)
+    vlm.tokenizer.save_pretrained(str(vlm_dir))
+    preprocess = dict(
+        patch_size=TINY_PREPROCESS.patch_size, merge_size=TINY_PREPROCESS.merge_size,
+        temporal_patch_size=TINY_PREPROCESS.temporal_patch_size, min_pixels=TINY_PREPROCESS.min_pixels,
+        max_pixels=TINY_PREPROCESS.max_pixels, image_mean=list(TINY_PREPROCESS.image_mean),
+        image_std=list(TINY_PREPROCESS.image_std), image_processor_type="Qwen2VLImageProcessor",
+    )
+    for name in ("preprocessor_config.json", "video_preprocessor_config.json"):
+        (vlm_dir / name).write_text(json.dumps(preprocess, indent=2) + "\n")
+    record("vlm", "vlm/tiny-qwen2_5-vl", "hf-folder")
+
+    # Connector: ours, and the Omni-Video 2 checkpoint (DiT + connector in one .pt, tokens in a .pkl)
+    save_connector(connector, out / "connector" / "revise_connector_tiny.safetensors")
+    record("connector", "connector/revise_connector_tiny.safetensors", "revise")
+    omni = {f"wan_model.{k}": v for k, v in original.items()}
+    omni.update({k: v for k, v in connector.state_dict().items() if not k.startswith("boundary.")})
+    (out / "omnivideo2" / "transformer").mkdir(parents=True, exist_ok=True)
+    torch.save(omni, out / "omnivideo2" / "transformer" / "pytorch_model.pt")
+    tokens = {f"<{name}>": connector.boundary_token(name).clone() for name in BOUNDARY_NAMES}
+    with open(out / "omnivideo2" / "special_tokens.pkl", "wb") as handle:
+        pickle.dump(tokens, handle)  # the format Omni-Video 2 ships; read back without full unpickling
+    record("dit", "omnivideo2/transformer/pytorch_model.pt", "omnivideo", config="configs/dit")
+    record("connector", "omnivideo2/transformer/pytorch_model.pt", "omnivideo2", config="configs/connector",
+           special_tokens="omnivideo2/special_tokens.pkl")
+
+    manifest = {"seed": seed, "format": 1, "files": entries,
+                "configs": {name: f"configs/{name}" for name in ("dit", "vae", "t5", "connector")}}
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    logger.info("wrote %d tiny model files under %s", len(entries), out)
+    return manifest
+
+
+def _scaled_fp8(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """ComfyUI-style scaled fp8: 2-D weights stored as fp8 / scale, with a scalar scale per layer."""
+    out: dict[str, torch.Tensor] = {"scaled_fp8": torch.zeros(0, dtype=torch.float8_e4m3fn)}
+    for key, tensor in state_dict.items():
+        if key.endswith(".weight") and tensor.ndim == 2:
+            scale = tensor.abs().max().clamp(min=1e-12) / 448.0  # 448 = largest e4m3fn value
+            out[key] = (tensor / scale).to(torch.float8_e4m3fn)
+            out[key[: -len(".weight")] + ".scale_weight"] = scale.reshape(()).float()
+        else:
+            out[key] = tensor
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m revise_core.testing", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    write = sub.add_parser("write-tiny-models", help="write a complete tiny model set in every supported layout")
+    write.add_argument("out_dir", type=Path, help="folder to write (created if missing)")
+    write.add_argument("--seed", type=int, default=0, help="seed of the random weights (default 0)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    manifest = write_tiny_models(args.out_dir, seed=args.seed)
+    print(f"wrote {len(manifest['files'])} files; manifest: {args.out_dir / 'manifest.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""USO training of the ReViSE generator (`python -m trainer.uso`)."""
