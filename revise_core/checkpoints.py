@@ -260,8 +260,13 @@ def fold_fp8_scales(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.T
 
 
 def cast_floating(state_dict: Mapping[str, torch.Tensor], dtype: torch.dtype) -> dict[str, torch.Tensor]:
-    """Cast every floating tensor (fp8 storage included) to `dtype`; integer tensors stay as they are."""
-    return {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in state_dict.items()}
+    """Copy every tensor into fresh memory, floating ones (fp8 storage included) cast to `dtype`.
+
+    Always a copy: tensors read from a file are views into a memory map whose data offsets depend on
+    the header length; unaligned weights take other SIMD paths and change results in the last bits,
+    and a model must not keep the file mapped anyway.
+    """
+    return {k: v.to(dtype if v.is_floating_point() else v.dtype, copy=True) for k, v in state_dict.items()}
 
 
 def strip_prefix(state_dict: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
@@ -348,8 +353,8 @@ def load_into(
 ) -> nn.Module:
     """Build `factory()` without allocating, then load `state_dict` strictly in `dtype`.
 
-    `keep_fp32` names submodules kept in float32 when `dtype` is float16 (diffusers' own policy for
-    numerically fragile layers). `optional_keys` may be absent from the file (e.g. tied embeddings);
+    `keep_fp32` names submodules kept in float32 when `dtype` is half precision (diffusers' own
+    policy for numerically fragile layers: norms, modulation tables, the time embedding). `optional_keys` may be absent from the file (e.g. tied embeddings);
     the module's own value is kept for them.
     """
     state_dict = fold_fp8_scales(state_dict)
@@ -365,12 +370,11 @@ def load_into(
             f"configured model: {format_key_mismatch(missing, unexpected, mismatched)}. "
             "Check that the config (or model variant) matches this file."
         )
-    tensors = cast_floating(state_dict, dtype)
-    for name in keep_fp32:
-        if dtype == torch.float16:
-            for key in tensors:
-                if f".{name}." in f".{key}" and tensors[key].is_floating_point():
-                    tensors[key] = tensors[key].to(torch.float32)
+    # The same rule as diffusers' from_pretrained (any half dtype, any dotted component of the key),
+    # so our half-precision models compute like diffusers-loaded ones; the fp32 values stay exact.
+    kept = {k for k in state_dict if dtype != torch.float32 and any(n in k.split(".") for n in keep_fp32)}
+    tensors = cast_floating({k: v for k, v in state_dict.items() if k not in kept}, dtype)
+    tensors.update(cast_floating({k: state_dict[k] for k in kept}, torch.float32))
     module.load_state_dict(tensors, strict=False, assign=True)
     still_meta = [n for n, p in module.named_parameters() if p.is_meta]
     if still_meta:

@@ -19,6 +19,7 @@ import pickle
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -220,6 +221,25 @@ def _randomize(module: nn.Module) -> None:
 
 # --- writing a complete tiny model set ---------------------------------------------------------
 
+@dataclass
+class TinyModelSet:
+    """One of each component, sized to fit together."""
+
+    dit: nn.Module
+    vae: nn.Module
+    text: TextEncoder
+    vlm: VisionLanguageModel
+    connector: Connector
+
+
+def tiny_model_set(seed: int = 0) -> TinyModelSet:
+    """The models `write_tiny_models(dir, seed)` writes, rebuilt in memory (same seed, same weights)."""
+    return TinyModelSet(
+        dit=tiny_dit(seed), vae=tiny_vae(seed + 1), text=tiny_text_encoder(seed + 2), vlm=tiny_vlm(seed + 3),
+        connector=tiny_connector(seed + 4),
+    )
+
+
 def write_tiny_models(out_dir: str | Path, seed: int = 0) -> dict:
     """Write every component in every supported layout under `out_dir`; return the manifest."""
     out = Path(out_dir)
@@ -230,8 +250,8 @@ def write_tiny_models(out_dir: str | Path, seed: int = 0) -> dict:
         entries.append(dict(component=component, path=rel, layout=layout, storage=storage, **extra))
 
     configs = out / "configs"
-    dit, vae = tiny_dit(seed), tiny_vae(seed + 1)
-    text, vlm, connector = tiny_text_encoder(seed + 2), tiny_vlm(seed + 3), tiny_connector(seed + 4)
+    models = tiny_model_set(seed)
+    dit, vae, text, vlm, connector = models.dit, models.vae, models.text, models.vlm, models.connector
     dit_config = {k: v for k, v in dict(dit.config).items() if not k.startswith("_")}
     vae_config = {k: v for k, v in dict(vae.config).items() if not k.startswith("_")}
     for name, data in (("dit", dit_config), ("vae", vae_config), ("t5", text.model.config.to_dict()),

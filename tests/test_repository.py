@@ -1,0 +1,57 @@
+"""The repository contract: README commands, CI script, packaging metadata."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _readme_commands() -> tuple[str, str]:
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## Fresh machine", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```bash\n(.*?)\n```", section, flags=re.S)
+    assert len(blocks) == 2, f"README's fresh-machine section must have exactly two commands, found {blocks}"
+    return blocks[0].strip(), blocks[1].strip()
+
+
+def test_ci_runs_exactly_the_readme_commands():
+    install, test = _readme_commands()
+    ci_lines = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()]
+    assert f"{install} || exit 1" in ci_lines
+    assert test in ci_lines
+    assert ci_lines.index(f"{install} || exit 1") < ci_lines.index(test)
+
+
+def test_ci_treats_no_tests_collected_as_failure():
+    script = (ROOT / ".ci" / "run").read_text()
+    assert '"$status" -eq 5' in script and "exit 1" in script
+
+
+def test_readme_install_pins_cpu_torch_but_pyproject_does_not():
+    install, _ = _readme_commands()
+    assert '"torch==2.13.0"' in install
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    torch_reqs = [d for d in project["dependencies"] if re.match(r"torch\b", d)]
+    assert torch_reqs and all("==" not in d for d in torch_reqs), torch_reqs
+
+
+def test_pyproject_declares_the_required_stack_and_comfy_metadata():
+    data = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    names = {re.split(r"[<>=!\[ ]", d, maxsplit=1)[0].lower() for d in data["project"]["dependencies"]}
+    required = {"torch", "diffusers", "transformers", "safetensors", "einops", "kornia", "numpy", "tqdm", "av",
+                "comfyui-frontend-package"}
+    assert required <= names, required - names
+    assert "pytest" in " ".join(data["project"]["optional-dependencies"]["test"])
+    assert {"PublisherId", "DisplayName"} <= set(data["tool"]["comfy"])
+    # `nodes` must never be installed as a top-level package: ComfyUI owns that module name.
+    assert "nodes*" not in data["tool"]["setuptools"]["packages"]["find"]["include"]
+
+
+def test_shipped_configs_are_valid_json_for_every_variant():
+    from revise_core.variants import KNOWN_VARIANTS
+
+    for variant in KNOWN_VARIANTS:
+        assert isinstance(variant.load_config(), dict), variant.name
