@@ -220,3 +220,41 @@ def save_text_encoder(encoder: TextEncoder, folder: str | os.PathLike) -> Path:
     encoder.model.save_pretrained(str(folder), safe_serialization=True)
     encoder.tokenizer.save_pretrained(str(folder))
     return folder
+
+
+# --- encoding ------------------------------------------------------------------------------------
+
+def clean_prompt(text: str) -> str:
+    """Wan's prompt cleaning: HTML entities unescaped (twice, as Wan does) and whitespace collapsed."""
+    import html
+
+    return re.sub(r"\s+", " ", html.unescape(html.unescape(text))).strip()
+
+
+def encode_text(encoder: TextEncoder, prompts: list[str], *, max_length: int = 512) -> list[torch.Tensor]:
+    """umT5 features of each prompt, trimmed to its true length: a list of [L_i, D], L_i <= max_length.
+
+    Tokenised as Wan does (padding to `max_length` on the right, truncation, </s> appended); the encoder
+    sees the attention mask, and the padded positions are cut off afterwards.
+    """
+    if not prompts:
+        raise ValueError("encode_text needs at least one prompt")
+    for prompt in prompts:
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise ValueError(f"prompts must be non-empty strings, got {prompt!r}")
+    batch = encoder.tokenizer(
+        [clean_prompt(p) for p in prompts], padding="max_length", max_length=max_length, truncation=True,
+        add_special_tokens=True, return_attention_mask=True, return_tensors="pt",
+    )
+    device = next(encoder.model.parameters()).device
+    mask = batch["attention_mask"].to(device)
+    hidden = encoder.model(batch["input_ids"].to(device), mask).last_hidden_state
+    lengths = mask.gt(0).sum(dim=1).tolist()
+    return [states[:length] for states, length in zip(hidden, lengths)]
+
+
+def pad_context(tokens: torch.Tensor, length: int) -> torch.Tensor:
+    """Zero-pad [L, D] to [length, D]: Wan attends to a fixed-length context without a key mask."""
+    if tokens.shape[0] > length:
+        raise ValueError(f"context of {tokens.shape[0]} tokens exceeds the fixed length {length}")
+    return torch.cat([tokens, tokens.new_zeros(length - tokens.shape[0], tokens.shape[1])])

@@ -60,3 +60,85 @@ def save_vae(vae: nn.Module, path: str | os.PathLike) -> os.PathLike:
     tensors = wan_keys.vae_diffusers_to_original(vae.state_dict())
     config = {k: v for k, v in dict(vae.config).items() if not k.startswith("_")}
     return ckpt.save_safetensors(tensors, path, format_name="revise.vae.wan", config=config)
+
+
+# --- encode / decode -----------------------------------------------------------------------------
+# Latents outside the model path are raw VAE space (as ComfyUI's own Wan nodes keep them); the
+# DiT and the connector see them normalised with the per-channel Wan mean / std.
+
+def _latent_stats(vae: nn.Module, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    mean = torch.tensor(vae.config.latents_mean, dtype=like.dtype, device=like.device).view(1, -1, 1, 1, 1)
+    std = torch.tensor(vae.config.latents_std, dtype=like.dtype, device=like.device).view(1, -1, 1, 1, 1)
+    return mean, std
+
+
+def normalize_latents(vae: nn.Module, latents: torch.Tensor) -> torch.Tensor:
+    """Raw VAE latents -> the normalised space the DiT works in."""
+    mean, std = _latent_stats(vae, latents)
+    return (latents - mean) / std
+
+
+def denormalize_latents(vae: nn.Module, latents: torch.Tensor) -> torch.Tensor:
+    """Normalised latents -> raw VAE latents."""
+    mean, std = _latent_stats(vae, latents)
+    return latents * std + mean
+
+
+def encode(vae: nn.Module, video: torch.Tensor) -> torch.Tensor:
+    """Pixels [B, 3, T, H, W] in -1..1 -> raw latents [B, 16, (T-1)/4+1, H/8, W/8] (distribution mode)."""
+    if video.ndim != 5 or video.shape[1] != 3:
+        raise ValueError(f"VAE encode expects pixels [B, 3, T, H, W], got shape {tuple(video.shape)}")
+    dtype = next(vae.parameters()).dtype
+    return vae.encode(video.to(dtype)).latent_dist.mode()
+
+
+def decode(
+    vae: nn.Module,
+    latents: torch.Tensor,
+    *,
+    num_latent_frames: int | None = None,
+    tiled: bool = False,
+    clamp: bool = True,
+) -> torch.Tensor:
+    """Raw latents [B, 16, t, h, w] -> pixels [B, 3, 4(t'-1)+1, 8h, 8w] in -1..1.
+
+    - `num_latent_frames`: decode only the first t' latent frames (the decoder is causal, so a prefix
+      decodes exactly as it would inside the full video, for a fraction of the cost).
+    - `tiled`: diffusers' spatial tiling, for memory (not with clamp=False).
+    - `clamp=False`: the differentiable path; diffusers clamps to [-1, 1], which zeroes the gradient of
+      every saturated pixel, so the unclamped decode runs the same causal loop without the clamp.
+    """
+    if latents.ndim != 5:
+        raise ValueError(f"VAE decode expects latents [B, C, T, H, W], got shape {tuple(latents.shape)}")
+    if num_latent_frames is not None:
+        if not 1 <= num_latent_frames <= latents.shape[2]:
+            raise ValueError(f"num_latent_frames must be in 1..{latents.shape[2]}, got {num_latent_frames}")
+        latents = latents[:, :, :num_latent_frames]
+    latents = latents.to(next(vae.parameters()).dtype)
+    if not clamp:
+        if tiled:
+            raise ValueError("tiled decoding always clamps; use tiled=False for the differentiable path")
+        return _decode_unclamped(vae, latents)
+    previous = vae.use_tiling
+    vae.use_tiling = tiled
+    try:
+        return vae.decode(latents).sample
+    finally:
+        vae.use_tiling = previous
+
+
+def _decode_unclamped(vae: nn.Module, latents: torch.Tensor) -> torch.Tensor:
+    # Hand-written on purpose: the same frame-by-frame causal loop as AutoencoderKLWan._decode, minus
+    # its final clamp (gradients must reach saturated pixels). The feature cache is cloned, never
+    # detached, inside the decoder, so autograd flows through it.
+    vae.clear_cache()
+    try:
+        hidden = vae.post_quant_conv(latents)
+        outputs = []
+        for index in range(hidden.shape[2]):
+            vae._conv_idx = [0]
+            outputs.append(vae.decoder(hidden[:, :, index:index + 1], feat_cache=vae._feat_map,
+                                       feat_idx=vae._conv_idx, first_chunk=index == 0))
+        return torch.cat(outputs, dim=2)
+    finally:
+        vae.clear_cache()

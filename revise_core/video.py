@@ -1,0 +1,237 @@
+"""Video files <-> float frames, and the frame-count / size policy the models need (PyAV, torch).
+
+Frames travel as ComfyUI does it: a float tensor [T, H, W, 3] in 0..1. Wan needs 4k+1 frames and
+sides that are multiples of 16 (VAE x8, patch x2); the connector's visual adapter needs multiples of 32
+(its 4x4 latent patch). `conform` makes a clip fit explicitly, with the policy named by the caller:
+nothing is stretched unless `resize="stretch"` is asked for.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+logger = logging.getLogger(__name__)
+
+FRAME_POLICIES = ("trim", "pad")
+RESIZE_POLICIES = ("crop", "pad", "stretch")
+DEFAULT_FPS = Fraction(16)
+
+
+class VideoError(ValueError):
+    """A video that cannot be used: unreadable, empty, too short or of the wrong shape."""
+
+
+@dataclass
+class VideoClip:
+    """Frames [T, H, W, 3] float32 in 0..1 and their frame rate."""
+
+    frames: torch.Tensor
+    fps: Fraction = DEFAULT_FPS
+
+    def __post_init__(self) -> None:
+        check_frames(self.frames, what="video clip")
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.frames.shape[0])
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(height, width)."""
+        return int(self.frames.shape[1]), int(self.frames.shape[2])
+
+
+def check_frames(frames: torch.Tensor, *, what: str = "frames", min_frames: int = 1) -> None:
+    """Raise VideoError unless `frames` is [T, H, W, 3] with at least `min_frames` frames."""
+    if not isinstance(frames, torch.Tensor):
+        raise VideoError(f"{what}: expected a tensor [T, H, W, 3], got {type(frames).__name__}")
+    if frames.ndim != 4 or frames.shape[-1] != 3:
+        raise VideoError(f"{what}: expected frames [T, H, W, 3] (RGB), got shape {tuple(frames.shape)}")
+    if frames.shape[0] < min_frames:
+        raise VideoError(f"{what}: has {frames.shape[0]} frames, at least {min_frames} are needed")
+
+
+def read_video(path: str | os.PathLike, *, max_frames: int | None = None, stride: int = 1) -> VideoClip:
+    """Decode a video file (any container PyAV/FFmpeg reads) into float frames."""
+    import av
+
+    path = Path(path)
+    if not path.is_file():
+        raise VideoError(f"video file not found: {path}")
+    if stride < 1:
+        raise VideoError(f"stride must be >= 1, got {stride}")
+    frames: list[np.ndarray] = []
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise VideoError(f"{path}: the file has no video stream")
+            stream = container.streams.video[0]
+            fps = stream.average_rate or stream.guessed_rate or DEFAULT_FPS
+            for index, frame in enumerate(container.decode(stream)):
+                if index % stride:
+                    continue
+                frames.append(frame.to_ndarray(format="rgb24"))
+                if max_frames is not None and len(frames) >= max_frames:
+                    break
+    except av.error.FFmpegError as error:
+        raise VideoError(f"{path}: unreadable video ({error})") from error
+    if not frames:
+        raise VideoError(f"{path}: the video stream has no decodable frames")
+    tensor = torch.from_numpy(np.stack(frames)).float().div_(255.0)
+    return VideoClip(tensor, Fraction(fps) / stride)
+
+
+def write_video(path: str | os.PathLike, frames: torch.Tensor, fps: Fraction | float = DEFAULT_FPS, *, crf: int = 19) -> Path:
+    """Write frames [T, H, W, 3] in 0..1 as an H.264 mp4 (yuv420p, so sides are made even)."""
+    import av
+
+    check_frames(frames, what="frames to write")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pixels = (frames.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+    height, width = pixels.shape[1] - pixels.shape[1] % 2, pixels.shape[2] - pixels.shape[2] % 2
+    rate = Fraction(fps).limit_denominator(1001)
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("libx264" if "libx264" in av.codecs_available else "h264", rate=rate)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.options = {"crf": str(crf)}
+        for array in pixels:
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(array[:height, :width]), format="rgb24")
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    return path
+
+
+def valid_frame_count(num_frames: int, policy: str = "trim") -> int:
+    """The 4k+1 frame count Wan uses: the largest one <= num_frames ("trim") or smallest >= ("pad")."""
+    if policy not in FRAME_POLICIES:
+        raise ValueError(f"frame policy must be one of {FRAME_POLICIES}, got '{policy}'")
+    if num_frames < 1:
+        raise VideoError(f"need at least 1 frame, got {num_frames}")
+    if policy == "trim":
+        return (num_frames - 1) // 4 * 4 + 1
+    return math.ceil((num_frames - 1) / 4) * 4 + 1
+
+
+def latent_frames(num_frames: int) -> int:
+    """Latent frames of the causal Wan VAE for 4k+1 pixel frames (the one place this arithmetic lives)."""
+    if (num_frames - 1) % 4:
+        raise VideoError(f"Wan needs 4k+1 frames, got {num_frames}")
+    return (num_frames - 1) // 4 + 1
+
+
+def conform(
+    frames: torch.Tensor,
+    *,
+    num_frames: int | None = None,
+    min_frames: int = 5,
+    frame_policy: str = "trim",
+    height: int | None = None,
+    width: int | None = None,
+    multiple: int = 32,
+    resize: str = "crop",
+) -> torch.Tensor:
+    """Fit frames [T, H, W, 3] to a valid Wan clip.
+
+    - Frames: `num_frames` if given (must be 4k+1; longer clips are cut, shorter ones padded by
+      repeating the last frame only when frame_policy="pad"), else the clip's own count made 4k+1.
+    - Size: target (height, width) default to the clip's size rounded down to `multiple`. "crop" scales
+      to cover and crops the centre (no distortion), "pad" scales to fit and pads with black, "stretch"
+      resizes to the target ignoring the aspect ratio.
+    """
+    check_frames(frames, what="source video", min_frames=min_frames)
+    if resize not in RESIZE_POLICIES:
+        raise ValueError(f"resize policy must be one of {RESIZE_POLICIES}, got '{resize}'")
+    count = frames.shape[0]
+    if num_frames is None:
+        target_count = valid_frame_count(count, frame_policy)
+    else:
+        if (num_frames - 1) % 4 or num_frames < 1:
+            raise VideoError(f"num_frames must be 4k+1 (e.g. 17, 33, 81), got {num_frames}")
+        target_count = num_frames
+        if count < num_frames and frame_policy != "pad":
+            raise VideoError(
+                f"source video has {count} frames but {num_frames} were asked for; use a longer clip, fewer "
+                "frames, or frame_policy='pad' to repeat the last frame"
+            )
+    if target_count < min_frames:
+        raise VideoError(f"source video has {count} frames; at least {min_frames} are needed")
+    if target_count <= count:
+        frames = frames[:target_count]
+    else:
+        frames = torch.cat([frames, frames[-1:].expand(target_count - count, -1, -1, -1)])
+
+    src_h, src_w = frames.shape[1], frames.shape[2]
+    target_h = height if height is not None else src_h // multiple * multiple
+    target_w = width if width is not None else src_w // multiple * multiple
+    if target_h < multiple or target_w < multiple or target_h % multiple or target_w % multiple:
+        raise VideoError(
+            f"target size {target_h}x{target_w} (HxW) must be positive multiples of {multiple}; the source is "
+            f"{src_h}x{src_w}"
+        )
+    if (target_h, target_w) == (src_h, src_w):
+        return frames.contiguous()
+    return _resize(frames, target_h, target_w, resize)
+
+
+def _resize(frames: torch.Tensor, height: int, width: int, policy: str) -> torch.Tensor:
+    chw = frames.permute(0, 3, 1, 2)
+    src_h, src_w = chw.shape[-2:]
+    if policy == "stretch":
+        out = _interpolate(chw, height, width)
+    else:
+        scale = max(height / src_h, width / src_w) if policy == "crop" else min(height / src_h, width / src_w)
+        scaled_h, scaled_w = max(1, round(src_h * scale)), max(1, round(src_w * scale))
+        scaled = _interpolate(chw, scaled_h, scaled_w)
+        if policy == "crop":
+            top, left = (scaled_h - height) // 2, (scaled_w - width) // 2
+            out = scaled[..., top:top + height, left:left + width]
+        else:
+            out = chw.new_zeros(chw.shape[0], 3, height, width)
+            top, left = (height - scaled_h) // 2, (width - scaled_w) // 2
+            out[..., top:top + scaled_h, left:left + scaled_w] = scaled
+    return out.permute(0, 2, 3, 1).clamp(0, 1).contiguous()
+
+
+def _interpolate(chw: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    # Antialiased bicubic: what torchvision's resize does on float tensors, without needing torchvision.
+    return F.interpolate(chw, size=(height, width), mode="bicubic", align_corners=False, antialias=True)
+
+
+def to_model_space(frames: torch.Tensor) -> torch.Tensor:
+    """[T, H, W, 3] in 0..1 -> [1, 3, T, H, W] in -1..1 (the VAE's input)."""
+    return (frames.permute(3, 0, 1, 2).unsqueeze(0) * 2.0 - 1.0).contiguous()
+
+
+def from_model_space(video: torch.Tensor) -> torch.Tensor:
+    """[1, 3, T, H, W] in -1..1 -> [T, H, W, 3] in 0..1 (clamped)."""
+    if video.ndim != 5 or video.shape[0] != 1:
+        raise ValueError(f"expected a video [1, 3, T, H, W], got shape {tuple(video.shape)}")
+    return ((video[0].permute(1, 2, 3, 0) + 1.0) / 2.0).clamp(0, 1)
+
+
+def synthetic_clip(num_frames: int = 9, height: int = 64, width: int = 64, seed: int = 0) -> VideoClip:
+    """A moving coloured square on a gradient: a deterministic source video for demos and tests."""
+    generator = torch.Generator().manual_seed(seed)
+    ys = torch.linspace(0, 1, height).view(height, 1).expand(height, width)
+    xs = torch.linspace(0, 1, width).view(1, width).expand(height, width)
+    background = torch.stack([0.2 + 0.3 * xs, 0.3 + 0.2 * ys, 0.5 - 0.2 * xs], dim=-1)
+    color = torch.rand(3, generator=generator) * 0.6 + 0.4
+    side = max(4, height // 4)
+    frames = []
+    for t in range(num_frames):
+        frame = background.clone()
+        top = (height - side) // 2
+        left = int((width - side) * t / max(1, num_frames - 1))
+        frame[top:top + side, left:left + side] = color
+        frames.append(frame)
+    return VideoClip(torch.stack(frames), DEFAULT_FPS)
