@@ -145,6 +145,46 @@ class Connector(nn.Module):
     def boundary_token(self, name: str) -> torch.Tensor:
         return getattr(self.boundary, name)
 
+    def assemble(
+        self, vlm_tokens: torch.Tensor | None, text_tokens: torch.Tensor | None, video_tokens: torch.Tensor
+    ) -> torch.Tensor:
+        """One context sequence [L, context_dim]: [u] [<prp_st> T5 <prp_ed>] [<img_st> v <img_ed>].
+
+        The order is Omni-Video 2's. When the sequence exceeds `max_context_len`, the T5 tokens are cut
+        first (from their end), then u; the source-video block is never cut (Omni-Video 2 cuts the tail,
+        which in its order would drop source-video tokens first). `None` parts are left out: the null
+        condition for guidance is `assemble(None, None, v)`.
+        """
+        if video_tokens.ndim != 2 or video_tokens.shape[-1] != self.config.context_dim:
+            raise ValueError(f"video tokens must be [N, {self.config.context_dim}], got {tuple(video_tokens.shape)}")
+        width = self.config.context_dim
+        for name, part in (("VLM", vlm_tokens), ("text", text_tokens)):
+            if part is not None and (part.ndim != 2 or part.shape[-1] != width):
+                raise ValueError(
+                    f"{name} tokens must be [L, {width}] (the DiT's text_dim), got {tuple(part.shape)}: the "
+                    "text encoder / VLM and the connector do not belong together"
+                )
+        like = video_tokens
+        boundary = {name: self.boundary_token(name).to(like) for name in BOUNDARY_NAMES}
+        video_block = torch.cat([boundary["img_st"], video_tokens, boundary["img_ed"]])
+        fixed = video_block.shape[0] + boundary["prp_st"].shape[0] + boundary["prp_ed"].shape[0]
+        budget = self.config.max_context_len - fixed
+        if budget < 0:
+            raise ValueError(
+                f"the source video alone needs {fixed} context tokens, more than max_context_len="
+                f"{self.config.max_context_len}; use a lower resolution or fewer frames"
+            )
+        vlm_part = vlm_tokens if vlm_tokens is not None else like.new_zeros(0, width)
+        text_part = text_tokens if text_tokens is not None else like.new_zeros(0, width)
+        overflow = vlm_part.shape[0] + text_part.shape[0] - budget
+        if overflow > 0:
+            cut_text = min(overflow, text_part.shape[0])
+            text_part = text_part[: text_part.shape[0] - cut_text]
+            vlm_part = vlm_part[: vlm_part.shape[0] - (overflow - cut_text)]
+            logger.warning("context longer than max_context_len=%d: dropped %d tokens (text first)",
+                           self.config.max_context_len, overflow)
+        return torch.cat([vlm_part.to(like), boundary["prp_st"], text_part.to(like), boundary["prp_ed"], video_block])
+
 
 # --- loading / saving ---------------------------------------------------------------------------
 

@@ -29,6 +29,7 @@ from . import checkpoints as ckpt
 from . import wan_keys
 from .connector import BOUNDARY_NAMES, Connector, ConnectorConfig, save_connector
 from .dit import save_dit
+from .editor import write_models_file
 from .text import TextEncoder, hf_t5_to_wan, save_text_encoder
 from .vae import save_vae
 from .vlm import VisionLanguageModel, VisionPreprocessConfig
@@ -331,6 +332,12 @@ def write_tiny_models(out_dir: str | Path, seed: int = 0) -> dict:
     record("connector", "omnivideo2/transformer/pytorch_model.pt", "omnivideo2", config="configs/connector",
            special_tokens="omnivideo2/special_tokens.pkl")
 
+    # One layout per component, as a user's models.json would name them (for the editor and the demos).
+    write_models_file(out, {
+        "dit": "dit/wan_tiny_comfyui.safetensors", "vae": "vae/wan_2.1_vae_tiny.safetensors",
+        "t5": "t5/umt5_tiny.safetensors", "t5_tokenizer": "t5/tokenizer", "vlm": "vlm/tiny-qwen2_5-vl",
+        "connector": "connector/revise_connector_tiny.safetensors",
+    })
     manifest = {"seed": seed, "format": 1, "files": entries,
                 "configs": {name: f"configs/{name}" for name in ("dit", "vae", "t5", "connector")}}
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")

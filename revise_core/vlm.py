@@ -9,11 +9,14 @@ folder's (video_)preprocessor_config.json into `VisionPreprocessConfig`.
 from __future__ import annotations
 
 import logging
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
+from einops import rearrange
 from torch import nn
 
 from . import checkpoints as ckpt
@@ -124,3 +127,187 @@ def load_vlm(
     model.to(device).eval().requires_grad_(False)
     tokenizer = load_tokenizer(folder, what="VLM tokenizer")
     return VisionLanguageModel(model=model, tokenizer=tokenizer, preprocess=VisionPreprocessConfig.from_folder(folder))
+
+
+# --- differentiable preprocessing (Qwen2-VL family) -----------------------------------------------
+# Reimplemented in torch on purpose: the transformers video processors need torchvision (absent on
+# CPU-only machines), and the critic needs gradients from the VLM back to the pixels.
+
+SUPPORTED_FAMILIES = ("qwen2_vl", "qwen2_5_vl")
+TOKEN_TYPE_VIDEO = 2  # mm_token_type_ids: 0 text, 1 image, 2 video
+
+
+def smart_resize(height: int, width: int, factor: int, min_pixels: int, max_pixels: int) -> tuple[int, int]:
+    """Qwen2-VL's rule: sides multiples of `factor`, area within [min_pixels, max_pixels], aspect kept."""
+    if max(height, width) / min(height, width) > 200:
+        raise ValueError(f"aspect ratio {max(height, width) / min(height, width):.0f} is above 200")
+    h_bar = round(height / factor) * factor
+    w_bar = round(width / factor) * factor
+    if h_bar * w_bar > max_pixels:
+        beta = math.sqrt(height * width / max_pixels)
+        h_bar = max(factor, math.floor(height / beta / factor) * factor)
+        w_bar = max(factor, math.floor(width / beta / factor) * factor)
+    elif h_bar * w_bar < min_pixels:
+        beta = math.sqrt(min_pixels / (height * width))
+        h_bar = math.ceil(height * beta / factor) * factor
+        w_bar = math.ceil(width * beta / factor) * factor
+    return h_bar, w_bar
+
+
+def frames_to_patches(frames: torch.Tensor, config: VisionPreprocessConfig) -> tuple[torch.Tensor, tuple[int, int, int]]:
+    """Frames [T, 3, H, W] in 0..1 -> (pixel_values_videos [N, 3·tp·p·p], grid (t, h, w)); differentiable.
+
+    Resize (antialiased bicubic, as torchvision does on float input), normalise, repeat the last frame
+    up to a multiple of the temporal patch, then patchify in the processor's exact order.
+    """
+    if frames.ndim != 4 or frames.shape[1] != 3:
+        raise ValueError(f"expected frames [T, 3, H, W], got shape {tuple(frames.shape)}")
+    p, m, tp = config.patch_size, config.merge_size, config.temporal_patch_size
+    height, width = smart_resize(frames.shape[2], frames.shape[3], p * m, config.min_pixels, config.max_pixels)
+    frames = frames.float()
+    if (height, width) != tuple(frames.shape[2:]):
+        frames = F.interpolate(frames, size=(height, width), mode="bicubic", align_corners=False, antialias=True)
+    mean = frames.new_tensor(config.image_mean).view(1, 3, 1, 1)
+    std = frames.new_tensor(config.image_std).view(1, 3, 1, 1)
+    frames = (frames - mean) / std
+    remainder = frames.shape[0] % tp
+    if remainder:
+        frames = torch.cat([frames, frames[-1:].expand(tp - remainder, -1, -1, -1)])
+    grid = (frames.shape[0] // tp, height // p, width // p)
+    patches = rearrange(
+        frames, "(gt tp) c (gh mh ph) (gw mw pw) -> (gt gh gw mh mw) (c tp ph pw)",
+        tp=tp, mh=m, ph=p, mw=m, pw=p,
+    )
+    return patches, grid
+
+
+@dataclass
+class VLMInputs:
+    """Model inputs for one conversation (batch 1) and where its parts are."""
+
+    kwargs: dict
+    prefix_len: int  # tokens of the system message (dropped from u, as Omni-Video 2 does)
+
+
+def build_inputs(
+    vlm: VisionLanguageModel,
+    messages: list[dict],
+    videos: list[torch.Tensor] = (),
+    *,
+    fps: float = 16.0,
+    add_generation_prompt: bool = True,
+    assistant_prefix: str = "",
+) -> VLMInputs:
+    """Render a chat with `{"type": "video"}` placeholders and attach the videos' patches.
+
+    `videos` are frames [T, 3, H, W] in 0..1, one per placeholder, in order. `assistant_prefix` is text
+    placed after the generation prompt (e.g. a chain-of-thought before the verdict position).
+    """
+    family = vlm.model.config.model_type
+    if family not in SUPPORTED_FAMILIES:
+        raise ValueError(f"VLM family '{family}' is not supported yet; supported: {SUPPORTED_FAMILIES}")
+    tokenizer = vlm.tokenizer
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+    text += assistant_prefix
+    video_token = tokenizer.convert_ids_to_tokens(vlm.model.config.video_token_id)
+    if text.count(video_token) != len(videos):
+        raise ValueError(f"the chat has {text.count(video_token)} video placeholders but {len(videos)} videos were given")
+    patches, grids = [], []
+    merge = vlm.preprocess.merge_size ** 2
+    pieces = text.split(video_token)
+    expanded = pieces[0]
+    for video, piece in zip(videos, pieces[1:]):
+        video_patches, grid = frames_to_patches(video, vlm.preprocess)
+        patches.append(video_patches)
+        grids.append(grid)
+        expanded += video_token * (grid[0] * grid[1] * grid[2] // merge) + piece
+    device = next(vlm.model.parameters()).device
+    input_ids = tokenizer(expanded, add_special_tokens=False, return_tensors="pt")["input_ids"].to(device)
+    kwargs = {
+        "input_ids": input_ids,
+        "attention_mask": torch.ones_like(input_ids),
+        # Without it Qwen2.5-VL silently falls back to 1-D positions for the video tokens.
+        "mm_token_type_ids": (input_ids == vlm.model.config.video_token_id).long() * TOKEN_TYPE_VIDEO,
+    }
+    if videos:
+        dtype = next(vlm.model.parameters()).dtype
+        kwargs["pixel_values_videos"] = torch.cat(patches).to(device=device, dtype=dtype)
+        kwargs["video_grid_thw"] = torch.tensor(grids, device=device)
+        if family == "qwen2_5_vl":
+            kwargs["second_per_grid_ts"] = torch.tensor([vlm.preprocess.temporal_patch_size / fps] * len(videos),
+                                                        device=device)
+    system = [message for message in messages if message.get("role") == "system"]
+    prefix_len = 0
+    if system and messages[0].get("role") == "system":
+        prefix_text = tokenizer.apply_chat_template(system, tokenize=False, add_generation_prompt=False)
+        prefix_len = len(tokenizer(prefix_text, add_special_tokens=False)["input_ids"])
+    return VLMInputs(kwargs, prefix_len)
+
+
+def to_vlm_frames(frames: torch.Tensor, num_frames: int | None = None) -> torch.Tensor:
+    """ComfyUI frames [T, H, W, 3] -> [F, 3, H, W], F frames sampled uniformly (all when None)."""
+    if frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"expected frames [T, H, W, 3], got shape {tuple(frames.shape)}")
+    if num_frames is not None and num_frames < frames.shape[0]:
+        index = torch.linspace(0, frames.shape[0] - 1, num_frames).round().long()
+        frames = frames[index.to(frames.device)]
+    return frames.permute(0, 3, 1, 2)
+
+
+# --- the three uses of U --------------------------------------------------------------------------
+
+FEATURE_SYSTEM_PROMPT = (
+    "You are a video editing assistant. Read the source video and the edit instruction, and think about "
+    "what the edited video must show."
+)
+
+
+def encode(
+    vlm: VisionLanguageModel, frames: torch.Tensor, instruction: str, *, system_prompt: str = FEATURE_SYSTEM_PROMPT,
+    num_frames: int | None = 8, fps: float = 16.0,
+) -> torch.Tensor:
+    """u = last hidden states [L_u, H] of (system, video + instruction, generation prompt), system dropped.
+
+    Differentiable in `frames` ([T, H, W, 3] in 0..1) when gradients are enabled.
+    """
+    if not instruction or not instruction.strip():
+        raise ValueError("the edit instruction is empty")
+    messages = [
+        {"role": "system", "content": system_prompt},
+        {"role": "user", "content": [{"type": "video"}, {"type": "text", "text": instruction}]},
+    ]
+    inputs = build_inputs(vlm, messages, [to_vlm_frames(frames, num_frames)], fps=fps)
+    _reset_rope_cache(vlm)
+    output = vlm.model(**inputs.kwargs, output_hidden_states=True, logits_to_keep=1)
+    return output.hidden_states[-1][0, inputs.prefix_len:]
+
+
+def generate(
+    vlm: VisionLanguageModel, frames: torch.Tensor | None, prompt: str, *, system_prompt: str | None = None,
+    max_new_tokens: int = 128, num_frames: int | None = 8, fps: float = 16.0,
+) -> str:
+    """Greedy text generation about an optional video (no gradient); returns the new text only."""
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    content = ([{"type": "video"}] if frames is not None else []) + [{"type": "text", "text": prompt}]
+    messages = ([{"role": "system", "content": system_prompt}] if system_prompt else []) + [
+        {"role": "user", "content": content}]
+    videos = [to_vlm_frames(frames, num_frames)] if frames is not None else []
+    inputs = build_inputs(vlm, messages, videos, fps=fps)
+    _reset_rope_cache(vlm)
+    with torch.no_grad():
+        output = vlm.model.generate(
+            **inputs.kwargs, max_new_tokens=max_new_tokens, do_sample=False,
+            pad_token_id=vlm.tokenizer.pad_token_id, eos_token_id=vlm.tokenizer.eos_token_id,
+        )
+    _reset_rope_cache(vlm)
+    new_tokens = output[0, inputs.kwargs["input_ids"].shape[1]:]
+    return vlm.tokenizer.decode(new_tokens, skip_special_tokens=True).strip()
+
+
+def _reset_rope_cache(vlm: VisionLanguageModel) -> None:
+    # Qwen-VL caches rope deltas on the model between calls; a stale value from generate() would shift
+    # the positions of the next forward, so every use starts fresh.
+    inner = getattr(vlm.model, "model", None)
+    if inner is not None and hasattr(inner, "rope_deltas"):
+        inner.rope_deltas = None

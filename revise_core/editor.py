@@ -1,0 +1,248 @@
+"""ReviseEditor: (source video, instruction) -> edited video, the inference half of ReViSE.
+
+    frames ─┬─ VAE encode ─ normalise ─ visual adapter ──────────────┐
+            ├─ VLM encode(video, instruction) ─ RMSNorm ─ Linear ─────┼─ assemble ─ DiT sampler ─ VAE decode
+            └─ [reasoning: VLM captions] ─ umT5 ───────────────────────┘
+The null condition for guidance drops u and the text and keeps the source-video tokens.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from . import checkpoints as ckpt
+from . import vae as vae_ops
+from . import video as video_ops
+from . import vlm as vlm_ops
+from .connector import Connector, load_connector
+from .dit import load_dit
+from .sampler import SamplerConfig, StepInfo, sample
+from .text import TextEncoder, encode_text, load_text_encoder, pad_context
+from .vae import load_vae
+from .vlm import VisionLanguageModel, load_vlm
+
+logger = logging.getLogger(__name__)
+
+REASONING_MODES = ("none", "caption")
+MODELS_FILE = "models.json"
+SOURCE_CAPTION_PROMPT = "Describe the source video ."
+TARGET_CAPTION_PROMPT = "Source video : {source} Edit : {instruction} Describe the target video after the edit ."
+
+
+@dataclass
+class EditModels:
+    """The five components of the edit pipeline; `check()` verifies that they belong together."""
+
+    dit: nn.Module
+    vae: nn.Module
+    text: TextEncoder
+    vlm: VisionLanguageModel
+    connector: Connector
+
+    def check(self) -> None:
+        cfg = self.connector.config
+        problems = []
+        if cfg.vlm_dim != self.vlm.hidden_size:
+            problems.append(f"connector vlm_dim={cfg.vlm_dim} but the VLM's hidden size is {self.vlm.hidden_size}")
+        if cfg.context_dim != self.dit.config.text_dim:
+            problems.append(f"connector context_dim={cfg.context_dim} but the DiT's text_dim is {self.dit.config.text_dim}")
+        if self.text.model.config.d_model != self.dit.config.text_dim:
+            problems.append(f"umT5 width {self.text.model.config.d_model} but the DiT's text_dim is {self.dit.config.text_dim}")
+        if not cfg.latent_channels == self.vae.config.z_dim == self.dit.config.in_channels:
+            problems.append(
+                f"latent channels disagree: connector {cfg.latent_channels}, VAE {self.vae.config.z_dim}, "
+                f"DiT {self.dit.config.in_channels}"
+            )
+        if problems:
+            raise ValueError("mismatched model set: " + "; ".join(problems))
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike, *, dtype: torch.dtype | str = torch.float32,
+             device: torch.device | str = "cpu") -> EditModels:
+        """Load the set described by `<folder>/models.json` (paths relative to the folder)."""
+        folder = Path(folder)
+        spec = ckpt.read_json(folder / MODELS_FILE, what="model set description (models.json)")
+        missing = [key for key in ("dit", "vae", "t5", "vlm", "connector") if key not in spec]
+        if missing:
+            raise ValueError(f"{folder / MODELS_FILE}: missing entries {missing}; see docs/models.md")
+
+        def path(key: str) -> Path | None:
+            return folder / spec[key] if spec.get(key) else None
+
+        models = cls(
+            dit=load_dit(path("dit"), config=spec.get("dit_config"), dtype=dtype, device=device),
+            vae=load_vae(path("vae"), config=spec.get("vae_config"), dtype=dtype, device=device),
+            text=load_text_encoder(path("t5"), tokenizer=path("t5_tokenizer"), config=spec.get("t5_config"),
+                                   dtype=dtype, device=device),
+            vlm=load_vlm(path("vlm"), dtype=dtype, device=device),
+            connector=load_connector(path("connector"), config=spec.get("connector_config"),
+                                     special_tokens=path("special_tokens"), dtype=dtype, device=device),
+        )
+        models.check()
+        return models
+
+
+@dataclass
+class EditSettings:
+    """Everything that shapes one edit besides the models and the inputs."""
+
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    num_frames: int | None = None  # 4k+1; None = the source's count made 4k+1
+    height: int | None = None  # multiples of 32; None = the source's size rounded down
+    width: int | None = None
+    resize: str = "crop"  # crop | pad | stretch (see video.conform)
+    frame_policy: str = "trim"  # trim | pad
+    reasoning: str = "none"  # none | caption (Omni-Video 2: source caption -> target caption)
+    max_text_len: int = 512  # umT5 tokens per prompt
+    vlm_frames: int = 8  # frames the VLM sees
+    caption_tokens: int = 128  # bound on each generated caption
+    fps: float = 16.0
+    tiled_decode: bool = False
+
+    def __post_init__(self) -> None:
+        if self.reasoning not in REASONING_MODES:
+            raise ValueError(f"reasoning must be one of {REASONING_MODES}, got '{self.reasoning}'")
+
+
+@dataclass
+class EditResult:
+    frames: torch.Tensor  # [T, H, W, 3] in 0..1
+    latents: torch.Tensor  # raw VAE latents [1, 16, t, h, w]
+    source_frames: torch.Tensor  # the conformed source [T, H, W, 3]
+    reasoning: str
+    timings: dict[str, float]
+    seed: int
+
+
+@dataclass
+class Condition:
+    """What the sampler needs, plus what the critic and trainer reuse."""
+
+    cond: torch.Tensor  # [1, max_context_len, D]
+    uncond: torch.Tensor  # [1, max_context_len, D]
+    source_latents: torch.Tensor  # normalised [1, 16, t, h, w]
+    reasoning: str
+
+
+class ReviseEditor:
+    """The inference composition used by the nodes and the CLIs."""
+
+    def __init__(self, models: EditModels) -> None:
+        models.check()
+        self.models = models
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.models.dit.parameters()).device
+
+    def condition(self, source: torch.Tensor, instruction: str, settings: EditSettings,
+                  timings: dict[str, float] | None = None) -> Condition:
+        """Encode a conformed source [T, H, W, 3] and an instruction into cond / uncond contexts."""
+        if not isinstance(instruction, str) or not instruction.strip():
+            raise ValueError("the edit instruction is empty")
+        m, timings = self.models, timings if timings is not None else {}
+        with _timed(timings, "vae_encode"):
+            raw = vae_ops.encode(m.vae, video_ops.to_model_space(source).to(self.device))
+            source_latents = vae_ops.normalize_latents(m.vae, raw.float())
+            video_tokens = m.connector.adapt_video(source_latents.to(_dtype(m.connector)))[0]
+        reasoning, prompts = "", [instruction]
+        if settings.reasoning == "caption":
+            with _timed(timings, "vlm_reasoning"):
+                reasoning, prompts = self._caption_reasoning(source, instruction, settings)
+        with _timed(timings, "text_encode"):
+            text_tokens = torch.cat(encode_text(m.text, prompts, max_length=settings.max_text_len))
+        with _timed(timings, "vlm_encode"):
+            u = vlm_ops.encode(m.vlm, source, instruction, num_frames=settings.vlm_frames, fps=settings.fps)
+            vlm_tokens = m.connector.project_vlm(u.to(_dtype(m.connector)))
+        length = m.connector.config.max_context_len
+        cond = pad_context(m.connector.assemble(vlm_tokens, text_tokens.to(vlm_tokens), video_tokens), length)
+        uncond = pad_context(m.connector.assemble(None, None, video_tokens), length)
+        return Condition(cond[None], uncond[None], source_latents, reasoning)
+
+    def _caption_reasoning(self, source: torch.Tensor, instruction: str, settings: EditSettings) -> tuple[str, list[str]]:
+        vlm = self.models.vlm
+        source_caption = vlm_ops.generate(vlm, source, SOURCE_CAPTION_PROMPT, max_new_tokens=settings.caption_tokens,
+                                          num_frames=settings.vlm_frames, fps=settings.fps)
+        target_caption = vlm_ops.generate(
+            vlm, None, TARGET_CAPTION_PROMPT.format(source=source_caption, instruction=instruction),
+            max_new_tokens=settings.caption_tokens,
+        )
+        reasoning = f"source: {source_caption}\ntarget: {target_caption}"
+        if not target_caption.strip():
+            logger.warning("the VLM wrote an empty target caption; conditioning on the instruction alone")
+            return reasoning, [instruction]
+        # Omni-Video 2 conditions T5 on [target caption ; instruction], concatenated along tokens.
+        return reasoning, [target_caption, instruction]
+
+    def edit(
+        self,
+        frames: torch.Tensor,
+        instruction: str,
+        settings: EditSettings | None = None,
+        *,
+        callback: Callable[[StepInfo], None] | None = None,
+        cancel: Callable[[], bool] | None = None,
+    ) -> EditResult:
+        """Edit source frames [T, H, W, 3] in 0..1 following `instruction`."""
+        settings = settings or EditSettings()
+        timings: dict[str, float] = {}
+        start = time.perf_counter()
+        source = video_ops.conform(
+            frames.float(), num_frames=settings.num_frames, frame_policy=settings.frame_policy,
+            height=settings.height, width=settings.width, resize=settings.resize,
+        )
+        with torch.no_grad():
+            condition = self.condition(source, instruction, settings, timings)
+            with _timed(timings, "sample"):
+                latents = sample(
+                    self.models.dit, condition.cond, condition.uncond, latent_shape=tuple(condition.source_latents.shape),
+                    config=settings.sampler, callback=callback, cancel=cancel,
+                )
+            raw = vae_ops.denormalize_latents(self.models.vae, latents)
+            with _timed(timings, "vae_decode"):
+                pixels = vae_ops.decode(self.models.vae, raw, tiled=settings.tiled_decode)
+        timings["total"] = time.perf_counter() - start
+        return EditResult(
+            frames=video_ops.from_model_space(pixels.float()).cpu(), latents=raw.cpu(), source_frames=source,
+            reasoning=condition.reasoning, timings=timings, seed=settings.sampler.seed,
+        )
+
+
+class _timed:
+    """Adds the wall time of a block to timings[name] (synchronising CUDA so the figure is real)."""
+
+    def __init__(self, timings: dict[str, float], name: str) -> None:
+        self.timings, self.name = timings, name
+
+    def __enter__(self) -> None:
+        _sync()
+        self.start = time.perf_counter()
+
+    def __exit__(self, *exc: object) -> None:
+        _sync()
+        self.timings[self.name] = self.timings.get(self.name, 0.0) + time.perf_counter() - self.start
+
+
+def _sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def _dtype(module: nn.Module) -> torch.dtype:
+    return next(module.parameters()).dtype
+
+
+def write_models_file(folder: str | os.PathLike, entries: dict[str, str]) -> Path:
+    """Write `models.json` (paths relative to `folder`) describing a model set for `EditModels.load`."""
+    path = Path(folder) / MODELS_FILE
+    path.write_text(json.dumps(entries, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return path
