@@ -1,0 +1,1 @@
+"""Benchmarks (speed, memory, quality). Results go to bench/results/ as JSON + markdown."""

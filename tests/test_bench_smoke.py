@@ -1,0 +1,14 @@
+"""The benchmark scripts run (figures live in bench/results/, never in tests)."""
+
+from __future__ import annotations
+
+import torch
+
+from bench import sample_speed
+
+
+def test_sample_speed_case_runs_and_both_samplers_agree():
+    dit, vae, context_len, text_dim = sample_speed.build(torch.device("cpu"), torch.float32)
+    record = sample_speed.run_case(dit, vae, context_len, text_dim, 5, 32, 32, 2, torch.device("cpu"), torch.float32)
+    assert record["max_abs_diff"] == 0.0
+    assert record["ours_s_per_step"] > 0 and record["diffusers_s_per_step"] > 0
