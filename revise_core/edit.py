@@ -54,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="compute dtype (default: bf16 on GPU, fp32 on CPU)")
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     parser.add_argument("--tiled-decode", action="store_true", help="decode with spatial tiles (less memory)")
+    parser.add_argument("--best-of", type=int, default=1,
+                        help="sample N seeds and keep the edit the model's own VLM critic scores highest (default 1)")
     parser.add_argument("--json", action="store_true", help="print the result summary as JSON")
     return parser
 
@@ -93,14 +95,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     from tqdm import tqdm
 
-    with tqdm(total=steps, desc="sampling", unit="step") as bar:
-        result = editor.edit(clip.frames, instruction, settings, callback=lambda info: bar.update(1))
+    with tqdm(total=steps * args.best_of, desc="sampling", unit="step") as bar:
+        result = editor.edit(clip.frames, instruction, settings, callback=lambda info: bar.update(1),
+                             best_of=args.best_of)
     write_video(out, result.frames, clip.fps)
     summary = {
         "output": str(out), "frames": list(result.frames.shape), "instruction": instruction,
         "reasoning": result.reasoning, "seed": result.seed,
         "timings_s": {k: round(v, 4) for k, v in result.timings.items()}, "device": device, "dtype": dtype,
     }
+    if result.scores:
+        summary["best_of"] = result.scores
     if args.demo:
         summary["note"] = "tiny random weights: the output is noise by design; see docs/models.md for real models"
     print(json.dumps(summary, indent=2) if args.json else

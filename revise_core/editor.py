@@ -8,6 +8,7 @@ The null condition for guidance drops u and the text and keeps the source-video 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -24,6 +25,7 @@ from . import vae as vae_ops
 from . import video as video_ops
 from . import vlm as vlm_ops
 from .connector import Connector, load_connector
+from .critic import SelfCritic
 from .dit import load_dit
 from .sampler import SamplerConfig, StepInfo, sample
 from .text import TextEncoder, encode_text, load_text_encoder, pad_context
@@ -121,6 +123,8 @@ class EditResult:
     reasoning: str
     timings: dict[str, float]
     seed: int
+    # best-of-N: one entry per candidate (seed, relative_delta, p_yes); empty for a single edit
+    scores: list[dict] = field(default_factory=list)
 
 
 @dataclass
@@ -191,8 +195,17 @@ class ReviseEditor:
         *,
         callback: Callable[[StepInfo], None] | None = None,
         cancel: Callable[[], bool] | None = None,
+        best_of: int = 1,
+        critic: SelfCritic | None = None,
     ) -> EditResult:
-        """Edit source frames [T, H, W, 3] in 0..1 following `instruction`."""
+        """Edit source frames [T, H, W, 3] in 0..1 following `instruction`.
+
+        `best_of=N` (beyond the paper, test-time) samples N seeds (the settings' seed, +1, ...) and keeps
+        the edit that the model's own VLM scores highest by relative reward Δ − Δ_base; the condition is
+        encoded once and Δ_base computed once. `result.scores` lists every candidate.
+        """
+        if best_of < 1:
+            raise ValueError(f"best_of must be >= 1, got {best_of}")
         settings = settings or EditSettings()
         timings: dict[str, float] = {}
         start = time.perf_counter()
@@ -200,21 +213,39 @@ class ReviseEditor:
             frames.float(), num_frames=settings.num_frames, frame_policy=settings.frame_policy,
             height=settings.height, width=settings.width, resize=settings.resize,
         )
+        if best_of > 1 and critic is None:
+            critic = SelfCritic(self.models.vlm)
+        candidates = []
         with torch.no_grad():
             condition = self.condition(source, instruction, settings, timings)
-            with _timed(timings, "sample"):
-                latents = sample(
-                    self.models.dit, condition.cond, condition.uncond, latent_shape=tuple(condition.source_latents.shape),
-                    config=settings.sampler, callback=callback, cancel=cancel,
-                )
-            raw = vae_ops.denormalize_latents(self.models.vae, latents)
-            with _timed(timings, "vae_decode"):
-                pixels = vae_ops.decode(self.models.vae, raw, tiled=settings.tiled_decode)
+            for offset in range(best_of):
+                seed = settings.sampler.seed + offset
+                raw, edited = self._sample_and_decode(condition, settings, seed, timings, callback=callback,
+                                                      cancel=cancel)
+                score = {"seed": seed}
+                if best_of > 1:
+                    with _timed(timings, "critic"):
+                        report = critic.report(source, edited, instruction, per_dimension=False)
+                    score.update(relative_delta=report.relative_delta, p_yes=report.p_yes)
+                candidates.append((raw, edited, score))
+        best = max(range(best_of), key=lambda i: candidates[i][2].get("relative_delta", 0.0))
+        raw, edited, score = candidates[best]
         timings["total"] = time.perf_counter() - start
-        return EditResult(
-            frames=video_ops.from_model_space(pixels.float()).cpu(), latents=raw.cpu(), source_frames=source,
-            reasoning=condition.reasoning, timings=timings, seed=settings.sampler.seed,
-        )
+        return EditResult(frames=edited, latents=raw, source_frames=source, reasoning=condition.reasoning,
+                          timings=timings, seed=score["seed"],
+                          scores=[c[2] for c in candidates] if best_of > 1 else [])
+
+    def _sample_and_decode(self, condition: Condition, settings: EditSettings, seed: int, timings: dict[str, float],
+                           *, callback=None, cancel=None) -> tuple[torch.Tensor, torch.Tensor]:
+        sampler = dataclasses.replace(settings.sampler, seed=seed)
+        with _timed(timings, "sample"):
+            latents = sample(self.models.dit, condition.cond, condition.uncond,
+                             latent_shape=tuple(condition.source_latents.shape), config=sampler, callback=callback,
+                             cancel=cancel)
+        raw = vae_ops.denormalize_latents(self.models.vae, latents)
+        with _timed(timings, "vae_decode"):
+            pixels = vae_ops.decode(self.models.vae, raw, tiled=settings.tiled_decode)
+        return raw.cpu(), video_ops.from_model_space(pixels.float()).cpu()
 
 
 class _timed:

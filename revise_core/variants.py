@@ -66,6 +66,11 @@ KNOWN_VARIANTS: tuple[Variant, ...] = (
         "Omni-Video 2 connector for Wan2.1-1.3B with a Qwen3-VL-30B-A3B VLM (u width 2048)", "omnivideo2-1.3b",
         ("transformer/pytorch_model.pt",),
     ),
+    Variant(
+        "qwen2.5-vl-7b", "vlm",
+        "Qwen2.5-VL-7B-Instruct architecture (config only: real VLMs load from their own HF folder; used by the "
+        "real-size benchmarks)", "qwen2.5-vl-7b", ("Qwen/Qwen2.5-VL-7B-Instruct/",),
+    ),
 )
 
 

@@ -12,3 +12,10 @@ def test_sample_speed_case_runs_and_both_samplers_agree():
     record = sample_speed.run_case(dit, vae, context_len, text_dim, 5, 32, 32, 2, torch.device("cpu"), torch.float32)
     assert record["max_abs_diff"] == 0.0
     assert record["ours_s_per_step"] > 0 and record["diffusers_s_per_step"] > 0
+
+
+def test_critic_speed_runs_on_cpu():
+    from bench import critic_speed
+
+    record = critic_speed.run(torch.device("cpu"), repeats=1, gradient_checkpointing=False)
+    assert record["fwd_bwd_s"] > 0 and record["height"] == 64
