@@ -48,7 +48,8 @@ def build_vlm(device: torch.device):
 
 
 def run(device: torch.device, repeats: int, gradient_checkpointing: bool) -> dict:
-    from revise_core.critic import CriticConfig, SelfCritic, reason_loss
+    from revise_core.critic import CriticConfig, SelfCritic
+    from revise_core.losses import reason_loss
 
     vlm, (height, width) = build_vlm(device)
     if gradient_checkpointing:

@@ -16,7 +16,6 @@ import logging
 from dataclasses import dataclass, field
 
 import torch
-from torch import nn
 
 from . import vlm as vlm_ops
 from .vlm import VisionLanguageModel
@@ -196,11 +195,6 @@ class SelfCritic:
                     dims[name] = {"p_yes": float(dim_verdict.p_yes), "delta": float(dim_verdict.delta)}
         return CriticReport(p_yes=float(verdict.p_yes), delta=float(verdict.delta), relative_delta=float(relative),
                             per_dimension=dims, reasoning=verdict.reasoning)
-
-
-def reason_loss(relative_delta: torch.Tensor) -> torch.Tensor:
-    """L_reason = −log σ(Δ − Δ_base), written with logsigmoid for stability."""
-    return -nn.functional.logsigmoid(relative_delta)
 
 
 def _fingerprint(frames: torch.Tensor) -> str:

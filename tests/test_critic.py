@@ -11,7 +11,8 @@ import torch
 
 from revise_core import critic as critic_mod
 from revise_core import vlm as vlm_ops
-from revise_core.critic import CriticConfig, CriticError, SelfCritic, reason_loss
+from revise_core.critic import CriticConfig, CriticError, SelfCritic
+from revise_core.losses import reason_loss
 from revise_core.testing import tiny_vlm
 
 INSTRUCTION = "make the square red"

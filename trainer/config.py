@@ -1,0 +1,177 @@
+"""USOConfig: every setting of a training run, with the paper's defaults, from YAML/JSON + overrides.
+
+Precedence: dataclass defaults < config file < command-line flags / `key=value` overrides. The resolved
+config is logged and saved with every checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from pathlib import Path
+
+from revise_core.losses import OBJECTIVES
+
+
+def _opt(default, help: str, **kw):  # noqa: A002 - mirrors argparse's name
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata={"help": help, **kw})
+    return field(default=default, metadata={"help": help, **kw})
+
+
+@dataclass
+class USOConfig:
+    """A USO / SFT / RWR fine-tuning run of the ReViSE generator (DiT + visual context adapter)."""
+
+    # --- data ---
+    manifest: str = _opt("", "triplet manifest (JSONL: source, target, instruction, subset, category)")
+    models: str = _opt("", "folder with models.json naming DiT, VAE, umT5, VLM and connector")
+    output_dir: str = _opt("runs/uso", "where checkpoints, logs and plots are written")
+    feature_cache: str = _opt("", "folder caching frozen-encoder features per sample ('' = memory only)")
+    num_frames: int = _opt(17, "frames per training clip (4k+1)")
+    height: int = _opt(352, "clip height (multiple of 32)")
+    width: int = _opt(640, "clip width (multiple of 32)")
+    resize: str = _opt("crop", "how clips are fitted: crop | pad | stretch")
+    max_text_len: int = _opt(512, "umT5 tokens per instruction")
+    vlm_frames: int = _opt(8, "frames the VLM sees when computing u")
+    # --- objective ---
+    objective: str = _opt("uso", "uso (L_FM + λ L_reason) | sft (L_FM) | rwr (P(Yes)-weighted L_FM)")
+    reason_weight: float = _opt(0.25, "λ, weight of L_reason (paper: 0.25)")
+    sigma_max: float = _opt(0.5, "the critic runs only when σ <= sigma_max (paper: 0.5)")
+    timestep_shift: float = _opt(3.0, "shift of the uniform timestep distribution (3 reproduces Table 6)")
+    critic_frames: int = _opt(4, "F, frames the critic samples uniformly from the decoded estimate")
+    decode_latent_frames: int = _opt(0, "decode only this many leading latent frames for the critic (0 = all)")
+    cot: bool = _opt(False, "critic writes a chain of thought before the verdict (slower)")
+    cfg_drop: float = _opt(0.2, "probability of dropping T5 and u together (source tokens kept)")
+    # --- optimisation ---
+    lr: float = _opt(3e-6, "AdamW learning rate (paper: 3e-6)")
+    weight_decay: float = _opt(1e-4, "AdamW weight decay (paper: 1e-4)")
+    grad_clip: float = _opt(0.1, "gradient norm clip (paper: 0.1; 0 = off)")
+    warmup_steps: int = _opt(0, "linear learning-rate warm-up steps")
+    global_batch: int = _opt(8, "samples per optimizer step across all processes (gradient accumulation)")
+    steps: int = _opt(1000, "optimizer steps")
+    train: str = _opt("full", "what trains in the DiT: full | lora (the visual adapter always trains)")
+    lora_rank: int = _opt(32, "LoRA rank (train=lora)")
+    lora_alpha: float = _opt(32.0, "LoRA alpha (train=lora)")
+    lora_targets: list = _opt(["to_q", "to_k", "to_v", "to_out.0", "ffn.net.0.proj", "ffn.net.2"],
+                              "DiT module names LoRA wraps (train=lora)")
+    # --- runtime ---
+    seed: int = _opt(0, "seed of data order, noise, timesteps and CFG drops")
+    device: str = _opt("auto", "auto | cpu | cuda | cuda:N")
+    dtype: str = _opt("auto", "autocast dtype: auto (bf16 on GPU, fp32 on CPU) | bf16 | fp32")
+    checkpointing_dit: bool = _opt(False, "gradient checkpointing in the DiT blocks")
+    checkpointing_vlm: bool = _opt(False, "gradient checkpointing in the critic's VLM")
+    checkpoint_every: int = _opt(100, "save a resumable checkpoint every N steps (and at the end)")
+    keep_checkpoints: int = _opt(3, "how many recent checkpoints to keep")
+    tensorboard: bool = _opt(True, "also log to TensorBoard (needs the tensorboard package)")
+    strategy: str = _opt("ddp", "multi-process strategy under torchrun: ddp | fsdp (FSDP2)")
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.objective not in OBJECTIVES:
+            problems.append(f"objective must be one of {OBJECTIVES}, got '{self.objective}'")
+        if self.train not in ("full", "lora"):
+            problems.append(f"train must be 'full' or 'lora', got '{self.train}'")
+        if self.strategy not in ("ddp", "fsdp"):
+            problems.append(f"strategy must be 'ddp' or 'fsdp', got '{self.strategy}'")
+        if self.dtype not in ("auto", "bf16", "fp32"):
+            problems.append(f"dtype must be auto, bf16 or fp32, got '{self.dtype}'")
+        if (self.num_frames - 1) % 4 or self.num_frames < 1:
+            problems.append(f"num_frames must be 4k+1, got {self.num_frames}")
+        if self.height % 32 or self.width % 32:
+            problems.append(f"height and width must be multiples of 32, got {self.height}x{self.width}")
+        for name in ("sigma_max", "cfg_drop"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                problems.append(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        for name in ("steps", "global_batch", "checkpoint_every", "critic_frames", "lora_rank"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.reason_weight < 0 or self.lr <= 0:
+            problems.append("reason_weight must be >= 0 and lr > 0")
+        if problems:
+            raise ValueError("invalid training config: " + "; ".join(problems))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def config_fields() -> list:
+    return [f for f in fields(USOConfig)]
+
+
+def read_config_file(path: str | os.PathLike) -> dict:
+    """A YAML or JSON mapping of USOConfig fields; unknown fields are an error naming the file."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as error:
+        raise ValueError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'} ({error})") from error
+    data = data or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping of settings, found {type(data).__name__}")
+    _check_names(data, source=str(path))
+    return data
+
+
+def parse_override(text: str) -> tuple[str, object]:
+    """`key=value` with the value read as YAML (numbers, booleans, lists) and the key checked."""
+    import yaml
+
+    if "=" not in text:
+        raise ValueError(f"override '{text}' must look like key=value")
+    key, raw = text.split("=", 1)
+    key = key.strip().replace("-", "_")
+    _check_names({key: None}, source="command line")
+    return key, yaml.safe_load(raw) if raw.strip() else ""
+
+
+def _check_names(data: dict, *, source: str) -> None:
+    known = {f.name for f in fields(USOConfig)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"{source}: unknown settings {unknown}; known settings: {sorted(known)}")
+
+
+def build_config(file: str | os.PathLike | None, overrides: dict) -> USOConfig:
+    """Defaults < file < overrides, converted to each field's type."""
+    data = read_config_file(file) if file else {}
+    data.update(overrides)
+    converted = {}
+    for f in fields(USOConfig):
+        if f.name not in data:
+            continue
+        value = data[f.name]
+        default = f.default if f.default is not MISSING else f.default_factory()
+        try:
+            converted[f.name] = _convert(value, default)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"setting '{f.name}': cannot use {value!r} ({error})") from error
+    return USOConfig(**converted)
+
+
+def _convert(value, default):
+    if isinstance(default, bool):
+        if isinstance(value, str):
+            if value.lower() in ("1", "true", "yes", "on"):
+                return True
+            if value.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError("expected a boolean")
+        return bool(value)
+    if isinstance(default, int):
+        if isinstance(value, float) and not value.is_integer():
+            raise ValueError("expected an integer")
+        return int(value)
+    if isinstance(default, float):
+        return float(value)
+    if isinstance(default, list):
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return list(value)
+    return str(value)

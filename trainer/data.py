@@ -1,0 +1,214 @@
+"""Triplet manifests, their up-front validation, and the frozen-encoder feature cache.
+
+A manifest is JSONL, one training triplet per line:
+    {"id": "rave-0001", "source": "videos/a.mp4", "target": "videos/a_edit.mp4",
+     "instruction": "what will the ice cube look like after an hour in the sun?",
+     "subset": "RAVE", "category": "physical causality"}
+Paths are relative to the manifest's folder. `id` is optional (defaults to the line number).
+
+Frozen encoders (VAE, umT5, VLM) run once per sample: their outputs are cached in memory and, when a
+folder is given, in safetensors files keyed by a content hash of the inputs and of the encoders.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from revise_core import checkpoints as ckpt
+from revise_core import vae as vae_ops
+from revise_core import video as video_ops
+from revise_core import vlm as vlm_ops
+from revise_core.text import encode_text
+
+logger = logging.getLogger(__name__)
+
+SUBSETS = ("RAVE", "ICVG")
+REQUIRED_FIELDS = ("source", "target", "instruction")
+
+
+class ManifestError(ValueError):
+    """A manifest that cannot be trained on; lists every problem found, with line numbers."""
+
+
+@dataclass(frozen=True)
+class Triplet:
+    id: str
+    source: Path
+    target: Path
+    instruction: str
+    subset: str = "RAVE"
+    category: str = ""
+
+
+def read_manifest(path: str | os.PathLike, *, min_frames: int = 5, check_videos: bool = True) -> list[Triplet]:
+    """Parse and validate a manifest; every problem (bad JSON, missing field or file, unreadable or too
+    short video) is collected and reported at once, so nothing fails half-way through training."""
+    path = Path(path)
+    if not path.is_file():
+        raise ManifestError(f"manifest not found: {path}")
+    root = path.parent
+    triplets, problems, seen = [], [], set()
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError as error:
+            problems.append(f"line {number}: not JSON ({error.msg})")
+            continue
+        if not isinstance(entry, dict):
+            problems.append(f"line {number}: expected an object, got {type(entry).__name__}")
+            continue
+        missing = [f for f in REQUIRED_FIELDS if not str(entry.get(f, "")).strip()]
+        if missing:
+            problems.append(f"line {number}: missing or empty field(s) {missing}")
+            continue
+        subset = str(entry.get("subset", "RAVE"))
+        if subset not in SUBSETS:
+            problems.append(f"line {number}: subset must be one of {SUBSETS}, got '{subset}'")
+            continue
+        sample_id = str(entry.get("id", f"line{number}"))
+        if sample_id in seen:
+            problems.append(f"line {number}: duplicate id '{sample_id}'")
+            continue
+        seen.add(sample_id)
+        triplet = Triplet(sample_id, root / entry["source"], root / entry["target"], str(entry["instruction"]),
+                          subset, str(entry.get("category", "")))
+        if check_videos:
+            for role in ("source", "target"):
+                problem = _probe_video(getattr(triplet, role), min_frames)
+                if problem:
+                    problems.append(f"line {number} ({role}): {problem}")
+        triplets.append(triplet)
+    if problems:
+        shown = "\n".join(f"  - {p}" for p in problems[:20])
+        more = f"\n  (+{len(problems) - 20} more)" if len(problems) > 20 else ""
+        raise ManifestError(f"{path}: {len(problems)} problem(s):\n{shown}{more}")
+    if not triplets:
+        raise ManifestError(f"{path}: no triplets")
+    return triplets
+
+
+def _probe_video(path: Path, min_frames: int) -> str | None:
+    if not path.is_file():
+        return f"file not found: {path}"
+    try:
+        clip = video_ops.read_video(path, max_frames=min_frames)
+    except video_ops.VideoError as error:
+        return str(error)
+    if clip.num_frames < min_frames:
+        return f"{path}: {clip.num_frames} frames, at least {min_frames} needed"
+    return None
+
+
+@dataclass
+class Features:
+    """Frozen-encoder outputs for one triplet (latents normalised, as the DiT sees them)."""
+
+    source_frames: torch.Tensor  # [T, H, W, 3] in 0..1 (float16), what the critic compares against
+    source_latents: torch.Tensor  # [1, 16, t, h, w]
+    target_latents: torch.Tensor  # [1, 16, t, h, w] = x0
+    text_tokens: torch.Tensor  # [L_t, D] umT5 features of the instruction
+    vlm_states: torch.Tensor  # [L_u, H] raw VLM hidden states u (connector projection still to apply)
+
+    def to_tensors(self) -> dict[str, torch.Tensor]:
+        return {k: v.contiguous() for k, v in self.__dict__.items()}
+
+
+class FeatureStore:
+    """Computes features with the frozen encoders once per sample; caches them in memory and on disk."""
+
+    def __init__(self, models, *, num_frames: int, height: int, width: int, resize: str, max_text_len: int,
+                 vlm_frames: int, cache_dir: str | os.PathLike | None = None) -> None:
+        self.models = models
+        self.shape = dict(num_frames=num_frames, height=height, width=width, resize=resize)
+        self.max_text_len, self.vlm_frames = max_text_len, vlm_frames
+        self.cache_dir = Path(cache_dir) if cache_dir else None
+        self._memory: dict[str, Features] = {}
+        self._encoders = _encoder_fingerprint(models)
+
+    def get(self, triplet: Triplet) -> Features:
+        key = self._key(triplet)
+        if key in self._memory:
+            return self._memory[key]
+        features = self._load(key)
+        if features is None:
+            features = self._compute(triplet)
+            self._save(key, features)
+        self._memory[key] = features
+        return features
+
+    def _key(self, triplet: Triplet) -> str:
+        digest = hashlib.sha256()
+        for path in (triplet.source, triplet.target):
+            digest.update(_file_digest(path).encode())
+        digest.update(json.dumps([triplet.instruction, self.shape, self.max_text_len, self.vlm_frames,
+                                  self._encoders]).encode())
+        return digest.hexdigest()[:32]
+
+    def _compute(self, triplet: Triplet) -> Features:
+        m = self.models
+        device = next(m.vae.parameters()).device
+        clips = []
+        for path in (triplet.source, triplet.target):
+            frames = video_ops.read_video(path).frames
+            clips.append(video_ops.conform(frames, frame_policy="pad", min_frames=1, **self.shape))
+        with torch.no_grad():
+            latents = [vae_ops.normalize_latents(m.vae, vae_ops.encode(m.vae, video_ops.to_model_space(c).to(device)).float())
+                       for c in clips]
+            (text,) = encode_text(m.text, [triplet.instruction], max_length=self.max_text_len)
+            u = vlm_ops.encode(m.vlm, clips[0], triplet.instruction, num_frames=self.vlm_frames)
+        return Features(clips[0].half().cpu(), latents[0].cpu(), latents[1].cpu(), text.float().cpu(), u.float().cpu())
+
+    def _load(self, key: str) -> Features | None:
+        if self.cache_dir is None:
+            return None
+        path = self.cache_dir / f"{key}.safetensors"
+        if not path.is_file():
+            return None
+        return Features(**ckpt.read_state_dict(path).tensors)
+
+    def _save(self, key: str, features: Features) -> None:
+        if self.cache_dir is not None:
+            ckpt.save_safetensors(features.to_tensors(), self.cache_dir / f"{key}.safetensors",
+                                  format_name="revise.features")
+
+
+def _file_digest(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _encoder_fingerprint(models) -> str:
+    """Identifies the frozen encoders: configs plus a checksum of a few weights (cheap, catches swaps)."""
+    digest = hashlib.sha256()
+    for module in (models.vae, models.text.model, models.vlm.model):
+        config = getattr(module, "config", None)
+        digest.update(repr(sorted(dict(config).items()) if isinstance(config, dict) else
+                           (config.to_json_string() if hasattr(config, "to_json_string") else config)).encode())
+        params = list(module.parameters())
+        for tensor in (params[0], params[-1]):
+            digest.update(f"{float(tensor.detach().float().sum()):.6e}".encode())
+    return digest.hexdigest()[:16]
+
+
+def sample_index(step: int, micro: int, per_step: int, count: int, seed: int) -> int:
+    """The dataset index of global micro-sample `micro` of optimizer step `step`.
+
+    Every epoch is a fresh permutation drawn from (seed, epoch), so the order depends only on the seed
+    and the position: a resumed run and a run on more processes read exactly the same samples.
+    """
+    position = step * per_step + micro
+    epoch, offset = divmod(position, count)
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return int(torch.randperm(count, generator=generator)[offset])

@@ -1,0 +1,302 @@
+"""USOTrainer: fine-tunes G_φ with flow matching plus the self-reflective reward (section 4.2).
+
+Per sample: σ ~ shifted uniform, z_t = (1−σ)x0 + σε, v = G_φ(z_t, σ | f_C(v_src, t5, u)), L_FM = |v − (ε − x0)|².
+When σ <= σ_max the one-step estimate x̂0 = z_t − σ·v is decoded by the frozen VAE (unclamped) and judged
+by the frozen VLM: L_reason = −log σ(Δ − Δ_base). USO adds λ·L_reason, RWR weights L_FM by P(Yes) (no
+gradient through the weight), SFT uses L_FM alone.
+
+All randomness of a sample (σ, ε, the CFG drop) is drawn from a generator seeded by (seed, step,
+global sample index), and the data order is a function of (seed, position): a resumed run, or a run on
+more processes with the same global batch, sees exactly the same samples and noise.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from revise_core import losses
+from revise_core import vae as vae_ops
+from revise_core.critic import CriticConfig, SelfCritic
+from revise_core.editor import EditModels
+
+from . import state as checkpoints
+from .config import USOConfig
+from .data import FeatureStore, Triplet, read_manifest, sample_index
+from .model import Generator, configure_trainable, export
+from .run_log import RunLog, plot_curves
+
+logger = logging.getLogger(__name__)
+
+
+class TrainingDivergedError(RuntimeError):
+    """A non-finite loss or gradient stopped the run; the last good checkpoint is kept."""
+
+
+@dataclass
+class MicroResult:
+    loss: torch.Tensor
+    l_fm: float
+    l_reason: float  # NaN when the critic did not run
+    triggered: bool
+    delta: float
+    delta_base: float
+    p_yes: float
+    sigma: float
+
+
+class USOTrainer:
+    """setup() -> train() -> cleanup(); `_loss_step` is one sample's forward (and the tests' hook)."""
+
+    def __init__(self, config: USOConfig, *, models: EditModels | None = None,
+                 triplets: list[Triplet] | None = None) -> None:
+        self.config = config
+        self._models, self._triplets = models, triplets
+        self.rank, self.world = 0, 1
+        self.history: list[dict] = []
+
+    # --- setup -----------------------------------------------------------------------------------
+
+    def setup(self, resume: bool = False) -> None:
+        cfg = self.config
+        self._setup_distributed()
+        if cfg.global_batch % self.world:
+            raise ValueError(f"global_batch={cfg.global_batch} must be a multiple of the {self.world} processes")
+        self.accumulation = cfg.global_batch // self.world
+        models = self._models or EditModels.load(cfg.models, dtype="fp32", device=self.device)
+        models.check()
+        for frozen in (models.vae, models.text.model, models.vlm.model):
+            frozen.eval().requires_grad_(False)
+        self.models = models
+        self.generator = Generator(models.dit, models.connector).to(self.device)
+        self.trainable = configure_trainable(self.generator, mode=cfg.train, lora_rank=cfg.lora_rank,
+                                             lora_alpha=cfg.lora_alpha, lora_targets=cfg.lora_targets)
+        self.generator.dit.train()
+        if cfg.checkpointing_dit:
+            self.generator.dit.enable_gradient_checkpointing()
+        if cfg.checkpointing_vlm:
+            enable = getattr(models.vlm.model, "activation_checkpointing_enable", None)
+            (enable or models.vlm.model.gradient_checkpointing_enable)()
+        self.critic = SelfCritic(models.vlm, CriticConfig(num_frames=cfg.critic_frames, cot=cfg.cot))
+        self.triplets = self._triplets or read_manifest(cfg.manifest, min_frames=1)
+        self.features = FeatureStore(models, num_frames=cfg.num_frames, height=cfg.height, width=cfg.width,
+                                     resize=cfg.resize, max_text_len=cfg.max_text_len, vlm_frames=cfg.vlm_frames,
+                                     cache_dir=cfg.feature_cache or None)
+        self.model = self._wrap(self.generator)
+        params = [p for p in self.generator.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        warmup = max(cfg.warmup_steps, 0)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda step: min(1.0, (step + 1) / warmup) if warmup else 1.0)
+        self.start_step = 0
+        if resume:
+            path = checkpoints.latest(cfg.output_dir)
+            if path is None:
+                raise FileNotFoundError(f"--resume: no checkpoint under {checkpoints.checkpoint_root(cfg.output_dir)}")
+            self.start_step = checkpoints.load(path, model=self.generator, optimizer=self.optimizer,
+                                               scheduler=self.scheduler)["step"]
+        self.log = RunLog(cfg.output_dir, tensorboard=cfg.tensorboard, resume_step=self.start_step,
+                          enabled=self.rank == 0)
+        self.history = self.log.read() if self.rank == 0 else []
+        if self.rank == 0:
+            logger.info("training %d parameter tensors (%s) on %s x%d; config: %s", len(self.trainable), cfg.train,
+                        self.device, self.world, cfg.to_dict())
+
+    def _setup_distributed(self) -> None:
+        import os
+
+        cfg = self.config
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            if not dist.is_initialized():
+                dist.init_process_group(backend="nccl" if torch.cuda.is_available() and cfg.device != "cpu" else "gloo")
+            self.rank, self.world = dist.get_rank(), dist.get_world_size()
+        if cfg.device == "auto":
+            if torch.cuda.is_available():
+                local = int(os.environ.get("LOCAL_RANK", "0"))
+                torch.cuda.set_device(local)
+                self.device = torch.device("cuda", local)
+            else:
+                self.device = torch.device("cpu")
+        else:
+            self.device = torch.device(cfg.device)
+        wants_bf16 = cfg.dtype == "bf16" or (cfg.dtype == "auto" and self.device.type == "cuda")
+        self.autocast_dtype = torch.bfloat16 if wants_bf16 else None
+
+    def _wrap(self, generator: Generator):
+        if self.world == 1:
+            return generator
+        if self.config.strategy == "fsdp":
+            from torch.distributed.fsdp import fully_shard
+
+            for block in generator.dit.blocks:
+                fully_shard(block)
+            return fully_shard(generator)
+        from torch.nn.parallel import DistributedDataParallel
+
+        return DistributedDataParallel(generator, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+
+    # --- one sample --------------------------------------------------------------------------------
+
+    def sample_generator(self, step: int, micro: int) -> torch.Generator:
+        return torch.Generator().manual_seed(self.config.seed * 1_000_003 + step * 10_007 + micro)
+
+    def _loss_step(self, step: int, micro: int) -> MicroResult:
+        """Forward (with graph) for global sample `micro` of step `step`; the loss is not yet scaled."""
+        cfg = self.config
+        triplet = self.triplets[sample_index(step, micro, cfg.global_batch, len(self.triplets), cfg.seed)]
+        feats = self.features.get(triplet)
+        rng = self.sample_generator(step, micro)
+        sigma = losses.sample_sigmas(1, cfg.timestep_shift, rng)
+        x0 = feats.target_latents.to(self.device)
+        noise = torch.randn(x0.shape, generator=rng).to(self.device)
+        drop = bool(torch.rand(1, generator=rng).item() < cfg.cfg_drop)
+        z_t = losses.noisy_latents(x0, noise, sigma)
+        with self._autocast():
+            velocity = self.model(z_t, sigma, feats.source_latents.to(self.device), feats.vlm_states.to(self.device),
+                                  feats.text_tokens.to(self.device), drop)
+        fm = losses.flow_matching_loss(velocity, losses.flow_target(x0, noise))
+        nan = torch.tensor([float("nan")])
+        reason, p_yes, delta, delta_base = nan, nan, float("nan"), float("nan")
+        triggered = cfg.objective != "sft" and float(sigma) <= cfg.sigma_max
+        if triggered:
+            grad_context = contextlib.nullcontext() if cfg.objective == "uso" else torch.no_grad()
+            with grad_context, self._autocast():
+                relative, verdict, base = self._critic(z_t, sigma, velocity, feats, triplet.instruction)
+            delta, delta_base = float(verdict.delta.detach()), float(base)
+            p_yes = torch.sigmoid(verdict.delta.detach().float()).view(1)
+            reason = losses.reason_loss(relative.float()).view(1)
+        loss = losses.combine(cfg.objective, fm, reason=reason.to(fm.device), p_yes=p_yes.to(fm.device),
+                              weight=cfg.reason_weight)
+        return MicroResult(loss=loss, l_fm=float(fm.mean()), l_reason=float(reason[0]), triggered=triggered,
+                           delta=delta, delta_base=delta_base, p_yes=float(p_yes[0]), sigma=float(sigma))
+
+    def _critic(self, z_t, sigma, velocity, feats, instruction):
+        vae = self.models.vae
+        estimate = losses.one_step_estimate(z_t, sigma, velocity.float())
+        frames = self.config.decode_latent_frames or None
+        pixels = vae_ops.decode(vae, vae_ops.denormalize_latents(vae, estimate), num_latent_frames=frames, clamp=False)
+        # [1, 3, T, H, W] in ~[-1, 1] -> [T, H, W, 3] in ~[0, 1]; no clamp, so saturated pixels keep gradient.
+        edited = ((pixels[0].permute(1, 2, 3, 0) + 1.0) / 2.0).float()
+        source = feats.source_frames[: edited.shape[0]].to(edited)
+        relative, verdict = self.critic.relative(source, edited, instruction)
+        return relative, verdict, self.critic.baseline(source, instruction)
+
+    def _autocast(self):
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
+    # --- the loop ---------------------------------------------------------------------------------
+
+    def train(self) -> list[dict]:
+        cfg = self.config
+        from tqdm import tqdm
+
+        progress = tqdm(total=cfg.steps, initial=self.start_step, desc=f"{cfg.objective} training", unit="step",
+                        disable=self.rank != 0)
+        step = self.start_step
+        try:
+            while step < cfg.steps:
+                record = self._optimizer_step(step)
+                step += 1
+                record["step"] = step
+                self.history.append(record)
+                self.log.write(record)
+                progress.update(1)
+                progress.set_postfix(loss=f"{record['loss']:.4f}", trig=f"{record['triggered']:.2f}")
+                if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+                    self._save(step, record)
+        except KeyboardInterrupt:
+            # Parameters are only changed by the optimizer step at the end of a step, so the state of the
+            # last completed step is what we save; the partial step is redone on resume.
+            logger.warning("interrupted: saving step %d before exiting", step)
+            self.optimizer.zero_grad(set_to_none=True)
+            if step > self.start_step:
+                self._save(step, self.history[-1] if self.history else {})
+            raise
+        finally:
+            progress.close()
+        return self.history
+
+    def _optimizer_step(self, step: int) -> dict:
+        cfg = self.config
+        started = time.perf_counter()
+        results = []
+        for index in range(self.accumulation):
+            micro = self.rank + index * self.world  # global sample index within the step
+            sync = index == self.accumulation - 1 or self.world == 1
+            context = contextlib.nullcontext() if sync or not hasattr(self.model, "no_sync") else self.model.no_sync()
+            with context:
+                result = self._loss_step(step, micro)
+                if not torch.isfinite(result.loss):
+                    self._diverged(step, f"loss {float(result.loss)} (L_FM={result.l_fm}, L_reason={result.l_reason})")
+                (result.loss / self.accumulation).backward()
+            results.append(result)
+        params = [p for p in self.generator.parameters() if p.requires_grad]
+        if cfg.grad_clip > 0:
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        else:
+            grad_norm = torch.norm(torch.stack([p.grad.norm() for p in params if p.grad is not None]))
+        if not torch.isfinite(grad_norm):
+            self._diverged(step, f"gradient norm {float(grad_norm)}")
+        lr = self.scheduler.get_last_lr()[0]
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return self._reduce(results, float(grad_norm), lr, time.perf_counter() - started)
+
+    def _reduce(self, results: list[MicroResult], grad_norm: float, lr: float, seconds: float) -> dict:
+        """Metrics of the global batch (summed over processes)."""
+        triggered = [r for r in results if r.triggered]
+        sums = torch.tensor([
+            sum(float(r.loss) for r in results), sum(r.l_fm for r in results), len(results), len(triggered),
+            sum(r.l_reason for r in triggered), sum(r.delta for r in triggered),
+            sum(r.delta_base for r in triggered), sum(r.p_yes for r in triggered),
+        ], dtype=torch.float64)
+        if self.world > 1:
+            dist.all_reduce(sums)
+        count, fired = sums[2].item(), sums[3].item()
+
+        def mean_of(index: int) -> float:
+            return sums[index].item() / fired if fired else float("nan")
+
+        return {"loss": sums[0].item() / count, "l_fm": sums[1].item() / count, "triggered": fired / count,
+                "l_reason": mean_of(4), "delta": mean_of(5), "delta_base": mean_of(6), "p_yes": mean_of(7),
+                "relative_delta": mean_of(5) - mean_of(6) if fired else float("nan"),
+                "grad_norm": grad_norm, "lr": lr, "s_per_it": seconds}
+
+    def _diverged(self, step: int, what: str) -> None:
+        last = checkpoints.latest(self.config.output_dir)
+        raise TrainingDivergedError(
+            f"non-finite {what} at step {step + 1}; stopped without saving this step. Last good checkpoint: "
+            f"{last if last else 'none yet'}. Lower the learning rate or check the data of this step."
+        )
+
+    def _save(self, step: int, record: dict) -> None:
+        if self.rank == 0:
+            checkpoints.save(self.config.output_dir, step, model=self.generator, trainable=self.trainable,
+                             optimizer=self.optimizer, scheduler=self.scheduler, config=self.config.to_dict(),
+                             metrics=record, keep=self.config.keep_checkpoints)
+        if self.world > 1:
+            dist.barrier()
+
+    def cleanup(self) -> dict[str, Path]:
+        """Export the trained weights and the curves (rank 0); tear down the process group."""
+        outputs: dict[str, Path] = {}
+        if self.rank == 0:
+            outputs = export(self.generator, Path(self.config.output_dir) / "final")
+            plot = plot_curves(self.history, Path(self.config.output_dir) / "curves.png")
+            if plot:
+                outputs["curves"] = plot
+            self.log.close()
+        if self.world > 1 and dist.is_initialized():
+            dist.barrier()
+            dist.destroy_process_group()
+        return outputs

@@ -1,0 +1,116 @@
+"""G_φ as one module: the connector (only its visual adapter trains) feeding the Wan DiT (full or LoRA).
+
+Wrapping both in one nn.Module lets DDP / FSDP see exactly the parameters that train, and keeps the
+frozen pieces (VLM projection, boundary tokens) in the graph without parameter gradients.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from revise_core.connector import Connector, save_connector
+from revise_core.dit import save_dit
+from revise_core.text import pad_context
+
+logger = logging.getLogger(__name__)
+
+
+class Generator(nn.Module):
+    """Velocity prediction v_φ(z_t, t | f_C(v, t5, u))."""
+
+    def __init__(self, dit: nn.Module, connector: Connector) -> None:
+        super().__init__()
+        self.dit = dit
+        self.connector = connector
+
+    def context(self, source_latents: torch.Tensor, vlm_states: torch.Tensor, text_tokens: torch.Tensor,
+                drop: bool) -> torch.Tensor:
+        """[1, max_context_len, D]; `drop` is the CFG drop: T5 and u removed together, source kept."""
+        connector = self.connector
+        video_tokens = connector.adapt_video(source_latents)[0]
+        if drop:
+            tokens = connector.assemble(None, None, video_tokens)
+        else:
+            vlm_tokens = connector.project_vlm(vlm_states.to(video_tokens))
+            tokens = connector.assemble(vlm_tokens, text_tokens.to(video_tokens), video_tokens)
+        return pad_context(tokens, connector.config.max_context_len)[None]
+
+    def forward(self, z_t: torch.Tensor, sigma: torch.Tensor, source_latents: torch.Tensor,
+                vlm_states: torch.Tensor, text_tokens: torch.Tensor, drop: bool) -> torch.Tensor:
+        context = self.context(source_latents, vlm_states, text_tokens, drop)
+        dtype = next(self.dit.parameters()).dtype
+        timestep = (sigma * 1000.0).to(z_t.device)  # Wan's timestep is σ·1000
+        return self.dit(hidden_states=z_t.to(dtype), timestep=timestep, encoder_hidden_states=context.to(dtype),
+                        return_dict=False)[0]
+
+
+def configure_trainable(generator: Generator, *, mode: str, lora_rank: int = 32, lora_alpha: float = 32.0,
+                        lora_targets: list[str] | tuple[str, ...] = ()) -> list[str]:
+    """Freeze everything, then unfreeze the DiT (or its LoRA) and the visual context adapter.
+
+    Returns the names of the trainable parameters.
+    """
+    generator.requires_grad_(False)
+    if mode == "lora":
+        from peft import LoraConfig
+
+        generator.dit.add_adapter(LoraConfig(r=lora_rank, lora_alpha=lora_alpha, target_modules=list(lora_targets),
+                                             init_lora_weights=True))
+        for name, parameter in generator.dit.named_parameters():
+            parameter.requires_grad_("lora_" in name)
+    elif mode == "full":
+        generator.dit.requires_grad_(True)
+    else:
+        raise ValueError(f"train mode must be 'full' or 'lora', got '{mode}'")
+    generator.connector.visual_context_adapter.requires_grad_(True)
+    names = [n for n, p in generator.named_parameters() if p.requires_grad]
+    if not names:
+        raise ValueError(f"no trainable parameters (mode={mode}, LoRA targets {list(lora_targets)})")
+    return names
+
+
+def merged_dit_state(dit: nn.Module) -> dict[str, torch.Tensor]:
+    """The DiT's weights with any LoRA folded in, under the plain diffusers names."""
+    from peft.tuners.lora import LoraLayer
+
+    state = {}
+    merged_prefixes = {}
+    for name, module in dit.named_modules():
+        if isinstance(module, LoraLayer):
+            base = module.get_base_layer()
+            weight = base.weight.detach().clone()
+            for adapter in module.active_adapters:
+                delta = module.lora_B[adapter].weight @ module.lora_A[adapter].weight
+                weight += (delta * module.scaling[adapter]).to(weight.dtype)
+            merged_prefixes[name] = (weight, base.bias)
+    for key, tensor in dit.state_dict().items():
+        if "lora_" in key:
+            continue
+        clean = key.replace(".base_layer.", ".")
+        module_name = clean.rsplit(".", 1)[0]
+        if module_name in merged_prefixes and clean.endswith(".weight"):
+            state[clean] = merged_prefixes[module_name][0]
+        else:
+            state[clean] = tensor.detach()
+    return state
+
+
+def export(generator: Generator, folder: str | os.PathLike) -> dict[str, Path]:
+    """Write the trained DiT (original Wan layout, LoRA merged) and connector, ready for the loaders/ComfyUI."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    dit = generator.dit
+    if any("lora_" in n for n, _ in dit.named_parameters()):
+        from diffusers import WanTransformer3DModel
+
+        config = {k: v for k, v in dict(dit.config).items() if not k.startswith("_")}
+        clean = WanTransformer3DModel.from_config(config)
+        clean.load_state_dict(merged_dit_state(dit))
+        dit = clean
+    return {"dit": Path(save_dit(dit, folder / "dit.safetensors")),
+            "connector": Path(save_connector(generator.connector, folder / "connector.safetensors"))}

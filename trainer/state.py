@@ -1,0 +1,157 @@
+"""Resumable training checkpoints: trainable weights, optimizer, scheduler, RNG and step, atomically.
+
+Layout: <output>/checkpoints/step_000100/{trainable,optimizer,rng}.safetensors + state.json, written
+into a `.tmp` folder and renamed, then `latest.json` is replaced (also atomically). A crash at any point
+leaves the previous checkpoint intact. Everything is safetensors or JSON: nothing is unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from revise_core import checkpoints as ckpt
+
+logger = logging.getLogger(__name__)
+
+LATEST = "latest.json"
+
+
+def checkpoint_root(output_dir: str | os.PathLike) -> Path:
+    return Path(output_dir) / "checkpoints"
+
+
+def save(output_dir: str | os.PathLike, step: int, *, model: nn.Module, trainable: list[str],
+         optimizer: torch.optim.Optimizer, scheduler, config: dict, metrics: dict, keep: int = 3) -> Path:
+    root = checkpoint_root(output_dir)
+    final = root / f"step_{step:06d}"
+    tmp = root / f"step_{step:06d}.tmp"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    params = dict(model.named_parameters())
+    ckpt.save_safetensors({name: params[name] for name in trainable}, tmp / "trainable.safetensors",
+                          format_name="revise.trainer.trainable")
+    optimizer_tensors, optimizer_meta = _flatten_optimizer(optimizer)
+    ckpt.save_safetensors(optimizer_tensors, tmp / "optimizer.safetensors", format_name="revise.trainer.optimizer")
+    ckpt.save_safetensors(_rng_tensors(), tmp / "rng.safetensors", format_name="revise.trainer.rng")
+    state = {"step": step, "config": config, "scheduler": scheduler.state_dict(), "optimizer": optimizer_meta,
+             "python_random": _python_random_state(), "trainable": trainable, "metrics": metrics}
+    (tmp / "state.json").write_text(json.dumps(state, indent=2, default=float) + "\n", encoding="utf-8")
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    _write_json_atomic(root / LATEST, {"step": step, "path": final.name})
+    _prune(root, keep)
+    logger.info("saved checkpoint %s", final)
+    return final
+
+
+def latest(output_dir: str | os.PathLike) -> Path | None:
+    root = checkpoint_root(output_dir)
+    pointer = root / LATEST
+    if not pointer.is_file():
+        return None
+    data = ckpt.read_json(pointer, what="latest-checkpoint pointer")
+    path = root / data["path"]
+    if not (path / "state.json").is_file():
+        raise ckpt.CheckpointError(f"{pointer} points at {path}, which is missing or incomplete")
+    return path
+
+
+def load(path: str | os.PathLike, *, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler) -> dict:
+    """Restore a checkpoint written by `save` into live objects; returns its state.json."""
+    path = Path(path)
+    state = ckpt.read_json(path / "state.json", what="trainer state")
+    weights = ckpt.read_state_dict(path / "trainable.safetensors").tensors
+    params = dict(model.named_parameters())
+    expected = set(state["trainable"])
+    missing = sorted(expected - set(params))
+    if missing or set(weights) != expected:
+        raise ckpt.CheckpointError(
+            f"{path}: the checkpoint's trainable parameters do not match this model (missing in model: "
+            f"{missing[:5]}); was it written with another train mode or LoRA setting?"
+        )
+    with torch.no_grad():
+        for name, tensor in weights.items():
+            params[name].copy_(tensor)
+    optimizer.load_state_dict(_unflatten_optimizer(ckpt.read_state_dict(path / "optimizer.safetensors").tensors,
+                                                   state["optimizer"]))
+    scheduler.load_state_dict(state["scheduler"])
+    _restore_rng(ckpt.read_state_dict(path / "rng.safetensors").tensors, state["python_random"])
+    logger.info("resumed from %s (step %d)", path, state["step"])
+    return state
+
+
+def _flatten_optimizer(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    state_dict = optimizer.state_dict()
+    tensors, scalars = {}, {}
+    for index, entry in state_dict["state"].items():
+        for key, value in entry.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"state.{index}.{key}"] = value
+            else:
+                scalars[f"{index}.{key}"] = value
+    return tensors, {"param_groups": state_dict["param_groups"], "scalars": scalars}
+
+
+def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
+    state: dict[int, dict] = {}
+    for name, tensor in tensors.items():
+        _, index, key = name.split(".", 2)
+        state.setdefault(int(index), {})[key] = tensor
+    for name, value in meta.get("scalars", {}).items():
+        index, key = name.split(".", 1)
+        state.setdefault(int(index), {})[key] = value
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def _rng_tensors() -> dict[str, torch.Tensor]:
+    tensors = {"torch_cpu": torch.get_rng_state(),
+               "numpy": torch.from_numpy(np.frombuffer(json.dumps(_numpy_state()).encode(), dtype=np.uint8).copy())}
+    if torch.cuda.is_available():
+        for index, cuda_state in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"cuda_{index}"] = cuda_state
+    return tensors
+
+
+def _numpy_state() -> list:
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return [kind, keys.tolist(), int(pos), int(has_gauss), float(cached)]
+
+
+def _python_random_state() -> list:
+    version, internal, gauss = random.getstate()
+    return [version, list(internal), gauss]
+
+
+def _restore_rng(tensors: dict[str, torch.Tensor], python_state: list) -> None:
+    torch.set_rng_state(tensors["torch_cpu"])
+    kind, keys, pos, has_gauss, cached = json.loads(bytes(tensors["numpy"].numpy()).decode())
+    np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
+    version, internal, gauss = python_state
+    random.setstate((version, tuple(internal), gauss))
+    if torch.cuda.is_available():
+        states = [tensors[k] for k in sorted(tensors) if k.startswith("cuda_")]
+        if states:
+            torch.cuda.set_rng_state_all(states)
+
+
+def _write_json_atomic(path: Path, data: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _prune(root: Path, keep: int) -> None:
+    steps = sorted(p for p in root.glob("step_*") if p.is_dir() and not p.name.endswith(".tmp"))
+    for old in steps[:-keep] if keep > 0 else []:
+        shutil.rmtree(old)
