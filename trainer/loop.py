@@ -174,7 +174,7 @@ class USOTrainer:
             reason = losses.reason_loss(relative.float()).view(1)
         loss = losses.combine(cfg.objective, fm, reason=reason.to(fm.device), p_yes=p_yes.to(fm.device),
                               weight=cfg.reason_weight)
-        return MicroResult(loss=loss, l_fm=float(fm.mean()), l_reason=float(reason[0]), triggered=triggered,
+        return MicroResult(loss=loss, l_fm=float(fm.detach().mean()), l_reason=float(reason[0].detach()), triggered=triggered,
                            delta=delta, delta_base=delta_base, p_yes=float(p_yes[0]), sigma=float(sigma))
 
     def _critic(self, z_t, sigma, velocity, feats, instruction):
@@ -236,7 +236,7 @@ class USOTrainer:
             with context:
                 result = self._loss_step(step, micro)
                 if not torch.isfinite(result.loss):
-                    self._diverged(step, f"loss {float(result.loss)} (L_FM={result.l_fm}, L_reason={result.l_reason})")
+                    self._diverged(step, f"loss {float(result.loss.detach())} (L_FM={result.l_fm}, L_reason={result.l_reason})")
                 (result.loss / self.accumulation).backward()
             results.append(result)
         params = [p for p in self.generator.parameters() if p.requires_grad]
@@ -256,7 +256,7 @@ class USOTrainer:
         """Metrics of the global batch (summed over processes)."""
         triggered = [r for r in results if r.triggered]
         sums = torch.tensor([
-            sum(float(r.loss) for r in results), sum(r.l_fm for r in results), len(results), len(triggered),
+            sum(float(r.loss.detach()) for r in results), sum(r.l_fm for r in results), len(results), len(triggered),
             sum(r.l_reason for r in triggered), sum(r.delta for r in triggered),
             sum(r.delta_base for r in triggered), sum(r.p_yes for r in triggered),
         ], dtype=torch.float64)
