@@ -179,6 +179,7 @@ def test_cli_demo_trains_resumes_and_exports(tmp_path, capsys):
 
 
 def test_two_gloo_processes_match_one_process(tmp_path):
+    """DDP and FSDP2 on 2 CPU processes (gloo), same global batch: the same losses as one process."""
     import os
     import subprocess
     import sys
@@ -188,17 +189,19 @@ def test_two_gloo_processes_match_one_process(tmp_path):
     single = subprocess.run([sys.executable, "-m", "trainer.uso", "--out", str(tmp_path / "one"), *common],
                             capture_output=True, text=True, env=env, timeout=300)
     assert single.returncode == 0, single.stderr[-2000:]
-    double = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                             "-m", "trainer.uso", "--out", str(tmp_path / "two"), *common],
-                            capture_output=True, text=True, env=env, timeout=300)
-    assert double.returncode == 0, double.stderr[-3000:]
 
     def losses_of(folder):
         return [json.loads(l)["loss"] for l in (folder / "run" / "metrics.jsonl").read_text().splitlines()]
 
-    one, two = losses_of(tmp_path / "one"), losses_of(tmp_path / "two")
-    assert len(one) == len(two) == 2
-    assert one == pytest.approx(two, abs=1e-5)
+    one = losses_of(tmp_path / "one")
+    assert len(one) == 2
+    for strategy in ("ddp", "fsdp"):
+        double = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+                                 "2", "-m", "trainer.uso", "--out", str(tmp_path / strategy), *common,
+                                 f"strategy={strategy}"], capture_output=True, text=True, env=env, timeout=300)
+        assert double.returncode == 0, double.stderr[-3000:]
+        assert losses_of(tmp_path / strategy) == pytest.approx(one, abs=1e-5), strategy
+        assert (tmp_path / strategy / "run" / "final" / "dit.safetensors").is_file()
 
 
 # --- config and data -----------------------------------------------------------------------------

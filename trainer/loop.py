@@ -100,8 +100,8 @@ class USOTrainer:
             path = checkpoints.latest(cfg.output_dir)
             if path is None:
                 raise FileNotFoundError(f"--resume: no checkpoint under {checkpoints.checkpoint_root(cfg.output_dir)}")
-            self.start_step = checkpoints.load(path, model=self.generator, optimizer=self.optimizer,
-                                               scheduler=self.scheduler)["step"]
+            self.start_step = checkpoints.load(path, model=self.model, optimizer=self.optimizer,
+                                               scheduler=self.scheduler, trainable=self.trainable)["step"]
         self.log = RunLog(cfg.output_dir, tensorboard=cfg.tensorboard, resume_step=self.start_step,
                           enabled=self.rank == 0)
         self.history = self.log.read() if self.rank == 0 else []
@@ -280,9 +280,10 @@ class USOTrainer:
         )
 
     def _save(self, step: int, record: dict) -> None:
+        model_state, optimizer_state = checkpoints.gather(self.model, self.optimizer)  # collective
         if self.rank == 0:
-            checkpoints.save(self.config.output_dir, step, model=self.generator, trainable=self.trainable,
-                             optimizer=self.optimizer, scheduler=self.scheduler, config=self.config.to_dict(),
+            checkpoints.save(self.config.output_dir, step, model_state=model_state, optimizer_state=optimizer_state,
+                             trainable=self.trainable, scheduler=self.scheduler, config=self.config.to_dict(),
                              metrics=record, keep=self.config.keep_checkpoints)
         if self.world > 1:
             dist.barrier()
@@ -290,8 +291,9 @@ class USOTrainer:
     def cleanup(self) -> dict[str, Path]:
         """Export the trained weights and the curves (rank 0); tear down the process group."""
         outputs: dict[str, Path] = {}
+        model_state, _ = checkpoints.gather(self.model, self.optimizer)  # collective: full weights
         if self.rank == 0:
-            outputs = export(self.generator, Path(self.config.output_dir) / "final")
+            outputs = export(self.generator, Path(self.config.output_dir) / "final", state=model_state)
             plot = plot_curves(self.history, Path(self.config.output_dir) / "curves.png")
             if plot:
                 outputs["curves"] = plot

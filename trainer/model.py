@@ -74,43 +74,48 @@ def configure_trainable(generator: Generator, *, mode: str, lora_rank: int = 32,
     return names
 
 
-def merged_dit_state(dit: nn.Module) -> dict[str, torch.Tensor]:
-    """The DiT's weights with any LoRA folded in, under the plain diffusers names."""
+def merged_dit_state(dit: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """DiT weights (from a full state dict of the DiT) with any LoRA folded in, under plain diffusers names.
+
+    W' = W + scaling · B @ A for every LoRA-wrapped layer (peft's merge, done on the saved tensors so that
+    it also works for weights gathered from FSDP shards).
+    """
     from peft.tuners.lora import LoraLayer
 
-    state = {}
-    merged_prefixes = {}
+    merged = {}
     for name, module in dit.named_modules():
         if isinstance(module, LoraLayer):
-            base = module.get_base_layer()
-            weight = base.weight.detach().clone()
+            weight = state[f"{name}.base_layer.weight"].clone()
             for adapter in module.active_adapters:
-                delta = module.lora_B[adapter].weight @ module.lora_A[adapter].weight
+                delta = state[f"{name}.lora_B.{adapter}.weight"].float() @ state[f"{name}.lora_A.{adapter}.weight"].float()
                 weight += (delta * module.scaling[adapter]).to(weight.dtype)
-            merged_prefixes[name] = (weight, base.bias)
-    for key, tensor in dit.state_dict().items():
+            merged[f"{name}.weight"] = weight
+    out = {}
+    for key, tensor in state.items():
         if "lora_" in key:
             continue
         clean = key.replace(".base_layer.", ".")
-        module_name = clean.rsplit(".", 1)[0]
-        if module_name in merged_prefixes and clean.endswith(".weight"):
-            state[clean] = merged_prefixes[module_name][0]
-        else:
-            state[clean] = tensor.detach()
-    return state
+        out[clean] = merged.get(clean, tensor)
+    return out
 
 
-def export(generator: Generator, folder: str | os.PathLike) -> dict[str, Path]:
-    """Write the trained DiT (original Wan layout, LoRA merged) and connector, ready for the loaders/ComfyUI."""
+def export(generator: Generator, folder: str | os.PathLike, *, state: dict[str, torch.Tensor] | None = None) -> dict[str, Path]:
+    """Write the trained DiT (original Wan layout, LoRA merged) and connector, ready for the loaders/ComfyUI.
+
+    `state` is the generator's full state dict (gathered from all processes); default: the live module's.
+    """
+    from diffusers import WanTransformer3DModel
+
+    from revise_core.connector import Connector
+
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    dit = generator.dit
-    if any("lora_" in n for n, _ in dit.named_parameters()):
-        from diffusers import WanTransformer3DModel
-
-        config = {k: v for k, v in dict(dit.config).items() if not k.startswith("_")}
-        clean = WanTransformer3DModel.from_config(config)
-        clean.load_state_dict(merged_dit_state(dit))
-        dit = clean
+    state = state if state is not None else generator.state_dict()
+    dit_state = {k[len("dit."):]: v for k, v in state.items() if k.startswith("dit.")}
+    config = {k: v for k, v in dict(generator.dit.config).items() if not k.startswith("_")}
+    dit = WanTransformer3DModel.from_config(config)
+    dit.load_state_dict(merged_dit_state(generator.dit, dit_state))
+    connector = Connector(generator.connector.config)
+    connector.load_state_dict({k[len("connector."):]: v for k, v in state.items() if k.startswith("connector.")})
     return {"dit": Path(save_dit(dit, folder / "dit.safetensors")),
-            "connector": Path(save_connector(generator.connector, folder / "connector.safetensors"))}
+            "connector": Path(save_connector(connector, folder / "connector.safetensors"))}

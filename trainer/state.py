@@ -29,18 +29,29 @@ def checkpoint_root(output_dir: str | os.PathLike) -> Path:
     return Path(output_dir) / "checkpoints"
 
 
-def save(output_dir: str | os.PathLike, step: int, *, model: nn.Module, trainable: list[str],
-         optimizer: torch.optim.Optimizer, scheduler, config: dict, metrics: dict, keep: int = 3) -> Path:
+def gather(model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
+    """Full (unsharded, CPU) model and optimizer state dicts; a collective call under DDP / FSDP.
+
+    torch.distributed.checkpoint's state-dict API names everything by parameter path, with or without a
+    DDP / FSDP2 wrapper, so one checkpoint format serves every strategy.
+    """
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+
+    return get_state_dict(model, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+def save(output_dir: str | os.PathLike, step: int, *, model_state: dict, optimizer_state: dict, trainable: list[str],
+         scheduler, config: dict, metrics: dict, keep: int = 3) -> Path:
+    """Write a checkpoint from gathered state dicts (call on one process)."""
     root = checkpoint_root(output_dir)
     final = root / f"step_{step:06d}"
     tmp = root / f"step_{step:06d}.tmp"
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
-    params = dict(model.named_parameters())
-    ckpt.save_safetensors({name: params[name] for name in trainable}, tmp / "trainable.safetensors",
+    ckpt.save_safetensors({name: model_state[name] for name in trainable}, tmp / "trainable.safetensors",
                           format_name="revise.trainer.trainable")
-    optimizer_tensors, optimizer_meta = _flatten_optimizer(optimizer)
+    optimizer_tensors, optimizer_meta = _flatten_optimizer(optimizer_state)
     ckpt.save_safetensors(optimizer_tensors, tmp / "optimizer.safetensors", format_name="revise.trainer.optimizer")
     ckpt.save_safetensors(_rng_tensors(), tmp / "rng.safetensors", format_name="revise.trainer.rng")
     state = {"step": step, "config": config, "scheduler": scheduler.state_dict(), "optimizer": optimizer_meta,
@@ -67,50 +78,50 @@ def latest(output_dir: str | os.PathLike) -> Path | None:
     return path
 
 
-def load(path: str | os.PathLike, *, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler) -> dict:
-    """Restore a checkpoint written by `save` into live objects; returns its state.json."""
+def load(path: str | os.PathLike, *, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler,
+         trainable: list[str]) -> dict:
+    """Restore a checkpoint written by `save` into live (possibly wrapped / sharded) objects; every process
+    calls it. Returns the checkpoint's state.json."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
+
     path = Path(path)
     state = ckpt.read_json(path / "state.json", what="trainer state")
     weights = ckpt.read_state_dict(path / "trainable.safetensors").tensors
-    params = dict(model.named_parameters())
-    expected = set(state["trainable"])
-    missing = sorted(expected - set(params))
-    if missing or set(weights) != expected:
+    if sorted(state["trainable"]) != sorted(trainable) or set(weights) != set(trainable):
         raise ckpt.CheckpointError(
-            f"{path}: the checkpoint's trainable parameters do not match this model (missing in model: "
-            f"{missing[:5]}); was it written with another train mode or LoRA setting?"
+            f"{path}: the checkpoint's trainable parameters differ from this run's ({len(weights)} vs "
+            f"{len(trainable)} tensors); was it written with another train mode or LoRA setting?"
         )
-    with torch.no_grad():
-        for name, tensor in weights.items():
-            params[name].copy_(tensor)
-    optimizer.load_state_dict(_unflatten_optimizer(ckpt.read_state_dict(path / "optimizer.safetensors").tensors,
-                                                   state["optimizer"]))
+    optimizer_state = _unflatten_optimizer(ckpt.read_state_dict(path / "optimizer.safetensors").tensors,
+                                           state["optimizer"])
+    set_state_dict(model, optimizer, model_state_dict=weights, optim_state_dict=optimizer_state,
+                   options=StateDictOptions(full_state_dict=True, strict=False))
     scheduler.load_state_dict(state["scheduler"])
     _restore_rng(ckpt.read_state_dict(path / "rng.safetensors").tensors, state["python_random"])
     logger.info("resumed from %s (step %d)", path, state["step"])
     return state
 
 
-def _flatten_optimizer(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
-    state_dict = optimizer.state_dict()
+def _flatten_optimizer(state_dict: dict) -> tuple[dict[str, torch.Tensor], dict]:
+    """Optimizer state keyed by parameter path -> flat tensors ('state/<param>/<name>') + JSON metadata."""
     tensors, scalars = {}, {}
-    for index, entry in state_dict["state"].items():
+    for param, entry in state_dict["state"].items():
         for key, value in entry.items():
             if isinstance(value, torch.Tensor):
-                tensors[f"state.{index}.{key}"] = value
+                tensors[f"state/{param}/{key}"] = value
             else:
-                scalars[f"{index}.{key}"] = value
+                scalars[f"{param}/{key}"] = value
     return tensors, {"param_groups": state_dict["param_groups"], "scalars": scalars}
 
 
 def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
-    state: dict[int, dict] = {}
+    state: dict[str, dict] = {}
     for name, tensor in tensors.items():
-        _, index, key = name.split(".", 2)
-        state.setdefault(int(index), {})[key] = tensor
+        _, param, key = name.split("/", 2)
+        state.setdefault(param, {})[key] = tensor
     for name, value in meta.get("scalars", {}).items():
-        index, key = name.split(".", 1)
-        state.setdefault(int(index), {})[key] = value
+        param, key = name.split("/", 1)
+        state.setdefault(param, {})[key] = value
     return {"state": state, "param_groups": meta["param_groups"]}
 
 
