@@ -19,3 +19,15 @@ def test_critic_speed_runs_on_cpu():
 
     record = critic_speed.run(torch.device("cpu"), repeats=1, gradient_checkpointing=False)
     assert record["fwd_bwd_s"] > 0 and record["height"] == 64
+
+
+def test_train_step_bench_measures_sft_and_uso():
+    from bench import train_step
+
+    device = torch.device("cpu")
+    generator, vae, critic = train_step.build(device)
+    feats = train_step.features(generator, vae, 5, 32, 32, device)
+    for objective in ("sft", "uso"):
+        record = train_step.measure(generator, vae, critic, feats, device, objective=objective, checkpointing=True,
+                                    latent_frames=1, repeats=1)
+        assert record["s"] > 0

@@ -272,3 +272,11 @@ def test_data_order_depends_only_on_seed_and_position():
     order = [sample_index(step, micro, 2, 5, seed=3) for step in range(5) for micro in range(2)]
     assert sorted(order[:5]) == list(range(5)) and sorted(order[5:]) == list(range(5))
     assert order == [sample_index(step, micro, 2, 5, seed=3) for step in range(5) for micro in range(2)]
+
+
+def test_shipped_training_configs_are_valid():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent / "configs" / "train"
+    objectives = {build_config(path, {}).objective for path in root.glob("*.yaml")}
+    assert objectives == {"uso", "sft", "rwr"}

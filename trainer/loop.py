@@ -16,14 +16,12 @@ import contextlib
 import logging
 import math
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 
 from revise_core import losses
-from revise_core import vae as vae_ops
 from revise_core.critic import CriticConfig, SelfCritic
 from revise_core.editor import EditModels
 
@@ -32,24 +30,13 @@ from .config import USOConfig
 from .data import FeatureStore, Triplet, read_manifest, sample_index
 from .model import Generator, configure_trainable, export
 from .run_log import RunLog, plot_curves
+from .step import MicroResult, sample_loss
 
 logger = logging.getLogger(__name__)
 
 
 class TrainingDivergedError(RuntimeError):
     """A non-finite loss or gradient stopped the run; the last good checkpoint is kept."""
-
-
-@dataclass
-class MicroResult:
-    loss: torch.Tensor
-    l_fm: float
-    l_reason: float  # NaN when the critic did not run
-    triggered: bool
-    delta: float
-    delta_base: float
-    p_yes: float
-    sigma: float
 
 
 class USOTrainer:
@@ -154,44 +141,10 @@ class USOTrainer:
         feats = self.features.get(triplet)
         rng = self.sample_generator(step, micro)
         sigma = losses.sample_sigmas(1, cfg.timestep_shift, rng)
-        x0 = feats.target_latents.to(self.device)
-        noise = torch.randn(x0.shape, generator=rng).to(self.device)
+        noise = torch.randn(feats.target_latents.shape, generator=rng)
         drop = bool(torch.rand(1, generator=rng).item() < cfg.cfg_drop)
-        z_t = losses.noisy_latents(x0, noise, sigma)
-        with self._autocast():
-            velocity = self.model(z_t, sigma, feats.source_latents.to(self.device), feats.vlm_states.to(self.device),
-                                  feats.text_tokens.to(self.device), drop)
-        fm = losses.flow_matching_loss(velocity, losses.flow_target(x0, noise))
-        nan = torch.tensor([float("nan")])
-        reason, p_yes, delta, delta_base = nan, nan, float("nan"), float("nan")
-        triggered = cfg.objective != "sft" and float(sigma) <= cfg.sigma_max
-        if triggered:
-            grad_context = contextlib.nullcontext() if cfg.objective == "uso" else torch.no_grad()
-            with grad_context, self._autocast():
-                relative, verdict, base = self._critic(z_t, sigma, velocity, feats, triplet.instruction)
-            delta, delta_base = float(verdict.delta.detach()), float(base)
-            p_yes = torch.sigmoid(verdict.delta.detach().float()).view(1)
-            reason = losses.reason_loss(relative.float()).view(1)
-        loss = losses.combine(cfg.objective, fm, reason=reason.to(fm.device), p_yes=p_yes.to(fm.device),
-                              weight=cfg.reason_weight)
-        return MicroResult(loss=loss, l_fm=float(fm.detach().mean()), l_reason=float(reason[0].detach()), triggered=triggered,
-                           delta=delta, delta_base=delta_base, p_yes=float(p_yes[0]), sigma=float(sigma))
-
-    def _critic(self, z_t, sigma, velocity, feats, instruction):
-        vae = self.models.vae
-        estimate = losses.one_step_estimate(z_t, sigma, velocity.float())
-        frames = self.config.decode_latent_frames or None
-        pixels = vae_ops.decode(vae, vae_ops.denormalize_latents(vae, estimate), num_latent_frames=frames, clamp=False)
-        # [1, 3, T, H, W] in ~[-1, 1] -> [T, H, W, 3] in ~[0, 1]; no clamp, so saturated pixels keep gradient.
-        edited = ((pixels[0].permute(1, 2, 3, 0) + 1.0) / 2.0).float()
-        source = feats.source_frames[: edited.shape[0]].to(edited)
-        relative, verdict = self.critic.relative(source, edited, instruction)
-        return relative, verdict, self.critic.baseline(source, instruction)
-
-    def _autocast(self):
-        if self.autocast_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+        return sample_loss(self.model, self.models.vae, self.critic, feats, triplet.instruction, sigma=sigma,
+                           noise=noise, drop=drop, config=cfg, device=self.device, autocast_dtype=self.autocast_dtype)
 
     # --- the loop ---------------------------------------------------------------------------------
 

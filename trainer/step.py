@@ -1,0 +1,78 @@
+"""One training sample's loss: flow matching, and the critic on the one-step estimate when σ <= σ_max.
+
+Shared by the trainer and the benchmarks so that both measure the same computation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from revise_core import losses
+from revise_core import vae as vae_ops
+from revise_core.critic import SelfCritic
+
+from .config import USOConfig
+from .data import Features
+
+
+@dataclass
+class MicroResult:
+    loss: torch.Tensor  # with graph
+    l_fm: float
+    l_reason: float  # NaN when the critic did not run
+    triggered: bool
+    delta: float
+    delta_base: float
+    p_yes: float
+    sigma: float
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None):
+    return contextlib.nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
+
+
+def sample_loss(model: nn.Module, vae: nn.Module, critic: SelfCritic, feats: Features, instruction: str, *,
+                sigma: torch.Tensor, noise: torch.Tensor, drop: bool, config: USOConfig, device: torch.device,
+                autocast_dtype: torch.dtype | None) -> MicroResult:
+    """`model` is the (possibly DDP/FSDP-wrapped) Generator; everything else is frozen."""
+    x0 = feats.target_latents.to(device)
+    noise = noise.to(device)
+    z_t = losses.noisy_latents(x0, noise, sigma)
+    with autocast(device, autocast_dtype):
+        velocity = model(z_t, sigma, feats.source_latents.to(device), feats.vlm_states.to(device),
+                         feats.text_tokens.to(device), drop)
+    fm = losses.flow_matching_loss(velocity, losses.flow_target(x0, noise))
+    nan = torch.tensor([float("nan")])
+    reason, p_yes, delta, delta_base = nan, nan, float("nan"), float("nan")
+    triggered = config.objective != "sft" and float(sigma) <= config.sigma_max
+    if triggered:
+        # RWR only needs the value of P(Yes): no graph through the decoder and the VLM.
+        grad_context = contextlib.nullcontext() if config.objective == "uso" else torch.no_grad()
+        with grad_context, autocast(device, autocast_dtype):
+            relative, verdict, base = critic_on_estimate(vae, critic, z_t, sigma, velocity, feats, instruction,
+                                                         config.decode_latent_frames or None)
+        delta, delta_base = float(verdict.delta.detach()), float(base)
+        p_yes = torch.sigmoid(verdict.delta.detach().float()).view(1)
+        reason = losses.reason_loss(relative.float()).view(1)
+    loss = losses.combine(config.objective, fm, reason=reason.to(fm.device), p_yes=p_yes.to(fm.device),
+                          weight=config.reason_weight)
+    return MicroResult(loss=loss, l_fm=float(fm.detach().mean()), l_reason=float(reason[0].detach()),
+                       triggered=triggered, delta=delta, delta_base=delta_base, p_yes=float(p_yes[0]),
+                       sigma=float(sigma))
+
+
+def critic_on_estimate(vae, critic: SelfCritic, z_t, sigma, velocity, feats: Features, instruction: str,
+                       latent_frames: int | None):
+    """x̂0 = z_t − σ·v, decoded unclamped by the frozen VAE and judged against the source."""
+    estimate = losses.one_step_estimate(z_t, sigma, velocity.float())
+    pixels = vae_ops.decode(vae, vae_ops.denormalize_latents(vae, estimate), num_latent_frames=latent_frames,
+                            clamp=False)
+    # [1, 3, T, H, W] in ~[-1, 1] -> [T, H, W, 3] in ~[0, 1]; no clamp, so saturated pixels keep gradient.
+    edited = ((pixels[0].permute(1, 2, 3, 0) + 1.0) / 2.0).float()
+    source = feats.source_frames[: edited.shape[0]].to(edited)
+    relative, verdict = critic.relative(source, edited, instruction)
+    return relative, verdict, critic.baseline(source, instruction)
