@@ -53,8 +53,9 @@ def run(device: torch.device, repeats: int, gradient_checkpointing: bool) -> dic
 
     vlm, (height, width) = build_vlm(device)
     if gradient_checkpointing:
-        enable = getattr(vlm.model, "activation_checkpointing_enable", None) or vlm.model.gradient_checkpointing_enable
-        enable()
+        from revise_core.vlm import set_gradient_checkpointing
+
+        set_gradient_checkpointing(vlm, True)
     critic = SelfCritic(vlm, CriticConfig(num_frames=4))
     generator = torch.Generator("cpu").manual_seed(0)
     source = torch.rand(4, height, width, 3, generator=generator).to(device)

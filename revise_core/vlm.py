@@ -305,6 +305,15 @@ def generate(
     return vlm.tokenizer.decode(new_tokens, skip_special_tokens=True).strip()
 
 
+def set_gradient_checkpointing(vlm: VisionLanguageModel, enabled: bool) -> None:
+    """Turn activation checkpointing of the VLM on or off (transformers 5 renamed the methods)."""
+    model = vlm.model
+    if enabled:
+        (getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable)()
+    else:
+        (getattr(model, "activation_checkpointing_disable", None) or model.gradient_checkpointing_disable)()
+
+
 def _reset_rope_cache(vlm: VisionLanguageModel) -> None:
     # Qwen-VL caches rope deltas on the model between calls; a stale value from generate() would shift
     # the positions of the next forward, so every use starts fresh.
