@@ -4,7 +4,7 @@
                                         # CPU: the tiny model set (timings only show overhead)
 
 Each case runs the trainer's own `sample_loss` + backward. "naive" is the plain composition (no
-gradient checkpointing, every latent frame decoded for the critic); "ours" turns on DiT and VLM
+gradient checkpointing, every latent frame decoded for the critic); "ours" turns on DiT, VLM and VAE-decoder
 gradient checkpointing and decodes a prefix of `--latent-frames` latent frames for the critic. The
 amortised step is (1 − r)·SFT + r·USO at the trigger rate r of σ_max = 0.5 with shift 3 (25 %).
 """
@@ -79,7 +79,7 @@ def measure(generator, vae, critic, feats, device, *, objective: str, checkpoint
     from trainer.step import sample_loss
 
     config = USOConfig(objective=objective, sigma_max=0.5, decode_latent_frames=latent_frames, num_frames=5,
-                       height=64, width=64)
+                       height=64, width=64, checkpointing_vae=checkpointing)
     from revise_core.vlm import set_gradient_checkpointing
 
     dit = generator.dit
@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     payload = {"device": device_name(device), "models": size, "trigger_rate": TRIGGER_RATE,
                "command": "python -m bench.train_step" + (" --cpu" if args.cpu else ""), "cases": records}
     notes = (f"Models: {size}. One sample (micro-batch 1) forward + backward. naive: no checkpointing, all latent "
-             f"frames decoded; ours: DiT + VLM gradient checkpointing, {args.latent_frames} latent frames decoded. "
+             f"frames decoded; ours: DiT + VLM + VAE-decoder gradient checkpointing, {args.latent_frames} latent frames decoded. "
              "Reference (H100, naive): SFT 0.316 s / 49 GiB, USO with critic 1.39 s / 74 GiB at 33f 352x640; "
              "81f 480x832 SFT ran out of memory. Goals: USO step with critic <= 0.7 s and <= 40 GiB at 33f 352x640.")
     path = write_results(name, payload, ["case", "variant", "SFT s", "SFT MiB", "USO s", "USO MiB", "amortised s"],

@@ -99,6 +99,7 @@ def decode(
     num_latent_frames: int | None = None,
     tiled: bool = False,
     clamp: bool = True,
+    checkpoint: bool = False,
 ) -> torch.Tensor:
     """Raw latents [B, 16, t, h, w] -> pixels [B, 3, 4(t'-1)+1, 8h, 8w] in -1..1.
 
@@ -107,6 +108,8 @@ def decode(
     - `tiled`: diffusers' spatial tiling, for memory (not with clamp=False).
     - `clamp=False`: the differentiable path; diffusers clamps to [-1, 1], which zeroes the gradient of
       every saturated pixel, so the unclamped decode runs the same causal loop without the clamp.
+    - `checkpoint` (unclamped path only): gradient checkpointing per latent frame, so the decoder's
+      activations of one frame at a time are kept for backward.
     """
     if latents.ndim != 5:
         raise ValueError(f"VAE decode expects latents [B, C, T, H, W], got shape {tuple(latents.shape)}")
@@ -118,7 +121,7 @@ def decode(
     if not clamp:
         if tiled:
             raise ValueError("tiled decoding always clamps; use tiled=False for the differentiable path")
-        return _decode_unclamped(vae, latents)
+        return _decode_unclamped(vae, latents, checkpoint=checkpoint)
     previous = vae.use_tiling
     vae.use_tiling = tiled
     try:
@@ -127,18 +130,32 @@ def decode(
         vae.use_tiling = previous
 
 
-def _decode_unclamped(vae: nn.Module, latents: torch.Tensor) -> torch.Tensor:
+def _decode_unclamped(vae: nn.Module, latents: torch.Tensor, *, checkpoint: bool = False) -> torch.Tensor:
     # Hand-written on purpose: the same frame-by-frame causal loop as AutoencoderKLWan._decode, minus
     # its final clamp (gradients must reach saturated pixels). The feature cache is cloned, never
     # detached, inside the decoder, so autograd flows through it.
     vae.clear_cache()
     try:
         hidden = vae.post_quant_conv(latents)
+        cache: list = list(vae._feat_map)
         outputs = []
         for index in range(hidden.shape[2]):
-            vae._conv_idx = [0]
-            outputs.append(vae.decoder(hidden[:, :, index:index + 1], feat_cache=vae._feat_map,
-                                       feat_idx=vae._conv_idx, first_chunk=index == 0))
+            frame = hidden[:, :, index:index + 1]
+            if checkpoint and torch.is_grad_enabled():
+                # The decoder rewrites its cache list in place; giving each call a fresh list built from
+                # the saved entries makes the recomputation in backward see exactly the same inputs.
+                from torch.utils.checkpoint import checkpoint as run_checkpointed
+
+                out, *cache = run_checkpointed(_decode_frame, vae, frame, index == 0, *cache, use_reentrant=False)
+            else:
+                out, *cache = _decode_frame(vae, frame, index == 0, *cache)
+            outputs.append(out)
         return torch.cat(outputs, dim=2)
     finally:
         vae.clear_cache()
+
+
+def _decode_frame(vae: nn.Module, frame: torch.Tensor, first: bool, *cache_in):
+    cache = list(cache_in)
+    out = vae.decoder(frame, feat_cache=cache, feat_idx=[0], first_chunk=first)
+    return (out, *cache)

@@ -52,6 +52,19 @@ def test_unclamped_decode_matches_and_passes_gradient_at_saturated_pixels(tiny_m
         vae_ops.decode(tiny_models.vae, latents, tiled=True, clamp=False)
 
 
+def test_checkpointed_unclamped_decode_gives_the_same_values_and_gradients(tiny_models):
+    latents = torch.randn(1, 16, 3, 4, 4, generator=torch.Generator().manual_seed(2))
+    results = []
+    for checkpoint in (False, True):
+        leaf = latents.clone().requires_grad_(True)
+        out = vae_ops.decode(tiny_models.vae, leaf, clamp=False, checkpoint=checkpoint)
+        out.square().sum().backward()
+        results.append((out.detach(), leaf.grad))
+    assert_close(results[1][0], results[0][0], atol=1e-6)
+    assert_close(results[1][1], results[0][1], atol=1e-5)
+    assert results[0][1].abs().sum() > 0
+
+
 def test_tiled_decode_uses_diffusers_tiles_and_restores_the_setting(tiny_models):
     """Tiling is diffusers' own; we check it engages only when asked, and that the setting is restored.
 

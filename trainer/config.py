@@ -62,6 +62,7 @@ class USOConfig:
     dtype: str = _opt("auto", "autocast dtype: auto (bf16 on GPU, fp32 on CPU) | bf16 | fp32")
     checkpointing_dit: bool = _opt(False, "gradient checkpointing in the DiT blocks")
     checkpointing_vlm: bool = _opt(False, "gradient checkpointing in the critic's VLM")
+    checkpointing_vae: bool = _opt(False, "gradient checkpointing per latent frame in the VAE decoder (critic path)")
     checkpoint_every: int = _opt(100, "save a resumable checkpoint every N steps (and at the end)")
     keep_checkpoints: int = _opt(3, "how many recent checkpoints to keep")
     tensorboard: bool = _opt(True, "also log to TensorBoard (needs the tensorboard package)")

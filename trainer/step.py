@@ -54,7 +54,8 @@ def sample_loss(model: nn.Module, vae: nn.Module, critic: SelfCritic, feats: Fea
         grad_context = contextlib.nullcontext() if config.objective == "uso" else torch.no_grad()
         with grad_context, autocast(device, autocast_dtype):
             relative, verdict, base = critic_on_estimate(vae, critic, z_t, sigma, velocity, feats, instruction,
-                                                         config.decode_latent_frames or None)
+                                                         config.decode_latent_frames or None,
+                                                         checkpoint=config.checkpointing_vae)
         delta, delta_base = float(verdict.delta.detach()), float(base)
         p_yes = torch.sigmoid(verdict.delta.detach().float()).view(1)
         reason = losses.reason_loss(relative.float()).view(1)
@@ -66,11 +67,11 @@ def sample_loss(model: nn.Module, vae: nn.Module, critic: SelfCritic, feats: Fea
 
 
 def critic_on_estimate(vae, critic: SelfCritic, z_t, sigma, velocity, feats: Features, instruction: str,
-                       latent_frames: int | None):
+                       latent_frames: int | None, *, checkpoint: bool = False):
     """x̂0 = z_t − σ·v, decoded unclamped by the frozen VAE and judged against the source."""
     estimate = losses.one_step_estimate(z_t, sigma, velocity.float())
     pixels = vae_ops.decode(vae, vae_ops.denormalize_latents(vae, estimate), num_latent_frames=latent_frames,
-                            clamp=False)
+                            clamp=False, checkpoint=checkpoint)
     # [1, 3, T, H, W] in ~[-1, 1] -> [T, H, W, 3] in ~[0, 1]; no clamp, so saturated pixels keep gradient.
     edited = ((pixels[0].permute(1, 2, 3, 0) + 1.0) / 2.0).float()
     source = feats.source_frames[: edited.shape[0]].to(edited)
