@@ -115,15 +115,30 @@ def _match_variant(
     spec: ComponentSpec, model_class: type[nn.Module], tensors: Mapping[str, torch.Tensor], path: Path,
     variants: tuple[Variant, ...],
 ) -> dict:
-    """The config of the one known variant whose every tensor name and shape equals the file's."""
-    candidates = variants_for(spec.component, variants)
-    report = []
-    matches = []
-    for variant in candidates:
+    def build(config: dict) -> nn.Module:
+        return model_class.from_config({k: v for k, v in config.items() if not k.startswith("_")})
+
+    return match_variant(spec.component, build, tensors, path, variants)
+
+
+def match_variant(
+    component: str, build: Callable[[dict], nn.Module], tensors: Mapping[str, torch.Tensor], path: Path,
+    variants: tuple[Variant, ...], *, ignore_prefixes: tuple[str, ...] = (),
+) -> dict:
+    """The config of the one known variant whose every tensor name and shape equals the file's.
+
+    `build(config)` makes the module (on the meta device, so real sizes cost nothing); keys under
+    `ignore_prefixes` are left out of the comparison on both sides.
+    """
+    def kept(names):
+        return {k: v for k, v in names.items() if not k.startswith(ignore_prefixes)} if ignore_prefixes else dict(names)
+
+    found = kept(tensors)
+    report, matches = [], []
+    for variant in variants_for(component, variants):
         data = variant.load_config()
-        cleaned = {k: v for k, v in data.items() if not k.startswith("_")}
-        expected = ckpt.expected_shapes(lambda: model_class.from_config(cleaned))
-        missing, unexpected, mismatched = ckpt.describe_key_mismatch(expected, tensors)
+        expected = kept(ckpt.expected_shapes(lambda data=data: build(data)))
+        missing, unexpected, mismatched = ckpt.describe_key_mismatch(expected, found)
         if missing or unexpected or mismatched:
             report.append(f"  - {variant.name}: {ckpt.format_key_mismatch(missing, unexpected, mismatched)}")
         else:
@@ -135,6 +150,6 @@ def _match_variant(
         names = [v.name for v, _ in matches]
         raise ckpt.UnknownLayoutError(f"{path}: matches several variants {names}; pass config=<one of them>")
     raise ckpt.UnknownLayoutError(
-        f"{path}: the {spec.component} tensors match no known variant and no config was given "
+        f"{path}: the {component} tensors match no known variant and no config was given "
         "(pass config=<variant name or config.json>). Compared with:\n" + ("\n".join(report) or "  (none)")
     )

@@ -21,7 +21,7 @@ from einops import rearrange
 from torch import nn
 
 from . import checkpoints as ckpt
-from .variants import KNOWN_VARIANTS, ConfigSpec, Variant, resolve_config, variants_for
+from .variants import KNOWN_VARIANTS, ConfigSpec, Variant, resolve_config
 
 logger = logging.getLogger(__name__)
 
@@ -262,20 +262,11 @@ def _read_boundary_tokens(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
 
 def _match_connector_variant(tensors: dict[str, torch.Tensor], path: Path, variants: tuple[Variant, ...]) -> dict:
-    checked = []
-    for variant in variants_for("connector", variants):
-        data = variant.load_config()
-        cfg = ConnectorConfig.from_dict(data)
-        expected = {k: v for k, v in ckpt.expected_shapes(lambda: Connector(cfg)).items() if not k.startswith("boundary.")}
-        found = {k: v for k, v in tensors.items() if not k.startswith("boundary.")}
-        missing, unexpected, mismatched = ckpt.describe_key_mismatch(expected, found)
-        if not (missing or unexpected or mismatched):
-            return data
-        checked.append(f"  - {variant.name}: {ckpt.format_key_mismatch(missing, unexpected, mismatched)}")
-    raise ckpt.UnknownLayoutError(
-        f"{path}: connector tensors match no known variant and no config was given (pass config=<variant "
-        "name or config.json>).\n" + "\n".join(checked)
-    )
+    from .component_loading import match_variant
+
+    # Boundary tokens live in a separate file for Omni-Video 2, so they take no part in the match.
+    return match_variant("connector", lambda data: Connector(ConnectorConfig.from_dict(data)), tensors, path,
+                         variants, ignore_prefixes=("boundary.",))
 
 
 def save_connector(connector: Connector, path: str | os.PathLike) -> Path:

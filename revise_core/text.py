@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from . import checkpoints as ckpt
-from .variants import KNOWN_VARIANTS, ConfigSpec, Variant, resolve_config, variants_for
+from .variants import KNOWN_VARIANTS, ConfigSpec, Variant, resolve_config
 
 logger = logging.getLogger(__name__)
 
@@ -180,20 +180,10 @@ def _read_hf_folder(folder: Path) -> dict[str, torch.Tensor]:
 def _match_t5_variant(tensors: Mapping[str, torch.Tensor], path: Path, variants: tuple[Variant, ...]) -> dict:
     from transformers import UMT5Config, UMT5EncoderModel
 
-    report = []
-    full = _fill_tied(dict(tensors))
-    for variant in variants_for("t5", variants):
-        data = variant.load_config()
-        cfg = UMT5Config.from_dict(data)
-        expected = ckpt.expected_shapes(lambda: UMT5EncoderModel(cfg))
-        mismatch = ckpt.describe_key_mismatch(expected, full)
-        if not any(mismatch):
-            return data
-        report.append(f"  - {variant.name}: {ckpt.format_key_mismatch(*mismatch)}")
-    raise ckpt.UnknownLayoutError(
-        f"{path}: umT5 tensors match no known variant and no config was given (pass config=...).\n"
-        + "\n".join(report)
-    )
+    from .component_loading import match_variant
+
+    return match_variant("t5", lambda data: UMT5EncoderModel(UMT5Config.from_dict(data)), _fill_tied(dict(tensors)),
+                         path, variants)
 
 
 def load_tokenizer(folder: str | os.PathLike, *, what: str = "tokenizer"):

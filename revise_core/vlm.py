@@ -81,7 +81,7 @@ class VisionLanguageModel:
     @property
     def hidden_size(self) -> int:
         config = self.model.config
-        return int(getattr(getattr(config, "text_config", config), "hidden_size"))
+        return int(getattr(config, "text_config", config).hidden_size)
 
 
 def load_vlm(

@@ -194,3 +194,13 @@ def test_unknown_variant_and_dtype_names(tiny_dir):
         load_dit(tiny_dir / "dit" / "wan_tiny.safetensors", config="wan9-huge")
     with pytest.raises(ValueError, match="unknown dtype 'fp12'"):
         ckpt.resolve_dtype("fp12")
+
+
+def test_files_without_config_are_matched_against_the_shipped_variants(tiny_dir):
+    """Tiny weights match no shipped (real-size) variant: each loader says so and names the variants."""
+    with pytest.raises(ckpt.UnknownLayoutError, match="match no known variant.*\n.*umt5-xxl"):
+        load_text_encoder(tiny_dir / "t5" / "models_t5_umt5_tiny_enc.pth", tokenizer=tiny_dir / "t5" / "tokenizer")
+    with pytest.raises(ckpt.UnknownLayoutError, match="match no known variant.*\n.*omnivideo2-1.3b"):
+        load_connector(tiny_dir / "omnivideo2" / "transformer" / "pytorch_model.pt")
+    with pytest.raises(ckpt.UnknownLayoutError, match="match no known variant.*\n.*wan2.1-vae"):
+        load_vae(tiny_dir / "vae" / "Wan2.1_VAE_tiny.pth")

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from revise_core import critic as critic_mod
+from revise_core import critic_cli
 from revise_core import vlm as vlm_ops
 from revise_core.critic import CriticConfig, CriticError, SelfCritic
 from revise_core.losses import reason_loss
@@ -149,7 +150,7 @@ def test_best_of_keeps_the_highest_relative_score(tiny_dir):
 
 
 def test_cli_demo_json(capsys):
-    assert critic_mod.main(["--demo", "--json"]) == 0
+    assert critic_cli.main(["--demo", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert {"p_yes", "delta", "relative_delta", "per_dimension", "reasoning"} <= report.keys()
     assert len(report["per_dimension"]) == 4
@@ -162,7 +163,7 @@ def test_cli_on_files(tiny_dir, tmp_path, capsys):
     write_video(tmp_path / "b.mp4", synthetic_clip(9, 64, 64, seed=1).frames)
     write_video(tmp_path / "c.mp4", synthetic_clip(9, 64, 96, seed=1).frames)
     args = ["--models", str(tiny_dir), "--source", str(tmp_path / "a.mp4"), "--instruction", INSTRUCTION]
-    assert critic_mod.main(args + ["--edited", str(tmp_path / "b.mp4"), "--no-per-dimension"]) == 0
+    assert critic_cli.main(args + ["--edited", str(tmp_path / "b.mp4"), "--no-per-dimension"]) == 0
     assert "P(Yes)" in capsys.readouterr().out
     with pytest.raises(CriticError, match="c.mp4: frames are \\(64, 96\\)"):
-        critic_mod.main(args + ["--edited", str(tmp_path / "c.mp4")])
+        critic_cli.main(args + ["--edited", str(tmp_path / "c.mp4")])

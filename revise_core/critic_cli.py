@@ -1,0 +1,86 @@
+"""Command line of the SelfCritic: `python -m revise_core.critic` (this module does the work).
+
+    python -m revise_core.critic --models DIR --source A.mp4 --edited B.mp4 --instruction TEXT [--cot] [--json]
+    python -m revise_core.critic --demo --json
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from .critic import CriticConfig, CriticError, SelfCritic
+
+
+def main(argv: list[str] | None = None) -> int:
+    """python -m revise_core.critic --models DIR --source A --edited B --instruction TEXT [--cot] [--json]"""
+    import argparse
+    import json
+    from pathlib import Path
+
+    parser = argparse.ArgumentParser(prog="python -m revise_core.critic",
+                                     description="Judge an edit with the model's own VLM: P(Yes), Δ, relative Δ.")
+    parser.add_argument("--models", type=Path, help="folder with models.json (only its 'vlm' entry is used)")
+    parser.add_argument("--source", type=Path, help="source video file")
+    parser.add_argument("--edited", type=Path, help="edited video file (same frame count and size as the source)")
+    parser.add_argument("--instruction", help="the edit instruction")
+    parser.add_argument("--cot", action="store_true", help="let the VLM write a concise reasoning before the verdict")
+    parser.add_argument("--frames", type=int, default=4, help="frames sampled uniformly from each video (default 4)")
+    parser.add_argument("--no-per-dimension", action="store_true", help="skip the four per-dimension questions")
+    parser.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default=None,
+                        help="VLM dtype (default: bf16 on GPU, fp32 on CPU)")
+    parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument("--demo", action="store_true",
+                        help="tiny random VLM + synthetic videos (random weights: the numbers mean nothing)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from .checkpoints import read_json
+    from .video import conform, read_video, synthetic_clip
+    from .vlm import load_vlm
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = args.dtype or ("bf16" if device.startswith("cuda") else "fp32")
+    if args.demo:
+        from .testing import tiny_vlm
+
+        vlm = tiny_vlm()
+        source = synthetic_clip(9, 64, 64, seed=0).frames
+        edited = synthetic_clip(9, 64, 64, seed=1).frames
+        instruction = args.instruction or "make the square red"
+    else:
+        missing = [n for n in ("models", "source", "edited", "instruction") if getattr(args, n) is None]
+        if missing:
+            parser.error("missing " + ", ".join(f"--{m}" for m in missing) + " (or use --demo)")
+        spec = read_json(args.models / "models.json", what="model set description (models.json)")
+        if "vlm" not in spec:
+            parser.error(f"{args.models / 'models.json'} has no 'vlm' entry")
+        vlm = load_vlm(args.models / spec["vlm"], dtype=dtype, device=device)
+        source = read_video(args.source).frames
+        edited = read_video(args.edited).frames
+        if edited.shape[1:] != source.shape[1:]:
+            raise CriticError(
+                f"{args.edited}: frames are {tuple(edited.shape[1:3])} (HxW) but the source {args.source} has "
+                f"{tuple(source.shape[1:3])}"
+            )
+        count = min(source.shape[0], edited.shape[0])
+        source, edited = conform(source[:count], min_frames=1), conform(edited[:count], min_frames=1)
+        instruction = args.instruction
+    critic = SelfCritic(vlm, CriticConfig(num_frames=args.frames, cot=args.cot))
+    report = critic.report(source, edited, instruction, per_dimension=not args.no_per_dimension)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        print(f"P(Yes) = {report.p_yes:.4f}   Δ = {report.delta:+.4f}   Δ − Δ_base = {report.relative_delta:+.4f}")
+        for name, values in report.per_dimension.items():
+            print(f"  {name:<26} P(Yes) = {values['p_yes']:.4f}")
+        if report.reasoning:
+            print(f"reasoning: {report.reasoning}")
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())
