@@ -135,6 +135,14 @@ class Condition:
     uncond: torch.Tensor  # [1, max_context_len, D]
     source_latents: torch.Tensor  # normalised [1, 16, t, h, w]
     reasoning: str
+    # the VAE's per-channel statistics, to turn sampled latents back into raw VAE space
+    latents_mean: list[float] = field(default_factory=list)
+    latents_std: list[float] = field(default_factory=list)
+
+    def denormalize(self, latents: torch.Tensor) -> torch.Tensor:
+        mean = latents.new_tensor(self.latents_mean).view(1, -1, 1, 1, 1)
+        std = latents.new_tensor(self.latents_std).view(1, -1, 1, 1, 1)
+        return latents * std + mean
 
 
 class ReviseEditor:
@@ -156,36 +164,9 @@ class ReviseEditor:
         m, timings = self.models, timings if timings is not None else {}
         with _timed(timings, "vae_encode"):
             raw = vae_ops.encode(m.vae, video_ops.to_model_space(source).to(self.device))
-            source_latents = vae_ops.normalize_latents(m.vae, raw.float())
-            video_tokens = m.connector.adapt_video(source_latents.to(_dtype(m.connector)))[0]
-        reasoning, prompts = "", [instruction]
-        if settings.reasoning == "caption":
-            with _timed(timings, "vlm_reasoning"):
-                reasoning, prompts = self._caption_reasoning(source, instruction, settings)
-        with _timed(timings, "text_encode"):
-            text_tokens = torch.cat(encode_text(m.text, prompts, max_length=settings.max_text_len))
-        with _timed(timings, "vlm_encode"):
-            u = vlm_ops.encode(m.vlm, source, instruction, num_frames=settings.vlm_frames, fps=settings.fps)
-            vlm_tokens = m.connector.project_vlm(u.to(_dtype(m.connector)))
-        length = m.connector.config.max_context_len
-        cond = pad_context(m.connector.assemble(vlm_tokens, text_tokens.to(vlm_tokens), video_tokens), length)
-        uncond = pad_context(m.connector.assemble(None, None, video_tokens), length)
-        return Condition(cond[None], uncond[None], source_latents, reasoning)
+        vlm_condition = encode_instruction(m.vlm, source, instruction, settings, timings)
+        return assemble_condition(m.connector, m.text, m.vae, raw, vlm_condition, settings.max_text_len, timings)
 
-    def _caption_reasoning(self, source: torch.Tensor, instruction: str, settings: EditSettings) -> tuple[str, list[str]]:
-        vlm = self.models.vlm
-        source_caption = vlm_ops.generate(vlm, source, SOURCE_CAPTION_PROMPT, max_new_tokens=settings.caption_tokens,
-                                          num_frames=settings.vlm_frames, fps=settings.fps)
-        target_caption = vlm_ops.generate(
-            vlm, None, TARGET_CAPTION_PROMPT.format(source=source_caption, instruction=instruction),
-            max_new_tokens=settings.caption_tokens,
-        )
-        reasoning = f"source: {source_caption}\ntarget: {target_caption}"
-        if not target_caption.strip():
-            logger.warning("the VLM wrote an empty target caption; conditioning on the instruction alone")
-            return reasoning, [instruction]
-        # Omni-Video 2 conditions T5 on [target caption ; instruction], concatenated along tokens.
-        return reasoning, [target_caption, instruction]
 
     def edit(
         self,
@@ -246,6 +227,64 @@ class ReviseEditor:
         with _timed(timings, "vae_decode"):
             pixels = vae_ops.decode(self.models.vae, raw, tiled=settings.tiled_decode)
         return raw.cpu(), video_ops.from_model_space(pixels.float()).cpu()
+
+
+@dataclass
+class VLMCondition:
+    """What the VLM contributes: u, the prompts umT5 encodes, and the reasoning it wrote."""
+
+    u: torch.Tensor  # [L_u, H] last hidden states, system prefix dropped
+    prompts: list[str]  # [instruction] or [target caption, instruction]
+    reasoning: str
+
+
+def encode_instruction(vlm: VisionLanguageModel, source: torch.Tensor, instruction: str, settings: EditSettings,
+                       timings: dict[str, float] | None = None) -> VLMCondition:
+    """The VLM's part of the condition (reasoning mode "caption": source caption -> target caption first)."""
+    if not isinstance(instruction, str) or not instruction.strip():
+        raise ValueError("the edit instruction is empty")
+    timings = timings if timings is not None else {}
+    reasoning, prompts = "", [instruction]
+    if settings.reasoning == "caption":
+        with _timed(timings, "vlm_reasoning"):
+            reasoning, prompts = caption_reasoning(vlm, source, instruction, settings)
+    with _timed(timings, "vlm_encode"):
+        u = vlm_ops.encode(vlm, source, instruction, num_frames=settings.vlm_frames, fps=settings.fps)
+    return VLMCondition(u, prompts, reasoning)
+
+
+def assemble_condition(connector: Connector, text: TextEncoder, vae: nn.Module, source_latents_raw: torch.Tensor,
+                       vlm_condition: VLMCondition, max_text_len: int = 512,
+                       timings: dict[str, float] | None = None) -> Condition:
+    """umT5 over the prompts, then f_C: cond = [u; T5; v], uncond = [v] (u and T5 dropped), both padded."""
+    timings = timings if timings is not None else {}
+    source_latents = vae_ops.normalize_latents(vae, source_latents_raw.float())
+    video_tokens = connector.adapt_video(source_latents.to(_dtype(connector)))[0]
+    with _timed(timings, "text_encode"):
+        text_tokens = torch.cat(encode_text(text, vlm_condition.prompts, max_length=max_text_len))
+    vlm_tokens = connector.project_vlm(vlm_condition.u.to(video_tokens))
+    length = connector.config.max_context_len
+    cond = pad_context(connector.assemble(vlm_tokens, text_tokens.to(vlm_tokens), video_tokens), length)
+    uncond = pad_context(connector.assemble(None, None, video_tokens), length)
+    return Condition(cond[None], uncond[None], source_latents, vlm_condition.reasoning,
+                     latents_mean=list(vae.config.latents_mean), latents_std=list(vae.config.latents_std))
+
+
+def caption_reasoning(vlm: VisionLanguageModel, source: torch.Tensor, instruction: str,
+                      settings: EditSettings) -> tuple[str, list[str]]:
+    """Omni-Video 2's reasoning: a source caption, then a target caption from it and the instruction."""
+    source_caption = vlm_ops.generate(vlm, source, SOURCE_CAPTION_PROMPT, max_new_tokens=settings.caption_tokens,
+                                      num_frames=settings.vlm_frames, fps=settings.fps)
+    target_caption = vlm_ops.generate(
+        vlm, None, TARGET_CAPTION_PROMPT.format(source=source_caption, instruction=instruction),
+        max_new_tokens=settings.caption_tokens,
+    )
+    reasoning = f"source: {source_caption}\ntarget: {target_caption}"
+    if not target_caption.strip():
+        logger.warning("the VLM wrote an empty target caption; conditioning on the instruction alone")
+        return reasoning, [instruction]
+    # Omni-Video 2 conditions T5 on [target caption ; instruction], concatenated along tokens.
+    return reasoning, [target_caption, instruction]
 
 
 class _timed:

@@ -1,0 +1,168 @@
+"""The only module that touches ComfyUI's runtime: model folders, progress, interruption, previews, memory.
+
+Every function degrades to plain behaviour outside ComfyUI (tests, scripts): folder lists come from the
+`REVISE_MODEL_DIRS` environment variable (`name=path;name=path`), progress goes to tqdm, interruption
+never fires, memory helpers do nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import logging
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+# Our model kinds -> ComfyUI folder names. "vlm" is registered by us (HF-format model folders).
+FOLDERS = {"dit": "diffusion_models", "vae": "vae", "t5": "text_encoders", "vlm": "vlm", "connector": "diffusion_models"}
+VLM_FOLDER = "vlm"
+
+
+def in_comfyui() -> bool:
+    return importlib.util.find_spec("folder_paths") is not None and importlib.util.find_spec("comfy") is not None
+
+
+def register_folders() -> None:
+    """Add `models/vlm` to ComfyUI's folder list (all files listed: VLMs are folders)."""
+    if not in_comfyui():
+        return
+    import folder_paths
+
+    if VLM_FOLDER not in folder_paths.folder_names_and_paths:
+        folder_paths.add_model_folder_path(VLM_FOLDER, os.path.join(folder_paths.models_dir, VLM_FOLDER), is_default=True)
+
+
+def folder_paths_for(kind: str) -> list[Path]:
+    """Folders searched for a model kind."""
+    name = FOLDERS[kind]
+    if in_comfyui():
+        import folder_paths
+
+        register_folders()
+        return [Path(p) for p in folder_paths.get_folder_paths(name)]
+    configured = dict(item.split("=", 1) for item in os.environ.get("REVISE_MODEL_DIRS", "").split(";") if "=" in item)
+    return [Path(p) for p in configured.get(name, "").split(os.pathsep) if p]
+
+
+def list_models(kind: str, *, folders: bool = False) -> list[str]:
+    """Names for a loader's dropdown: files (or, with folders=True, sub-folders) in the kind's folders."""
+    names: set[str] = set()
+    for root in folder_paths_for(kind):
+        if not root.is_dir():
+            continue
+        for entry in root.rglob("*"):
+            if folders and entry.is_dir() and (entry / "config.json").is_file():
+                names.add(entry.relative_to(root).as_posix())
+            elif folders and entry.is_dir() and any(entry.glob("tokenizer*.json")) | any(entry.glob("spiece.model")):
+                names.add(entry.relative_to(root).as_posix())
+            elif not folders and entry.is_file() and entry.suffix in (".safetensors", ".pt", ".pth", ".bin", ".pkl"):
+                names.add(entry.relative_to(root).as_posix())
+    return sorted(names)
+
+
+def resolve(kind: str, name: str) -> Path:
+    """Full path of a dropdown entry; the error lists every folder searched."""
+    from revise_core.checkpoints import find_model_file
+
+    return find_model_file(name, folder_paths_for(kind))
+
+
+def compute_device(choice: str = "auto") -> torch.device:
+    if choice != "auto":
+        return torch.device(choice)
+    if in_comfyui():
+        import comfy.model_management as mm
+
+        return mm.get_torch_device()
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def offload_device() -> torch.device:
+    if in_comfyui():
+        import comfy.model_management as mm
+
+        return mm.unet_offload_device()
+    return torch.device("cpu")
+
+
+def free_memory_for_loading() -> None:
+    """Ask ComfyUI to unload its own models before we load large ones."""
+    if in_comfyui():
+        import comfy.model_management as mm
+
+        mm.unload_all_models()
+        mm.soft_empty_cache()
+
+
+@contextlib.contextmanager
+def on_device(module: torch.nn.Module, device: torch.device) -> Iterator[torch.nn.Module]:
+    """Move a model to the compute device only while it is used, then back to the offload device."""
+    home = next(module.parameters()).device
+    module.to(device)
+    try:
+        yield module
+    finally:
+        if home != device:
+            module.to(home)
+            if in_comfyui():
+                import comfy.model_management as mm
+
+                mm.soft_empty_cache()
+
+
+def check_interrupted() -> None:
+    """Raise ComfyUI's interruption exception if the user pressed Cancel."""
+    if in_comfyui():
+        import comfy.model_management as mm
+
+        mm.throw_exception_if_processing_interrupted()
+
+
+def progress(total: int, *, preview_latents: bool = False) -> Callable:
+    """A sampler callback: ComfyUI's ProgressBar (+ latent preview, + interruption), or tqdm outside it."""
+    if in_comfyui():
+        import comfy.utils
+
+        bar = comfy.utils.ProgressBar(total)
+        previewer = _wan_previewer() if preview_latents else None
+
+        def update(info) -> None:
+            image = None
+            if previewer is not None and getattr(info, "denoised", None) is not None:
+                image = previewer.decode_latent_to_preview_image("JPEG", info.denoised)
+            bar.update_absolute(info.step + 1, total, image)
+            check_interrupted()
+
+        return update
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, unit="step", leave=False)
+
+    def update(info) -> None:
+        bar.update(1)
+        if info.step + 1 >= total:
+            bar.close()
+
+    return update
+
+
+def _wan_previewer():
+    """ComfyUI's own Wan2.1 latent previewer (latent2rgb or TAEHV, as the user configured)."""
+    import comfy.latent_formats
+    import comfy.model_management as mm
+    import latent_preview
+
+    return latent_preview.get_previewer(mm.get_torch_device(), comfy.latent_formats.Wan21())
+
+
+def output_directory() -> Path:
+    if in_comfyui():
+        import folder_paths
+
+        return Path(folder_paths.get_output_directory())
+    return Path(os.environ.get("REVISE_OUTPUT_DIR", "output"))
