@@ -50,19 +50,30 @@ def folder_paths_for(kind: str) -> list[Path]:
 
 
 def list_models(kind: str, *, folders: bool = False) -> list[str]:
-    """Names for a loader's dropdown: files (or, with folders=True, sub-folders) in the kind's folders."""
+    """Names for a loader's dropdown: weight files, or (folders=True) model folders, in the kind's folders."""
     names: set[str] = set()
     for root in folder_paths_for(kind):
         if not root.is_dir():
             continue
         for entry in root.rglob("*"):
-            if folders and entry.is_dir() and (entry / "config.json").is_file():
-                names.add(entry.relative_to(root).as_posix())
-            elif folders and entry.is_dir() and any(entry.glob("tokenizer*.json")) | any(entry.glob("spiece.model")):
-                names.add(entry.relative_to(root).as_posix())
-            elif not folders and entry.is_file() and entry.suffix in (".safetensors", ".pt", ".pth", ".bin", ".pkl"):
+            wanted = _is_model_folder(entry) if folders else (entry.is_file() and entry.suffix in WEIGHT_SUFFIXES)
+            if wanted:
                 names.add(entry.relative_to(root).as_posix())
     return sorted(names)
+
+
+WEIGHT_SUFFIXES = (".safetensors", ".sft", ".pt", ".pth", ".bin", ".pkl")
+
+
+def _is_model_folder(path: Path) -> bool:
+    """A Hugging Face model or tokenizer folder."""
+    return path.is_dir() and any((path / name).is_file() for name in ("config.json", "tokenizer.json", "spiece.model",
+                                                                       "tokenizer_config.json"))
+
+
+def compute_device_of(module: torch.nn.Module) -> torch.device:
+    """The device a loader chose for this model (models rest on the offload device between uses)."""
+    return getattr(module, "revise_compute_device", next(module.parameters()).device)
 
 
 def resolve(kind: str, name: str) -> Path:
@@ -130,12 +141,14 @@ def progress(total: int, *, preview_latents: bool = False) -> Callable:
 
         bar = comfy.utils.ProgressBar(total)
         previewer = _wan_previewer() if preview_latents else None
+        done = [0]  # counted here: best-of-N runs several samplings through one bar
 
         def update(info) -> None:
+            done[0] += 1
             image = None
             if previewer is not None and getattr(info, "denoised", None) is not None:
                 image = previewer.decode_latent_to_preview_image("JPEG", info.denoised)
-            bar.update_absolute(info.step + 1, total, image)
+            bar.update_absolute(min(done[0], total), total, image)
             check_interrupted()
 
         return update
@@ -145,10 +158,19 @@ def progress(total: int, *, preview_latents: bool = False) -> Callable:
 
     def update(info) -> None:
         bar.update(1)
-        if info.step + 1 >= total:
+        if bar.n >= total:
             bar.close()
 
     return update
+
+
+def interrupt_requested() -> bool:
+    """Whether the user pressed Cancel (without consuming the flag)."""
+    if in_comfyui():
+        import comfy.model_management as mm
+
+        return mm.processing_interrupted()
+    return False
 
 
 def _wan_previewer():

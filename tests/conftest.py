@@ -11,6 +11,23 @@ import torch
 from revise_core.testing import TinyModelSet, tiny_model_set, write_tiny_models
 
 TINY_SEED = 0
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _import_root_package():
+    """The repository root imported as ComfyUI imports a custom-node folder."""
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location("ComfyUI_ReViSE", ROOT / "__init__.py",
+                                                  submodule_search_locations=[str(ROOT)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["ComfyUI_ReViSE"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+ROOT_PACKAGE = _import_root_package()
 
 
 @pytest.fixture(scope="session")
@@ -28,6 +45,18 @@ def tiny_manifest(tiny_dir) -> dict:
 @pytest.fixture(scope="session")
 def tiny_models() -> TinyModelSet:
     return tiny_model_set(TINY_SEED)
+
+
+@pytest.fixture
+def tiny_model_dirs(tiny_dir, monkeypatch, tmp_path) -> dict:
+    """Point the nodes' model folders (REVISE_MODEL_DIRS, as ComfyUI's folder_paths would) at the tiny set."""
+    import os
+
+    dirs = {"diffusion_models": [tiny_dir / "dit", tiny_dir / "omnivideo2", tiny_dir / "connector"],
+            "vae": [tiny_dir / "vae"], "text_encoders": [tiny_dir / "t5"], "vlm": [tiny_dir / "vlm"]}
+    monkeypatch.setenv("REVISE_MODEL_DIRS", ";".join(f"{k}={os.pathsep.join(map(str, v))}" for k, v in dirs.items()))
+    monkeypatch.setenv("REVISE_OUTPUT_DIR", str(tmp_path / "output"))
+    return dirs
 
 
 def assert_close(actual: torch.Tensor, expected: torch.Tensor, *, atol: float = 0.0, what: str = "") -> None:

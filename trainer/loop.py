@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -147,7 +148,9 @@ class USOTrainer:
 
     # --- the loop ---------------------------------------------------------------------------------
 
-    def train(self) -> list[dict]:
+    def train(self, on_step: Callable[[int, dict], None] | None = None) -> list[dict]:
+        """Run to `config.steps`. `on_step(step, metrics)` is called after each step (rank 0); raising
+        KeyboardInterrupt from it stops the run like Ctrl-C (the last completed step is saved)."""
         cfg = self.config
         from tqdm import tqdm
 
@@ -165,6 +168,8 @@ class USOTrainer:
                 progress.set_postfix(loss=f"{record['loss']:.4f}", trig=f"{record['triggered']:.2f}")
                 if step % cfg.checkpoint_every == 0 or step == cfg.steps:
                     self._save(step, record)
+                if on_step is not None:
+                    on_step(step, record)
         except KeyboardInterrupt:
             # Parameters are only changed by the optimizer step at the end of a step, so the state of the
             # last completed step is what we save; the partial step is redone on resume.

@@ -1,0 +1,83 @@
+"""Shared pieces of the nodes: wire types, input specs with tooltips, type checks, gradient context."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+
+CATEGORY = "ReViSE"
+PRECISIONS = ["bf16", "fp16", "fp32"]
+DEVICES = ["auto", "cpu", "cuda"]
+
+# Wire types: the values travelling on them are revise_core objects.
+DIT, VAE, T5, VLM, CONNECTOR = "REVISE_DIT", "REVISE_VAE", "REVISE_T5", "REVISE_VLM", "REVISE_CONNECTOR"
+COND, VLM_COND = "REVISE_COND", "REVISE_VLM_COND"
+
+
+def precision_input(tooltip: str = "Compute dtype the weights are cast to (fp8 files are upcast).") -> tuple:
+    return (PRECISIONS, {"default": "bf16", "tooltip": tooltip})
+
+
+def device_input() -> tuple:
+    return (DEVICES, {"default": "auto", "tooltip": "Where the model computes; 'auto' follows ComfyUI's device."})
+
+
+def expect(value: object, expected: type | tuple[type, ...], what: str, wire: str) -> None:
+    """Clear error when a wrong object arrives (e.g. a ComfyUI MODEL plugged into a ReViSE socket)."""
+    if not isinstance(value, expected):
+        raise TypeError(
+            f"{what}: expected a {wire} from a ReViSE loader, got {type(value).__name__}. Connect the output of "
+            f"the matching ReViSE loader node."
+        )
+
+
+def expect_dit(value: object) -> None:
+    from diffusers import WanTransformer3DModel
+
+    expect(value, WanTransformer3DModel, "dit", DIT)
+
+
+def expect_vae(value: object) -> None:
+    from diffusers import AutoencoderKLWan
+
+    expect(value, AutoencoderKLWan, "vae", VAE)
+
+
+def dtype_of(name: str) -> torch.dtype:
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[name]
+
+
+@contextlib.contextmanager
+def weights_outside_inference_mode() -> Iterator[None]:
+    """ComfyUI runs nodes under torch.inference_mode(); weights created there can never be saved for
+    backward, which the trainer and the critic's gradient path need. Loaders therefore create them in
+    normal mode (no memory cost, just ordinary tensors)."""
+    with torch.inference_mode(False):
+        yield
+
+
+@contextlib.contextmanager
+def training_mode() -> Iterator[None]:
+    """Leave ComfyUI's inference mode and turn gradients back on (the trainer node)."""
+    with torch.inference_mode(False), torch.enable_grad():
+        yield
+
+
+def clone_out_of_inference(tensor: torch.Tensor) -> torch.Tensor:
+    """A normal-mode copy of a tensor made under inference mode (usable by autograd)."""
+    with torch.inference_mode(False):
+        return tensor.clone()
+
+
+@contextlib.contextmanager
+def using(*objects) -> Iterator[None]:
+    """Move each model (or the `.model` of a bundle) to its compute device for the block, then back."""
+    from . import comfy_bridge as bridge
+
+    with contextlib.ExitStack() as stack:
+        for obj in objects:
+            module = getattr(obj, "model", obj)
+            stack.enter_context(bridge.on_device(module, bridge.compute_device_of(module)))
+        yield

@@ -1,0 +1,179 @@
+"""Edit-pipeline nodes: VAE encode/decode, VLM encode, connector, sampler."""
+
+from __future__ import annotations
+
+
+from revise_core import vae as vae_ops
+from revise_core import video as video_ops
+from revise_core.connector import Connector
+from revise_core.editor import Condition, EditSettings, VLMCondition, assemble_condition, encode_instruction
+from revise_core.sampler import SamplerConfig, sample
+from revise_core.text import TextEncoder
+from revise_core.vlm import VisionLanguageModel
+
+from . import comfy_bridge as bridge
+from .common import CATEGORY, COND, CONNECTOR, DIT, T5, VAE, VLM, VLM_COND, expect, expect_dit, expect_vae, using
+
+FRAMES_TOOLTIP = "Video frames (IMAGE batch [T, H, W, 3]), e.g. from Get Video Components."
+
+
+class ReViSEVAEEncode:
+    CATEGORY = f"{CATEGORY}/latent"
+    FUNCTION = "encode"
+    DESCRIPTION = ("Fits the source video to Wan's shape (4k+1 frames, sides multiple of 32, no distortion unless "
+                   "'stretch') and encodes it; also returns the fitted frames for the VLM and the critic.")
+    RETURN_TYPES = ("LATENT", "IMAGE")
+    RETURN_NAMES = ("latent", "frames")
+    OUTPUT_TOOLTIPS = ("Source latents (raw Wan VAE space).", "The fitted source frames.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "vae": (VAE, {"tooltip": "From ReViSE Load VAE."}),
+            "images": ("IMAGE", {"tooltip": FRAMES_TOOLTIP}),
+            "num_frames": ("INT", {"default": 0, "min": 0, "max": 1025, "step": 1,
+                                   "tooltip": "Frames to keep, 4k+1 (e.g. 33, 81); 0 = the source's count made 4k+1."}),
+            "width": ("INT", {"default": 0, "min": 0, "max": 4096, "step": 32,
+                              "tooltip": "Output width, multiple of 32; 0 = the source's width rounded down."}),
+            "height": ("INT", {"default": 0, "min": 0, "max": 4096, "step": 32,
+                               "tooltip": "Output height, multiple of 32; 0 = the source's height rounded down."}),
+            "resize": (list(video_ops.RESIZE_POLICIES), {"default": "crop",
+                       "tooltip": "crop: cover and centre-crop; pad: fit and letterbox; stretch: ignore aspect ratio."}),
+            "frame_policy": (list(video_ops.FRAME_POLICIES), {"default": "trim",
+                             "tooltip": "trim: drop frames down to 4k+1; pad: repeat the last frame up to 4k+1."}),
+        }}
+
+    def encode(self, vae, images, num_frames, width, height, resize, frame_policy):
+        expect_vae(vae)
+        frames = video_ops.conform(images.float().cpu(), num_frames=num_frames or None, height=height or None,
+                                   width=width or None, resize=resize, frame_policy=frame_policy)
+        with using(vae):
+            latents = vae_ops.encode(vae, video_ops.to_model_space(frames).to(bridge.compute_device_of(vae)))
+        return ({"samples": latents.float().cpu()}, frames)
+
+
+class ReViSEVAEDecode:
+    CATEGORY = f"{CATEGORY}/latent"
+    FUNCTION = "decode"
+    DESCRIPTION = "Decodes Wan latents into video frames; 'tiled' trades a little speed for much less memory."
+    RETURN_TYPES = ("IMAGE",)
+    RETURN_NAMES = ("frames",)
+    OUTPUT_TOOLTIPS = ("Decoded frames [T, H, W, 3] in 0..1.",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "vae": (VAE, {"tooltip": "From ReViSE Load VAE."}),
+            "latent": ("LATENT", {"tooltip": "Latents from the ReViSE Sampler (or ReViSE VAE Encode)."}),
+            "tiled": ("BOOLEAN", {"default": False, "tooltip": "Decode in spatial tiles to save memory."}),
+        }}
+
+    def decode(self, vae, latent, tiled):
+        expect_vae(vae)
+        with using(vae):
+            pixels = vae_ops.decode(vae, latent["samples"].to(bridge.compute_device_of(vae)), tiled=tiled)
+        return (video_ops.from_model_space(pixels.float()).cpu(),)
+
+
+class ReViSEVLMEncode:
+    CATEGORY = f"{CATEGORY}/conditioning"
+    FUNCTION = "encode"
+    DESCRIPTION = ("The VLM reads the source video and the instruction: hidden states u for the connector, and with "
+                   "reasoning='caption' a source and a target caption first (Omni-Video 2).")
+    RETURN_TYPES = (VLM_COND, "STRING")
+    RETURN_NAMES = ("vlm_cond", "reasoning")
+    OUTPUT_TOOLTIPS = ("u and the prompts for umT5.", "What the VLM wrote (empty when reasoning is 'none').")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "vlm": (VLM, {"tooltip": "From ReViSE Load VLM."}),
+            "frames": ("IMAGE", {"tooltip": "The fitted source frames (ReViSE VAE Encode's 'frames')."}),
+            "instruction": ("STRING", {"multiline": True, "default": "",
+                                       "tooltip": "The edit instruction; it may need reasoning."}),
+            "reasoning": (["none", "caption"], {"default": "none",
+                          "tooltip": "'caption': the VLM describes the source, then the expected result."}),
+            "vlm_frames": ("INT", {"default": 8, "min": 1, "max": 64, "tooltip": "Frames the VLM sees."}),
+            "caption_tokens": ("INT", {"default": 128, "min": 8, "max": 1024,
+                                       "tooltip": "Upper bound on each generated caption."}),
+        }}
+
+    def encode(self, vlm, frames, instruction, reasoning, vlm_frames, caption_tokens):
+        expect(vlm, VisionLanguageModel, "vlm", VLM)
+        settings = EditSettings(reasoning=reasoning, vlm_frames=vlm_frames, caption_tokens=caption_tokens)
+        with using(vlm):
+            result = encode_instruction(vlm, frames.float().to(bridge.compute_device_of(vlm.model)), instruction, settings)
+        return (VLMCondition(result.u.cpu(), result.prompts, result.reasoning), result.reasoning)
+
+
+class ReViSEConnector:
+    CATEGORY = f"{CATEGORY}/conditioning"
+    FUNCTION = "connect"
+    DESCRIPTION = ("f_C: umT5 over the prompts, then [u; T5; source tokens] as the DiT context; the guidance "
+                   "condition keeps only the source tokens.")
+    RETURN_TYPES = (COND,)
+    RETURN_NAMES = ("cond",)
+    OUTPUT_TOOLTIPS = ("Conditional and unconditional contexts for the ReViSE Sampler.",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "connector": (CONNECTOR, {"tooltip": "From ReViSE Load Connector."}),
+            "t5": (T5, {"tooltip": "From ReViSE Load umT5."}),
+            "vae": (VAE, {"tooltip": "The VAE that encoded the source (its latent statistics are used)."}),
+            "vlm_cond": (VLM_COND, {"tooltip": "From ReViSE VLM Encode."}),
+            "source_latent": ("LATENT", {"tooltip": "From ReViSE VAE Encode."}),
+            "max_text_len": ("INT", {"default": 512, "min": 16, "max": 1024, "tooltip": "umT5 tokens per prompt."}),
+        }}
+
+    def connect(self, connector, t5, vae, vlm_cond, source_latent, max_text_len):
+        expect(connector, Connector, "connector", CONNECTOR)
+        expect(t5, TextEncoder, "t5", T5)
+        expect(vlm_cond, VLMCondition, "vlm_cond", VLM_COND)
+        device = bridge.compute_device_of(connector)
+        with using(connector, t5):
+            condition = assemble_condition(connector, t5, vae, source_latent["samples"].to(device),
+                                           VLMCondition(vlm_cond.u.to(device), vlm_cond.prompts, vlm_cond.reasoning),
+                                           max_text_len)
+        return (condition,)
+
+
+class ReViSESampler:
+    CATEGORY = f"{CATEGORY}/sampling"
+    FUNCTION = "sample"
+    DESCRIPTION = "Flow-matching sampling of the Wan DiT (UniPC or Euler) with guidance; interruptible, with previews."
+    RETURN_TYPES = ("LATENT",)
+    RETURN_NAMES = ("latent",)
+    OUTPUT_TOOLTIPS = ("The edited video's latents (raw VAE space).",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "dit": (DIT, {"tooltip": "From ReViSE Load DiT."}),
+            "cond": (COND, {"tooltip": "From ReViSE Connector."}),
+            "steps": ("INT", {"default": 40, "min": 1, "max": 200, "tooltip": "Denoising steps (Omni-Video 2: 40)."}),
+            "guidance": ("FLOAT", {"default": 3.0, "min": 0.0, "max": 20.0, "step": 0.1,
+                                   "tooltip": "uncond + g·(cond − uncond); 1 disables guidance (half the cost)."}),
+            "shift": ("FLOAT", {"default": 5.0, "min": 0.1, "max": 20.0, "step": 0.1,
+                                "tooltip": "Flow shift of the schedule (Wan: 3 for 480p, 5 for 720p)."}),
+            "scheduler": (["unipc", "euler"], {"default": "unipc", "tooltip": "diffusers flow-matching scheduler."}),
+            "seed": ("INT", {"default": 0, "min": 0, "max": 2**63 - 1, "control_after_generate": True,
+                             "tooltip": "Noise seed (same seed, same edit)."}),
+        }}
+
+    def sample(self, dit, cond, steps, guidance, shift, scheduler, seed):
+        expect_dit(dit)
+        expect(cond, Condition, "cond", COND)
+        config = SamplerConfig(steps=steps, guidance_scale=guidance, shift=shift, scheduler=scheduler, seed=seed)
+        with using(dit):
+            latents = sample(dit, cond.cond, cond.uncond, latent_shape=tuple(cond.source_latents.shape), config=config,
+                             callback=bridge.progress(steps, preview_latents=True))
+        return ({"samples": cond.denormalize(latents.float()).cpu()},)
+
+
+NODES = {cls.__name__: cls for cls in (ReViSEVAEEncode, ReViSEVAEDecode, ReViSEVLMEncode, ReViSEConnector,
+                                        ReViSESampler)}
+DISPLAY_NAMES = {
+    "ReViSEVAEEncode": "ReViSE VAE Encode (fit video)", "ReViSEVAEDecode": "ReViSE VAE Decode",
+    "ReViSEVLMEncode": "ReViSE VLM Encode", "ReViSEConnector": "ReViSE Connector", "ReViSESampler": "ReViSE Sampler",
+}

@@ -1,0 +1,167 @@
+"""Loader nodes: one per component, each a few lines over revise_core's loaders."""
+
+from __future__ import annotations
+
+from revise_core.connector import load_connector
+from revise_core.dit import load_dit
+from revise_core.text import load_text_encoder
+from revise_core.vae import load_vae
+from revise_core.variants import KNOWN_VARIANTS, variants_for
+from revise_core.vlm import load_vlm
+
+from . import comfy_bridge as bridge
+from .common import CATEGORY, CONNECTOR, DIT, T5, VAE, VLM, device_input, dtype_of, precision_input, \
+    weights_outside_inference_mode
+
+AUTO = "auto"
+
+
+def _config_input(component: str) -> tuple:
+    names = [AUTO] + [v.name for v in variants_for(component, KNOWN_VARIANTS)]
+    return (names, {"default": AUTO, "tooltip": "Model variant. 'auto': from the file's embedded config or an exact "
+                                                "match of every tensor against the known variants."})
+
+
+def _place(module, device_choice: str):
+    """Rest on the offload device; nodes move the model to its compute device only while they use it."""
+    device = bridge.compute_device(device_choice)
+    target = getattr(module, "model", module)
+    target.revise_compute_device = device
+    target.to(bridge.offload_device())
+    return module
+
+
+class _Loader:
+    CATEGORY = f"{CATEGORY}/loaders"
+    FUNCTION = "load"
+
+
+class ReViSEDiTLoader(_Loader):
+    DESCRIPTION = "Loads a Wan2.1 DiT: ComfyUI/Wan single files (fp16/bf16/fp8), diffusers keys, or an Omni-Video checkpoint."
+    RETURN_TYPES = (DIT,)
+    RETURN_NAMES = ("dit",)
+    OUTPUT_TOOLTIPS = ("The Wan2.1 DiT generator.",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "dit_name": (bridge.list_models("dit"), {"tooltip": "File in models/diffusion_models (e.g. "
+                                                                "wan2.1_t2v_1.3B_fp16.safetensors)."}),
+            "config": _config_input("dit"),
+            "precision": precision_input(),
+            "device": device_input(),
+        }}
+
+    def load(self, dit_name, config, precision, device):
+        bridge.free_memory_for_loading()
+        with weights_outside_inference_mode():
+            dit = load_dit(bridge.resolve("dit", dit_name), config=None if config == AUTO else config,
+                           dtype=dtype_of(precision))
+        return (_place(dit, device),)
+
+
+class ReViSEVAELoader(_Loader):
+    DESCRIPTION = "Loads the Wan2.1 VAE (wan_2.1_vae.safetensors, Wan2.1_VAE.pth, or a diffusers file)."
+    RETURN_TYPES = (VAE,)
+    RETURN_NAMES = ("vae",)
+    OUTPUT_TOOLTIPS = ("The Wan2.1 video VAE.",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "vae_name": (bridge.list_models("vae"), {"tooltip": "File in models/vae (wan_2.1_vae.safetensors)."}),
+            "precision": precision_input("VAE dtype; fp32 is the most exact, bf16 halves memory."),
+            "device": device_input(),
+        }}
+
+    def load(self, vae_name, precision, device):
+        with weights_outside_inference_mode():
+            vae = load_vae(bridge.resolve("vae", vae_name), dtype=dtype_of(precision))
+        return (_place(vae, device),)
+
+
+class ReViSET5Loader(_Loader):
+    DESCRIPTION = "Loads the umT5-XXL text encoder from one weights file plus a tokenizer folder, or an HF folder."
+    RETURN_TYPES = (T5,)
+    RETURN_NAMES = ("t5",)
+    OUTPUT_TOOLTIPS = ("umT5 encoder with its tokenizer.",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        files = bridge.list_models("t5") + bridge.list_models("t5", folders=True)
+        return {"required": {
+            "t5_name": (sorted(files), {"tooltip": "umT5 weights in models/text_encoders (umt5_xxl_fp16.safetensors, "
+                                                   "..._fp8_e4m3fn_scaled, models_t5_umt5-xxl-enc-bf16.pth) or an HF folder."}),
+            "tokenizer": ([AUTO] + bridge.list_models("t5", folders=True),
+                          {"default": AUTO, "tooltip": "umT5 tokenizer folder in models/text_encoders ('auto': the "
+                                                       "model folder itself)."}),
+            "precision": precision_input(),
+            "device": device_input(),
+        }}
+
+    def load(self, t5_name, tokenizer, precision, device):
+        with weights_outside_inference_mode():
+            text = load_text_encoder(bridge.resolve("t5", t5_name),
+                                     tokenizer=None if tokenizer == AUTO else bridge.resolve("t5", tokenizer),
+                                     dtype=dtype_of(precision))
+        return (_place(text, device),)
+
+
+class ReViSEVLMLoader(_Loader):
+    DESCRIPTION = "Loads the VLM (a Qwen2.5-VL Hugging Face folder in models/vlm) used for u, reasoning and the critic."
+    RETURN_TYPES = (VLM,)
+    RETURN_NAMES = ("vlm",)
+    OUTPUT_TOOLTIPS = ("The vision-language model with its tokenizer and preprocessing settings.",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "vlm_name": (bridge.list_models("vlm", folders=True),
+                         {"tooltip": "Folder in models/vlm holding config.json, weights and tokenizer."}),
+            "precision": precision_input(),
+            "device": device_input(),
+        }}
+
+    def load(self, vlm_name, precision, device):
+        bridge.free_memory_for_loading()
+        with weights_outside_inference_mode():
+            vlm = load_vlm(bridge.resolve("vlm", vlm_name), dtype=dtype_of(precision))
+        return (_place(vlm, device),)
+
+
+class ReViSEConnectorLoader(_Loader):
+    DESCRIPTION = ("Loads the connector f_C (VLM projection + visual context adapter): Omni-Video 2 "
+                   "pytorch_model.pt (with special_tokens.pkl) or a ReViSE connector .safetensors.")
+    RETURN_TYPES = (CONNECTOR,)
+    RETURN_NAMES = ("connector",)
+    OUTPUT_TOOLTIPS = ("The connector that fuses u, umT5 tokens and source latents.",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        files = bridge.list_models("connector")
+        return {"required": {
+            "connector_name": ([f for f in files if not f.endswith(".pkl")],
+                               {"tooltip": "File in models/diffusion_models."}),
+            "special_tokens": (["none"] + [f for f in files if f.endswith(".pkl")],
+                               {"default": "none", "tooltip": "Omni-Video 2 special_tokens.pkl (boundary tokens); "
+                                                              "'none' for files that carry their own."}),
+            "config": _config_input("connector"),
+            "precision": precision_input(),
+            "device": device_input(),
+        }}
+
+    def load(self, connector_name, special_tokens, config, precision, device):
+        tokens = None if special_tokens == "none" else bridge.resolve("connector", special_tokens)
+        with weights_outside_inference_mode():
+            connector = load_connector(bridge.resolve("connector", connector_name), special_tokens=tokens,
+                                       config=None if config == AUTO else config, dtype=dtype_of(precision))
+        return (_place(connector, device),)
+
+
+NODES = {cls.__name__: cls for cls in (ReViSEDiTLoader, ReViSEVAELoader, ReViSET5Loader, ReViSEVLMLoader,
+                                        ReViSEConnectorLoader)}
+DISPLAY_NAMES = {
+    "ReViSEDiTLoader": "ReViSE Load DiT (Wan2.1)", "ReViSEVAELoader": "ReViSE Load VAE",
+    "ReViSET5Loader": "ReViSE Load umT5", "ReViSEVLMLoader": "ReViSE Load VLM",
+    "ReViSEConnectorLoader": "ReViSE Load Connector",
+}

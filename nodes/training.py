@@ -1,0 +1,158 @@
+"""Training nodes: USO / SFT / RWR fine-tuning inside ComfyUI, and saving the result."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from revise_core.connector import Connector, save_connector
+from revise_core.dit import save_dit
+from revise_core.editor import EditModels
+from revise_core.losses import OBJECTIVES
+
+from . import comfy_bridge as bridge
+from .common import CATEGORY, CONNECTOR, DIT, T5, VAE, VLM, expect, expect_dit, training_mode, using
+
+
+class ReViSEUSOTrainer:
+    CATEGORY = f"{CATEGORY}/training"
+    FUNCTION = "train"
+    DESCRIPTION = ("Fine-tunes the DiT (full or LoRA) and the visual adapter on a triplet manifest with flow "
+                   "matching + λ·L_reason from the model's own VLM (USO); SFT and RWR as ablations. Checkpoints "
+                   "go to output/revise_training/<name>; an interrupted run resumes with 'resume'.")
+    RETURN_TYPES = (DIT, CONNECTOR, "STRING", "IMAGE")
+    RETURN_NAMES = ("dit", "connector", "report", "curves")
+    OUTPUT_TOOLTIPS = ("The trained DiT (LoRA merged).", "The connector with the trained visual adapter.",
+                       "JSON summary of the run.", "Loss and reward curves.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "dit": (DIT, {"tooltip": "DiT to fine-tune (copied; the loaded one is left untouched)."}),
+            "vae": (VAE, {"tooltip": "Frozen VAE (decodes the one-step estimate for the critic)."}),
+            "t5": (T5, {"tooltip": "Frozen umT5."}),
+            "vlm": (VLM, {"tooltip": "Frozen VLM: encoder of u and the critic."}),
+            "connector": (CONNECTOR, {"tooltip": "Connector; only its visual adapter trains."}),
+            "manifest": ("STRING", {"default": "", "tooltip": "Path of the triplet manifest (JSONL, see docs/training.md)."}),
+            "output_name": ("STRING", {"default": "uso_run", "tooltip": "Run folder under output/revise_training."}),
+            "objective": (list(OBJECTIVES), {"default": "uso", "tooltip": "uso | sft | rwr."}),
+            "steps": ("INT", {"default": 100, "min": 1, "max": 1_000_000, "tooltip": "Optimizer steps."}),
+            "reason_weight": ("FLOAT", {"default": 0.25, "min": 0.0, "max": 10.0, "step": 0.05, "tooltip": "λ."}),
+            "sigma_max": ("FLOAT", {"default": 0.5, "min": 0.0, "max": 1.0, "step": 0.05,
+                                    "tooltip": "The critic runs when σ <= sigma_max (25 % of samples at 0.5)."}),
+            "learning_rate": ("FLOAT", {"default": 3e-6, "min": 1e-8, "max": 1e-2, "step": 1e-7,
+                                        "tooltip": "AdamW learning rate (paper 3e-6; LoRA usually 1e-4)."}),
+            "train": (["lora", "full"], {"default": "lora", "tooltip": "LoRA (peft) or the full DiT."}),
+            "lora_rank": ("INT", {"default": 32, "min": 1, "max": 512, "tooltip": "LoRA rank."}),
+            "global_batch": ("INT", {"default": 8, "min": 1, "max": 256, "tooltip": "Samples per step (accumulated)."}),
+            "num_frames": ("INT", {"default": 17, "min": 1, "max": 257, "tooltip": "Frames per clip, 4k+1."}),
+            "width": ("INT", {"default": 640, "min": 32, "max": 2048, "step": 32, "tooltip": "Clip width."}),
+            "height": ("INT", {"default": 352, "min": 32, "max": 2048, "step": 32, "tooltip": "Clip height."}),
+            "seed": ("INT", {"default": 0, "min": 0, "max": 2**31 - 1, "tooltip": "Seed of data order and noise."}),
+            "resume": ("BOOLEAN", {"default": False, "tooltip": "Continue the run in output_name from its last checkpoint."}),
+        }}
+
+    def train(self, dit, vae, t5, vlm, connector, manifest, output_name, objective, steps, reason_weight, sigma_max,
+              learning_rate, train, lora_rank, global_batch, num_frames, width, height, seed, resume):
+        from trainer.config import USOConfig
+        from trainer.loop import USOTrainer
+
+        expect_dit(dit)
+        expect(connector, Connector, "connector", CONNECTOR)
+        if not manifest.strip():
+            raise ValueError("manifest: give the path of a triplet manifest (JSONL); see docs/training.md")
+        out = bridge.output_directory() / "revise_training" / output_name
+        config = USOConfig(manifest=manifest, output_dir=str(out), objective=objective, steps=steps,
+                           reason_weight=reason_weight, sigma_max=sigma_max, lr=learning_rate, train=train,
+                           lora_rank=lora_rank, global_batch=global_batch, num_frames=num_frames, width=width,
+                           height=height, seed=seed, tensorboard=False, device=str(bridge.compute_device_of(dit)),
+                           checkpoint_every=max(1, min(100, steps)))
+        progress = bridge.progress(steps)
+
+        def on_step(step, metrics):
+            progress(_Step(step - 1))
+            if bridge.interrupt_requested():
+                raise KeyboardInterrupt  # the trainer saves the last completed step, then we report it
+
+        with training_mode(), using(vae, t5, vlm):
+            # Copies: the loaders' cached models must stay as loaded for the rest of the graph.
+            models = EditModels(dit=copy.deepcopy(dit), vae=vae, text=t5, vlm=vlm, connector=copy.deepcopy(connector))
+            trainer = USOTrainer(config, models=models)
+            trainer.setup(resume=resume)
+            try:
+                history = trainer.train(on_step=on_step)
+            except KeyboardInterrupt:
+                bridge.check_interrupted()
+                raise
+            outputs = trainer.cleanup()
+        report = {"output_dir": str(out), "steps": len(history), "final": history[-1] if history else {},
+                  "files": {k: str(v) for k, v in outputs.items()}}
+        trained_dit = trainer.generator.dit
+        return (_merged(trained_dit, outputs["dit"]), trainer.generator.connector, json.dumps(report, indent=2),
+                _png_as_image(outputs.get("curves")))
+
+
+class _Step:
+    def __init__(self, step: int) -> None:
+        self.step, self.denoised = step, None
+
+
+def _merged(dit: torch.nn.Module, exported: Path) -> torch.nn.Module:
+    """The trained DiT as a plain module (LoRA merged), read back from the exported file."""
+    from revise_core.dit import load_dit
+
+    if not any("lora_" in name for name, _ in dit.named_parameters()):
+        return dit
+    merged = load_dit(exported, dtype=next(dit.parameters()).dtype)
+    merged.revise_compute_device = getattr(dit, "revise_compute_device", next(dit.parameters()).device)
+    return merged
+
+
+def _png_as_image(path: Path | None) -> torch.Tensor:
+    if path is None or not Path(path).is_file():
+        return torch.zeros(1, 64, 64, 3)
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0)[None]
+
+
+class ReViSESaveCheckpoint:
+    CATEGORY = f"{CATEGORY}/training"
+    FUNCTION = "save"
+    OUTPUT_NODE = True
+    DESCRIPTION = ("Saves a DiT as original-Wan-key safetensors (loads in ReViSE and in ComfyUI's native Wan "
+                   "loaders) and optionally the connector.")
+    RETURN_TYPES = ()
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "dit": (DIT, {"tooltip": "DiT to save (e.g. from the ReViSE USO Trainer)."}),
+            "filename_prefix": ("STRING", {"default": "revise/edit_model",
+                                           "tooltip": "Path under the target folder, without extension."}),
+            "save_to": (["output", "diffusion_models"], {"default": "output",
+                        "tooltip": "ComfyUI's output folder, or models/diffusion_models so the loaders list it."}),
+        }, "optional": {
+            "connector": (CONNECTOR, {"tooltip": "Also save this connector (<prefix>_connector.safetensors)."}),
+        }}
+
+    def save(self, dit, filename_prefix, save_to, connector=None):
+        expect_dit(dit)
+        root = bridge.output_directory() if save_to == "output" else bridge.folder_paths_for("dit")[0]
+        base = (root / filename_prefix).resolve()
+        if root.resolve() not in base.parents:
+            raise ValueError(f"filename_prefix '{filename_prefix}' leaves the {save_to} folder")
+        written = [str(save_dit(dit, base.with_name(base.name + "_dit.safetensors")))]
+        if connector is not None:
+            expect(connector, Connector, "connector", CONNECTOR)
+            written.append(str(save_connector(connector, base.with_name(base.name + "_connector.safetensors"))))
+        return {"ui": {"text": written}, "result": ()}
+
+
+NODES = {cls.__name__: cls for cls in (ReViSEUSOTrainer, ReViSESaveCheckpoint)}
+DISPLAY_NAMES = {"ReViSEUSOTrainer": "ReViSE USO Trainer", "ReViSESaveCheckpoint": "ReViSE Save Checkpoint"}
