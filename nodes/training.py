@@ -52,12 +52,13 @@ class ReViSEUSOTrainer:
             "num_frames": ("INT", {"default": 17, "min": 1, "max": 257, "tooltip": "Frames per clip, 4k+1."}),
             "width": ("INT", {"default": 640, "min": 32, "max": 2048, "step": 32, "tooltip": "Clip width."}),
             "height": ("INT", {"default": 352, "min": 32, "max": 2048, "step": 32, "tooltip": "Clip height."}),
-            "seed": ("INT", {"default": 0, "min": 0, "max": 2**31 - 1, "tooltip": "Seed of data order and noise."}),
+            # Not named "seed": the frontend would add a randomize-after-run control to it.
+            "training_seed": ("INT", {"default": 0, "min": 0, "max": 2**31 - 1, "tooltip": "Seed of data order and noise."}),
             "resume": ("BOOLEAN", {"default": False, "tooltip": "Continue the run in output_name from its last checkpoint."}),
         }}
 
     def train(self, dit, vae, t5, vlm, connector, manifest, output_name, objective, steps, reason_weight, sigma_max,
-              learning_rate, train, lora_rank, global_batch, num_frames, width, height, seed, resume):
+              learning_rate, train, lora_rank, global_batch, num_frames, width, height, training_seed, resume):
         from trainer.config import USOConfig
         from trainer.loop import USOTrainer
 
@@ -69,7 +70,7 @@ class ReViSEUSOTrainer:
         config = USOConfig(manifest=manifest, output_dir=str(out), objective=objective, steps=steps,
                            reason_weight=reason_weight, sigma_max=sigma_max, lr=learning_rate, train=train,
                            lora_rank=lora_rank, global_batch=global_batch, num_frames=num_frames, width=width,
-                           height=height, seed=seed, tensorboard=False, device=str(bridge.compute_device_of(dit)),
+                           height=height, seed=training_seed, tensorboard=False, device=str(bridge.compute_device_of(dit)),
                            checkpoint_every=max(1, min(100, steps)))
         progress = bridge.progress(steps)
 

@@ -120,7 +120,8 @@ def _widgets(cls) -> list[tuple[str, object, dict]]:
         for name, (kind, options) in spec.get(section, {}).items():
             if isinstance(kind, list) or kind in WIDGET_TYPES:
                 out.append((name, kind, options))
-                if options.get("control_after_generate"):
+                # The frontend adds this widget to INT inputs named seed / noise_seed even without the option.
+                if options.get("control_after_generate") or (kind == "INT" and name in ("seed", "noise_seed")):
                     out.append((None, "control_after_generate", {}))
     return out
 

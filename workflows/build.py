@@ -15,6 +15,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
 WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN")
+# The frontend adds a "control after generate" widget to these INT inputs even without the option.
+SEED_NAMES = ("seed", "noise_seed")
 
 # ComfyUI built-ins used by the workflows: (socket inputs, widget names, outputs, output node?)
 BUILTINS: dict[str, dict] = {
@@ -44,7 +46,7 @@ def node_spec(node_type: str) -> dict:
         for name, (kind, options) in spec.get(section, {}).items():
             if isinstance(kind, list) or kind in WIDGET_TYPES:
                 widgets.append(name)
-                if options.get("control_after_generate"):
+                if options.get("control_after_generate") or (kind == "INT" and name in SEED_NAMES):
                     widgets.append(f"{name}:control_after_generate")
             else:
                 inputs.append((name, kind))
@@ -260,7 +262,7 @@ Checkpoints: output/revise_training/<name>; tick 'resume' to continue an interru
     m = loaders(graph)
     trainer = graph.add("ReViSEUSOTrainer", (380, 0), (400, 620), manifest="data/train.jsonl", output_name="uso_run",
                         objective="uso", steps=1000, reason_weight=0.25, sigma_max=0.5, learning_rate=1e-4,
-                        train="lora", lora_rank=32, global_batch=8, num_frames=17, width=640, height=352, seed=0,
+                        train="lora", lora_rank=32, global_batch=8, num_frames=17, width=640, height=352, training_seed=0,
                         resume=False)
     for name in ("dit", "vae", "t5", "vlm", "connector"):
         graph.connect(m[name], name, trainer, name)
