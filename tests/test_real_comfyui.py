@@ -17,7 +17,7 @@ import pytest
 
 import comfy_executor as executor
 from conftest import ROOT
-from test_workflows import TINY_NAMES, WORKFLOWS, _classes
+from test_workflows import WORKFLOWS, _classes, tiny_api
 
 COMFYUI = os.environ.get("COMFYUI_PATH")
 pytestmark = pytest.mark.skipif(not COMFYUI or not (Path(COMFYUI) / "main.py").is_file(),
@@ -100,13 +100,7 @@ def test_nodes_register_and_workflows_are_templates(server):
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
 def test_workflow_runs_in_comfyui(server, path):
-    api = executor.ui_to_api(json.loads(path.read_text()), _classes())
-    for node in api.values():
-        node["inputs"].update(TINY_NAMES.get(node["class_type"], {}))
-        if node["class_type"] == "LoadVideo":
-            node["inputs"]["file"] = "source.mp4"
-        if node["class_type"] == "ReViSEUSOTrainer":
-            node["inputs"]["manifest"] = server["manifest"]
+    api = tiny_api(path, server["manifest"])
     prompt_id = _post(f"{server['url']}/prompt", {"prompt": api})["prompt_id"]
     for _ in range(600):
         history = _get(f"{server['url']}/history/{prompt_id}")

@@ -88,15 +88,21 @@ def comfy_dirs(tiny_model_dirs, tiny_dir, tmp_path, monkeypatch):
     return {"manifest": str(manifest), "output": tmp_path / "output"}
 
 
-@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
-def test_workflow_runs_on_the_tiny_models(path, comfy_dirs):
+def tiny_api(path: Path, manifest: str) -> dict:
+    """A shipped workflow in API form, pointed at the tiny models, the test video and a demo manifest."""
     api = executor.ui_to_api(json.loads(path.read_text()), _classes())
     for node in api.values():
         node["inputs"].update(TINY_NAMES.get(node["class_type"], {}))
         if node["class_type"] == "LoadVideo":
             node["inputs"]["file"] = "source.mp4"
         if node["class_type"] == "ReViSEUSOTrainer":
-            node["inputs"]["manifest"] = comfy_dirs["manifest"]
+            node["inputs"]["manifest"] = manifest
+    return api
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
+def test_workflow_runs_on_the_tiny_models(path, comfy_dirs):
+    api = tiny_api(path, comfy_dirs["manifest"])
     results = executor.execute(api, _classes())
     kinds = {node["class_type"]: results.get(node_id) for node_id, node in api.items()}
     if "SaveVideo" in kinds:
