@@ -212,6 +212,24 @@ def tiny_connector(seed: int = 0) -> Connector:
     return connector.eval()
 
 
+def tiny_clip(seed: int = 0):
+    """A tiny CLIP (image and text towers) + tokenizer, for the benchmark's quality metrics."""
+    from transformers import CLIPConfig, CLIPModel
+
+    tokenizer = train_tokenizer("t5")  # appends </s>, which CLIP pools at
+    config = CLIPConfig(
+        text_config=dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=2, max_position_embeddings=77, eos_token_id=tokenizer.eos_token_id,
+                         pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.pad_token_id),
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                           image_size=32, patch_size=8),
+        projection_dim=16,
+    )
+    with seeded(seed):
+        model = CLIPModel(config)
+    return model.eval(), tokenizer
+
+
 def _randomize(module: nn.Module) -> None:
     """Overwrite every parameter/buffer that is saved with small random values (seeded by the caller)."""
     with torch.no_grad():
@@ -317,6 +335,16 @@ def write_tiny_models(out_dir: str | Path, seed: int = 0) -> dict:
     for name in ("preprocessor_config.json", "video_preprocessor_config.json"):
         (vlm_dir / name).write_text(json.dumps(preprocess, indent=2) + "\n")
     record("vlm", "vlm/tiny-qwen2_5-vl", "hf-folder")
+
+    # CLIP-family image/text encoder for the benchmark's video-quality metrics
+    clip, clip_tokenizer = tiny_clip(seed + 5)
+    clip_dir = out / "clip" / "tiny-clip"
+    clip.save_pretrained(str(clip_dir), safe_serialization=True)
+    clip_tokenizer.save_pretrained(str(clip_dir))
+    (clip_dir / "preprocessor_config.json").write_text(json.dumps(
+        {"image_mean": list(TINY_PREPROCESS.image_mean), "image_std": list(TINY_PREPROCESS.image_std),
+         "crop_size": 32, "size": 32}, indent=2) + "\n")
+    record("clip", "clip/tiny-clip", "hf-folder")
 
     # Connector: ours, and the Omni-Video 2 checkpoint (DiT + connector in one .pt, tokens in a .pkl)
     save_connector(connector, out / "connector" / "revise_connector_tiny.safetensors")

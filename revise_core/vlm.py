@@ -287,13 +287,19 @@ def generate(
     max_new_tokens: int = 128, num_frames: int | None = 8, fps: float = 16.0,
 ) -> str:
     """Greedy text generation about an optional video (no gradient); returns the new text only."""
-    if max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
     content = ([{"type": "video"}] if frames is not None else []) + [{"type": "text", "text": prompt}]
     messages = ([{"role": "system", "content": system_prompt}] if system_prompt else []) + [
         {"role": "user", "content": content}]
-    videos = [to_vlm_frames(frames, num_frames)] if frames is not None else []
-    inputs = build_inputs(vlm, messages, videos, fps=fps)
+    videos = [frames] if frames is not None else []
+    return chat(vlm, messages, videos, max_new_tokens=max_new_tokens, num_frames=num_frames, fps=fps)
+
+
+def chat(vlm: VisionLanguageModel, messages: list[dict], videos: list[torch.Tensor] = (), *, max_new_tokens: int = 128,
+         num_frames: int | None = 8, fps: float = 16.0) -> str:
+    """Greedy answer to a chat with `{"type": "video"}` placeholders; `videos` are [T, H, W, 3] in 0..1."""
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    inputs = build_inputs(vlm, messages, [to_vlm_frames(v, num_frames) for v in videos], fps=fps)
     _reset_rope_cache(vlm)
     with torch.no_grad():
         output = vlm.model.generate(

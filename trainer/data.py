@@ -1,10 +1,4 @@
-"""Triplet manifests, their up-front validation, and the frozen-encoder feature cache.
-
-A manifest is JSONL, one training triplet per line:
-    {"id": "rave-0001", "source": "videos/a.mp4", "target": "videos/a_edit.mp4",
-     "instruction": "what will the ice cube look like after an hour in the sun?",
-     "subset": "RAVE", "category": "physical causality"}
-Paths are relative to the manifest's folder. `id` is optional (defaults to the line number).
+"""Training data: the triplet manifest (revise_core.manifest) and the frozen-encoder feature cache.
 
 Frozen encoders (VAE, umT5, VLM) run once per sample: their outputs are cached in memory and, when a
 folder is given, in safetensors files keyed by a content hash of the inputs and of the encoders.
@@ -25,88 +19,10 @@ from revise_core import checkpoints as ckpt
 from revise_core import vae as vae_ops
 from revise_core import video as video_ops
 from revise_core import vlm as vlm_ops
+from revise_core.manifest import ManifestError, Triplet, read_manifest  # noqa: F401 - re-exported for the trainer
 from revise_core.text import encode_text
 
 logger = logging.getLogger(__name__)
-
-SUBSETS = ("RAVE", "ICVG")
-REQUIRED_FIELDS = ("source", "target", "instruction")
-
-
-class ManifestError(ValueError):
-    """A manifest that cannot be trained on; lists every problem found, with line numbers."""
-
-
-@dataclass(frozen=True)
-class Triplet:
-    id: str
-    source: Path
-    target: Path
-    instruction: str
-    subset: str = "RAVE"
-    category: str = ""
-
-
-def read_manifest(path: str | os.PathLike, *, min_frames: int = 5, check_videos: bool = True) -> list[Triplet]:
-    """Parse and validate a manifest; every problem (bad JSON, missing field or file, unreadable or too
-    short video) is collected and reported at once, so nothing fails half-way through training."""
-    path = Path(path)
-    if not path.is_file():
-        raise ManifestError(f"manifest not found: {path}")
-    root = path.parent
-    triplets, problems, seen = [], [], set()
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            entry = json.loads(line)
-        except json.JSONDecodeError as error:
-            problems.append(f"line {number}: not JSON ({error.msg})")
-            continue
-        if not isinstance(entry, dict):
-            problems.append(f"line {number}: expected an object, got {type(entry).__name__}")
-            continue
-        missing = [f for f in REQUIRED_FIELDS if not str(entry.get(f, "")).strip()]
-        if missing:
-            problems.append(f"line {number}: missing or empty field(s) {missing}")
-            continue
-        subset = str(entry.get("subset", "RAVE"))
-        if subset not in SUBSETS:
-            problems.append(f"line {number}: subset must be one of {SUBSETS}, got '{subset}'")
-            continue
-        sample_id = str(entry.get("id", f"line{number}"))
-        if sample_id in seen:
-            problems.append(f"line {number}: duplicate id '{sample_id}'")
-            continue
-        seen.add(sample_id)
-        triplet = Triplet(sample_id, root / entry["source"], root / entry["target"], str(entry["instruction"]),
-                          subset, str(entry.get("category", "")))
-        if check_videos:
-            for role in ("source", "target"):
-                problem = _probe_video(getattr(triplet, role), min_frames)
-                if problem:
-                    problems.append(f"line {number} ({role}): {problem}")
-        triplets.append(triplet)
-    if problems:
-        shown = "\n".join(f"  - {p}" for p in problems[:20])
-        more = f"\n  (+{len(problems) - 20} more)" if len(problems) > 20 else ""
-        raise ManifestError(f"{path}: {len(problems)} problem(s):\n{shown}{more}")
-    if not triplets:
-        raise ManifestError(f"{path}: no triplets")
-    return triplets
-
-
-def _probe_video(path: Path, min_frames: int) -> str | None:
-    if not path.is_file():
-        return f"file not found: {path}"
-    try:
-        clip = video_ops.read_video(path, max_frames=min_frames)
-    except video_ops.VideoError as error:
-        return str(error)
-    if clip.num_frames < min_frames:
-        return f"{path}: {clip.num_frames} frames, at least {min_frames} needed"
-    return None
-
 
 @dataclass
 class Features:

@@ -1,0 +1,235 @@
+"""RVE-Bench: judge predictions on a benchmark manifest and write tables and a chart.
+
+    python -m revise_core.bench.rve --manifest bench.jsonl --predictions ours=preds/ --judge openai \\
+        --judge-model gpt-4o --out report/
+    python -m revise_core.bench.rve --manifest bench.jsonl --edit --models MODELS_DIR --judge local --out report/
+    python -m revise_core.bench.rve --demo --out /tmp/rve-demo
+
+Predictions are `<folder>/<sample id>.mp4`. A missing prediction or an answer that never parses is
+recorded as a failure for that sample and sub-metric, counted in the report, and never scored.
+Outputs: report.md, summary.csv (per method / subset / category), samples.csv, samples.jsonl (every
+judge answer and error), scores.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+from ..manifest import Triplet, read_manifest
+from ..video import VideoError, conform, read_video
+from .judge import Judge, LocalJudge, OpenAIJudge
+from .quality import ImageEncoder, TextVideoScorer, video_quality
+from .scores import COLUMNS, OVERALL_MODES, SampleScore, applicable, bar_chart, markdown_table, summarize, write_csv
+
+logger = logging.getLogger(__name__)
+
+
+def evaluate(triplets: list[Triplet], predictions: dict[str, Path], judge: Judge, *, quality: dict | None = None,
+             on_sample=None) -> tuple[list[SampleScore], list[dict]]:
+    """Judge every (method, sample); returns scores and the raw verdict records."""
+    samples, records = [], []
+    for method, folder in predictions.items():
+        for triplet in triplets:
+            score = SampleScore(triplet.id, triplet.subset, triplet.category, method, {})
+            try:
+                source, edited = _pair(triplet, folder / f"{triplet.id}.mp4")
+            except VideoError as error:
+                score.failures.append(f"prediction: {error}")
+                score.metrics = {m: None for m in applicable(triplet.subset)}
+                records.append({"id": triplet.id, "method": method, "error": str(error)})
+                samples.append(score)
+                continue
+            for metric in applicable(triplet.subset):
+                verdict = judge.score(metric, triplet.instruction, source, edited)
+                score.metrics[metric] = verdict.score
+                if verdict.failed:
+                    score.failures.append(f"{metric}: {verdict.error}")
+                records.append({"id": triplet.id, "method": method, **verdict.to_dict()})
+            if quality is not None:
+                score.quality = video_quality(edited, triplet.instruction, **quality)
+            samples.append(score)
+            if on_sample is not None:
+                on_sample(score)
+    return samples, records
+
+
+def _pair(triplet: Triplet, prediction: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """Source and prediction at the same frame count and size (the source is fitted to the prediction)."""
+    edited = read_video(prediction).frames
+    source = read_video(triplet.source).frames
+    count = min(source.shape[0], edited.shape[0])
+    height, width = edited.shape[1], edited.shape[2]
+    source = conform(source[:count], min_frames=1, height=height, width=width, multiple=1, frame_policy="pad",
+                     num_frames=None) if (source.shape[1], source.shape[2]) != (height, width) else source[:count]
+    return source[:count], edited[:count]
+
+
+def write_report(samples: list[SampleScore], records: list[dict], out: Path, *, mode: str, title: str) -> dict[str, Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    rows = summarize(samples, mode)
+    paths = {
+        "summary_csv": write_csv(rows, out / "summary.csv"),
+        "samples_csv": write_csv([s.row(mode) for s in samples], out / "samples.csv"),
+        "chart": bar_chart(rows, out / "scores.png"),
+    }
+    (out / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    paths["samples_jsonl"] = out / "samples.jsonl"
+    quality_keys = sorted({k for s in samples for k in s.quality})
+    overall_rows = [r for r in rows if r["category"] == "all"]
+    lines = [f"# {title}", "", f"Overall: `{mode}` (see revise_core/bench/scores.py). Scores 0-10 from the judge; "
+             "'–' = not applicable or no valid sample.", "", "## Per subset (Table 1 layout)", "",
+             markdown_table(overall_rows, ["method", "subset", "samples", "failed", *COLUMNS]), ""]
+    category_rows = [r for r in rows if r["category"] != "all"]
+    if category_rows:
+        lines += ["## Per category", "", markdown_table(category_rows, ["method", "subset", "category", "samples",
+                                                                        "failed", *COLUMNS]), ""]
+    if quality_keys:
+        lines += ["## Video quality", "", markdown_table(overall_rows, ["method", "subset", *quality_keys]), ""]
+    failed = [s for s in samples if s.failures]
+    lines += ["## Failures", "", f"{len(failed)} of {len(samples)} samples have at least one failed sub-metric "
+              "(missing prediction, or a judge answer that did not parse after retries).", ""]
+    lines += [f"- {s.method} / {s.id}: {'; '.join(s.failures)[:300]}" for s in failed[:50]]
+    lines += ["", "![scores](scores.png)", ""]
+    (out / "report.md").write_text("\n".join(lines), encoding="utf-8")
+    paths["report"] = out / "report.md"
+    return paths
+
+
+def make_predictions(triplets: list[Triplet], models_dir: Path, out: Path, *, steps: int, seed: int,
+                     reasoning: str = "none") -> Path:
+    """Edit every source with ReViSE and write `<out>/<id>.mp4`."""
+    from ..editor import EditModels, EditSettings, ReviseEditor
+    from ..sampler import SamplerConfig
+    from ..video import write_video
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    editor = ReviseEditor(EditModels.load(models_dir, dtype="bf16" if device == "cuda" else "fp32", device=device))
+    out.mkdir(parents=True, exist_ok=True)
+    for triplet in triplets:
+        clip = read_video(triplet.source)
+        result = editor.edit(clip.frames, triplet.instruction,
+                             EditSettings(sampler=SamplerConfig(steps=steps, seed=seed), reasoning=reasoning,
+                                          fps=float(clip.fps)))
+        write_video(out / f"{triplet.id}.mp4", result.frames, clip.fps)
+    return out
+
+
+def write_demo_benchmark(folder: Path) -> Path:
+    """Four synthetic samples, two per subset, in four categories; returns the manifest."""
+    from ..video import synthetic_clip, write_video
+
+    (folder / "videos").mkdir(parents=True, exist_ok=True)
+    entries = [("rave-0", "RAVE", "physical causality", "what will the square look like after an hour in the sun ?"),
+               ("rave-1", "RAVE", "temporal", "two seconds later"),
+               ("icvg-0", "ICVG", "camera", "the camera pulls back to show the whole scene"),
+               ("icvg-1", "ICVG", "emotional", "show the moment that makes the viewer smile")]
+    lines = []
+    for index, (sample_id, subset, category, instruction) in enumerate(entries):
+        clip = synthetic_clip(num_frames=9, height=64, width=64, seed=index)
+        write_video(folder / "videos" / f"{sample_id}.mp4", clip.frames, clip.fps)
+        lines.append({"id": sample_id, "source": f"videos/{sample_id}.mp4", "instruction": instruction,
+                      "subset": subset, "category": category})
+    manifest = folder / "bench.jsonl"
+    manifest.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
+    return manifest
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m revise_core.bench.rve", description=__doc__.split("\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--manifest", type=Path, help="benchmark manifest (JSONL: id, source, instruction, subset, category)")
+    parser.add_argument("--predictions", action="append", default=[], metavar="[NAME=]DIR",
+                        help="folder of <id>.mp4 edits; repeat to compare methods")
+    parser.add_argument("--edit", action="store_true", help="first produce predictions with ReViSE (--models)")
+    parser.add_argument("--models", type=Path, help="models.json folder (editor, and the local judge's VLM)")
+    parser.add_argument("--edit-steps", type=int, default=40, help="sampler steps with --edit (default 40)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the edits made with --edit")
+    parser.add_argument("--judge", choices=("local", "openai"), default="openai", help="judge backend")
+    parser.add_argument("--judge-mode", choices=("generate", "expected"), default="generate",
+                        help="local judge: parse generated JSON, or the expected value of the score tokens")
+    parser.add_argument("--judge-url", help="OpenAI-compatible base URL (default $OPENAI_BASE_URL)")
+    parser.add_argument("--judge-model", help="judge model name (default $OPENAI_MODEL or gpt-4o)")
+    parser.add_argument("--judge-key", help="API key (default $OPENAI_API_KEY)")
+    parser.add_argument("--judge-frames", type=int, default=4, help="frames per video shown to the judge")
+    parser.add_argument("--retries", type=int, default=2, help="retries of an unparsable answer (default 2)")
+    parser.add_argument("--clip", type=Path, help="CLIP folder for text-video similarity (and default encoder)")
+    parser.add_argument("--subject-encoder", type=Path, help="image encoder folder for subject consistency (VBench: DINO)")
+    parser.add_argument("--background-encoder", type=Path, help="image encoder for background consistency (VBench: CLIP)")
+    parser.add_argument("--overall", choices=OVERALL_MODES, default="viescore", help="how Overall is formed")
+    parser.add_argument("--out", type=Path, required=True, help="report folder")
+    parser.add_argument("--demo", action="store_true", help="tiny models + synthetic videos: a full report on CPU")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.demo:
+        from ..testing import write_tiny_models
+
+        work = Path(tempfile.mkdtemp(prefix="rve-demo-"))
+        write_tiny_models(work / "models")
+        args.manifest, args.models, args.edit, args.edit_steps = write_demo_benchmark(work / "data"), work / "models", True, 2
+        args.judge, args.judge_mode, args.clip = "local", "expected", work / "models" / "clip" / "tiny-clip"
+    if args.manifest is None:
+        parser.error("--manifest is required (or use --demo)")
+    triplets = read_manifest(args.manifest, min_frames=1, require_target=False)
+    predictions = {}
+    for item in args.predictions:
+        name, _, folder = item.rpartition("=")
+        predictions[name or Path(folder).name] = Path(folder)
+    if args.edit:
+        if args.models is None:
+            parser.error("--edit needs --models")
+        predictions["revise"] = make_predictions(triplets, args.models, args.out / "predictions",
+                                                 steps=args.edit_steps, seed=args.seed)
+    if not predictions:
+        parser.error("give --predictions DIR (or --edit)")
+    judge = _judge(args, parser)
+    quality = _quality(args)
+    samples, records = evaluate(triplets, predictions, judge, quality=quality)
+    paths = write_report(samples, records, args.out, mode=args.overall, title="RVE-Bench report")
+    print(f"wrote {paths['report']} ({len(samples)} sample evaluations, "
+          f"{sum(1 for s in samples if s.failures)} with failures)")
+    return 0
+
+
+def _judge(args, parser) -> Judge:
+    if args.judge == "openai":
+        return OpenAIJudge(base_url=args.judge_url, model=args.judge_model, api_key=args.judge_key,
+                           num_frames=args.judge_frames, retries=args.retries)
+    if args.models is None:
+        parser.error("the local judge needs --models (a models.json folder with a 'vlm' entry)")
+    from ..checkpoints import read_json
+    from ..vlm import load_vlm
+
+    spec = read_json(args.models / "models.json", what="model set description (models.json)")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    vlm = load_vlm(args.models / spec["vlm"], dtype="bf16" if device == "cuda" else "fp32", device=device)
+    return LocalJudge(vlm, num_frames=args.judge_frames, retries=args.retries, mode=args.judge_mode)
+
+
+def _quality(args) -> dict:
+    encoders: dict[Path, ImageEncoder] = {}
+
+    def encoder(folder):
+        if folder is None:
+            return None
+        return encoders.setdefault(folder, ImageEncoder(folder))
+
+    clip = encoder(args.clip)
+    return {"text_scorer": TextVideoScorer(clip) if clip is not None else None,
+            "subject_encoder": encoder(args.subject_encoder) or clip,
+            "background_encoder": encoder(args.background_encoder) or clip}
+
+
+if __name__ == "__main__":
+    sys.exit(main())
