@@ -178,12 +178,15 @@ def conform(
             f"target size {target_h}x{target_w} (HxW) must be positive multiples of {multiple}; the source is "
             f"{src_h}x{src_w}"
         )
-    if (target_h, target_w) == (src_h, src_w):
+    return resize_frames(frames, target_h, target_w, resize)
+
+
+def resize_frames(frames: torch.Tensor, height: int, width: int, policy: str = "crop") -> torch.Tensor:
+    """Frames [T, H, W, 3] to (height, width) by the named policy (crop | pad | stretch)."""
+    if policy not in RESIZE_POLICIES:
+        raise ValueError(f"resize policy must be one of {RESIZE_POLICIES}, got '{policy}'")
+    if (frames.shape[1], frames.shape[2]) == (height, width):
         return frames.contiguous()
-    return _resize(frames, target_h, target_w, resize)
-
-
-def _resize(frames: torch.Tensor, height: int, width: int, policy: str) -> torch.Tensor:
     chw = frames.permute(0, 3, 1, 2)
     src_h, src_w = chw.shape[-2:]
     if policy == "stretch":

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from ..manifest import Triplet, read_manifest
-from ..video import VideoError, conform, read_video
+from ..video import VideoError, read_video, resize_frames
 from .judge import Judge, LocalJudge, OpenAIJudge
 from .quality import ImageEncoder, TextVideoScorer, video_quality
 from .scores import COLUMNS, OVERALL_MODES, SampleScore, applicable, bar_chart, markdown_table, summarize, write_csv
@@ -65,10 +65,9 @@ def _pair(triplet: Triplet, prediction: Path) -> tuple[torch.Tensor, torch.Tenso
     edited = read_video(prediction).frames
     source = read_video(triplet.source).frames
     count = min(source.shape[0], edited.shape[0])
-    height, width = edited.shape[1], edited.shape[2]
-    source = conform(source[:count], min_frames=1, height=height, width=width, multiple=1, frame_policy="pad",
-                     num_frames=None) if (source.shape[1], source.shape[2]) != (height, width) else source[:count]
-    return source[:count], edited[:count]
+    # The editor centre-crops sources to its size by default; the judge compares like with like.
+    source = resize_frames(source[:count], edited.shape[1], edited.shape[2], "crop")
+    return source, edited[:count]
 
 
 def write_report(samples: list[SampleScore], records: list[dict], out: Path, *, mode: str, title: str) -> dict[str, Path]:
