@@ -1,0 +1,111 @@
+"""Scenes, reasoning rules and instructions of Toy-RVE.
+
+A scene is a small video (5 frames of 32x32): a vertical-gradient background and one square object of a
+given colour moving horizontally. An instruction never states the operation; the target follows from a
+rule of one of four reasoning categories:
+- physical causality ("ice cube in the sun"): the object melts into a wide, flat puddle on its bottom line;
+- semantic inference ("a deep frost settles"): the object takes a cold bluish-white tint, background untouched;
+- temporal ("two seconds later"): the object is where its motion takes it three frames later;
+- spatial ("the floor gives way under it"): the object drops to the bottom of the frame.
+Evaluation uses held-out phrasings and held-out scene combinations (a background never used in training).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import torch
+
+FRAMES, SIZE, SIDE = 5, 32, 8
+BACKGROUNDS = (((0.15, 0.2, 0.35), (0.35, 0.45, 0.6)), ((0.3, 0.25, 0.15), (0.6, 0.5, 0.35)),
+               ((0.15, 0.3, 0.2), (0.35, 0.6, 0.4)))
+COLOURS = {"red": (0.9, 0.15, 0.1), "yellow": (0.95, 0.85, 0.15), "white": (0.95, 0.95, 0.95), "green": (0.2, 0.8, 0.3)}
+FROST = torch.tensor((0.8, 0.9, 1.0))
+TRAIN_BACKGROUNDS, EVAL_BACKGROUNDS = (0, 1), (2,)
+
+PHRASINGS = {
+    "physical causality": (["what will the ice cube look like after an hour in the sun ?",
+                            "the block is left next to a hot stove for a long time",
+                            "imagine the midday heat working on the cube"],
+                           ["how does the cube end up once the sun has done its work ?",
+                            "leave it out on a scorching summer afternoon"]),
+    "semantic inference": (["a deep frost settles", "the night turns bitterly cold around the block",
+                            "winter arrives overnight"],
+                           ["an icy chill covers everything that sits in the scene",
+                            "show it after a freezing polar night"]),
+    "temporal": (["two seconds later", "show the moment a little while afterwards", "skip ahead in time"],
+                 ["what happens a short time from now ?", "fast forward a bit"]),
+    "spatial": (["the floor gives way under it", "the support beneath the block disappears",
+                 "it is no longer held up"],
+                ["what if nothing kept it in the air ?", "let gravity take over"]),
+}
+CATEGORIES = tuple(PHRASINGS)
+
+
+@dataclass(frozen=True)
+class Scene:
+    background: int
+    colour: str
+    x: int  # left edge in frame 0
+    y: int  # top edge
+    velocity: int  # pixels per frame (horizontal)
+
+
+@dataclass(frozen=True)
+class Sample:
+    id: str
+    scene: Scene
+    category: str
+    instruction: str
+    split: str  # train | eval
+
+
+def render(scene: Scene, *, category: str | None = None) -> torch.Tensor:
+    """Frames [T, H, W, 3] in 0..1 of the scene, or of its target under `category`'s rule."""
+    top, bottom = (torch.tensor(c) for c in BACKGROUNDS[scene.background])
+    ramp = torch.linspace(0, 1, SIZE).view(SIZE, 1, 1)
+    background = (top * (1 - ramp) + bottom * ramp).expand(SIZE, SIZE, 3)
+    colour = torch.tensor(COLOURS[scene.colour])
+    frames = []
+    for t in range(FRAMES):
+        frame = background.clone()
+        x, y, width, height, fill = scene.x + scene.velocity * t, scene.y, SIDE, SIDE, colour
+        if category == "physical causality":  # melted: wide and flat on the same bottom line
+            width, height = SIDE * 2, 3
+            x, y = x - SIDE // 2, scene.y + SIDE - height
+        elif category == "semantic inference":
+            fill = colour * 0.5 + FROST * 0.5
+        elif category == "temporal":
+            x = scene.x + scene.velocity * (t + 3)
+        elif category == "spatial":
+            y = SIZE - height
+        _paint(frame, x, y, width, height, fill)
+        frames.append(frame)
+    return torch.stack(frames)
+
+
+def _paint(frame: torch.Tensor, x: int, y: int, width: int, height: int, colour: torch.Tensor) -> None:
+    x0, x1 = max(0, x), min(SIZE, x + width)
+    y0, y1 = max(0, y), min(SIZE, y + height)
+    if x0 < x1 and y0 < y1:
+        frame[y0:y1, x0:x1] = colour
+
+
+def make_samples(count: int, split: str, seed: int) -> list[Sample]:
+    """Samples of a split: train uses training phrasings and backgrounds, eval the held-out ones."""
+    rng = random.Random(f"{split}-{seed}")
+    backgrounds = TRAIN_BACKGROUNDS if split == "train" else EVAL_BACKGROUNDS
+    samples = []
+    for index in range(count):
+        category = CATEGORIES[index % len(CATEGORIES)]
+        phrasings = PHRASINGS[category][0 if split == "train" else 1]
+        velocity = rng.choice((-2, 2))
+        x = rng.randint(10, 14) if velocity < 0 else rng.randint(4, 8)
+        scene = Scene(rng.choice(backgrounds), rng.choice(sorted(COLOURS)), x, rng.randint(4, 14), velocity)
+        samples.append(Sample(f"{split}-{index:04d}", scene, category, rng.choice(phrasings), split))
+    return samples
+
+
+def all_phrasings() -> list[str]:
+    return [p for train, held_out in PHRASINGS.values() for p in train + held_out]
