@@ -150,10 +150,10 @@ def tiny_t5_config(vocab_size: int) -> dict:
                 decoder_start_token_id=0, dropout_rate=0.0)
 
 
-def tiny_text_encoder(seed: int = 0) -> TextEncoder:
+def tiny_text_encoder(seed: int = 0, extra_text: tuple[str, ...] = ()) -> TextEncoder:
     from transformers import UMT5Config, UMT5EncoderModel
 
-    tokenizer = train_tokenizer("t5")
+    tokenizer = train_tokenizer("t5", extra_text)
     with seeded(seed):
         model = UMT5EncoderModel(UMT5Config(**tiny_t5_config(len(tokenizer))))
     return TextEncoder(model=model.eval(), tokenizer=tokenizer)
@@ -184,10 +184,10 @@ def tiny_vlm_config(tokenizer) -> dict:
     )
 
 
-def tiny_vlm(seed: int = 0) -> VisionLanguageModel:
+def tiny_vlm(seed: int = 0, extra_text: tuple[str, ...] = ()) -> VisionLanguageModel:
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
-    tokenizer = train_tokenizer("vlm")
+    tokenizer = train_tokenizer("vlm", extra_text)
     config = Qwen2_5_VLConfig(**{k: v for k, v in tiny_vlm_config(tokenizer).items() if k != "model_type"})
     with seeded(seed):
         model = Qwen2_5_VLForConditionalGeneration(config)

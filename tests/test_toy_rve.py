@@ -38,3 +38,27 @@ def test_rules_do_what_the_categories_say():
     spatial = target_of(samples["spatial"])
     object_rows = (spatial - render(samples["spatial"].scene)).abs().amax((-1, -2))[0] > 0.05
     assert object_rows[-1]  # the object reaches the bottom row
+
+
+@pytest.mark.slow
+def test_smoke_experiment_runs_and_reports_finite_numbers(tmp_path):
+    import json
+    import math
+
+    from bench.toy_rve.__main__ import main
+
+    assert main(["--smoke", "--out", str(tmp_path / "out"), "--workdir", str(tmp_path / "work")]) == 0
+    results = json.loads((tmp_path / "out" / "toy_rve.json").read_text())
+    for objective in ("sft", "rwr", "uso"):
+        for metric, value in results["objectives"][objective].items():
+            if isinstance(value, dict):
+                assert math.isfinite(value["mean"]), (objective, metric)
+    assert (tmp_path / "out" / "toy_rve.png").is_file()
+
+
+def test_spearman_matches_the_definition():
+    from bench.toy_rve.models import spearman
+
+    assert spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    assert spearman([1, 1, 2, 2], [1, 2, 3, 4]) == pytest.approx(0.894427, abs=1e-5)  # ties get average ranks
