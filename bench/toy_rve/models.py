@@ -63,7 +63,7 @@ def _candidates(sample: Sample, rng: random.Random) -> list[tuple[torch.Tensor, 
             ((target + noise).clamp(0, 1), "No")]
 
 
-def train_critic(vlm, *, steps: int, seed: int, lr: float = 3e-3, frames: int = 4) -> dict:
+def train_critic(vlm, *, steps: int, seed: int, lr: float = 2e-3, frames: int = 4) -> dict:
     """Teach the VLM the verdicts; its weights change here and are frozen afterwards."""
     rng = random.Random(seed)
     pool = make_samples(64, "train", seed + 100) + make_samples(64, "eval", seed + 100)  # not the eval samples
