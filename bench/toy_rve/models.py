@@ -75,7 +75,9 @@ def train_critic(vlm, *, steps: int, seed: int, lr: float = 2e-3, frames: int = 
         sample = rng.choice(pool)
         # any phrasing of the category: the critic stands for a VLM that understands all of them
         instruction = rng.choice(PHRASINGS[sample.category][0] + PHRASINGS[sample.category][1])
-        edited, answer = rng.choice(_candidates(sample, rng))
+        candidates = _candidates(sample, rng)
+        wanted = "Yes" if step % 2 == 0 else "No"  # balanced: otherwise "always No" is a good-enough answer
+        edited, answer = rng.choice([c for c in candidates if c[1] == wanted])
         messages = critic._messages(instruction, ALL_QUESTION)
         videos = [vlm_ops.to_vlm_frames(v.clamp(0, 1), frames) for v in (render(sample.scene), edited)]
         inputs = vlm_ops.build_inputs(vlm, messages, videos, assistant_prefix=answer)
