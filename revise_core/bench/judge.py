@@ -14,11 +14,8 @@ import base64
 import io
 import json
 import logging
-import os
 import re
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 
 import torch
@@ -198,43 +195,27 @@ class OpenAIJudge(Judge):
     def __init__(self, *, base_url: str | None = None, model: str | None = None, api_key: str | None = None,
                  num_frames: int = 4, timeout: float = 60.0, retries: int = 2, backoff: float = 1.0,
                  max_tokens: int = 200) -> None:
+        from ..llm import OpenAIChat
+
         super().__init__(retries)
-        self.base_url = (base_url or os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1").rstrip("/")
-        self.model = model or os.environ.get("OPENAI_MODEL") or "gpt-4o"
-        self.api_key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY", "")
-        self.num_frames, self.timeout, self.backoff, self.max_tokens = num_frames, timeout, backoff, max_tokens
+        # One HTTP attempt per judge attempt: the judge's retries cover transport errors and bad answers alike.
+        self.chat = OpenAIChat(base_url=base_url, model=model, api_key=api_key, timeout=timeout, retries=0)
+        self.num_frames, self.backoff, self.max_tokens = num_frames, backoff, max_tokens
 
     def ask(self, metric, instruction, source, edited) -> str:
+        from ..llm import LLMError
+
         content = [{"type": "text", "text": "Source video frames:"}]
         content += [_image_part(frame) for frame in _sample(source, self.num_frames)]
         content.append({"type": "text", "text": "Edited video frames:"})
         content += [_image_part(frame) for frame in _sample(edited, self.num_frames)]
         content.append({"type": "text", "text": user_prompt(metric, instruction)})
-        payload = {"model": self.model, "temperature": 0, "max_tokens": self.max_tokens,
-                   "messages": [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": content}]}
-        response = self._post(payload)
+        messages = [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": content}]
         try:
-            return response["choices"][0]["message"]["content"]
-        except (KeyError, IndexError, TypeError) as error:
-            raise JudgeError(f"malformed chat-completions response: {json.dumps(response)[:200]}") from error
-
-    def _post(self, payload: dict) -> dict:
-        request = urllib.request.Request(
-            f"{self.base_url}/chat/completions", data=json.dumps(payload).encode(),
-            headers={"Content-Type": "application/json", "Authorization": f"Bearer {self.api_key}"},
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                return json.loads(response.read())
-        except urllib.error.HTTPError as error:
-            if error.code in (429, 500, 502, 503, 504):
-                time.sleep(self.backoff)
-            raise JudgeError(f"HTTP {error.code} from {self.base_url}: {error.read()[:200]!r}") from error
-        except (urllib.error.URLError, TimeoutError, OSError) as error:
+            return self.chat.complete(messages, max_tokens=self.max_tokens)
+        except LLMError as error:
             time.sleep(self.backoff)
-            raise JudgeError(f"no answer from {self.base_url}: {error}") from error
-        except json.JSONDecodeError as error:
-            raise JudgeError(f"the endpoint did not return JSON: {error}") from error
+            raise JudgeError(str(error)) from error
 
 
 def _sample(frames: torch.Tensor, count: int) -> torch.Tensor:
