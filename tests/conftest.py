@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -65,3 +68,44 @@ def assert_close(actual: torch.Tensor, expected: torch.Tensor, *, atol: float = 
     diff = (actual.double() - expected.double()).abs()
     max_diff = diff.max().item() if diff.numel() else 0.0
     assert max_diff <= atol, f"{what}: max |diff| {max_diff:.3e} (mean {diff.mean().item():.3e}) > {atol}"
+
+
+class ChatServer(BaseHTTPRequestHandler):
+    """Speaks /chat/completions; each request pops the next scripted behaviour."""
+
+    script: list = []
+    requests: list = []
+
+    def do_POST(self):  # noqa: N802 - http.server's name
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        type(self).requests.append({"path": self.path, "auth": self.headers.get("Authorization"), "body": body})
+        kind, value = type(self).script.pop(0)
+        if kind == "sleep":
+            time.sleep(value)
+            kind, value = "content", '{"score": 1}'
+        if kind == "status":
+            self.send_response(value)
+            self.end_headers()
+            self.wfile.write(b"overloaded")
+            return
+        payload = {"choices": [{"message": {"role": "assistant", "content": value}}]} if kind == "content" else value
+        data = json.dumps(payload).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def chat_server():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), ChatServer)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    ChatServer.script, ChatServer.requests = [], []
+    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    server.shutdown()
+    server.server_close()

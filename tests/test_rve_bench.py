@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import threading
-import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import torch
@@ -17,6 +14,7 @@ from revise_core.bench.quality import feature_consistency, motion_smoothness, te
 from revise_core.bench.rve import evaluate, main, write_demo_benchmark, write_report
 from revise_core.bench.scores import SampleScore, summarize
 from revise_core.manifest import read_manifest
+from conftest import ChatServer as _ChatServer
 
 
 def test_overall_reproduces_hand_computed_values():
@@ -74,47 +72,6 @@ def test_retries_then_records_failure_without_scoring():
     assert _Scripted(["garbage", '{"score": 4}']).score("EA", "x", video, video).score == 4
     verdict = _Scripted(["garbage", "still garbage"]).score("EA", "x", video, video)
     assert verdict.failed and verdict.attempts == 2 and "no JSON object" in verdict.error
-
-
-class _ChatServer(BaseHTTPRequestHandler):
-    """Speaks /chat/completions; each request pops the next scripted behaviour."""
-
-    script: list = []
-    requests: list = []
-
-    def do_POST(self):  # noqa: N802 - http.server's name
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        type(self).requests.append({"path": self.path, "auth": self.headers.get("Authorization"), "body": body})
-        kind, value = type(self).script.pop(0)
-        if kind == "sleep":
-            time.sleep(value)
-            kind, value = "content", '{"score": 1}'
-        if kind == "status":
-            self.send_response(value)
-            self.end_headers()
-            self.wfile.write(b"overloaded")
-            return
-        payload = {"choices": [{"message": {"role": "assistant", "content": value}}]} if kind == "content" else value
-        data = json.dumps(payload).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture
-def chat_server():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _ChatServer)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    _ChatServer.script, _ChatServer.requests = [], []
-    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
-    server.shutdown()
-    server.server_close()
 
 
 def test_openai_backend_against_a_real_local_server(chat_server):

@@ -1,0 +1,53 @@
+"""RAVE rewriting against a real chat-completions server on 127.0.0.1 (started by the test)."""
+
+from __future__ import annotations
+
+import json
+
+from revise_core.data.rave import LiteralPair, Rules, check, load_fewshot, manifest_row, rewrite
+from revise_core.llm import OpenAIChat
+from conftest import ChatServer as _ChatServer
+
+PAIR = LiteralPair("p1", "a.mp4", "b.mp4", "make the car red", object="car", result="red")
+
+
+def _chat(url):
+    return OpenAIChat(base_url=url, model="m", api_key="k", retries=0, timeout=0.5, backoff=0.0)
+
+
+def test_fewshot_file_covers_the_four_types():
+    assert set(load_fewshot()) == {"temporal", "spatial", "physical causality", "semantic inference"}
+
+
+def test_good_rewrite_is_accepted_and_becomes_a_manifest_row(chat_server):
+    answer = json.dumps({"type": "semantic inference", "instruction": "the car after a visit to the fire station's paint shop"})
+    _ChatServer.script = [("content", answer)]
+    outcome = rewrite(PAIR, _chat(chat_server), load_fewshot(), Rules())
+    assert outcome.accepted, outcome.reasons
+    row = manifest_row(outcome)
+    assert row["subset"] == "RAVE" and row["category"] == "semantic inference" and row["literal_instruction"]
+    sent = _ChatServer.requests[-1]["body"]["messages"]
+    assert sent[0]["role"] == "system" and sent[-1]["content"].endswith("make the car red")
+
+
+def test_leaky_and_target_losing_rewrites_are_rejected_with_reasons():
+    rules = Rules()
+    assert any("leaks the result ['red']" in r for r in check(PAIR, "temporal", "the car turns bright red soon", rules))
+    assert any("operation" in r for r in check(PAIR, "temporal", "make it look like a fire truck soon", rules))
+    assert any("loses the target" in r for r in check(PAIR, "temporal", "after the fire station visit", rules))
+    assert any("not one of" in r for r in check(PAIR, "colour", "the car after the paint shop", rules))
+
+
+def test_malformed_answers_and_timeouts_are_retried_then_recorded(chat_server):
+    good = json.dumps({"type": "temporal", "instruction": "the car a year after the paint shop visit"})
+    _ChatServer.script = [("content", "not json"), ("sleep", 1.0), ("content", good)]
+    outcome = rewrite(PAIR, _chat(chat_server), load_fewshot(), Rules(), attempts=3)
+    assert outcome.accepted and outcome.type == "temporal"
+    _ChatServer.script = [("content", "nope"), ("content", "{}"), ("content", '{"type": 1}')]
+    failed = rewrite(PAIR, _chat(chat_server), load_fewshot(), Rules(), attempts=3)
+    assert not failed.accepted and "no usable answer after 3 attempts" in failed.reasons[0]
+
+
+def test_empty_literal_instruction_is_reported_not_sent(chat_server):
+    outcome = rewrite(LiteralPair("p2", "a", "b", "  "), _chat(chat_server), load_fewshot(), Rules())
+    assert outcome.reasons == ["empty literal instruction"] and not _ChatServer.requests
