@@ -1,0 +1,99 @@
+"""python -m revise_core.data: dataset-pipeline stages (see docs/data.md).
+
+    python -m revise_core.data rave --pairs literal.jsonl --out DATA [--llm openai|local ...]
+    python -m revise_core.data split --manifest DATA/rave.jsonl --out DATA [--benchmark-fraction 0.1]
+    python -m revise_core.data shots --video film.mp4 [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+
+def _rave(args) -> int:
+    from ..llm import LocalChat, OpenAIChat
+    from .rave import LiteralPair, Rules, load_fewshot, manifest_row, rewrite
+    from .runner import Kept, Rejected, run_stage
+
+    chat = (LocalChat(args.llm_folder) if args.llm == "local" else
+            OpenAIChat(base_url=args.llm_url, model=args.llm_model, api_key=args.llm_key, retries=args.retries))
+    fewshot, rules = load_fewshot(args.fewshot), Rules(max_overlap=args.max_overlap)
+    items = [json.loads(line) for line in Path(args.pairs).read_text(encoding="utf-8").splitlines() if line.strip()]
+
+    def stage(item: dict):
+        pair = LiteralPair(str(item.get("id", "")), str(item.get("source", "")), str(item.get("target", "")),
+                           str(item.get("instruction", "")), str(item.get("object", "")), str(item.get("result", "")))
+        outcome = rewrite(pair, chat, fewshot, rules)
+        return Kept(manifest_row(outcome)) if outcome.accepted else Rejected("; ".join(outcome.reasons))
+
+    rows, report = run_stage("rave", items, stage, args.out, shard_size=args.shard_size)
+    _write_manifest(Path(args.out) / "rave.jsonl", rows)
+    print(json.dumps(report.to_dict(), indent=2))
+    return 0
+
+
+def _split(args) -> int:
+    from .splits import split_rows
+
+    rows = [json.loads(line) for line in Path(args.manifest).read_text(encoding="utf-8").splitlines() if line.strip()]
+    train, benchmark = split_rows(rows, benchmark_fraction=args.benchmark_fraction, benchmark_max=args.benchmark_max,
+                                  seed=args.seed)
+    _write_manifest(Path(args.out) / "train.jsonl", train)
+    _write_manifest(Path(args.out) / "benchmark.jsonl", benchmark)
+    print(json.dumps({"train": len(train), "benchmark": len(benchmark)}))
+    return 0
+
+
+def _shots(args) -> int:
+    from ..video import read_video
+    from .shots import ShotConfig, shots
+
+    clip = read_video(args.video)
+    ranges = shots(clip.frames, ShotConfig(threshold=args.threshold))
+    print(json.dumps([{"start": s, "end": e, "seconds": [s / float(clip.fps), e / float(clip.fps)]} for s, e in ranges]))
+    return 0
+
+
+def _write_manifest(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .rave import FEWSHOT_FILE
+
+    parser = argparse.ArgumentParser(prog="python -m revise_core.data", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="stage", required=True)
+    rave = sub.add_parser("rave", help="rewrite literal edit instructions into reason-informed cues (RAVE)")
+    rave.add_argument("--pairs", required=True, help="JSONL of literal pairs: id, source, target, instruction "
+                                                     "[, object, result]")
+    rave.add_argument("--out", required=True, help="output folder (shards, report, rave.jsonl)")
+    rave.add_argument("--llm", choices=("openai", "local"), default="openai", help="LLM backend")
+    rave.add_argument("--llm-url", help="OpenAI-compatible base URL (default $OPENAI_BASE_URL)")
+    rave.add_argument("--llm-model", help="model name (default $OPENAI_MODEL)")
+    rave.add_argument("--llm-key", help="API key (default $OPENAI_API_KEY)")
+    rave.add_argument("--llm-folder", help="local causal LM folder (--llm local)")
+    rave.add_argument("--retries", type=int, default=2, help="HTTP retries per request")
+    rave.add_argument("--fewshot", default=str(FEWSHOT_FILE), help="few-shot examples per reasoning type (JSON)")
+    rave.add_argument("--max-overlap", type=float, default=0.5, help="largest share of literal words a cue may repeat")
+    rave.add_argument("--shard-size", type=int, default=100, help="items per resumable shard")
+    split = sub.add_parser("split", help="train / benchmark split, disjoint by film or source video")
+    split.add_argument("--manifest", required=True)
+    split.add_argument("--out", required=True)
+    split.add_argument("--benchmark-fraction", type=float, default=0.1)
+    split.add_argument("--benchmark-max", type=int, default=None)
+    split.add_argument("--seed", type=int, default=0)
+    shots = sub.add_parser("shots", help="detect shot boundaries of a video")
+    shots.add_argument("--video", required=True)
+    shots.add_argument("--threshold", type=float, default=0.5, help="histogram distance that marks a cut")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    return {"rave": _rave, "split": _split, "shots": _shots}[args.stage](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
