@@ -80,6 +80,7 @@ class ImageEncoder:
         self.mean = torch.tensor(data.get("image_mean", [0.48145466, 0.4578275, 0.40821073])).view(1, 3, 1, 1)
         self.std = torch.tensor(data.get("image_std", [0.26862954, 0.26130258, 0.27577711])).view(1, 3, 1, 1)
         self.folder = folder
+        self.tokenizer = None
 
     @property
     def device(self) -> torch.device:
@@ -97,22 +98,32 @@ class ImageEncoder:
         return self.model(pixel_values=pixels).last_hidden_state[:, 0]
 
 
+    @torch.no_grad()
+    def text_features(self, texts: list[str]) -> torch.Tensor:
+        """Text-tower embeddings [N, D] (CLIP / SigLIP models only)."""
+        if not self.is_clip:
+            raise ValueError(f"{self.folder}: text features need a CLIP / SigLIP model (text and image towers)")
+        if self.tokenizer is None:
+            from transformers import AutoTokenizer
+
+            self.tokenizer = AutoTokenizer.from_pretrained(str(self.folder), local_files_only=True)
+        tokens = self.tokenizer(texts, padding="max_length", truncation=True, max_length=64, return_tensors="pt")
+        tokens = {k: v.to(self.device) for k, v in tokens.items() if k in ("input_ids", "attention_mask")}
+        out = self.model.get_text_features(**tokens)
+        return getattr(out, "pooler_output", out)
+
+
 class TextVideoScorer:
     """CLIP text-frame similarity (the ViCLIP-T column, approximated)."""
 
     def __init__(self, encoder: ImageEncoder) -> None:
         if not encoder.is_clip:
             raise ValueError(f"{encoder.folder}: text-video similarity needs a CLIP model (text and image towers)")
-        from transformers import AutoTokenizer
-
         self.encoder = encoder
-        self.tokenizer = AutoTokenizer.from_pretrained(str(encoder.folder), local_files_only=True)
 
     @torch.no_grad()
     def __call__(self, frames: torch.Tensor, text: str) -> float:
-        tokens = self.tokenizer([text], padding=True, truncation=True, max_length=77, return_tensors="pt")
-        out = self.encoder.model.get_text_features(**{k: v.to(self.encoder.device) for k, v in tokens.items()})
-        text_features = getattr(out, "pooler_output", out)
+        text_features = self.encoder.text_features([text])
         image_features = self.encoder.image_features(frames)
         return F.cosine_similarity(image_features.float(), text_features.float()).mean().item()
 

@@ -25,7 +25,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Kept:
-    row: dict
+    row: dict | list[dict]  # one output row, or several (e.g. all the pairs of one film)
 
 
 @dataclass(frozen=True)
@@ -77,8 +77,8 @@ def run_stage(stage: str, items: list[dict], function: Callable[[dict], Kept | R
         for line in path.read_text(encoding="utf-8").splitlines():
             record = json.loads(line)
             if record["kept"]:
-                rows.append(record["row"])
-                report.kept += 1
+                rows.extend(record["rows"])
+                report.kept += len(record["rows"])
             else:
                 report.rejected[record["reason"]] += 1
     (folder / "report.json").write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
@@ -94,7 +94,8 @@ def _run_shard(function: Callable[[dict], Kept | Rejected], items: list[dict]) -
             logger.warning("%s: %s: %s", item.get("id", "?"), type(error).__name__, error)
             result = Rejected(f"error: {type(error).__name__}: {error}")
         if isinstance(result, Kept):
-            records.append({"id": item.get("id"), "kept": True, "row": result.row})
+            rows = result.row if isinstance(result.row, list) else [result.row]
+            records.append({"id": item.get("id"), "kept": True, "rows": rows})
         elif isinstance(result, Rejected):
             records.append({"id": item.get("id"), "kept": False, "reason": result.reason})
         else:
