@@ -1,6 +1,7 @@
 """python -m revise_core.data: dataset-pipeline stages (see docs/data.md).
 
     python -m revise_core.data rave --pairs literal.jsonl --out DATA [--llm openai|local ...]
+    python -m revise_core.data icvg --films FILMS_DIR --vlm VLM_DIR --encoder SIGLIP_DIR --out DATA [--llm ...]
     python -m revise_core.data split --manifest DATA/rave.jsonl --out DATA [--benchmark-fraction 0.1]
     python -m revise_core.data shots --video film.mp4 [--json]
 """
@@ -32,6 +33,28 @@ def _rave(args) -> int:
 
     rows, report = run_stage("rave", items, stage, args.out, shard_size=args.shard_size)
     _write_manifest(Path(args.out) / "rave.jsonl", rows)
+    print(json.dumps(report.to_dict(), indent=2))
+    return 0
+
+
+def _icvg(args) -> int:
+    from ..bench.quality import ImageEncoder
+    from ..llm import LocalChat, OpenAIChat
+    from ..vlm import load_vlm
+    from .icvg_build import build_film
+    from .runner import Kept, run_stage
+
+    chat = (LocalChat(args.llm_folder) if args.llm == "local" else
+            OpenAIChat(base_url=args.llm_url, model=args.llm_model, api_key=args.llm_key, retries=args.retries))
+    vlm, encoder = load_vlm(args.vlm, dtype="fp32"), ImageEncoder(args.encoder)
+    films = sorted(Path(args.films).glob("*.mp4")) if Path(args.films).is_dir() else [Path(args.films)]
+    out = Path(args.out)
+
+    def stage(item: dict):
+        return Kept(build_film(Path(item["path"]), out, vlm=vlm, encoder=encoder, chat=chat, film_id=item["id"]))
+
+    rows, report = run_stage("icvg", [{"id": f.stem, "path": str(f)} for f in films], stage, out, shard_size=1)
+    _write_manifest(out / "icvg.jsonl", rows)
     print(json.dumps(report.to_dict(), indent=2))
     return 0
 
@@ -81,6 +104,17 @@ def main(argv: list[str] | None = None) -> int:
     rave.add_argument("--fewshot", default=str(FEWSHOT_FILE), help="few-shot examples per reasoning type (JSON)")
     rave.add_argument("--max-overlap", type=float, default=0.5, help="largest share of literal words a cue may repeat")
     rave.add_argument("--shard-size", type=int, default=100, help="items per resumable shard")
+    icvg = sub.add_parser("icvg", help="in-context generation pairs from long videos (ICVG)")
+    icvg.add_argument("--films", required=True, help="a folder of .mp4 films, or one film")
+    icvg.add_argument("--vlm", required=True, help="VLM folder (writes the clip captions)")
+    icvg.add_argument("--encoder", required=True, help="SigLIP / CLIP folder (clip and caption embeddings)")
+    icvg.add_argument("--out", required=True, help="output folder (clips, shards, report, icvg.jsonl)")
+    icvg.add_argument("--llm", choices=("openai", "local"), default="openai", help="LLM backend")
+    icvg.add_argument("--llm-url", help="OpenAI-compatible base URL (default $OPENAI_BASE_URL)")
+    icvg.add_argument("--llm-model", help="model name (default $OPENAI_MODEL)")
+    icvg.add_argument("--llm-key", help="API key (default $OPENAI_API_KEY)")
+    icvg.add_argument("--llm-folder", help="local causal LM folder (--llm local)")
+    icvg.add_argument("--retries", type=int, default=2, help="HTTP retries per request")
     split = sub.add_parser("split", help="train / benchmark split, disjoint by film or source video")
     split.add_argument("--manifest", required=True)
     split.add_argument("--out", required=True)
@@ -92,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     shots.add_argument("--threshold", type=float, default=0.5, help="histogram distance that marks a cut")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    return {"rave": _rave, "split": _split, "shots": _shots}[args.stage](args)
+    return {"rave": _rave, "icvg": _icvg, "split": _split, "shots": _shots}[args.stage](args)
 
 
 if __name__ == "__main__":
