@@ -66,3 +66,34 @@ def test_film_to_manifest_rows_through_the_runner(tmp_path, chat_server, tiny_mo
         source, target = (int(part) for part in row["id"].split("-")[1:])
         assert source < target
         assert (tmp_path / "out" / row["source"]).is_file() and (tmp_path / "out" / row["target"]).is_file()
+
+
+def test_unreadable_film_is_reported_by_the_stage(tmp_path, siglip, tiny_models):
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(b"not a film" * 20)
+
+    def stage(item):
+        from pathlib import Path
+
+        return Kept(build_film(Path(item["path"]), tmp_path / "out", vlm=tiny_models.vlm, encoder=siglip,
+                               chat=None, film_id=item["id"]))
+
+    rows, report = run_stage("icvg", [{"id": "broken", "path": str(bad)}], stage, tmp_path / "out")
+    assert rows == [] and any("VideoError" in r and "unreadable video" in r for r in report.rejected)
+
+
+def test_local_causal_lm_backend(tmp_path):
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from revise_core.llm import LocalChat
+    from revise_core.testing import seeded, train_tokenizer
+
+    tokenizer = train_tokenizer("vlm")
+    with seeded(0):
+        model = Qwen2ForCausalLM(Qwen2Config(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
+                                             num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2))
+    model.save_pretrained(str(tmp_path))
+    tokenizer.save_pretrained(str(tmp_path))
+    chat = LocalChat(tmp_path)
+    answer = chat.complete([{"role": "user", "content": "Describe the source video ."}], max_tokens=5)
+    assert isinstance(answer, str) and len(answer.split()) <= 5
