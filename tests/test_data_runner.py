@@ -47,3 +47,20 @@ def test_process_pool_gives_the_same_rows(tmp_path):
     serial, _ = run_stage("square", ITEMS, square_unless_bad, tmp_path / "serial", shard_size=6)
     pooled, _ = run_stage("square", ITEMS, square_unless_bad, tmp_path / "pooled", shard_size=6, workers=2)
     assert pooled == serial
+
+
+def test_ray_backend_gives_the_same_rows(tmp_path):
+    ray = pytest.importorskip("ray")
+    pytest.importorskip("ray.data")
+    import sys
+
+    # Ray's workers cannot import this test module: ship its functions by value.
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    serial, _ = run_stage("square", ITEMS, square_unless_bad, tmp_path / "serial", shard_size=6)
+    ray_rows, report = run_stage("square", ITEMS, square_unless_bad, tmp_path / "ray", shard_size=6, backend="ray")
+    assert ray_rows == serial and report.shards_done == 4
+
+
+def test_unknown_backend_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="backend must be one of"):
+        run_stage("square", ITEMS, square_unless_bad, tmp_path, backend="dask")

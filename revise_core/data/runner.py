@@ -6,7 +6,7 @@ rerun skips the shards already there, so a crash loses at most the shards in pro
 produces the same output as an uninterrupted one. An item whose function raises is recorded as rejected
 with the error (type and message, also logged) and the rest of the shard goes on: bad input never aborts
 the run. `workers > 1` runs shards in a process pool (the function must then be a top-level function).
-For clusters, an optional Ray Data backend is planned as an extra; no scheduler is written here.
+For clusters, `backend="ray"` maps shards with Ray Data (an optional extra); no scheduler is written here.
 """
 
 from __future__ import annotations
@@ -47,9 +47,16 @@ class StageReport:
                 "shards_done": self.shards_done, "shards_reused": self.shards_reused}
 
 
+BACKENDS = ("local", "ray")
+
+
 def run_stage(stage: str, items: list[dict], function: Callable[[dict], Kept | Rejected], out_dir: str | os.PathLike,
-              *, shard_size: int = 100, workers: int = 1) -> tuple[list[dict], StageReport]:
-    """Run (or resume) a stage; returns the kept rows in input order and the stage report."""
+              *, shard_size: int = 100, workers: int = 1, backend: str = "local") -> tuple[list[dict], StageReport]:
+    """Run (or resume) a stage; returns the kept rows in input order and the stage report.
+
+    backend="ray" maps the unfinished shards with Ray Data (`pip install "comfyui-revise[ray]"`; connects to
+    RAY_ADDRESS when set, else starts a local Ray); each shard is written as soon as it comes back.
+    """
     from tqdm import tqdm
 
     if shard_size < 1:
@@ -60,8 +67,14 @@ def run_stage(stage: str, items: list[dict], function: Callable[[dict], Kept | R
     paths = [folder / f"shard_{index:05d}.jsonl" for index in range(len(shards))]
     todo = [index for index, path in enumerate(paths) if not path.is_file()]
     report = StageReport(stage, items=len(items), shards_reused=len(shards) - len(todo))
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got '{backend}'")
     with tqdm(total=len(shards), initial=report.shards_reused, desc=stage, unit="shard") as bar:
-        if workers > 1 and len(todo) > 1:
+        if backend == "ray" and todo:
+            for index, records in _ray_shards(function, {index: shards[index] for index in todo}):
+                _write(paths[index], records)
+                bar.update(1)
+        elif workers > 1 and len(todo) > 1:
             with ProcessPoolExecutor(max_workers=workers) as pool:
                 futures = {index: pool.submit(_run_shard, function, shards[index]) for index in todo}
                 for index, future in futures.items():
@@ -83,6 +96,24 @@ def run_stage(stage: str, items: list[dict], function: Callable[[dict], Kept | R
                 report.rejected[record["reason"]] += 1
     (folder / "report.json").write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
     return rows, report
+
+
+def _ray_shards(function: Callable[[dict], Kept | Rejected], shards: dict[int, list[dict]]):
+    """(shard index, records) pairs from Ray Data, streamed as they finish. JSON strings cross the boundary so
+    that Arrow never has to infer a schema for arbitrary item dicts."""
+    try:
+        import ray
+    except ImportError as error:
+        raise ImportError('the Ray backend needs Ray Data: pip install "comfyui-revise[ray]"') from error
+
+    ray.init(address=os.environ.get("RAY_ADDRESS"), ignore_reinit_error=True, log_to_driver=False)
+
+    def work(row: dict) -> dict:
+        return {"index": row["index"], "records": json.dumps(_run_shard(function, json.loads(row["items"])))}
+
+    dataset = ray.data.from_items([{"index": i, "items": json.dumps(items)} for i, items in shards.items()])
+    for row in dataset.map(work).iter_rows():
+        yield int(row["index"]), json.loads(row["records"])
 
 
 def _run_shard(function: Callable[[dict], Kept | Rejected], items: list[dict]) -> list[dict]:
