@@ -26,7 +26,7 @@ from trainer.loop import USOTrainer
 
 from . import models as toy_models
 from .oracle import score as oracle_score
-from .task import CATEGORIES, Sample, all_phrasings, make_samples, render
+from .task import CATEGORIES, all_phrasings, make_samples, render
 
 logger = logging.getLogger(__name__)
 METRICS = ("EA", "PC", "GN", "GR", "Overall")
