@@ -15,13 +15,28 @@ import sys
 from pathlib import Path
 
 
-def _rave(args) -> int:
+def _chat(args):
     from ..llm import LocalChat, OpenAIChat
+
+    if args.llm == "local":
+        return LocalChat(args.llm_folder)
+    return OpenAIChat(base_url=args.llm_url, model=args.llm_model, api_key=args.llm_key, retries=args.retries)
+
+
+def _add_llm_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--llm", choices=("openai", "local"), default="openai", help="LLM backend")
+    parser.add_argument("--llm-url", help="OpenAI-compatible base URL (default $OPENAI_BASE_URL)")
+    parser.add_argument("--llm-model", help="model name (default $OPENAI_MODEL)")
+    parser.add_argument("--llm-key", help="API key (default $OPENAI_API_KEY)")
+    parser.add_argument("--llm-folder", help="local causal LM folder (--llm local)")
+    parser.add_argument("--retries", type=int, default=2, help="HTTP retries per request")
+
+
+def _rave(args) -> int:
     from .rave import LiteralPair, Rules, load_fewshot, manifest_row, rewrite
     from .runner import Kept, Rejected, run_stage
 
-    chat = (LocalChat(args.llm_folder) if args.llm == "local" else
-            OpenAIChat(base_url=args.llm_url, model=args.llm_model, api_key=args.llm_key, retries=args.retries))
+    chat = _chat(args)
     fewshot, rules = load_fewshot(args.fewshot), Rules(max_overlap=args.max_overlap)
     items = [json.loads(line) for line in Path(args.pairs).read_text(encoding="utf-8").splitlines() if line.strip()]
 
@@ -39,13 +54,11 @@ def _rave(args) -> int:
 
 def _icvg(args) -> int:
     from ..bench.quality import ImageEncoder
-    from ..llm import LocalChat, OpenAIChat
     from ..vlm import load_vlm
     from .icvg_build import build_film
     from .runner import Kept, run_stage
 
-    chat = (LocalChat(args.llm_folder) if args.llm == "local" else
-            OpenAIChat(base_url=args.llm_url, model=args.llm_model, api_key=args.llm_key, retries=args.retries))
+    chat = _chat(args)
     vlm, encoder = load_vlm(args.vlm, dtype="fp32"), ImageEncoder(args.encoder)
     films = sorted(Path(args.films).glob("*.mp4")) if Path(args.films).is_dir() else [Path(args.films)]
     out = Path(args.out)
@@ -95,12 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     rave.add_argument("--pairs", required=True, help="JSONL of literal pairs: id, source, target, instruction "
                                                      "[, object, result]")
     rave.add_argument("--out", required=True, help="output folder (shards, report, rave.jsonl)")
-    rave.add_argument("--llm", choices=("openai", "local"), default="openai", help="LLM backend")
-    rave.add_argument("--llm-url", help="OpenAI-compatible base URL (default $OPENAI_BASE_URL)")
-    rave.add_argument("--llm-model", help="model name (default $OPENAI_MODEL)")
-    rave.add_argument("--llm-key", help="API key (default $OPENAI_API_KEY)")
-    rave.add_argument("--llm-folder", help="local causal LM folder (--llm local)")
-    rave.add_argument("--retries", type=int, default=2, help="HTTP retries per request")
+    _add_llm_args(rave)
     rave.add_argument("--fewshot", default=str(FEWSHOT_FILE), help="few-shot examples per reasoning type (JSON)")
     rave.add_argument("--max-overlap", type=float, default=0.5, help="largest share of literal words a cue may repeat")
     rave.add_argument("--shard-size", type=int, default=100, help="items per resumable shard")
@@ -109,12 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     icvg.add_argument("--vlm", required=True, help="VLM folder (writes the clip captions)")
     icvg.add_argument("--encoder", required=True, help="SigLIP / CLIP folder (clip and caption embeddings)")
     icvg.add_argument("--out", required=True, help="output folder (clips, shards, report, icvg.jsonl)")
-    icvg.add_argument("--llm", choices=("openai", "local"), default="openai", help="LLM backend")
-    icvg.add_argument("--llm-url", help="OpenAI-compatible base URL (default $OPENAI_BASE_URL)")
-    icvg.add_argument("--llm-model", help="model name (default $OPENAI_MODEL)")
-    icvg.add_argument("--llm-key", help="API key (default $OPENAI_API_KEY)")
-    icvg.add_argument("--llm-folder", help="local causal LM folder (--llm local)")
-    icvg.add_argument("--retries", type=int, default=2, help="HTTP retries per request")
+    _add_llm_args(icvg)
     split = sub.add_parser("split", help="train / benchmark split, disjoint by film or source video")
     split.add_argument("--manifest", required=True)
     split.add_argument("--out", required=True)
