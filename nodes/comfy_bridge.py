@@ -135,7 +135,9 @@ def check_interrupted() -> None:
 
 
 def progress(total: int, *, preview_latents: bool = False) -> Callable:
-    """A sampler callback: ComfyUI's ProgressBar (+ latent preview, + interruption), or tqdm outside it."""
+    """A per-step callback: ComfyUI's ProgressBar (+ latent preview, + interruption), or tqdm outside it.
+
+    Each call counts one step; a sampler's StepInfo (with `denoised`) feeds the preview, None is fine."""
     if in_comfyui():
         import comfy.utils
 

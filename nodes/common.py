@@ -65,12 +65,6 @@ def training_mode() -> Iterator[None]:
         yield
 
 
-def clone_out_of_inference(tensor: torch.Tensor) -> torch.Tensor:
-    """A normal-mode copy of a tensor made under inference mode (usable by autograd)."""
-    with torch.inference_mode(False):
-        return tensor.clone()
-
-
 @contextlib.contextmanager
 def using(*objects) -> Iterator[None]:
     """Move each model (or the `.model` of a bundle) to its compute device for the block, then back."""

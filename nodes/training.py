@@ -75,7 +75,7 @@ class ReViSEUSOTrainer:
         progress = bridge.progress(steps)
 
         def on_step(step, metrics):
-            progress(_Step(step - 1))
+            progress(None)  # one step done (no latent preview while training)
             if bridge.interrupt_requested():
                 raise KeyboardInterrupt  # the trainer saves the last completed step, then we report it
 
@@ -95,11 +95,6 @@ class ReViSEUSOTrainer:
         trained_dit = trainer.generator.dit
         return (_merged(trained_dit, outputs["dit"]), trainer.generator.connector, json.dumps(report, indent=2),
                 _png_as_image(outputs.get("curves")))
-
-
-class _Step:
-    def __init__(self, step: int) -> None:
-        self.step, self.denoised = step, None
 
 
 def _merged(dit: torch.nn.Module, exported: Path) -> torch.nn.Module:

@@ -146,7 +146,7 @@ class SelfCritic:
         videos = [vlm_ops.to_vlm_frames(frames, self.config.num_frames) for frames in (source, edited)]
         reasoning, prefix = "", ""
         if self.config.cot:
-            reasoning = self._reason(messages, videos)
+            reasoning = self._reason(messages, source, edited)
             prefix = reasoning + VERDICT_CUE
         inputs = vlm_ops.build_inputs(self.vlm, messages, videos, fps=self.config.fps, assistant_prefix=prefix)
         vlm_ops._reset_rope_cache(self.vlm)
@@ -157,17 +157,11 @@ class SelfCritic:
         delta = logits[self.yes_ids[spaced]] - logits[self.no_ids[spaced]]
         return Verdict(delta=delta, reasoning=reasoning)
 
-    def _reason(self, messages: list[dict], videos: list[torch.Tensor]) -> str:
-        inputs = vlm_ops.build_inputs(self.vlm, messages, [v.detach() for v in videos], fps=self.config.fps)
-        vlm_ops._reset_rope_cache(self.vlm)
-        with torch.no_grad():
-            output = self.vlm.model.generate(
-                **inputs.kwargs, max_new_tokens=self.config.cot_tokens, do_sample=False,
-                pad_token_id=self.vlm.tokenizer.pad_token_id, eos_token_id=self.vlm.tokenizer.eos_token_id,
-            )
-        vlm_ops._reset_rope_cache(self.vlm)
-        new_tokens = output[0, inputs.kwargs["input_ids"].shape[1]:]
-        return self.vlm.tokenizer.decode(new_tokens, skip_special_tokens=True).strip()
+    def _reason(self, messages: list[dict], source: torch.Tensor, edited: torch.Tensor) -> str:
+        # Generated without gradient (vlm.chat runs under no_grad); only the verdict keeps the graph.
+        return vlm_ops.chat(self.vlm, messages, [source.detach(), edited.detach()],
+                            max_new_tokens=self.config.cot_tokens, num_frames=self.config.num_frames,
+                            fps=self.config.fps)
 
     def baseline(self, source: torch.Tensor, instruction: str, *, dimension: str | None = None) -> torch.Tensor:
         """Δ_base of the (source, source) pair: no gradient, computed once per (source, instruction)."""

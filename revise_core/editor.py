@@ -140,9 +140,7 @@ class Condition:
     latents_std: list[float] = field(default_factory=list)
 
     def denormalize(self, latents: torch.Tensor) -> torch.Tensor:
-        mean = latents.new_tensor(self.latents_mean).view(1, -1, 1, 1, 1)
-        std = latents.new_tensor(self.latents_std).view(1, -1, 1, 1, 1)
-        return latents * std + mean
+        return vae_ops.denormalize_with(latents, self.latents_mean, self.latents_std)
 
 
 class ReviseEditor:

@@ -67,9 +67,16 @@ def save_vae(vae: nn.Module, path: str | os.PathLike) -> os.PathLike:
 # DiT and the connector see them normalised with the per-channel Wan mean / std.
 
 def _latent_stats(vae: nn.Module, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    mean = torch.tensor(vae.config.latents_mean, dtype=like.dtype, device=like.device).view(1, -1, 1, 1, 1)
-    std = torch.tensor(vae.config.latents_std, dtype=like.dtype, device=like.device).view(1, -1, 1, 1, 1)
-    return mean, std
+    return _as_channels(vae.config.latents_mean, like), _as_channels(vae.config.latents_std, like)
+
+
+def _as_channels(values, like: torch.Tensor) -> torch.Tensor:
+    return torch.tensor(values, dtype=like.dtype, device=like.device).view(1, -1, 1, 1, 1)
+
+
+def denormalize_with(latents: torch.Tensor, mean, std) -> torch.Tensor:
+    """Normalised -> raw latents with given per-channel statistics (when the VAE itself is not at hand)."""
+    return latents * _as_channels(std, latents) + _as_channels(mean, latents)
 
 
 def normalize_latents(vae: nn.Module, latents: torch.Tensor) -> torch.Tensor:
@@ -80,8 +87,7 @@ def normalize_latents(vae: nn.Module, latents: torch.Tensor) -> torch.Tensor:
 
 def denormalize_latents(vae: nn.Module, latents: torch.Tensor) -> torch.Tensor:
     """Normalised latents -> raw VAE latents."""
-    mean, std = _latent_stats(vae, latents)
-    return latents * std + mean
+    return denormalize_with(latents, vae.config.latents_mean, vae.config.latents_std)
 
 
 def encode(vae: nn.Module, video: torch.Tensor) -> torch.Tensor:

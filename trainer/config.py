@@ -97,10 +97,6 @@ class USOConfig:
         return asdict(self)
 
 
-def config_fields() -> list:
-    return [f for f in fields(USOConfig)]
-
-
 def read_config_file(path: str | os.PathLike) -> dict:
     """A YAML or JSON mapping of USOConfig fields; unknown fields are an error naming the file."""
     import yaml

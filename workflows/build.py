@@ -143,6 +143,15 @@ Put the files in ComfyUI's model folders (details: docs/comfyui.md, docs/models.
 The connector must match the VLM's width (the loaders say so when it does not)."""
 
 
+def readme(graph: Graph, text: str, height: int = 420) -> None:
+    graph.add("MarkdownNote", (-420, 0), (400, height), title="Read me", text=MODELS_NOTE + "\n\n" + text)
+
+
+def connect_models(graph: Graph, models: dict[str, Node], node: Node) -> None:
+    for name in ("dit", "vae", "t5", "vlm", "connector"):
+        graph.connect(models[name], name, node, name)
+
+
 def loaders(graph: Graph, x: int = 0) -> dict[str, Node]:
     return {
         "dit": graph.add("ReViSEDiTLoader", (x, 0), dit_name="wan2.1_t2v_1.3B_fp16.safetensors", config="auto",
@@ -200,9 +209,7 @@ def source_video(graph: Graph) -> Node:
 
 def edit_workflow() -> dict:
     graph = Graph()
-    graph.add("MarkdownNote", (-420, 0), (400, 420), title="Read me", text=MODELS_NOTE + """
-
-**Reason-informed edit.** The VLM reads the source and the instruction (and, with reasoning = caption, writes
+    readme(graph, """**Reason-informed edit.** The VLM reads the source and the instruction (and, with reasoning = caption, writes
 what the result should show); the connector fuses that with umT5 and the source latents; the Wan DiT edits.""")
     m = loaders(graph)
     components = source_video(graph)
@@ -215,9 +222,7 @@ what the result should show); the connector fuses that with umT5 and the source 
 
 def critic_workflow() -> dict:
     graph = Graph()
-    graph.add("MarkdownNote", (-420, 0), (400, 420), title="Read me", text=MODELS_NOTE + """
-
-**Edit + SelfCritic.** After the edit, the same VLM judges it on edit accuracy, preservation, naturalness and
+    readme(graph, """**Edit + SelfCritic.** After the edit, the same VLM judges it on edit accuracy, preservation, naturalness and
 realism: P(Yes) and the relative score Δ − Δ(source, source) (> 0: better than leaving the video unchanged).""")
     m = loaders(graph)
     components = source_video(graph)
@@ -235,16 +240,13 @@ realism: P(Yes) and the relative score Δ − Δ(source, source) (> 0: better th
 
 def best_of_workflow() -> dict:
     graph = Graph()
-    graph.add("MarkdownNote", (-420, 0), (400, 420), title="Read me", text=MODELS_NOTE + """
-
-**Best-of-N.** Samples N seeds and keeps the edit the model's own critic scores highest (a test-time use of
+    readme(graph, """**Best-of-N.** Samples N seeds and keeps the edit the model's own critic scores highest (a test-time use of
 the critic, beyond the paper). The scores of every candidate are shown.""")
     m = loaders(graph)
     components = source_video(graph)
     best = graph.add("ReViSEBestOfEdit", (760, 0), (380, 420), instruction=INSTRUCTION, candidates=4, steps=40,
                      guidance=3.0, shift=5.0, seed=0)
-    for name in ("dit", "vae", "t5", "vlm", "connector"):
-        graph.connect(m[name], name, best, name)
+    connect_models(graph, m, best)
     graph.connect(components, "images", best, "images")
     scores = graph.add("PreviewAny", (760, 460), title="candidate scores")
     graph.connect(best, "scores", scores, "source")
@@ -254,18 +256,15 @@ the critic, beyond the paper). The scores of every candidate are shown.""")
 
 def finetune_workflow() -> dict:
     graph = Graph()
-    graph.add("MarkdownNote", (-420, 0), (400, 460), title="Read me", text=MODELS_NOTE + """
-
-**USO fine-tune.** Trains the DiT (LoRA or full) and the visual adapter on a triplet manifest (JSONL of
+    readme(graph, """**USO fine-tune.** Trains the DiT (LoRA or full) and the visual adapter on a triplet manifest (JSONL of
 source, target, instruction; docs/training.md) with flow matching + λ·L_reason from the VLM's own verdict.
-Checkpoints: output/revise_training/<name>; tick 'resume' to continue an interrupted run.""")
+Checkpoints: output/revise_training/<name>; tick 'resume' to continue an interrupted run.""", height=460)
     m = loaders(graph)
     trainer = graph.add("ReViSEUSOTrainer", (380, 0), (400, 620), manifest="data/train.jsonl", output_name="uso_run",
                         objective="uso", steps=1000, reason_weight=0.25, sigma_max=0.5, learning_rate=1e-4,
                         train="lora", lora_rank=32, global_batch=8, num_frames=17, width=640, height=352, training_seed=0,
                         resume=False)
-    for name in ("dit", "vae", "t5", "vlm", "connector"):
-        graph.connect(m[name], name, trainer, name)
+    connect_models(graph, m, trainer)
     save = graph.add("ReViSESaveCheckpoint", (820, 0), filename_prefix="revise/uso_finetuned", save_to="output")
     graph.connect(trainer, "dit", save, "dit")
     graph.connect(trainer, "connector", save, "connector")

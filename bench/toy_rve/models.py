@@ -16,11 +16,10 @@ import torch
 import torch.nn.functional as F
 
 from revise_core import vae as vae_ops
-from revise_core import video as video_ops
 from revise_core import vlm as vlm_ops
 from revise_core.critic import ALL_QUESTION, SelfCritic
 
-from .task import CATEGORIES, FRAMES, PHRASINGS, SIZE, Sample, Scene, make_samples, render
+from .task import CATEGORIES, FRAMES, PHRASINGS, SIZE, Sample, make_samples, render
 
 logger = logging.getLogger(__name__)
 
@@ -127,10 +126,3 @@ def _ranks(values: torch.Tensor) -> torch.Tensor:
         tied = values == value
         ranks[tied] = ranks[tied].mean()
     return ranks
-
-
-def source_frames(sample: Sample) -> torch.Tensor:
-    return video_ops.conform(render(sample.scene), min_frames=1)
-
-
-__all__ = ["train_vae", "train_critic", "critic_correlation", "spearman", "source_frames", "Scene"]
