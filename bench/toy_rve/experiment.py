@@ -19,7 +19,7 @@ import torch
 
 from revise_core.editor import EditModels, EditSettings, ReviseEditor
 from revise_core.sampler import SamplerConfig
-from revise_core.testing import tiny_connector, tiny_dit, tiny_text_encoder, tiny_vae, tiny_vlm
+from revise_core.testing import tiny_text_encoder, tiny_vlm
 from revise_core.video import write_video
 from trainer.config import USOConfig
 from trainer.loop import USOTrainer
@@ -37,8 +37,8 @@ class ToyConfig:
     train_samples: int = 48
     eval_samples: int = 16
     vae_steps: int = 400
-    critic_steps: int = 1200
-    pretrain_steps: int = 300
+    critic_steps: int = 12000
+    pretrain_steps: int = 1500
     finetune_steps: int = 60
     global_batch: int = 4
     pretrain_lr: float = 1e-3
@@ -51,7 +51,7 @@ class ToyConfig:
 
 
 QUICK = ToyConfig()
-FULL = ToyConfig(train_samples=256, eval_samples=64, vae_steps=1500, critic_steps=3000, pretrain_steps=1500,
+FULL = ToyConfig(train_samples=256, eval_samples=64, vae_steps=1500, critic_steps=20000, pretrain_steps=5000,
                  finetune_steps=400, global_batch=8, sample_steps=25)
 SMOKE = ToyConfig(train_samples=8, eval_samples=4, vae_steps=2, critic_steps=2, pretrain_steps=2, finetune_steps=2,
                   global_batch=2, seeds=(0,), lambdas=(0.25,), sigma_maxes=(0.5,), sample_steps=2)
@@ -80,8 +80,10 @@ class Experiment:
     def prepare(self) -> dict:
         cfg, started = self.config, time.perf_counter()
         extra = tuple(all_phrasings())
-        vae = tiny_vae(1)
-        vae_report = toy_models.train_vae(vae, self.train, steps=cfg.vae_steps, seed=0)
+        vae = toy_models.toy_vae(1)
+        # the training scenes plus scenes on the held-out background (not the evaluation samples themselves)
+        vae_pool = self.train + make_samples(cfg.train_samples, "eval", 100)
+        vae_report = toy_models.train_vae(vae, vae_pool, steps=cfg.vae_steps, seed=0)
         vlm = tiny_vlm(3, extra_text=extra)
         critic_report = toy_models.train_critic(vlm, steps=cfg.critic_steps, seed=0)
         correlation = toy_models.critic_correlation(vlm, self.eval, lambda s, e: oracle_score(s, e).metrics["EA"])
@@ -127,7 +129,7 @@ class Experiment:
 
     def pretrain(self) -> tuple[torch.nn.Module, torch.nn.Module, float]:
         started = time.perf_counter()
-        trainer, _ = self._train("pretrain", tiny_dit(0), tiny_connector(4), objective="sft",
+        trainer, _ = self._train("pretrain", *toy_models.toy_generator(0), objective="sft",
                                  steps=self.config.pretrain_steps, lr=self.config.pretrain_lr, seed=1000)
         return trainer.generator.dit, trainer.generator.connector, time.perf_counter() - started
 
