@@ -62,3 +62,49 @@ def test_spearman_matches_the_definition():
     assert spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
     assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
     assert spearman([1, 1, 2, 2], [1, 2, 3, 4]) == pytest.approx(0.894427, abs=1e-5)  # ties get average ranks
+
+
+def test_negative_edits_are_what_their_kind_says():
+    import random
+
+    from bench.toy_rve.models import STAGE1_NEGATIVES, STAGE2_NEGATIVES, negative_edit
+
+    sample = make_samples(4, "train", 3)[0]
+    source, target = render(sample.scene), target_of(sample)
+    rng = random.Random(0)
+    assert torch.equal(negative_edit(sample, "unchanged", rng), source)
+    partial = score(sample, negative_edit(sample, "partial", rng)).metrics["EA"]
+    assert 0.5 < partial < 5.0  # 10-45 % of the change
+    wrong = negative_edit(sample, "wrong rule", rng)
+    assert not torch.allclose(wrong, target) and not torch.allclose(wrong, source)
+    assert "wrong rule" not in STAGE1_NEGATIVES and "wrong rule" in STAGE2_NEGATIVES
+    with pytest.raises(ValueError, match="unknown negative kind 'noise'"):
+        negative_edit(sample, "noise", rng)
+
+
+def test_toy_models_have_a_finer_latent_grid_and_trainable_init():
+    from bench.toy_rve.models import toy_generator, toy_vae
+    from revise_core import vae as vae_ops
+
+    video = render(make_samples(1, "train", 0)[0].scene).permute(3, 0, 1, 2)[None] * 2 - 1
+    with torch.no_grad():
+        latents = vae_ops.encode(toy_vae(0), video)
+    assert tuple(latents.shape) == (1, 16, 3, 8, 8)  # 4x spatial, 2x temporal: the object spans 2x2 latents
+    dit, connector = toy_generator(0)
+    norms = [m.weight for m in dit.modules() if type(m).__name__ in ("RMSNorm", "LayerNorm") and m.weight is not None]
+    assert norms and all(torch.equal(w, torch.ones_like(w)) for w in norms)  # library init, not the test kit's noise
+    tokens = [b.flatten() for b in connector.boundary.buffers()]
+    assert all(not torch.allclose(a, b) for i, a in enumerate(tokens) for b in tokens[i + 1:])
+
+
+def test_gradient_alignment_reports_the_exact_direction_gain():
+    from bench.toy_rve.models import gradient_alignment
+    from bench.toy_rve.task import all_phrasings
+    from revise_core.testing import tiny_vlm
+
+    vlm = tiny_vlm(3, extra_text=tuple(all_phrasings()))
+    samples = make_samples(2, "eval", 0)
+    result = gradient_alignment(vlm, samples, lambda s, e: score(s, e).metrics["EA"])
+    assert result["edits"] == 4 and -1.0 <= result["cosine_mean"] <= 1.0
+    # half the way to the target from 0 % and from 50 % of the change: +5 and +2.5 EA
+    assert result["ea_gain_of_exact_step"] == pytest.approx(3.75, abs=1e-3)

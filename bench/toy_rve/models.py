@@ -163,6 +163,28 @@ def critic_correlation(vlm, samples: list[Sample], oracle_ea) -> dict:
     return {"spearman_p_yes": spearman(p_yes, truth), "spearman_hard": spearman(hard, truth), "pairs": len(truth)}
 
 
+def gradient_alignment(vlm, samples: list[Sample], oracle_ea) -> dict:
+    """Is the critic's gradient a usable direction? For the unchanged source and a half-way edit of each sample:
+    the cosine between ∂Δ/∂(edited pixels) and (target − edited), and the oracle-EA gain of a pixel step along
+    that gradient as long as half the distance to the target, next to the gain of the same step straight at it."""
+    critic = SelfCritic(vlm)
+    cosines, gains, exact_gains = [], [], []
+    for sample in samples:
+        source, target = render(sample.scene), render(sample.scene, category=sample.category)
+        for alpha in (0.0, 0.5):
+            edited = (source * (1 - alpha) + target * alpha).requires_grad_(True)
+            (gradient,) = torch.autograd.grad(critic.verdict(source, edited, sample.instruction).delta, edited)
+            wanted = target - edited.detach()
+            cosines.append(F.cosine_similarity(gradient.flatten(), wanted.flatten(), dim=0).item())
+            step = gradient / gradient.norm().clamp(min=1e-12) * wanted.norm() * 0.5
+            before = oracle_ea(sample, edited.detach())
+            gains.append(oracle_ea(sample, edited.detach() + step) - before)
+            exact_gains.append(oracle_ea(sample, edited.detach() + wanted * 0.5) - before)
+    return {"cosine_mean": sum(cosines) / len(cosines), "cosine_positive_share": sum(c > 0 for c in cosines) / len(cosines),
+            "ea_gain_of_gradient_step": sum(gains) / len(gains),
+            "ea_gain_of_exact_step": sum(exact_gains) / len(exact_gains), "edits": len(cosines)}
+
+
 def spearman(a: list[float], b: list[float]) -> float:
     """Spearman rank correlation with average ranks for ties (hand-written: scipy is not a dependency)."""
     ra, rb = _ranks(torch.tensor(a, dtype=torch.float64)), _ranks(torch.tensor(b, dtype=torch.float64))
