@@ -108,3 +108,18 @@ def test_gradient_alignment_reports_the_exact_direction_gain():
     assert result["edits"] == 4 and -1.0 <= result["cosine_mean"] <= 1.0
     # half the way to the target from 0 % and from 50 % of the change: +5 and +2.5 EA
     assert result["ea_gain_of_exact_step"] == pytest.approx(3.75, abs=1e-3)
+
+
+def test_graded_critic_stage_moves_the_weights_and_leaves_the_vlm_frozen():
+    import math
+
+    from bench.toy_rve.models import grade_critic
+    from bench.toy_rve.task import all_phrasings
+    from revise_core.testing import tiny_vlm
+
+    vlm = tiny_vlm(3, extra_text=tuple(all_phrasings()))
+    before = {n: p.clone() for n, p in vlm.model.named_parameters()}
+    report = grade_critic(vlm, steps=2, seed=0, oracle_ea=lambda s, e: score(s, e).metrics["EA"])
+    assert report["graded_steps"] == 2 and math.isfinite(report["graded_final_loss"])
+    assert any(not torch.equal(before[n], p) for n, p in vlm.model.named_parameters())
+    assert not any(p.requires_grad for p in vlm.model.parameters()) and not vlm.model.training

@@ -12,6 +12,7 @@ import json
 import logging
 import math
 import time
+import dataclasses
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from revise_core.testing import tiny_text_encoder, tiny_vlm
 from revise_core.video import write_video
 from trainer.config import USOConfig
 from trainer.loop import USOTrainer
+from trainer.step import sample_loss
 
 from . import models as toy_models
 from .oracle import score as oracle_score
@@ -39,6 +41,7 @@ class ToyConfig:
     eval_samples: int = 16
     vae_steps: int = 400
     critic_steps: int = 12000
+    critic_graded_steps: int = 4000
     pretrain_steps: int = 1500
     finetune_steps: int = 60
     global_batch: int = 4
@@ -52,10 +55,10 @@ class ToyConfig:
 
 
 QUICK = ToyConfig()
-FULL = ToyConfig(train_samples=256, eval_samples=64, vae_steps=1500, critic_steps=20000, pretrain_steps=5000,
-                 finetune_steps=400, global_batch=8, sample_steps=25)
-SMOKE = ToyConfig(train_samples=8, eval_samples=4, vae_steps=2, critic_steps=2, pretrain_steps=2, finetune_steps=2,
-                  global_batch=2, seeds=(0,), lambdas=(0.25,), sigma_maxes=(0.5,), sample_steps=2)
+FULL = ToyConfig(train_samples=256, eval_samples=64, vae_steps=1500, critic_steps=20000, critic_graded_steps=8000,
+                 pretrain_steps=5000, finetune_steps=400, global_batch=8, sample_steps=25)
+SMOKE = ToyConfig(train_samples=8, eval_samples=4, vae_steps=2, critic_steps=2, critic_graded_steps=2, pretrain_steps=2,
+                  finetune_steps=2, global_batch=2, seeds=(0,), lambdas=(0.25,), sigma_maxes=(0.5,), sample_steps=2)
 
 
 @dataclass
@@ -88,6 +91,8 @@ class Experiment:
         vlm = tiny_vlm(3, extra_text=extra)
         critic_report = toy_models.train_critic(vlm, steps=cfg.critic_steps, seed=0)
         oracle_ea = lambda s, e: oracle_score(s, e).metrics["EA"]  # noqa: E731 - a local one-liner
+        if cfg.critic_graded_steps:
+            critic_report |= toy_models.grade_critic(vlm, steps=cfg.critic_graded_steps, seed=5, oracle_ea=oracle_ea)
         correlation = toy_models.critic_correlation(vlm, self.eval, oracle_ea)
         correlation["gradient_alignment"] = toy_models.gradient_alignment(vlm, self.eval, oracle_ea)
         self.frozen = {"vae": vae, "text": tiny_text_encoder(2, extra_text=extra), "vlm": vlm}
@@ -119,6 +124,12 @@ class Experiment:
 
     def _train(self, name: str, dit, connector, *, objective: str, steps: int, lr: float, seed: int,
                reason_weight: float = 0.25, sigma_max: float = 0.5) -> tuple[USOTrainer, list[dict]]:
+        trainer = self._trainer(name, dit, connector, objective=objective, steps=steps, lr=lr, seed=seed,
+                                reason_weight=reason_weight, sigma_max=sigma_max)
+        return trainer, trainer.train()
+
+    def _trainer(self, name: str, dit, connector, *, objective: str, steps: int, lr: float, seed: int,
+                 reason_weight: float, sigma_max: float) -> USOTrainer:
         config = USOConfig(
             manifest=str(self.manifest), output_dir=str(self.workdir / "runs" / name),
             feature_cache=str(self.workdir / "features"), num_frames=5, height=32, width=32, max_text_len=32,
@@ -128,7 +139,32 @@ class Experiment:
         )
         trainer = USOTrainer(config, models=self._models(dit, connector))
         trainer.setup()
-        return trainer, trainer.train()
+        return trainer
+
+    def reward_gradient_share(self, dit, connector, *, samples: int = 16, sigma: float = 0.3,
+                              reason_weight: float = 0.25) -> dict:
+        """How much of USO's update is the reward? On training samples at σ = `sigma` (<= σ_max), the gradient
+        of λ·L_reason on the generator's trainable parameters against that of L_FM: norm ratio and cosine."""
+        trainer = self._trainer("gradient-share", copy.deepcopy(dit), copy.deepcopy(connector), objective="uso",
+                                steps=1, lr=1e-3, seed=0, reason_weight=reason_weight, sigma_max=0.5)
+        parameters = [p for p in trainer.model.parameters() if p.requires_grad]
+        ratios, cosines = [], []
+        for index in range(samples):
+            triplet = trainer.triplets[index % len(trainer.triplets)]
+            feats = trainer.features.get(triplet)
+            noise = torch.randn(feats.target_latents.shape, generator=torch.Generator().manual_seed(index))
+            flat = {}
+            for objective in ("sft", "uso"):  # uso − sft = the reward's share, with identical noise and σ
+                result = sample_loss(trainer.model, trainer.models.vae, trainer.critic, feats, triplet.instruction,
+                                     sigma=torch.tensor([sigma]), noise=noise, drop=False,
+                                     config=dataclasses.replace(trainer.config, objective=objective),
+                                     device=torch.device("cpu"), autocast_dtype=None)
+                flat[objective] = torch.cat([g.flatten() for g in torch.autograd.grad(result.loss, parameters)])
+            reward = flat["uso"] - flat["sft"]
+            ratios.append((reward.norm() / flat["sft"].norm()).item())
+            cosines.append(torch.nn.functional.cosine_similarity(reward, flat["sft"], dim=0).item())
+        return {"sigma": sigma, "reason_weight": reason_weight, "samples": samples,
+                "norm_ratio_mean": sum(ratios) / samples, "cosine_with_fm_mean": sum(cosines) / samples}
 
     def pretrain(self) -> tuple[torch.nn.Module, torch.nn.Module, float]:
         started = time.perf_counter()
@@ -205,6 +241,7 @@ def run_experiment(config: ToyConfig, workdir: Path) -> dict:
     dit, connector, pretrain_seconds = experiment.pretrain()
     base = (dit, connector)
     pretrained = experiment.evaluate(copy.deepcopy(dit), copy.deepcopy(connector))
+    gradient_share = experiment.reward_gradient_share(dit, connector)
     runs = [experiment.finetune(base, Run(f"{objective}-s{seed}", objective, seed))
             for objective in ("sft", "rwr", "uso") for seed in config.seeds]
     lambda_runs = [experiment.finetune(base, Run(f"uso-lambda{lam}", "uso", config.seeds[0], reason_weight=lam))
@@ -218,6 +255,7 @@ def run_experiment(config: ToyConfig, workdir: Path) -> dict:
         objectives[objective]["seconds_per_run"] = sum(r.seconds for r in members) / len(members)
     return {
         "config": asdict(config), "prepare": prepared, "pretrain_seconds": pretrain_seconds,
+        "reward_gradient_share": gradient_share,
         "references": {**experiment.reference_rows(), "pretrained (before fine-tuning)": pretrained},
         "objectives": objectives,
         "runs": [asdict(r) for r in runs],

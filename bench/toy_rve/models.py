@@ -4,8 +4,9 @@ toy videos, and the critic VLM).
 The random tiny VAE of the test kit cannot reconstruct anything, so the critic would judge noise; here it is
 trained for reconstruction first and its per-channel latent statistics are measured (the normalisation the
 DiT works in). Like a real VAE and VLM, both frozen parts have seen the whole scene space (every background),
-while the generator is trained on the training backgrounds only. The VLM is taught (plain next-token cross-entropy on the answer) to say "Yes" to correct edits
-and "No" to unchanged, partial and wrong-rule ones; it plays the VLM "that understands more than the
+while the generator is trained on the training backgrounds only. The VLM is taught (plain next-token
+cross-entropy on the answer) to say "Yes" to correct edits and "No" to unchanged, partial and wrong-rule
+ones, then optionally graded edits with soft labels; it plays the VLM "that understands more than the
 generator": it sees every phrasing and background, but never the evaluation samples themselves.
 """
 
@@ -146,6 +147,51 @@ def train_critic(vlm, *, steps: int, seed: int, lr: float = 1e-4, stage1_fractio
     return {"final_loss": sum(tail) / len(tail), "stage1_steps": stage1_steps}
 
 
+def grade_critic(vlm, *, steps: int, seed: int, oracle_ea, lr: float = 1e-4, noise: float = 0.1,
+                 frames: int = 4) -> dict:
+    """Third stage: graded edits with soft labels, P(Yes) -> EA / 10.
+
+    Edits lie anywhere on the path from the source to the target (or, one time in five, to a wrong rule's
+    target), with pixel noise; the loss is binary cross-entropy of σ(Δ) against EA / 10, plus −log of the
+    probability mass on {Yes, No} so that the answer stays one of the two. Yes/No training teaches a decision
+    rule; this stage asks for "how far along", which is what USO's gradient needs.
+    """
+    rng = random.Random(seed)
+    pool = make_samples(64, "train", seed + 100) + make_samples(64, "eval", seed + 100)  # not the eval samples
+    critic = SelfCritic(vlm)
+    yes, no = critic.yes_ids[False], critic.no_ids[False]
+    vlm.model.train().requires_grad_(True)
+    optimizer = torch.optim.Adam(vlm.model.parameters(), lr=lr)
+    generator = torch.Generator().manual_seed(seed)
+    losses = []
+    for _ in range(steps):
+        sample = rng.choice(pool)
+        instruction = rng.choice(PHRASINGS[sample.category][0] + PHRASINGS[sample.category][1])
+        source = render(sample.scene)
+        category = sample.category
+        if rng.random() < 0.2:
+            category = rng.choice([c for c in CATEGORIES if c != sample.category])
+        alpha = rng.random()
+        edited = source * (1 - alpha) + render(sample.scene, category=category) * alpha
+        edited = edited + torch.randn(edited.shape, generator=generator) * noise * rng.random()
+        label = torch.tensor(oracle_ea(sample, edited) / 10.0)
+        messages = critic._messages(instruction, ALL_QUESTION)
+        videos = [vlm_ops.to_vlm_frames(v.clamp(0, 1), frames) for v in (source, edited)]
+        inputs = vlm_ops.build_inputs(vlm, messages, videos, assistant_prefix="Yes")
+        vlm_ops._reset_rope_cache(vlm)
+        logits = vlm.model(**inputs.kwargs).logits[0, -2].float()  # the position that predicts the answer
+        answer_mass = torch.logsumexp(logits[[yes, no]], 0) - torch.logsumexp(logits, 0)
+        loss = F.binary_cross_entropy_with_logits(logits[yes] - logits[no], label) - answer_mass
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    vlm.model.eval().requires_grad_(False)
+    tail = losses[-500:]
+    logger.info("critic graded: mean loss of the last %d steps %.4f", len(tail), sum(tail) / len(tail))
+    return {"graded_final_loss": sum(tail) / len(tail), "graded_steps": steps}
+
+
 def critic_correlation(vlm, samples: list[Sample], oracle_ea) -> dict:
     """Spearman ρ of P(Yes), and of the hard verdict, with the oracle's EA on held-out edits."""
     critic = SelfCritic(vlm)
@@ -180,7 +226,8 @@ def gradient_alignment(vlm, samples: list[Sample], oracle_ea) -> dict:
             before = oracle_ea(sample, edited.detach())
             gains.append(oracle_ea(sample, edited.detach() + step) - before)
             exact_gains.append(oracle_ea(sample, edited.detach() + wanted * 0.5) - before)
-    return {"cosine_mean": sum(cosines) / len(cosines), "cosine_positive_share": sum(c > 0 for c in cosines) / len(cosines),
+    return {"cosine_mean": sum(cosines) / len(cosines),
+            "cosine_positive_share": sum(c > 0 for c in cosines) / len(cosines),
             "ea_gain_of_gradient_step": sum(gains) / len(gains),
             "ea_gain_of_exact_step": sum(exact_gains) / len(exact_gains), "edits": len(cosines)}
 

@@ -26,7 +26,7 @@ def write(results: dict, out: Path) -> list[Path]:
     lines += ["", f"Critic on held-out edits ({critic['pairs']} pairs): Spearman ρ of P(Yes) with oracle EA "
               f"{critic['spearman_p_yes']:.3f}, of the hard-decoded verdict {critic['spearman_hard']:.3f}. "
               f"VAE reconstruction MAE {results['prepare']['vae']['reconstruction_mae']:.4f}.", "",
-              *_alignment(critic),
+              *_alignment(critic), *_gradient_share(results.get("reward_gradient_share")),
               "## λ sweep (USO, seed 0)", "", "| λ | Overall | EA | triggered |", "|---|---|---|---|"]
     lines += [f"| {r['reason_weight']} | {r['scores']['Overall']:.3f} | {r['scores']['EA']:.3f} | {r['triggered']:.3f} |"
               for r in results["lambda_sweep"]]
@@ -44,8 +44,17 @@ def _alignment(critic: dict) -> list[str]:
         return []
     return [f"Critic gradient on {alignment['edits']} held-out edits: cosine of ∂Δ/∂pixels with (target − edit) "
             f"{alignment['cosine_mean']:.4f} (positive for {alignment['cosine_positive_share']:.0%}); a pixel step "
-            f"along it, half the distance to the target long, changes EA by {alignment['ea_gain_of_gradient_step']:+.3f} "
+            "along it, half the distance to the target long, changes EA by "
+            f"{alignment['ea_gain_of_gradient_step']:+.3f} "
             f"(the same step straight at the target: {alignment['ea_gain_of_exact_step']:+.3f}).", ""]
+
+
+def _gradient_share(share: dict | None) -> list[str]:
+    if not share:
+        return []
+    return [f"Reward's share of USO's update (pre-trained generator, {share['samples']} training samples at "
+            f"σ = {share['sigma']}, λ = {share['reason_weight']}): ‖∇λ·L_reason‖ / ‖∇L_FM‖ = "
+            f"{share['norm_ratio_mean']:.2e}, cosine between the two {share['cosine_with_fm_mean']:+.3f}.", ""]
 
 
 def _plot(results: dict, path: Path) -> Path:
