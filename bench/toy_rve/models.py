@@ -131,20 +131,29 @@ def train_critic(vlm, *, steps: int, seed: int, lr: float = 1e-4, stage1_fractio
         else:
             edited = negative_edit(sample, rng.choice(STAGE1_NEGATIVES if step < stage1_steps else STAGE2_NEGATIVES),
                                    rng)
-        messages = critic._messages(instruction, ALL_QUESTION)
-        videos = [vlm_ops.to_vlm_frames(v.clamp(0, 1), frames) for v in (render(sample.scene), edited)]
-        inputs = vlm_ops.build_inputs(vlm, messages, videos, assistant_prefix=answer)
-        vlm_ops._reset_rope_cache(vlm)
-        logits = vlm.model(**inputs.kwargs).logits[0, -2]  # the position that predicts the answer
-        loss = F.cross_entropy(logits[None].float(), inputs.kwargs["input_ids"][0, -1:])
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+        logits, answer_id = _answer_logits(vlm, critic, instruction, render(sample.scene), edited, answer, frames)
+        losses.append(_step(optimizer, F.cross_entropy(logits[None].float(), answer_id.view(1))))
     vlm.model.eval().requires_grad_(False)
     tail = losses[-500:]
     logger.info("critic trained: mean loss of the last %d steps %.4f", len(tail), sum(tail) / len(tail))
     return {"final_loss": sum(tail) / len(tail), "stage1_steps": stage1_steps}
+
+
+def _answer_logits(vlm, critic: SelfCritic, instruction: str, source: torch.Tensor, edited: torch.Tensor,
+                   answer: str, frames: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The critic's prompt with `answer` appended: logits at the position that predicts it, and its id."""
+    messages = critic._messages(instruction, ALL_QUESTION)
+    videos = [vlm_ops.to_vlm_frames(v.clamp(0, 1), frames) for v in (source, edited)]
+    inputs = vlm_ops.build_inputs(vlm, messages, videos, assistant_prefix=answer)
+    vlm_ops._reset_rope_cache(vlm)
+    return vlm.model(**inputs.kwargs).logits[0, -2], inputs.kwargs["input_ids"][0, -1]
+
+
+def _step(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> float:
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    return loss.item()
 
 
 def grade_critic(vlm, *, steps: int, seed: int, oracle_ea, lr: float = 1e-4, noise: float = 0.1,
@@ -175,17 +184,10 @@ def grade_critic(vlm, *, steps: int, seed: int, oracle_ea, lr: float = 1e-4, noi
         edited = source * (1 - alpha) + render(sample.scene, category=category) * alpha
         edited = edited + torch.randn(edited.shape, generator=generator) * noise * rng.random()
         label = torch.tensor(oracle_ea(sample, edited) / 10.0)
-        messages = critic._messages(instruction, ALL_QUESTION)
-        videos = [vlm_ops.to_vlm_frames(v.clamp(0, 1), frames) for v in (source, edited)]
-        inputs = vlm_ops.build_inputs(vlm, messages, videos, assistant_prefix="Yes")
-        vlm_ops._reset_rope_cache(vlm)
-        logits = vlm.model(**inputs.kwargs).logits[0, -2].float()  # the position that predicts the answer
+        logits = _answer_logits(vlm, critic, instruction, source, edited, "Yes", frames)[0].float()
         answer_mass = torch.logsumexp(logits[[yes, no]], 0) - torch.logsumexp(logits, 0)
-        loss = F.binary_cross_entropy_with_logits(logits[yes] - logits[no], label) - answer_mass
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+        losses.append(_step(optimizer, F.binary_cross_entropy_with_logits(logits[yes] - logits[no], label)
+                            - answer_mass))
     vlm.model.eval().requires_grad_(False)
     tail = losses[-500:]
     logger.info("critic graded: mean loss of the last %d steps %.4f", len(tail), sum(tail) / len(tail))
