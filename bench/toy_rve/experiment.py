@@ -12,8 +12,7 @@ import json
 import logging
 import math
 import time
-import dataclasses
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -22,7 +21,7 @@ from revise_core import vae as vae_ops
 from revise_core.editor import EditModels, EditSettings, ReviseEditor
 from revise_core.sampler import SamplerConfig
 from revise_core.testing import tiny_text_encoder, tiny_vlm
-from revise_core.video import write_video
+from revise_core.video import from_model_space, to_model_space, write_video
 from trainer.config import USOConfig
 from trainer.loop import USOTrainer
 from trainer.step import sample_loss
@@ -157,7 +156,7 @@ class Experiment:
             for objective in ("sft", "uso"):  # uso − sft = the reward's share, with identical noise and σ
                 result = sample_loss(trainer.model, trainer.models.vae, trainer.critic, feats, triplet.instruction,
                                      sigma=torch.tensor([sigma]), noise=noise, drop=False,
-                                     config=dataclasses.replace(trainer.config, objective=objective),
+                                     config=replace(trainer.config, objective=objective),
                                      device=torch.device("cpu"), autocast_dtype=None)
                 flat[objective] = torch.cat([g.flatten() for g in torch.autograd.grad(result.loss, parameters)])
             reward = flat["uso"] - flat["sft"]
@@ -210,8 +209,7 @@ class Experiment:
     def _through_vae(self, frames: torch.Tensor) -> torch.Tensor:
         vae = self.frozen["vae"]
         with torch.no_grad():
-            pixels = vae_ops.decode(vae, vae_ops.encode(vae, frames.permute(3, 0, 1, 2)[None] * 2 - 1))
-        return ((pixels[0].permute(1, 2, 3, 0) + 1) / 2).clamp(0, 1)
+            return from_model_space(vae_ops.decode(vae, vae_ops.encode(vae, to_model_space(frames))))
 
 
 def summarize(scores) -> dict:
