@@ -26,7 +26,7 @@ def build_vlm(device: torch.device):
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
     from revise_core.variants import get_variant
-    from revise_core.vlm import VisionLanguageModel, VisionPreprocessConfig
+    from revise_core.vlm.qwen2_vl import Qwen2VLModel, VisionPreprocessConfig
 
     data = get_variant("qwen2.5-vl-7b").load_config()
     # The real tokenizer cannot be downloaded here: the run-time tokenizer stands in, and the special token
@@ -44,7 +44,7 @@ def build_vlm(device: torch.device):
     finally:
         torch.set_default_dtype(previous)
     model.eval().requires_grad_(False)
-    return VisionLanguageModel(model=model, tokenizer=tok, preprocess=VisionPreprocessConfig()), (352, 640)
+    return Qwen2VLModel(model=model, tokenizer=tok, preprocess=VisionPreprocessConfig()), (352, 640)
 
 
 def run(device: torch.device, repeats: int, gradient_checkpointing: bool) -> dict:
@@ -53,9 +53,7 @@ def run(device: torch.device, repeats: int, gradient_checkpointing: bool) -> dic
 
     vlm, (height, width) = build_vlm(device)
     if gradient_checkpointing:
-        from revise_core.vlm import set_gradient_checkpointing
-
-        set_gradient_checkpointing(vlm, True)
+        vlm.set_gradient_checkpointing(True)
     critic = SelfCritic(vlm, CriticConfig(num_frames=4))
     generator = torch.Generator("cpu").manual_seed(0)
     source = torch.rand(4, height, width, 3, generator=generator).to(device)

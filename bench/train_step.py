@@ -80,11 +80,9 @@ def measure(generator, vae, critic, feats, device, *, objective: str, checkpoint
 
     config = USOConfig(objective=objective, sigma_max=0.5, decode_latent_frames=latent_frames, num_frames=5,
                        height=64, width=64, checkpointing_vae=checkpointing)
-    from revise_core.vlm import set_gradient_checkpointing
-
     dit = generator.dit
     (dit.enable_gradient_checkpointing if checkpointing else dit.disable_gradient_checkpointing)()
-    set_gradient_checkpointing(critic.vlm, checkpointing)
+    critic.vlm.set_gradient_checkpointing(checkpointing)
     dtype = torch.bfloat16 if device.type == "cuda" else None
     sigma = torch.tensor([0.3])  # inside σ_max: the critic runs for USO
     noise = torch.randn(feats.target_latents.shape, generator=torch.Generator("cpu").manual_seed(1))

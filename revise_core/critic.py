@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 
 import torch
 
-from . import vlm as vlm_ops
 from .vlm import VisionLanguageModel
 
 logger = logging.getLogger(__name__)
@@ -143,14 +142,12 @@ class SelfCritic:
             raise CriticError(f"unknown dimension '{dimension}'; known: {list(DIMENSIONS)}")
         question = ALL_QUESTION if dimension is None else DIMENSION_QUESTION.format(text=DIMENSIONS[dimension])
         messages = self._messages(instruction, question)
-        videos = [vlm_ops.to_vlm_frames(frames, self.config.num_frames) for frames in (source, edited)]
         reasoning, prefix = "", ""
         if self.config.cot:
             reasoning = self._reason(messages, source, edited)
             prefix = reasoning + VERDICT_CUE
-        inputs = vlm_ops.build_inputs(self.vlm, messages, videos, fps=self.config.fps, assistant_prefix=prefix)
-        vlm_ops._reset_rope_cache(self.vlm)
-        logits = self.vlm.model(**inputs.kwargs, logits_to_keep=1).logits[0, -1].float()
+        logits = self.vlm.answer_logits(messages, [source, edited], num_frames=self.config.num_frames,
+                                        fps=self.config.fps, assistant_prefix=prefix)
         # After the generation prompt the answer starts a line ("Yes"); after "Verdict :" it follows a
         # space (" Yes"). Tokenizers with byte-level BPE give these different ids.
         spaced = bool(prefix) and not prefix[-1].isspace()
@@ -159,9 +156,8 @@ class SelfCritic:
 
     def _reason(self, messages: list[dict], source: torch.Tensor, edited: torch.Tensor) -> str:
         # Generated without gradient (vlm.chat runs under no_grad); only the verdict keeps the graph.
-        return vlm_ops.chat(self.vlm, messages, [source.detach(), edited.detach()],
-                            max_new_tokens=self.config.cot_tokens, num_frames=self.config.num_frames,
-                            fps=self.config.fps)
+        return self.vlm.chat(messages, [source.detach(), edited.detach()], max_new_tokens=self.config.cot_tokens,
+                             num_frames=self.config.num_frames, fps=self.config.fps)
 
     def baseline(self, source: torch.Tensor, instruction: str, *, dimension: str | None = None) -> torch.Tensor:
         """Δ_base of the (source, source) pair: no gradient, computed once per (source, instruction)."""

@@ -23,7 +23,6 @@ from torch import nn
 from . import checkpoints as ckpt
 from . import vae as vae_ops
 from . import video as video_ops
-from . import vlm as vlm_ops
 from .connector import Connector, load_connector
 from .critic import SelfCritic
 from .dit import load_dit
@@ -247,7 +246,7 @@ def encode_instruction(vlm: VisionLanguageModel, source: torch.Tensor, instructi
         with _timed(timings, "vlm_reasoning"):
             reasoning, prompts = caption_reasoning(vlm, source, instruction, settings)
     with _timed(timings, "vlm_encode"):
-        u = vlm_ops.encode(vlm, source, instruction, num_frames=settings.vlm_frames, fps=settings.fps)
+        u = vlm.encode(source, instruction, num_frames=settings.vlm_frames, fps=settings.fps)
     return VLMCondition(u, prompts, reasoning)
 
 
@@ -271,10 +270,10 @@ def assemble_condition(connector: Connector, text: TextEncoder, vae: nn.Module, 
 def caption_reasoning(vlm: VisionLanguageModel, source: torch.Tensor, instruction: str,
                       settings: EditSettings) -> tuple[str, list[str]]:
     """Omni-Video 2's reasoning: a source caption, then a target caption from it and the instruction."""
-    source_caption = vlm_ops.generate(vlm, source, SOURCE_CAPTION_PROMPT, max_new_tokens=settings.caption_tokens,
-                                      num_frames=settings.vlm_frames, fps=settings.fps)
-    target_caption = vlm_ops.generate(
-        vlm, None, TARGET_CAPTION_PROMPT.format(source=source_caption, instruction=instruction),
+    source_caption = vlm.generate(source, SOURCE_CAPTION_PROMPT, max_new_tokens=settings.caption_tokens,
+                                  num_frames=settings.vlm_frames, fps=settings.fps)
+    target_caption = vlm.generate(
+        None, TARGET_CAPTION_PROMPT.format(source=source_caption, instruction=instruction),
         max_new_tokens=settings.caption_tokens,
     )
     reasoning = f"source: {source_caption}\ntarget: {target_caption}"

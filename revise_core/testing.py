@@ -32,7 +32,7 @@ from .dit import save_dit
 from .editor import write_models_file
 from .text import TextEncoder, hf_t5_to_wan, save_text_encoder
 from .vae import save_vae
-from .vlm import VisionLanguageModel, VisionPreprocessConfig
+from .vlm.qwen2_vl import Qwen2VLModel, VisionPreprocessConfig
 
 logger = logging.getLogger(__name__)
 
@@ -184,7 +184,7 @@ def tiny_vlm_config(tokenizer) -> dict:
     )
 
 
-def tiny_vlm(seed: int = 0, extra_text: tuple[str, ...] = ()) -> VisionLanguageModel:
+def tiny_vlm(seed: int = 0, extra_text: tuple[str, ...] = ()) -> Qwen2VLModel:
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
     tokenizer = train_tokenizer("vlm", extra_text)
@@ -194,7 +194,7 @@ def tiny_vlm(seed: int = 0, extra_text: tuple[str, ...] = ()) -> VisionLanguageM
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.eval().requires_grad_(False)
-    return VisionLanguageModel(model=model, tokenizer=tokenizer, preprocess=TINY_PREPROCESS)
+    return Qwen2VLModel(model=model, tokenizer=tokenizer, preprocess=TINY_PREPROCESS)
 
 
 def tiny_connector_config() -> ConnectorConfig:
@@ -247,7 +247,7 @@ class TinyModelSet:
     dit: nn.Module
     vae: nn.Module
     text: TextEncoder
-    vlm: VisionLanguageModel
+    vlm: Qwen2VLModel
     connector: Connector
 
 

@@ -11,7 +11,7 @@ import torch
 
 from revise_core import critic as critic_mod
 from revise_core import critic_cli
-from revise_core import vlm as vlm_ops
+from revise_core.vlm import to_vlm_frames
 from revise_core.critic import CriticConfig, CriticError, SelfCritic
 from revise_core.losses import reason_loss
 from revise_core.testing import tiny_vlm
@@ -43,8 +43,8 @@ def test_p_yes_is_the_softmax_over_yes_no_at_the_verdict_position(vlm):
     source, edited = _video(0), _video(1)
     verdict = critic.verdict(source, edited, INSTRUCTION)
     messages = critic._messages(INSTRUCTION, critic_mod.ALL_QUESTION)
-    videos = [vlm_ops.to_vlm_frames(v, critic.config.num_frames) for v in (source, edited)]
-    inputs = vlm_ops.build_inputs(vlm, messages, videos)
+    videos = [to_vlm_frames(v, critic.config.num_frames) for v in (source, edited)]
+    inputs = vlm.build_inputs(messages, videos)
     assert vlm.tokenizer.decode(inputs.kwargs["input_ids"][0, -2:]).split() == ["<|im_start|>", "assistant"]
     with torch.no_grad():
         logits = vlm.model(**inputs.kwargs).logits[0, -1]
@@ -94,9 +94,9 @@ def test_a_vlm_taught_red_is_yes_scores_a_redder_edit_higher():
     optimizer = torch.optim.Adam(model.model.parameters(), lr=5e-3)
     for _ in range(20):
         for color, answer in (((0.9, 0.1, 0.1), "Yes"), ((0.1, 0.1, 0.9), "No")):
-            videos = [vlm_ops.to_vlm_frames(v, 4) for v in (source, _solid(color))]
-            inputs = vlm_ops.build_inputs(model, messages, videos, assistant_prefix=answer)
-            vlm_ops._reset_rope_cache(model)
+            videos = [to_vlm_frames(v, 4) for v in (source, _solid(color))]
+            inputs = model.build_inputs(messages, videos, assistant_prefix=answer)
+            model.reset_state()
             logits = model.model(**inputs.kwargs).logits[0, -2]  # the position that predicts the answer
             target = inputs.kwargs["input_ids"][0, -1]
             loss = torch.nn.functional.cross_entropy(logits[None], target[None])

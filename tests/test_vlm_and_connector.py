@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from conftest import assert_close
-from revise_core import vlm as vlm_ops
+from revise_core.vlm import VLMError, qwen2_vl, to_vlm_frames
 from revise_core.testing import TINY_PREPROCESS
 
 
@@ -22,7 +22,7 @@ def test_patches_match_the_transformers_qwen2_vl_image_processor():
     expected = processor(images=[image.numpy()], do_rescale=False, do_resize=False, return_tensors="pt",
                          input_data_format="channels_first")
     for frames in (image[None], torch.stack([image, image])):  # one frame is repeated to the temporal patch
-        patches, grid = vlm_ops.frames_to_patches(frames, TINY_PREPROCESS)
+        patches, grid = qwen2_vl.frames_to_patches(frames, TINY_PREPROCESS)
         assert_close(patches, expected["pixel_values"], atol=1e-5)
         assert list(grid) == expected["image_grid_thw"][0].tolist()
 
@@ -32,22 +32,22 @@ def test_smart_resize_matches_transformers(size):
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
 
     for min_pixels, max_pixels in ((4 * 784, 64 * 784), (128 * 784, 768 * 784)):
-        assert vlm_ops.smart_resize(*size, 28, min_pixels, max_pixels) == smart_resize(
+        assert qwen2_vl.smart_resize(*size, 28, min_pixels, max_pixels) == smart_resize(
             *size, factor=28, min_pixels=min_pixels, max_pixels=max_pixels)
 
 
 def test_video_patch_order_groups_consecutive_frames():
     frames = torch.rand(4, 3, 56, 56)
-    patches, grid = vlm_ops.frames_to_patches(frames, TINY_PREPROCESS)
+    patches, grid = qwen2_vl.frames_to_patches(frames, TINY_PREPROCESS)
     assert grid == (2, 4, 4) and patches.shape == (32, 3 * 2 * 14 * 14)
-    first_group, _ = vlm_ops.frames_to_patches(frames[:2], TINY_PREPROCESS)
+    first_group, _ = qwen2_vl.frames_to_patches(frames[:2], TINY_PREPROCESS)
     assert torch.equal(patches[:16], first_group)
 
 
 def test_u_is_differentiable_in_the_pixels_and_the_vlm_stays_frozen(tiny_models):
     vlm = tiny_models.vlm
     frames = torch.rand(9, 64, 64, 3, requires_grad=True)
-    u = vlm_ops.encode(vlm, frames, "make the car red", num_frames=4)
+    u = vlm.encode(frames, "make the car red", num_frames=4)
     u.square().mean().backward()
     used = frames.grad[torch.linspace(0, 8, 4).round().long()]
     assert used.abs().flatten(1).sum(1).gt(0).all()  # every sampled frame gets gradient
@@ -57,27 +57,27 @@ def test_u_is_differentiable_in_the_pixels_and_the_vlm_stays_frozen(tiny_models)
 def test_u_drops_exactly_the_system_prefix(tiny_models):
     vlm = tiny_models.vlm
     frames = torch.rand(5, 64, 64, 3)
-    messages = [{"role": "system", "content": vlm_ops.FEATURE_SYSTEM_PROMPT},
+    messages = [{"role": "system", "content": qwen2_vl.FEATURE_SYSTEM_PROMPT},
                 {"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "make the car red"}]}]
-    inputs = vlm_ops.build_inputs(vlm, messages, [vlm_ops.to_vlm_frames(frames, 4)])
+    inputs = vlm.build_inputs(messages, [to_vlm_frames(frames, 4)])
     ids = inputs.kwargs["input_ids"][0]
     system_ids = vlm.tokenizer(vlm.tokenizer.apply_chat_template(messages[:1], tokenize=False),
                                add_special_tokens=False)["input_ids"]
     assert inputs.prefix_len == len(system_ids) and ids[: inputs.prefix_len].tolist() == system_ids
-    video_positions = inputs.kwargs["mm_token_type_ids"][0] == vlm_ops.TOKEN_TYPE_VIDEO
+    video_positions = inputs.kwargs["mm_token_type_ids"][0] == qwen2_vl.TOKEN_TYPE_VIDEO
     grid = inputs.kwargs["video_grid_thw"][0]
     assert video_positions.sum() == grid.prod() // 4
     with torch.no_grad():
-        u = vlm_ops.encode(vlm, frames, "make the car red", num_frames=4)
+        u = vlm.encode(frames, "make the car red", num_frames=4)
         full = vlm.model(**inputs.kwargs, output_hidden_states=True).hidden_states[-1][0]
     assert_close(u, full[inputs.prefix_len:], atol=1e-6)
 
 
 def test_generate_is_bounded_text(tiny_models):
-    text = vlm_ops.generate(tiny_models.vlm, torch.rand(5, 64, 64, 3), "Describe the source video .", max_new_tokens=5)
+    text = tiny_models.vlm.generate(torch.rand(5, 64, 64, 3), "Describe the source video .", max_new_tokens=5)
     assert isinstance(text, str) and len(text.split()) <= 5
-    with pytest.raises(ValueError, match="instruction is empty"):
-        vlm_ops.encode(tiny_models.vlm, torch.rand(5, 64, 64, 3), "  ")
+    with pytest.raises(VLMError, match="instruction is empty"):
+        tiny_models.vlm.encode(torch.rand(5, 64, 64, 3), "  ")
 
 
 def _distinct(n: int, value: float, width: int = 32) -> torch.Tensor:

@@ -18,7 +18,6 @@ import torch
 from revise_core import checkpoints as ckpt
 from revise_core import vae as vae_ops
 from revise_core import video as video_ops
-from revise_core import vlm as vlm_ops
 from revise_core.manifest import ManifestError, Triplet, read_manifest  # noqa: F401 - re-exported for the trainer
 from revise_core.text import encode_text
 
@@ -80,7 +79,7 @@ class FeatureStore:
             latents = [vae_ops.normalize_latents(m.vae, vae_ops.encode(m.vae, video_ops.to_model_space(c).to(device)).float())
                        for c in clips]
             (text,) = encode_text(m.text, [triplet.instruction], max_length=self.max_text_len)
-            u = vlm_ops.encode(m.vlm, clips[0], triplet.instruction, num_frames=self.vlm_frames)
+            u = m.vlm.encode(clips[0], triplet.instruction, num_frames=self.vlm_frames)
         return Features(clips[0].half().cpu(), latents[0].cpu(), latents[1].cpu(), text.float().cpu(), u.float().cpu())
 
     def _load(self, key: str) -> Features | None:

@@ -24,7 +24,6 @@ import torch.distributed as dist
 from revise_core import losses
 from revise_core.critic import CriticConfig, SelfCritic
 from revise_core.editor import EditModels
-from revise_core.vlm import set_gradient_checkpointing
 
 from . import state as checkpoints
 from .config import USOConfig
@@ -70,7 +69,7 @@ class USOTrainer:
         if cfg.checkpointing_dit:
             self.generator.dit.enable_gradient_checkpointing()
         if cfg.checkpointing_vlm:
-            set_gradient_checkpointing(models.vlm, True)
+            models.vlm.set_gradient_checkpointing(True)
         self.critic = SelfCritic(models.vlm, CriticConfig(num_frames=cfg.critic_frames, cot=cfg.cot))
         self.triplets = self._triplets or read_manifest(cfg.manifest, min_frames=1)
         self.features = FeatureStore(models, num_frames=cfg.num_frames, height=cfg.height, width=cfg.width,

@@ -19,7 +19,6 @@ import torch
 import torch.nn.functional as F
 
 from revise_core import vae as vae_ops
-from revise_core import vlm as vlm_ops
 from revise_core.connector import Connector
 from revise_core.critic import ALL_QUESTION, SelfCritic
 from revise_core.testing import seeded, tiny_connector_config, tiny_dit_config, tiny_vae_config
@@ -143,10 +142,10 @@ def _answer_logits(vlm, critic: SelfCritic, instruction: str, source: torch.Tens
                    answer: str, frames: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The critic's prompt with `answer` appended: logits at the position that predicts it, and its id."""
     messages = critic._messages(instruction, ALL_QUESTION)
-    videos = [vlm_ops.to_vlm_frames(v.clamp(0, 1), frames) for v in (source, edited)]
-    inputs = vlm_ops.build_inputs(vlm, messages, videos, assistant_prefix=answer)
-    vlm_ops._reset_rope_cache(vlm)
-    return vlm.model(**inputs.kwargs).logits[0, -2], inputs.kwargs["input_ids"][0, -1]
+    videos = [vlm.prepare_frames(v.clamp(0, 1), frames) for v in (source, edited)]
+    inputs = vlm.build_inputs(messages, videos, assistant_prefix=answer)
+    vlm.reset_state()
+    return vlm.forward(inputs, last=2).logits[0], inputs.token_ids[-1]
 
 
 def _step(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> float:

@@ -150,23 +150,16 @@ class LocalJudge(Judge):
         ]
 
     def ask(self, metric, instruction, source, edited) -> str:
-        from ..vlm import chat
-
         if self.mode == "expected":
             return json.dumps({"score": self._expected_score(metric, instruction, source, edited), "reason": ""})
-        return chat(self.vlm, self._messages(metric, instruction), [source, edited],
-                    max_new_tokens=self.max_new_tokens, num_frames=self.num_frames)
+        return self.vlm.chat(self._messages(metric, instruction), [source, edited], max_new_tokens=self.max_new_tokens,
+                             num_frames=self.num_frames)
 
     def _expected_score(self, metric, instruction, source, edited) -> float:
-        from .. import vlm as vlm_ops
-
         numbers = _number_tokens(self.vlm.tokenizer)
-        videos = [vlm_ops.to_vlm_frames(v, self.num_frames) for v in (source, edited)]
-        inputs = vlm_ops.build_inputs(self.vlm, self._messages(metric, instruction), videos,
-                                      assistant_prefix='{"score": ')
-        vlm_ops._reset_rope_cache(self.vlm)
         with torch.no_grad():
-            logits = self.vlm.model(**inputs.kwargs, logits_to_keep=1).logits[0, -1].float()
+            logits = self.vlm.answer_logits(self._messages(metric, instruction), [source, edited],
+                                            num_frames=self.num_frames, assistant_prefix='{"score": ')
         values = torch.tensor([v for v, _ in numbers], dtype=torch.float32)
         probs = torch.softmax(logits[[t for _, t in numbers]], dim=0)
         top = float(values.max())

@@ -47,7 +47,6 @@ class FilmTooShort(ValueError):
 def build_film(film: Path, out_dir: Path, *, vlm, encoder, chat, config: ICVGConfig | None = None,
                film_id: str | None = None) -> list[dict]:
     """Manifest rows (subset ICVG) for one film; clip videos are written under `out_dir/clips/`."""
-    from ..vlm import generate
 
     config = config or ICVGConfig()
     film_id = film_id or film.stem
@@ -56,7 +55,7 @@ def build_film(film: Path, out_dir: Path, *, vlm, encoder, chat, config: ICVGCon
     if len(ranges) < 2:
         raise FilmTooShort(f"{film}: {len(ranges)} usable shot(s) of >= {config.min_clip_frames} frames; need 2")
     frames = [clip.frames[s:e] for s, e in ranges]
-    captions = [generate(vlm, f, CAPTION_PROMPT, max_new_tokens=config.caption_tokens) or "a scene" for f in frames]
+    captions = [vlm.generate(f, CAPTION_PROMPT, max_new_tokens=config.caption_tokens) or "a scene" for f in frames]
     visual = torch.stack([encoder.image_features(f[len(f) // 2:len(f) // 2 + 1])[0] for f in frames])
     text = encoder.text_features(captions)
     rows = []

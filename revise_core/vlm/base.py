@@ -1,0 +1,193 @@
+"""The interface every VLM family implements, and the parts all families share.
+
+A VLM `U` has three uses in ReViSE (paper §3.2, §4.2): it encodes the source video and the instruction
+into hidden states `u` for the connector, it writes text (captions, chain of thought), and it answers
+Yes / No about an edit, whose logits are the differentiable reward. Each family (Qwen2-VL / Qwen2.5-VL,
+VILA, ...) lives in one module and subclasses `VisionLanguageModel`; callers (editor, SelfCritic, trainer,
+RVE-Bench judge, nodes) only see this class.
+
+A family implements five things:
+- `build_inputs(messages, videos)`: a chat with `{"type": "video"}` placeholders rendered in the family's
+  chat template, with the videos' pixels prepared differentiably, as a `VLMInputs`;
+- `forward(inputs)`: logits of the last positions (and the last hidden states when asked), differentiable;
+- `generate_from(inputs)`: greedy, bounded text generation;
+- `encode(frames, instruction)`: the conditioning states `u` exactly as the family's release builds them;
+- `hidden_size`, and optionally `reset_state` / `set_gradient_checkpointing`.
+Everything else (chat, captions, the verdict logits) is written once here.
+"""
+
+from __future__ import annotations
+
+import abc
+import logging
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+logger = logging.getLogger(__name__)
+
+
+class VLMError(ValueError):
+    """A VLM cannot take these inputs (empty instruction, wrong frame layout, placeholder mismatch)."""
+
+
+@dataclass
+class VLMInputs:
+    """One conversation (batch 1) prepared for a family's forward.
+
+    `kwargs` is family-specific (the model's own keyword arguments for Qwen-VL; ids with image markers and
+    pixels for VILA); callers treat it as opaque and pass the object back to the same VLM.
+    """
+
+    kwargs: dict
+    # Leading tokens of the prompt that `encode` drops from u (Omni-Video 2 drops the system message).
+    prefix_len: int = 0
+    # Text token ids of the prompt, [L] (family placeholders for visual tokens included).
+    token_ids: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))
+
+
+@dataclass
+class VLMOutput:
+    """Logits of the last positions [K, V] and, when requested, the last-layer hidden states [L, H]."""
+
+    logits: torch.Tensor
+    hidden_states: torch.Tensor | None = None
+
+
+class VisionLanguageModel(abc.ABC):
+    """A VLM with its tokenizer and preprocessing; frozen unless a caller trains it on purpose.
+
+    `model` is one `nn.Module` holding every weight (so `.parameters()`, `.eval()`, `.to()` and
+    `.requires_grad_()` act on the whole VLM) and `tokenizer` its tokenizer.
+    """
+
+    family: ClassVar[str] = ""
+    model: nn.Module
+    tokenizer: object
+
+    # --- what each family implements ---------------------------------------------------------------
+
+    @property
+    @abc.abstractmethod
+    def hidden_size(self) -> int:
+        """Width of u (the LLM's hidden size)."""
+
+    @abc.abstractmethod
+    def build_inputs(self, messages: list[dict], videos: list[torch.Tensor] = (), *, fps: float = 16.0,
+                     add_generation_prompt: bool = True, assistant_prefix: str = "") -> VLMInputs:
+        """Render `messages` (roles system / user / assistant; content a string or a list of
+        `{"type": "text", "text": ...}` and `{"type": "video"}` parts) and attach `videos`, frames
+        [F, 3, H, W] in 0..1, one per placeholder, in order. `assistant_prefix` is text placed after the
+        generation prompt (e.g. a chain of thought before the verdict position). Differentiable in the
+        videos."""
+
+    @abc.abstractmethod
+    def forward(self, inputs: VLMInputs, *, last: int = 1, hidden_states: bool = False) -> VLMOutput:
+        """Logits of the last `last` positions; with `hidden_states`, also the last layer's states."""
+
+    @abc.abstractmethod
+    def generate_from(self, inputs: VLMInputs, *, max_new_tokens: int) -> torch.Tensor:
+        """Ids of the greedily generated continuation (at most `max_new_tokens`), without gradient."""
+
+    @abc.abstractmethod
+    def encode(self, frames: torch.Tensor, instruction: str, *, num_frames: int | None = 8,
+               fps: float = 16.0) -> torch.Tensor:
+        """u = hidden states [L_u, H] for (source video frames [T, H, W, 3] in 0..1, instruction), built as
+        the family's release builds them. Differentiable in `frames` when gradients are enabled."""
+
+    def reset_state(self) -> None:
+        """Forget state cached between calls (Qwen-VL keeps rope deltas on the model)."""
+
+    def set_gradient_checkpointing(self, enabled: bool) -> None:
+        """Turn activation checkpointing on or off in every transformer of the VLM."""
+        for module in self.checkpointable_modules():
+            _set_checkpointing(module, enabled)
+
+    def checkpointable_modules(self) -> list[nn.Module]:
+        return [self.model]
+
+    # --- shared ---------------------------------------------------------------------------------
+
+    def prepare_frames(self, frames: torch.Tensor, num_frames: int | None) -> torch.Tensor:
+        """ComfyUI frames [T, H, W, 3] -> the [F, 3, H, W] a video placeholder takes."""
+        return to_vlm_frames(frames, num_frames)
+
+    def answer_logits(self, messages: list[dict], videos: list[torch.Tensor], *, num_frames: int | None = 4,
+                      fps: float = 16.0, assistant_prefix: str = "") -> torch.Tensor:
+        """Logits [V] of the token that answers the chat (the verdict position), differentiable in the
+        videos ([T, H, W, 3] in 0..1); gradients never reach the VLM's weights while it is frozen."""
+        inputs = self.build_inputs(messages, [self.prepare_frames(v, num_frames) for v in videos], fps=fps,
+                                   assistant_prefix=assistant_prefix)
+        self.reset_state()
+        return self.forward(inputs).logits[-1].float()
+
+    def chat(self, messages: list[dict], videos: list[torch.Tensor] = (), *, max_new_tokens: int = 128,
+             num_frames: int | None = 8, fps: float = 16.0) -> str:
+        """Greedy answer to a chat with `{"type": "video"}` placeholders; `videos` are [T, H, W, 3] in 0..1."""
+        if max_new_tokens < 1:
+            raise VLMError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        with torch.no_grad():
+            inputs = self.build_inputs(messages, [self.prepare_frames(v.detach(), num_frames) for v in videos],
+                                       fps=fps)
+            self.reset_state()
+            new_tokens = self.generate_from(inputs, max_new_tokens=max_new_tokens)
+            self.reset_state()
+        return self.tokenizer.decode(new_tokens, skip_special_tokens=True).strip()
+
+    def generate(self, frames: torch.Tensor | None, prompt: str, *, system_prompt: str | None = None,
+                 max_new_tokens: int = 128, num_frames: int | None = 8, fps: float = 16.0) -> str:
+        """Greedy text about an optional video (no gradient); returns the new text only."""
+        content = ([{"type": "video"}] if frames is not None else []) + [{"type": "text", "text": prompt}]
+        messages = ([{"role": "system", "content": system_prompt}] if system_prompt else []) + [
+            {"role": "user", "content": content}]
+        return self.chat(messages, [frames] if frames is not None else [], max_new_tokens=max_new_tokens,
+                         num_frames=num_frames, fps=fps)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+
+# --- helpers shared by the families ----------------------------------------------------------------
+
+def to_vlm_frames(frames: torch.Tensor, num_frames: int | None = None) -> torch.Tensor:
+    """ComfyUI frames [T, H, W, 3] -> [F, 3, H, W], F frames sampled uniformly (all when None)."""
+    if frames.ndim != 4 or frames.shape[-1] != 3:
+        raise VLMError(f"expected frames [T, H, W, 3], got shape {tuple(frames.shape)}")
+    if num_frames is not None and num_frames < frames.shape[0]:
+        index = torch.linspace(0, frames.shape[0] - 1, num_frames).round().long()
+        frames = frames[index.to(frames.device)]
+    return frames.permute(0, 3, 1, 2)
+
+
+def check_instruction(instruction: object) -> str:
+    if not isinstance(instruction, str) or not instruction.strip():
+        raise VLMError("the edit instruction is empty")
+    return instruction
+
+
+def message_parts(message: dict) -> list[dict]:
+    """The content of a chat message as a list of parts (a plain string is one text part)."""
+    content = message.get("content", "")
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}]
+    if not isinstance(content, list):
+        raise VLMError(f"message content must be a string or a list of parts, got {type(content).__name__}")
+    for part in content:
+        if part.get("type") not in ("text", "video"):
+            raise VLMError(f"unsupported message part type {part.get('type')!r}; expected 'text' or 'video'")
+    return content
+
+
+def _set_checkpointing(module: nn.Module, enabled: bool) -> None:
+    # transformers 5 renamed the methods (activation_checkpointing_*); older names still exist.
+    if enabled:
+        (getattr(module, "activation_checkpointing_enable", None) or module.gradient_checkpointing_enable)()
+    else:
+        (getattr(module, "activation_checkpointing_disable", None) or module.gradient_checkpointing_disable)()

@@ -1,0 +1,254 @@
+"""Qwen2-VL / Qwen2.5-VL family (transformers `AutoModelForImageTextToText`), the Omni-Video 2 style VLM.
+
+Loaded from a Hugging Face folder only (config.json, weights, tokenizer, preprocessor config). The
+transformers *processors* are not used: on machines without torchvision the video processors cannot be
+imported, and the critic needs a differentiable path anyway. The preprocessing numbers are read from the
+folder's (video_)preprocessor_config.json into `VisionPreprocessConfig`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+from .. import checkpoints as ckpt
+from .base import VisionLanguageModel, VLMError, VLMInputs, VLMOutput, check_instruction
+
+logger = logging.getLogger(__name__)
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+MODEL_TYPES = ("qwen2_vl", "qwen2_5_vl")
+TOKEN_TYPE_VIDEO = 2  # mm_token_type_ids: 0 text, 1 image, 2 video
+
+FEATURE_SYSTEM_PROMPT = (
+    "You are a video editing assistant. Read the source video and the edit instruction, and think about "
+    "what the edited video must show."
+)
+
+
+@dataclass(frozen=True)
+class VisionPreprocessConfig:
+    """How frames become vision patches (Qwen2-VL family). Defaults are Qwen2.5-VL's video processor."""
+
+    patch_size: int = 14
+    merge_size: int = 2
+    temporal_patch_size: int = 2
+    min_pixels: int = 128 * 28 * 28
+    max_pixels: int = 768 * 28 * 28
+    image_mean: tuple[float, float, float] = CLIP_MEAN
+    image_std: tuple[float, float, float] = CLIP_STD
+
+    @classmethod
+    def from_folder(cls, folder: Path) -> VisionPreprocessConfig:
+        for name in ("video_preprocessor_config.json", "preprocessor_config.json"):
+            path = folder / name
+            if path.is_file():
+                return cls.from_dict(ckpt.read_json(path, what="VLM preprocessor config"), source=path)
+        raise ckpt.ModelFileNotFoundError(
+            f"{folder}: no video_preprocessor_config.json or preprocessor_config.json; the VLM folder must "
+            "be a complete Hugging Face model folder"
+        )
+
+    @classmethod
+    def from_dict(cls, data: dict, *, source: Path | str = "<dict>") -> VisionPreprocessConfig:
+        size = data.get("size") or {}
+        min_pixels = data.get("min_pixels", size.get("shortest_edge", cls.min_pixels))
+        max_pixels = data.get("max_pixels", size.get("longest_edge", cls.max_pixels))
+        try:
+            return cls(
+                patch_size=int(data.get("patch_size", cls.patch_size)),
+                merge_size=int(data.get("merge_size", cls.merge_size)),
+                temporal_patch_size=int(data.get("temporal_patch_size", cls.temporal_patch_size)),
+                min_pixels=int(min_pixels),
+                max_pixels=int(max_pixels),
+                image_mean=tuple(float(x) for x in data.get("image_mean", CLIP_MEAN)),
+                image_std=tuple(float(x) for x in data.get("image_std", CLIP_STD)),
+            )
+        except (TypeError, ValueError) as error:
+            raise ckpt.CheckpointError(f"{source}: invalid preprocessing value ({error})") from error
+
+
+@dataclass
+class Qwen2VLModel(VisionLanguageModel):
+    """A Qwen2-VL / Qwen2.5-VL model with its tokenizer and preprocessing numbers."""
+
+    family = "qwen2_vl"
+    model: nn.Module
+    tokenizer: object
+    preprocess: VisionPreprocessConfig
+
+    @property
+    def hidden_size(self) -> int:
+        config = self.model.config
+        return int(getattr(config, "text_config", config).hidden_size)
+
+    def build_inputs(self, messages, videos=(), *, fps=16.0, add_generation_prompt=True, assistant_prefix=""):
+        model_type = self.model.config.model_type
+        if model_type not in MODEL_TYPES:
+            raise VLMError(f"'{model_type}' is not a Qwen2-VL family model; expected one of {MODEL_TYPES}")
+        tokenizer = self.tokenizer
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+        text += assistant_prefix
+        video_token = tokenizer.convert_ids_to_tokens(self.model.config.video_token_id)
+        if text.count(video_token) != len(videos):
+            raise VLMError(f"the chat has {text.count(video_token)} video placeholders but {len(videos)} videos "
+                           "were given")
+        patches, grids = [], []
+        merge = self.preprocess.merge_size ** 2
+        pieces = text.split(video_token)
+        expanded = pieces[0]
+        for video, piece in zip(videos, pieces[1:]):
+            video_patches, grid = frames_to_patches(video, self.preprocess)
+            patches.append(video_patches)
+            grids.append(grid)
+            expanded += video_token * (grid[0] * grid[1] * grid[2] // merge) + piece
+        device = self.device
+        input_ids = tokenizer(expanded, add_special_tokens=False, return_tensors="pt")["input_ids"].to(device)
+        kwargs = {
+            "input_ids": input_ids,
+            "attention_mask": torch.ones_like(input_ids),
+            # Without it Qwen2.5-VL silently falls back to 1-D positions for the video tokens.
+            "mm_token_type_ids": (input_ids == self.model.config.video_token_id).long() * TOKEN_TYPE_VIDEO,
+        }
+        if videos:
+            kwargs["pixel_values_videos"] = torch.cat(patches).to(device=device, dtype=self.dtype)
+            kwargs["video_grid_thw"] = torch.tensor(grids, device=device)
+            if model_type == "qwen2_5_vl":
+                kwargs["second_per_grid_ts"] = torch.tensor(
+                    [self.preprocess.temporal_patch_size / fps] * len(videos), device=device)
+        system = [message for message in messages if message.get("role") == "system"]
+        prefix_len = 0
+        if system and messages[0].get("role") == "system":
+            prefix_text = tokenizer.apply_chat_template(system, tokenize=False, add_generation_prompt=False)
+            prefix_len = len(tokenizer(prefix_text, add_special_tokens=False)["input_ids"])
+        return VLMInputs(kwargs, prefix_len, input_ids[0])
+
+    def forward(self, inputs, *, last=1, hidden_states=False):
+        output = self.model(**inputs.kwargs, output_hidden_states=hidden_states, logits_to_keep=last)
+        states = output.hidden_states[-1][0] if hidden_states else None
+        return VLMOutput(output.logits[0, -last:], states)
+
+    def generate_from(self, inputs, *, max_new_tokens):
+        output = self.model.generate(
+            **inputs.kwargs, max_new_tokens=max_new_tokens, do_sample=False,
+            pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.tokenizer.eos_token_id,
+        )
+        return output[0, inputs.kwargs["input_ids"].shape[1]:]
+
+    def encode(self, frames, instruction, *, num_frames=8, fps=16.0, system_prompt=FEATURE_SYSTEM_PROMPT):
+        """u = last hidden states of (system, video + instruction, generation prompt), system dropped."""
+        check_instruction(instruction)
+        messages = [
+            {"role": "system", "content": system_prompt},
+            {"role": "user", "content": [{"type": "video"}, {"type": "text", "text": instruction}]},
+        ]
+        inputs = self.build_inputs(messages, [self.prepare_frames(frames, num_frames)], fps=fps)
+        self.reset_state()
+        return self.forward(inputs, hidden_states=True).hidden_states[inputs.prefix_len:]
+
+    def reset_state(self) -> None:
+        # Qwen-VL caches rope deltas on the model between calls; a stale value from generate() would shift
+        # the positions of the next forward, so every use starts fresh.
+        inner = getattr(self.model, "model", None)
+        if inner is not None and hasattr(inner, "rope_deltas"):
+            inner.rope_deltas = None
+
+
+def matches(config: dict) -> bool:
+    return config.get("model_type") in MODEL_TYPES
+
+
+def load(folder: Path, *, dtype: torch.dtype, device: torch.device | str) -> Qwen2VLModel:
+    """Load a Qwen2-VL / Qwen2.5-VL Hugging Face folder; missing or unexpected weights are an error."""
+    from transformers import AutoConfig
+
+    from ..text import load_tokenizer
+
+    try:
+        config = AutoConfig.from_pretrained(str(folder), local_files_only=True)
+    except (ValueError, KeyError) as error:
+        raise ckpt.CheckpointError(f"{folder}/config.json: unsupported VLM config ({error})") from error
+    model = load_image_text_model(folder, config, dtype=dtype)
+    model.to(device).eval().requires_grad_(False)
+    tokenizer = load_tokenizer(folder, what="VLM tokenizer")
+    return Qwen2VLModel(model=model, tokenizer=tokenizer, preprocess=VisionPreprocessConfig.from_folder(folder))
+
+
+def load_image_text_model(folder: Path, config, *, dtype: torch.dtype) -> nn.Module:
+    """`AutoModelForImageTextToText` from a local folder, strictly (missing / mis-shaped weights raise)."""
+    from transformers import AutoModelForImageTextToText
+
+    try:
+        model, info = AutoModelForImageTextToText.from_pretrained(
+            str(folder), config=config, dtype=dtype, local_files_only=True, output_loading_info=True,
+        )
+    except ValueError as error:
+        raise ckpt.CheckpointError(
+            f"{folder}: '{config.model_type}' cannot be loaded as an image-text-to-text model ({error})"
+        ) from error
+    except OSError as error:
+        raise ckpt.CorruptCheckpointError(f"{folder}: the VLM weights are missing or unreadable ({error})") from error
+    missing = sorted(info.get("missing_keys", []))
+    mismatched = info.get("mismatched_keys", [])
+    if missing or mismatched:
+        raise ckpt.UnknownLayoutError(
+            f"{folder}: the VLM weights do not fit its config: {len(missing)} missing {missing[:8]}, "
+            f"{len(mismatched)} wrong shape {list(mismatched)[:8]}"
+        )
+    return model
+
+
+# --- differentiable preprocessing --------------------------------------------------------------------
+# Reimplemented in torch on purpose: the transformers video processors need torchvision (absent on
+# CPU-only machines), and the critic needs gradients from the VLM back to the pixels.
+
+def smart_resize(height: int, width: int, factor: int, min_pixels: int, max_pixels: int) -> tuple[int, int]:
+    """Qwen2-VL's rule: sides multiples of `factor`, area within [min_pixels, max_pixels], aspect kept."""
+    if max(height, width) / min(height, width) > 200:
+        raise VLMError(f"aspect ratio {max(height, width) / min(height, width):.0f} is above 200")
+    h_bar = round(height / factor) * factor
+    w_bar = round(width / factor) * factor
+    if h_bar * w_bar > max_pixels:
+        beta = math.sqrt(height * width / max_pixels)
+        h_bar = max(factor, math.floor(height / beta / factor) * factor)
+        w_bar = max(factor, math.floor(width / beta / factor) * factor)
+    elif h_bar * w_bar < min_pixels:
+        beta = math.sqrt(min_pixels / (height * width))
+        h_bar = math.ceil(height * beta / factor) * factor
+        w_bar = math.ceil(width * beta / factor) * factor
+    return h_bar, w_bar
+
+
+def frames_to_patches(frames: torch.Tensor, config: VisionPreprocessConfig) -> tuple[torch.Tensor, tuple[int, int, int]]:
+    """Frames [T, 3, H, W] in 0..1 -> (pixel_values_videos [N, 3·tp·p·p], grid (t, h, w)); differentiable.
+
+    Resize (antialiased bicubic, as torchvision does on float input), normalise, repeat the last frame
+    up to a multiple of the temporal patch, then patchify in the processor's exact order.
+    """
+    if frames.ndim != 4 or frames.shape[1] != 3:
+        raise VLMError(f"expected frames [T, 3, H, W], got shape {tuple(frames.shape)}")
+    p, m, tp = config.patch_size, config.merge_size, config.temporal_patch_size
+    height, width = smart_resize(frames.shape[2], frames.shape[3], p * m, config.min_pixels, config.max_pixels)
+    frames = frames.float()
+    if (height, width) != tuple(frames.shape[2:]):
+        frames = F.interpolate(frames, size=(height, width), mode="bicubic", align_corners=False, antialias=True)
+    mean = frames.new_tensor(config.image_mean).view(1, 3, 1, 1)
+    std = frames.new_tensor(config.image_std).view(1, 3, 1, 1)
+    frames = (frames - mean) / std
+    remainder = frames.shape[0] % tp
+    if remainder:
+        frames = torch.cat([frames, frames[-1:].expand(tp - remainder, -1, -1, -1)])
+    grid = (frames.shape[0] // tp, height // p, width // p)
+    patches = rearrange(
+        frames, "(gt tp) c (gh mh ph) (gw mw pw) -> (gt gh gw mh mw) (c tp ph pw)",
+        tp=tp, mh=m, ph=p, mw=m, pw=p,
+    )
+    return patches, grid
