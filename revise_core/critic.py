@@ -83,7 +83,7 @@ class CriticReport:
                 "per_dimension": self.per_dimension, "reasoning": self.reasoning}
 
 
-def answer_token_ids(tokenizer, word: str) -> dict[bool, int]:
+def answer_token_ids(tokenizer, word: str, *, source: str = "") -> dict[bool, int]:
     """Single-token ids of `word` without (False) and with (True) a leading space; CriticError if not single."""
     ids = {}
     for leading_space in (False, True):
@@ -91,7 +91,7 @@ def answer_token_ids(tokenizer, word: str) -> dict[bool, int]:
         encoded = tokenizer.encode(text, add_special_tokens=False)
         if len(encoded) != 1:
             raise CriticError(
-                f"the VLM tokenizer splits {text!r} into {len(encoded)} tokens {encoded}; the critic needs '{word}' "
+                f"{source + ': ' if source else ''}the VLM tokenizer splits {text!r} into {len(encoded)} tokens {encoded}; the critic needs '{word}' "
                 "to be a single token (with and without a leading space) to read its logit"
             )
         ids[leading_space] = encoded[0]
@@ -104,8 +104,8 @@ class SelfCritic:
     def __init__(self, vlm: VisionLanguageModel, config: CriticConfig | None = None) -> None:
         self.vlm = vlm
         self.config = config or CriticConfig()
-        self.yes_ids = answer_token_ids(vlm.tokenizer, "Yes")
-        self.no_ids = answer_token_ids(vlm.tokenizer, "No")
+        self.yes_ids = answer_token_ids(vlm.tokenizer, "Yes", source=vlm.source)
+        self.no_ids = answer_token_ids(vlm.tokenizer, "No", source=vlm.source)
         vlm.model.eval().requires_grad_(False)
         self._baseline_cache: dict[tuple[str, str, str], torch.Tensor] = {}
 

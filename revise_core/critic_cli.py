@@ -1,7 +1,8 @@
 """Command line of the SelfCritic: `python -m revise_core.critic` (this module does the work).
 
     python -m revise_core.critic --models DIR --source A.mp4 --edited B.mp4 --instruction TEXT [--cot] [--json]
-    python -m revise_core.critic --demo --json
+    python -m revise_core.critic --demo --json            # tiny random Qwen2.5-VL
+    python -m revise_core.critic --demo revise --json     # tiny random VILA in the ReViSE release's format
 """
 
 from __future__ import annotations
@@ -11,6 +12,22 @@ import logging
 import torch
 
 from .critic import CriticConfig, CriticError, SelfCritic
+
+DEMOS = ("qwen2", "revise")
+
+
+def _demo_vlm(kind: str):
+    """The tiny VLM of a demo; 'revise' goes through the VILA folder format on disk, as a user's release would."""
+    import tempfile
+
+    from .testing import tiny_vila, tiny_vlm
+    from .vlm import load_vlm, vila
+
+    if kind == "qwen2":
+        return tiny_vlm()
+    with tempfile.TemporaryDirectory() as folder:
+        vila.save(tiny_vila(), folder)
+        return load_vlm(folder, dtype="fp32")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,8 +49,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="VLM dtype (default: bf16 on GPU, fp32 on CPU)")
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
-    parser.add_argument("--demo", action="store_true",
-                        help="tiny random VLM + synthetic videos (random weights: the numbers mean nothing)")
+    parser.add_argument("--demo", nargs="?", const="qwen2", choices=DEMOS,
+                        help="tiny random VLM + synthetic videos (random weights: the numbers mean nothing): 'qwen2' "
+                             "(the default) a Qwen2.5-VL, 'revise' a VILA written and loaded in the ReViSE release's "
+                             "folder format")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from .checkpoints import read_json
@@ -43,9 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = args.dtype or ("bf16" if device.startswith("cuda") else "fp32")
     if args.demo:
-        from .testing import tiny_vlm
-
-        vlm = tiny_vlm()
+        vlm = _demo_vlm(args.demo)
         source = synthetic_clip(9, 64, 64, seed=0).frames
         edited = synthetic_clip(9, 64, 64, seed=1).frames
         instruction = args.instruction or "make the square red"

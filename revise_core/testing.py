@@ -32,7 +32,9 @@ from .dit import save_dit
 from .editor import write_models_file
 from .text import TextEncoder, hf_t5_to_wan, save_text_encoder
 from .vae import save_vae
+from .vlm import vila
 from .vlm.qwen2_vl import Qwen2VLModel, VisionPreprocessConfig
+from .vlm.vila import VilaModel
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +44,12 @@ DIT_HEADS, DIT_HEAD_DIM = 2, 32  # 3-axis RoPE needs a head dim that splits thre
 VLM_HIDDEN = 64
 LATENT_CHANNELS = 16
 
+# Llama-3's special tokens as the VILA of the ReViSE release uses them, plus its generation tokens.
+LLAMA3_SPECIAL_TOKENS = (
+    "<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>", "[GEN_IMG]",
+    "[GEN_VID]", "<unk>",
+)
+VILA_IMAGE_SIZE, VILA_PATCH = 42, 14  # a 3 x 3 SigLIP grid, merged 2 x 2 (with padding) into 4 tokens per image
 VLM_SPECIAL_TOKENS = (
     "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<unk>", "<|vision_start|>", "<|vision_end|>",
     "<|image_pad|>", "<|video_pad|>",
@@ -59,6 +67,8 @@ CORPUS = (
     "Describe the source video . Describe the target video after the edit . Source video Edit Target",
     "system user assistant reasoning verdict score the a an of in on to and is are with after before",
     "red green blue yellow white black bright dark small large left right up down moving static",
+    "You are a helpful language and vision assistant . You are able to understand the visual content that the "
+    "user provides , and assist the user with a variety of tasks using natural language . < video > image",
 )
 VLM_CHAT_TEMPLATE = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
@@ -69,6 +79,7 @@ VLM_CHAT_TEMPLATE = (
     "{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}{% endfor %}{% endif %}"
     "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
+VILA_CHECKPOINT = "revise_ckpt/ar_model/checkpoint"  # where the ReViSE release keeps its VILA
 TINY_PREPROCESS = VisionPreprocessConfig(min_pixels=4 * 28 * 28, max_pixels=64 * 28 * 28)
 
 
@@ -83,13 +94,16 @@ def seeded(seed: int) -> Iterator[None]:
 # --- tokenizers ----------------------------------------------------------------------------------
 
 def train_tokenizer(kind: str = "vlm", extra_text: tuple[str, ...] = ()):
-    """A word-level tokenizer trained now on CORPUS (+ extra_text); `kind` is "vlm" or "t5"."""
+    """A word-level tokenizer trained now on CORPUS (+ extra_text); `kind` is "vlm", "t5" or "llama3".
+
+    "llama3" is Llama-3-style: its special tokens, BOS `<|begin_of_text|>` added to every encoded text by
+    the post-processor (as Llama-3's tokenizer.json does), pad `<|end_of_text|>`."""
     from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
-    if kind not in ("vlm", "t5"):
-        raise ValueError(f"tokenizer kind must be 'vlm' or 't5', got '{kind}'")
-    specials = VLM_SPECIAL_TOKENS if kind == "vlm" else T5_SPECIAL_TOKENS
+    if kind not in ("vlm", "t5", "llama3"):
+        raise ValueError(f"tokenizer kind must be 'vlm', 't5' or 'llama3', got '{kind}'")
+    specials = {"vlm": VLM_SPECIAL_TOKENS, "t5": T5_SPECIAL_TOKENS, "llama3": LLAMA3_SPECIAL_TOKENS}[kind]
     tokenizer = Tokenizer(models.WordLevel(unk_token="<unk>"))
     tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
     trainer = trainers.WordLevelTrainer(special_tokens=list(specials), min_frequency=1)
@@ -100,6 +114,15 @@ def train_tokenizer(kind: str = "vlm", extra_text: tuple[str, ...] = ()):
         tokenizer.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", eos_id)])
         return PreTrainedTokenizerFast(
             tokenizer_object=tokenizer, unk_token="<unk>", pad_token="<pad>", eos_token="</s>",
+            padding_side="right",
+        )
+    if kind == "llama3":
+        bos_id = tokenizer.token_to_id("<|begin_of_text|>")
+        tokenizer.post_processor = processors.TemplateProcessing(
+            single="<|begin_of_text|> $A", special_tokens=[("<|begin_of_text|>", bos_id)])
+        return PreTrainedTokenizerFast(
+            tokenizer_object=tokenizer, unk_token="<unk>", bos_token="<|begin_of_text|>", eos_token="<|end_of_text|>",
+            pad_token="<|end_of_text|>", additional_special_tokens=list(LLAMA3_SPECIAL_TOKENS[2:7]),
             padding_side="right",
         )
     return PreTrainedTokenizerFast(
@@ -197,6 +220,32 @@ def tiny_vlm(seed: int = 0, extra_text: tuple[str, ...] = ()) -> Qwen2VLModel:
     return Qwen2VLModel(model=model, tokenizer=tokenizer, preprocess=TINY_PREPROCESS)
 
 
+def tiny_vila(seed: int = 0, extra_text: tuple[str, ...] = ()) -> VilaModel:
+    """A tiny VILA as the ReViSE release builds it: Llama LLM, SigLIP tower (select layer -2, all tokens),
+    mlp_downsample projector, llama_3-style tokenizer."""
+    from transformers import LlamaConfig, LlamaForCausalLM, SiglipVisionConfig, SiglipVisionModel
+
+    tokenizer = train_tokenizer("llama3", extra_text)
+    llm_config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=VLM_HIDDEN, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096, tie_word_embeddings=False,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    )
+    tower_config = SiglipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                                      image_size=VILA_IMAGE_SIZE, patch_size=VILA_PATCH)
+    with seeded(seed):
+        llm = LlamaForCausalLM(llm_config)
+        tower = SiglipVisionModel(tower_config)
+        projector = vila.MultimodalProjector("mlp_downsample", tower_config.hidden_size, VLM_HIDDEN)
+        _randomize(projector)
+    llm.generation_config.eos_token_id = tokenizer.eos_token_id
+    llm.generation_config.pad_token_id = tokenizer.pad_token_id
+    modules = vila.VilaModules(llm, tower, projector, select_layer=-2, select_feature="cls_patch")
+    modules.eval().requires_grad_(False)
+    preprocess = vila.SiglipPreprocess(height=VILA_IMAGE_SIZE, width=VILA_IMAGE_SIZE)
+    return VilaModel(model=modules, tokenizer=tokenizer, preprocess=preprocess)
+
+
 def tiny_connector_config() -> ConnectorConfig:
     return ConnectorConfig(
         vlm_dim=VLM_HIDDEN, context_dim=TEXT_DIM, latent_channels=LATENT_CHANNELS,
@@ -249,13 +298,14 @@ class TinyModelSet:
     text: TextEncoder
     vlm: Qwen2VLModel
     connector: Connector
+    vila: VilaModel
 
 
 def tiny_model_set(seed: int = 0) -> TinyModelSet:
     """The models `write_tiny_models(dir, seed)` writes, rebuilt in memory (same seed, same weights)."""
     return TinyModelSet(
         dit=tiny_dit(seed), vae=tiny_vae(seed + 1), text=tiny_text_encoder(seed + 2), vlm=tiny_vlm(seed + 3),
-        connector=tiny_connector(seed + 4),
+        connector=tiny_connector(seed + 4), vila=tiny_vila(seed + 6),
     )
 
 
@@ -335,6 +385,10 @@ def write_tiny_models(out_dir: str | Path, seed: int = 0) -> dict:
     for name in ("preprocessor_config.json", "video_preprocessor_config.json"):
         (vlm_dir / name).write_text(json.dumps(preprocess, indent=2) + "\n")
     record("vlm", "vlm/tiny-qwen2_5-vl", "hf-folder")
+
+    # VILA in the ReViSE release's folder format (revise_ckpt/ar_model/checkpoint)
+    vila.save(models.vila, out / VILA_CHECKPOINT)
+    record("vlm", VILA_CHECKPOINT, "vila")
 
     # CLIP-family image/text encoder for the benchmark's video-quality metrics
     clip, clip_tokenizer = tiny_clip(seed + 5)

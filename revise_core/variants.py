@@ -71,6 +71,12 @@ KNOWN_VARIANTS: tuple[Variant, ...] = (
         "Qwen2.5-VL-7B-Instruct architecture (config only: real VLMs load from their own HF folder; used by the "
         "real-size benchmarks)", "qwen2.5-vl-7b", ("Qwen/Qwen2.5-VL-7B-Instruct/",),
     ),
+    Variant(
+        "revise-vila-8b", "vlm",
+        "VILA of the ReViSE release: Llama-3-8B + SigLIP-so400m-384 + mlp_downsample (config only: the release "
+        "loads from its own ar_model/checkpoint folder; used for meta-device sizes and cost models)",
+        "revise-vila-8b", ("revise_ckpt/ar_model/checkpoint/",),
+    ),
 )
 
 

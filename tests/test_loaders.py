@@ -70,7 +70,7 @@ def test_manifest_covers_every_layout(tiny_manifest, tiny_dir):
     assert seen >= {
         ("dit", "diffusers-folder"), ("dit", "wan"), ("dit", "wan-comfyui"), ("dit", "diffusers"),
         ("dit", "omnivideo"), ("vae", "diffusers-folder"), ("vae", "wan"), ("t5", "hf-folder"), ("t5", "hf"),
-        ("t5", "wan"), ("vlm", "hf-folder"), ("connector", "revise"), ("connector", "omnivideo2"),
+        ("t5", "wan"), ("vlm", "hf-folder"), ("vlm", "vila"), ("connector", "revise"), ("connector", "omnivideo2"),
     }
     assert {e["storage"] for e in tiny_manifest["files"] if e["component"] == "dit"} >= {
         "fp32", "fp16", "bf16", "fp8_e4m3fn", "fp8_e4m3fn_scaled"}
@@ -126,7 +126,7 @@ def test_text_encoder_layouts_load_exactly(tiny_dir, tiny_manifest, tiny_models)
 
 
 def test_vlm_folder_loads_exactly(tiny_dir, tiny_manifest, tiny_models):
-    (entry,) = _entries(tiny_manifest, "vlm")
+    (entry,) = [e for e in _entries(tiny_manifest, "vlm") if e["layout"] == "hf-folder"]
     loaded = load_vlm(tiny_dir / entry["path"], dtype="fp32")
     reference = tiny_models.vlm
     for key, tensor in reference.model.state_dict().items():

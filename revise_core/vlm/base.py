@@ -66,6 +66,7 @@ class VisionLanguageModel(abc.ABC):
     family: ClassVar[str] = ""
     model: nn.Module
     tokenizer: object
+    source: str  # where it was loaded from ("" when built in memory); named in errors
 
     # --- what each family implements ---------------------------------------------------------------
 

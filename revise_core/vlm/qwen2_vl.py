@@ -84,6 +84,7 @@ class Qwen2VLModel(VisionLanguageModel):
     model: nn.Module
     tokenizer: object
     preprocess: VisionPreprocessConfig
+    source: str = ""  # the folder it was loaded from (named in errors)
 
     @property
     def hidden_size(self) -> int:
@@ -179,7 +180,8 @@ def load(folder: Path, *, dtype: torch.dtype, device: torch.device | str) -> Qwe
     model = load_image_text_model(folder, config, dtype=dtype)
     model.to(device).eval().requires_grad_(False)
     tokenizer = load_tokenizer(folder, what="VLM tokenizer")
-    return Qwen2VLModel(model=model, tokenizer=tokenizer, preprocess=VisionPreprocessConfig.from_folder(folder))
+    return Qwen2VLModel(model=model, tokenizer=tokenizer, preprocess=VisionPreprocessConfig.from_folder(folder),
+                        source=str(folder))
 
 
 def load_image_text_model(folder: Path, config, *, dtype: torch.dtype) -> nn.Module:

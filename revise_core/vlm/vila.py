@@ -260,7 +260,7 @@ def preprocess_images(images: torch.Tensor, config: SiglipPreprocess) -> torch.T
     (int(mean * 255)); "resize" and the processor both resize to the processor's size (bicubic);
     then rescale and normalise. Resampling here is torch's antialiased bicubic, which computes PIL's
     bicubic filter (a = -0.5, support scaled when downsampling) in float, whereas PIL works on uint8
-    frames: the two differ by the uint8 rounding (docs/models.md gives the measured difference). No resize
+    frames: the two differ by PIL's uint8 rounding (docs/models.md gives the measured difference). No resize
     is needed when frames already have the processor's size, and then the result equals the processor's.
     """
     if images.ndim != 4 or images.shape[1] != 3:
@@ -274,6 +274,8 @@ def preprocess_images(images: torch.Tensor, config: SiglipPreprocess) -> torch.T
         # SigLIP's are square, so one resize to (height, width) is the same.
         images = F.interpolate(images, size=(config.height, config.width), mode=config.resample,
                                align_corners=False, antialias=True)
+        # PIL resizes uint8 frames and so clips the bicubic overshoot at edges; do the same.
+        images = images.clamp(0.0, 1.0)
     values = images * 255.0
     if config.do_rescale:
         values = values * config.rescale_factor
@@ -358,6 +360,7 @@ class VilaModel(VisionLanguageModel):
     preprocess: SiglipPreprocess
     use_im_start_end: bool = False
     condition_on_all_frames: bool = False
+    source: str = ""  # the folder it was loaded from (named in errors)
 
     @property
     def hidden_size(self) -> int:
@@ -506,7 +509,8 @@ def load(folder: Path, *, dtype: torch.dtype, device: torch.device | str) -> Vil
                                        f"{layout.llm} has no {unknown} tokens")
     modules = VilaModules(llm, tower, projector, select_layer=layout.select_layer, select_feature=layout.select_feature)
     modules.to(device).eval().requires_grad_(False)
-    return VilaModel(model=modules, tokenizer=tokenizer, preprocess=preprocess, use_im_start_end=layout.use_im_start_end)
+    return VilaModel(model=modules, tokenizer=tokenizer, preprocess=preprocess, use_im_start_end=layout.use_im_start_end,
+                     source=str(folder))
 
 
 def _load_llm(folder: Path, dtype: torch.dtype):
@@ -542,9 +546,11 @@ def _strict_from_pretrained(cls, folder: Path, dtype: torch.dtype, *, what: str)
     try:
         model, info = cls.from_pretrained(str(folder), dtype=dtype, local_files_only=True, output_loading_info=True)
     except pickle.UnpicklingError as error:
+        # torch's message is a page long; its line naming the refused global is the useful part.
+        lines = [line.strip() for line in str(error).splitlines() if "GLOBAL" in line] or [str(error).splitlines()[0]]
         raise ckpt.CheckpointError(
-            f"{folder}: refused to unpickle the {what} weights: the file holds more than tensors ({error}). Only plain "
-            "weight files are read; convert it to safetensors.") from error
+            f"{folder}: refused to unpickle the {what} weights: the file holds more than tensors ({lines[0]}). Only "
+            "plain weight files are read (never unpickled); convert it to safetensors.") from error
     except (OSError, ValueError, RuntimeError) as error:
         raise ckpt.CorruptCheckpointError(f"{folder}: the {what} weights are missing or unreadable ({error})") from error
     missing, mismatched = sorted(info.get("missing_keys", [])), info.get("mismatched_keys", [])

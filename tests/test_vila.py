@@ -1,0 +1,385 @@
+"""VILA (the ReViSE release's VLM) on stock transformers classes: folder format, the official conditioning
+prompt and its quirks, the projector's merge order, hidden states and the critic against independent
+compositions of the same modules, gradients, the CLI, and bad folders."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from conftest import assert_close
+from revise_core import checkpoints as ckpt
+from revise_core import critic_cli
+from revise_core.critic import CriticConfig, CriticError, SelfCritic
+from revise_core.losses import reason_loss
+from revise_core.testing import VILA_CHECKPOINT, VILA_IMAGE_SIZE
+from revise_core.vlm import VLMError, load_vlm, vila
+
+INSTRUCTION = "make the car red"
+
+
+@pytest.fixture(scope="module")
+def model(tiny_models):
+    return tiny_models.vila
+
+
+def _frames(seed: int, count: int = 9, height: int = 50, width: int = 70) -> torch.Tensor:
+    return torch.rand(count, height, width, 3, generator=torch.Generator().manual_seed(seed))
+
+
+def _ids(tokenizer, tokens: list[str]) -> list[int]:
+    ids = tokenizer.convert_tokens_to_ids(tokens)
+    assert tokenizer.unk_token_id not in ids, tokens
+    return ids
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"\w+|[^\w\s]+", text)  # what the kit tokenizer's Whitespace pre-tokenizer splits into
+
+
+def _hand_conditioning_ids(tokenizer, instruction: str, *, end: bool) -> list[int]:
+    """The release's v2v prompt, token by token: system, user "<image>\\n<video>\\n" + instruction, answer."""
+    head = (["<|begin_of_text|>", "<|begin_of_text|>", "<|start_header_id|>", "system", "<|end_header_id|>"]
+            + _words(vila.LLAMA3_SYSTEM) + ["<|eot_id|>", "<|start_header_id|>", "user", "<|end_header_id|>"])
+    tail = (["<", "video", ">"] + _words(instruction)
+            + ["<|eot_id|>", "<|start_header_id|>", "assistant", "<|end_header_id|>", "[GEN_VID]"]
+            + (["<|end_of_text|>"] if end else []))
+    return _ids(tokenizer, head) + [vila.IMAGE_TOKEN_INDEX] + _ids(tokenizer, tail)
+
+
+# --- the folder --------------------------------------------------------------------------------------
+
+def test_kit_folder_is_the_official_layout_and_loads_exactly(tiny_dir, model):
+    folder = tiny_dir / VILA_CHECKPOINT
+    config = json.loads((folder / "config.json").read_text())
+    assert config["model_type"] == "llava_llama" and config["architectures"] == ["LlavaLlamaModel"]
+    assert {"llm_cfg", "vision_tower_cfg", "mm_projector_cfg"} <= config.keys()
+    assert (folder / "vision_tower" / "preprocessor_config.json").is_file()
+    projector = ckpt.read_state_dict(folder / "mm_projector" / "model.safetensors").tensors
+    assert sorted(projector) == [f"layers.{i}.{p}" for i in (1, 2, 4) for p in ("bias", "weight")]
+    loaded = load_vlm(folder, dtype="fp32")
+    assert isinstance(loaded, vila.VilaModel) and loaded.hidden_size == 64 and loaded.source == str(folder)
+    for key, tensor in model.model.state_dict().items():
+        assert torch.equal(loaded.model.state_dict()[key], tensor), key
+    assert loaded.preprocess == model.preprocess
+    frames = _frames(0)
+    with torch.no_grad():
+        assert torch.equal(loaded.encode(frames, INSTRUCTION), model.encode(frames, INSTRUCTION))
+
+
+def test_conditioning_ids_equal_the_template_by_hand(model):
+    """Pins the double BOS, the single image position and the deletion of the pad id (`<|end_of_text|>`)."""
+    inputs = model.conditioning_inputs(_frames(0), INSTRUCTION)
+    assert inputs.token_ids.tolist() == _hand_conditioning_ids(model.tokenizer, INSTRUCTION, end=False)
+    assert inputs.kwargs["pixels"].shape == (1, 3, VILA_IMAGE_SIZE, VILA_IMAGE_SIZE)  # frame 0 only
+
+
+def test_pad_deletion_follows_the_tokenizer(model):
+    """With pad = `<|eot_id|>` every template separator disappears and `<|end_of_text|>` stays; without a pad
+    token the eos id is deleted (the release's attention_mask rule)."""
+    tokenizer = model.tokenizer
+    eot = tokenizer.convert_tokens_to_ids("<|eot_id|>")
+    full = _hand_conditioning_ids(tokenizer, INSTRUCTION, end=True)
+    for pad, deleted in (("<|eot_id|>", eot), (None, tokenizer.eos_token_id)):
+        other = _copy_tokenizer(tokenizer, pad_token=pad)
+        ids = vila.VilaModel(model=model.model, tokenizer=other, preprocess=model.preprocess).conditioning_inputs(
+            _frames(0), INSTRUCTION).token_ids.tolist()
+        assert ids == [i for i in full if i != deleted]
+
+
+def _copy_tokenizer(tokenizer, *, pad_token):
+    import copy
+
+    other = copy.deepcopy(tokenizer)
+    other.pad_token = pad_token
+    return other
+
+
+def test_all_frames_option_puts_the_eight_sampled_frames_in_the_prompt(model):
+    frames = _frames(1, count=12)
+    first = model.conditioning_inputs(frames, INSTRUCTION)
+    allf = vila.VilaModel(model=model.model, tokenizer=model.tokenizer, preprocess=model.preprocess,
+                          condition_on_all_frames=True).conditioning_inputs(frames, INSTRUCTION)
+    assert (allf.token_ids == vila.IMAGE_TOKEN_INDEX).sum() == 8
+    # load_video: np.linspace(0, T - 2, 8, dtype=int) -> frames 0, 1, 2, 4, 5, 7, 8, 10 of 12
+    expected = vila.preprocess_images(frames[[0, 1, 2, 4, 5, 7, 8, 10]].permute(0, 3, 1, 2), model.preprocess)
+    assert torch.equal(allf.kwargs["pixels"], expected)
+    assert torch.equal(first.kwargs["pixels"], expected[:1])
+
+
+def test_user_text_image_tag_stays_text(model):
+    ids = model.conditioning_inputs(_frames(0), "put the <image> tag on the car").token_ids
+    assert (ids == vila.IMAGE_TOKEN_INDEX).sum() == 1
+
+
+# --- projector and preprocessing -----------------------------------------------------------------
+
+def test_projector_merge_order_on_a_numbered_grid():
+    """The official 2x2 merge of a 3x3 grid (values 1..9, row-major): zero padding at the bottom row and
+    right column, channels (r,c),(r,c+1),(r+1,c),(r+1,c+1), tokens in column-major order."""
+    grid = torch.arange(1, 10, dtype=torch.float32).view(1, 9, 1)
+    merged = vila.DownSampleBlock()(grid)[0].int().tolist()
+    assert merged == [[1, 2, 4, 5], [7, 8, 0, 0], [3, 0, 6, 0], [9, 0, 0, 0]]
+
+
+@pytest.mark.parametrize("kind, keys", [
+    ("mlp_downsample", ["layers.1.bias", "layers.1.weight", "layers.2.bias", "layers.2.weight", "layers.4.bias",
+                        "layers.4.weight"]),
+    ("mlp2x_gelu", ["layers.0.bias", "layers.0.weight", "layers.2.bias", "layers.2.weight"]),
+    ("linear", ["bias", "weight"]),
+])
+def test_projector_keys_are_the_official_names(kind, keys):
+    projector = vila.MultimodalProjector(kind, 8, 16)
+    names = sorted(projector.state_dict())
+    assert names == (["layers." + k for k in keys] if kind == "linear" else keys)
+    tokens = 9 if kind == "mlp_downsample" else 5
+    assert projector(torch.randn(2, tokens, 8)).shape == (2, 4 if kind == "mlp_downsample" else 5, 16)
+
+
+def test_preprocessing_equals_the_siglip_processor_without_resize():
+    from transformers.models.siglip.image_processing_pil_siglip import SiglipImageProcessorPil
+
+    image = torch.rand(3, VILA_IMAGE_SIZE, VILA_IMAGE_SIZE, generator=torch.Generator().manual_seed(0))
+    processor = SiglipImageProcessorPil(size={"height": VILA_IMAGE_SIZE, "width": VILA_IMAGE_SIZE})
+    expected = processor(images=[image.numpy()], do_rescale=False, do_resize=False, return_tensors="pt",
+                         input_data_format="channels_first")["pixel_values"]
+    ours = vila.preprocess_images(image[None], vila.SiglipPreprocess(height=VILA_IMAGE_SIZE, width=VILA_IMAGE_SIZE))
+    assert_close(ours, expected, atol=1e-6)
+
+
+def test_preprocessing_resizes_like_pil_within_uint8_rounding():
+    """A smooth 240x320 frame to 42x42: torch's antialiased bicubic against PIL's on uint8 (the release)."""
+    from PIL import Image
+
+    rows, cols = torch.meshgrid(torch.linspace(0, 1, 240), torch.linspace(0, 1, 320), indexing="ij")
+    image = (torch.stack([cols, rows, (cols + rows) / 2]) * 255).round().to(torch.uint8)
+    pil = Image.fromarray(image.permute(1, 2, 0).numpy()).resize((42, 42), Image.BICUBIC)
+    expected = (torch.from_numpy(np.array(pil)).permute(2, 0, 1).float() / 255 - 0.5) / 0.5
+    ours = vila.preprocess_images(image[None].float() / 255, vila.SiglipPreprocess(height=42, width=42))[0]
+    assert (ours - expected).abs().max() <= 2 * 1.5 / 255  # at most 1.5 uint8 steps, in normalised units
+
+
+def test_pad_aspect_pastes_on_the_mean_colour():
+    image = torch.rand(1, 3, 20, VILA_IMAGE_SIZE)
+    out = vila.preprocess_images(image, vila.SiglipPreprocess(height=VILA_IMAGE_SIZE, width=VILA_IMAGE_SIZE,
+                                                               image_aspect_ratio="pad"))
+    top = (VILA_IMAGE_SIZE - 20) // 2
+    assert_close(out[:, :, top:top + 20], (image - 0.5) / 0.5, atol=1e-6)
+    assert_close(out[:, :, 0], torch.full_like(out[:, :, 0], (127 / 255 - 0.5) / 0.5), atol=1e-6)
+
+
+# --- forward parity ------------------------------------------------------------------------------
+
+def _independent_embeddings(model, ids: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+    """Text embeddings with each image position replaced by SigLIP layer -2 (all tokens) -> 2x2 merge written
+    out by loops -> the projector's LayerNorm / Linear / GELU / Linear, composed here from the same modules."""
+    tower, projector, llm = model.model.vision_tower, model.model.mm_projector.layers, model.model.llm
+    states = tower(images, output_hidden_states=True).hidden_states[-2]
+    n, tokens, c = states.shape
+    side = int(tokens ** 0.5)
+    grid = torch.zeros(n, side + side % 2, side + side % 2, c)
+    grid[:, :side, :side] = states.reshape(n, side, side, c)
+    merged = []
+    for col in range(0, grid.shape[2], 2):
+        for row in range(0, grid.shape[1], 2):
+            merged.append(torch.cat([grid[:, row, col], grid[:, row, col + 1], grid[:, row + 1, col],
+                                     grid[:, row + 1, col + 1]], dim=-1))
+    x = torch.stack(merged, dim=1)
+    x = F.layer_norm(x, (4 * c,), projector[1].weight, projector[1].bias, projector[1].eps)
+    x = F.linear(F.gelu(F.linear(x, projector[2].weight, projector[2].bias)), projector[4].weight, projector[4].bias)
+    embedding = llm.get_input_embeddings()
+    pieces, start, image = [], 0, 0
+    for position in (ids == vila.IMAGE_TOKEN_INDEX).nonzero().flatten().tolist():
+        pieces += [embedding(ids[start:position]), x[image]]
+        start, image = position + 1, image + 1
+    pieces.append(embedding(ids[start:]))
+    return torch.cat(pieces)
+
+
+def test_hidden_states_equal_an_independent_composition(model):
+    frames = _frames(2)
+    ids = torch.tensor(_hand_conditioning_ids(model.tokenizer, INSTRUCTION, end=False))
+    first = frames[0].permute(2, 0, 1)[None]
+    pixels = (F.interpolate(first, size=(VILA_IMAGE_SIZE,) * 2, mode="bicubic", antialias=True, align_corners=False)
+              .clamp(0, 1) - 0.5) / 0.5
+    with torch.no_grad():
+        embeds = _independent_embeddings(model, ids, pixels)
+        expected = model.model.llm(inputs_embeds=embeds[None], output_hidden_states=True).hidden_states[-1][0]
+        u = model.encode(frames, INSTRUCTION)
+    assert u.shape == (len(ids) - 1 + 4, 64)  # every token, the image marker replaced by 4 merged tokens
+    assert_close(u, expected, atol=1e-5, what="u")
+
+
+def _critic_messages(critic):
+    from revise_core import critic as critic_mod
+
+    return critic._messages(INSTRUCTION, critic_mod.ALL_QUESTION)
+
+
+def test_critic_p_yes_is_the_softmax_of_an_independent_forward(model):
+    critic = SelfCritic(model)
+    source, edited = _frames(3, count=5, height=VILA_IMAGE_SIZE, width=VILA_IMAGE_SIZE), _frames(4, count=5,
+                                                                                          height=VILA_IMAGE_SIZE,
+                                                                                          width=VILA_IMAGE_SIZE)
+    with torch.no_grad():
+        verdict = critic.verdict(source, edited, INSTRUCTION)
+    inputs = model.build_inputs(_critic_messages(critic), [model.prepare_frames(v, 4) for v in (source, edited)])
+    ids = inputs.token_ids
+    assert (ids == vila.IMAGE_TOKEN_INDEX).sum() == 8  # 4 frames of each video, one image each
+    tokens = model.tokenizer.convert_ids_to_tokens(ids[-3:].tolist())
+    assert tokens == ["<|start_header_id|>", "assistant", "<|end_header_id|>"]  # the verdict position
+    sampled = [v[torch.linspace(0, 4, 4).round().long()] for v in (source, edited)]
+    pixels = (torch.cat(sampled).permute(0, 3, 1, 2) - 0.5) / 0.5  # frames at the tower's size: no resize
+    with torch.no_grad():
+        embeds = _independent_embeddings(model, ids, pixels)
+        logits = model.model.llm(inputs_embeds=embeds[None]).logits[0, -1]
+    yes, no = critic.yes_ids[False], critic.no_ids[False]
+    expected = torch.softmax(torch.stack([logits[yes], logits[no]]), dim=0)[0]
+    assert_close(verdict.p_yes, expected, atol=1e-6)
+
+
+def test_critic_gradient_reaches_pixels_and_no_vila_parameter(model):
+    critic = SelfCritic(model)
+    edited = _frames(5, count=5).requires_grad_(True)
+    relative, _ = critic.relative(_frames(6, count=5), edited, INSTRUCTION)
+    reason_loss(relative).backward()
+    assert edited.grad is not None and edited.grad.abs().sum() > 0
+    assert all(p.grad is None and not p.requires_grad for p in model.model.parameters())
+
+
+def test_u_is_differentiable_in_frame_zero_only(model):
+    frames = _frames(7).requires_grad_(True)
+    model.encode(frames, INSTRUCTION).square().mean().backward()
+    assert frames.grad[0].abs().sum() > 0 and frames.grad[1:].abs().sum() == 0  # the release reads frame 0
+    assert all(p.grad is None for p in model.model.parameters())
+
+
+def test_generate_is_bounded_and_chat_cot_works(model):
+    text = model.generate(_frames(0), "Describe the source video .", max_new_tokens=4)
+    assert isinstance(text, str) and len(text.split()) <= 4
+    critic = SelfCritic(model, CriticConfig(cot=True, cot_tokens=3))
+    edited = _frames(1, count=5).requires_grad_(True)
+    critic.verdict(_frames(0, count=5), edited, INSTRUCTION).delta.backward()
+    assert edited.grad.abs().sum() > 0
+
+
+def test_encode_rejects_bad_inputs(model):
+    with pytest.raises(VLMError, match="instruction is empty"):
+        model.encode(_frames(0), " ")
+    with pytest.raises(VLMError, match=r"expected frames \[T, H, W, 3\]"):
+        model.encode(torch.rand(3, 8, 8), INSTRUCTION)
+    with pytest.raises(VLMError, match="more video placeholders than the 1 videos given"):
+        model.build_inputs([{"role": "user", "content": [{"type": "video"}, {"type": "video"}]}],
+                           [torch.rand(1, 3, 8, 8)])
+
+
+# --- real size -----------------------------------------------------------------------------------
+
+def test_release_sized_vila_on_the_meta_device():
+    from revise_core.variants import get_variant
+
+    modules = vila.build_empty(get_variant("revise-vila-8b").load_config())
+    count = lambda module: sum(p.numel() for p in module.parameters())  # noqa: E731
+    assert count(modules.llm) == 8_030_261_248  # Llama-3-8B
+    assert count(modules.vision_tower) == 428_225_600  # SigLIP-so400m-patch14-384 vision model
+    assert count(modules.mm_projector) == 35_668_992  # LayerNorm(4608) + 4608->4096 + 4096->4096
+    features = modules.encode_images(torch.empty(8, 3, 384, 384, device="meta"))
+    assert features.shape == (8, 196, 4096)  # 27 x 27 SigLIP tokens merged 2 x 2 (padded to 28 x 28)
+
+
+# --- command line ---------------------------------------------------------------------------------
+
+def test_critic_cli_on_a_vila_folder_gives_exactly_zero_for_the_source_itself(tiny_dir, tmp_path, capsys):
+    from revise_core.video import synthetic_clip, write_video
+
+    (tmp_path / "models.json").write_text(json.dumps({"vlm": str(tiny_dir / VILA_CHECKPOINT)}))
+    write_video(tmp_path / "s.mp4", synthetic_clip(9, 64, 64, seed=0).frames)
+    args = ["--models", str(tmp_path), "--source", str(tmp_path / "s.mp4"), "--edited", str(tmp_path / "s.mp4"),
+            "--instruction", INSTRUCTION, "--json", "--no-per-dimension"]
+    assert critic_cli.main(args) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["relative_delta"] == 0.0 and 0.0 < report["p_yes"] < 1.0
+
+
+def test_critic_cli_demo_revise(capsys):
+    assert critic_cli.main(["--demo", "revise", "--json", "--no-per-dimension"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert {"p_yes", "delta", "relative_delta"} <= report.keys()
+
+
+# --- bad folders ----------------------------------------------------------------------------------
+
+@pytest.fixture
+def vila_copy(tiny_dir, tmp_path):
+    folder = tmp_path / "checkpoint"
+    shutil.copytree(tiny_dir / VILA_CHECKPOINT, folder)
+    return folder
+
+
+@pytest.mark.parametrize("part", vila.SUB_FOLDERS)
+def test_missing_sub_folder_is_named(vila_copy, part):
+    shutil.rmtree(vila_copy / part)
+    with pytest.raises(ckpt.ModelFileNotFoundError, match=rf"{re.escape(str(vila_copy))}: .*no '{part}/' sub-folder"):
+        load_vlm(vila_copy)
+
+
+def test_unknown_projector_type(vila_copy):
+    path = vila_copy / "mm_projector" / "config.json"
+    path.write_text(json.dumps(json.loads(path.read_text()) | {"mm_projector_type": "mlp_downsample_3x3_fix"}))
+    with pytest.raises(ckpt.CheckpointError, match=r"mm_projector/config.json: unknown projector type "
+                                                   r"'mlp_downsample_3x3_fix'; supported: mlp_downsample"):
+        load_vlm(vila_copy)
+
+
+def test_tokenizer_without_single_token_yes_no_is_refused_by_the_critic(vila_copy):
+    from tokenizers import Regex, Tokenizer, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    # A character-level tokenizer: "Yes" is three tokens.
+    tokenizer = Tokenizer(models.WordLevel(unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+    tokenizer.train_from_iterator(["YesNo abc"], trainer=trainers.WordLevelTrainer(special_tokens=["<unk>"]))
+    wrapped = PreTrainedTokenizerFast(tokenizer_object=tokenizer, unk_token="<unk>")
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (vila_copy / "llm" / name).unlink()
+    wrapped.save_pretrained(str(vila_copy / "llm"))
+    vlm = load_vlm(vila_copy, dtype="fp32")
+    with pytest.raises(CriticError, match=rf"{re.escape(str(vila_copy))}: the VLM tokenizer splits 'Yes' into 3 tokens"):
+        SelfCritic(vlm)
+
+
+@pytest.mark.parametrize("part", ["mm_projector", "llm"])
+def test_a_bin_holding_more_than_tensors_is_never_unpickled(vila_copy, tmp_path, part):
+    marker = tmp_path / "code-ran"
+
+    class Marker:
+        def __reduce__(self):
+            return (os.mkdir, (str(marker),))
+
+    weights = vila_copy / part / "model.safetensors"
+    state = dict(ckpt.read_state_dict(weights).tensors) | {"extra": Marker()}
+    weights.unlink()
+    torch.save(state, vila_copy / part / "pytorch_model.bin")
+    with pytest.raises(ckpt.CheckpointError, match=rf"{re.escape(str(vila_copy / part))}.*refused to unpickle"):
+        load_vlm(vila_copy)
+    assert not marker.exists()
+
+
+def test_not_a_vila_or_qwen_config(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "gemma3", "architectures": ["Gemma3"]}))
+    with pytest.raises(ckpt.UnknownLayoutError, match="'gemma3'.*not a supported VLM family.*VILA"):
+        load_vlm(tmp_path)
+
+
+def test_s2_towers_are_refused(vila_copy):
+    path = vila_copy / "config.json"
+    path.write_text(json.dumps(json.loads(path.read_text()) | {"s2": True}))
+    with pytest.raises(ckpt.CheckpointError, match="S2 multi-scale vision tower"):
+        load_vlm(vila_copy)
