@@ -108,7 +108,8 @@ class ReViSET5Loader(_Loader):
 
 
 class ReViSEVLMLoader(_Loader):
-    DESCRIPTION = "Loads the VLM (a Qwen2.5-VL Hugging Face folder in models/vlm) used for u, reasoning and the critic."
+    DESCRIPTION = ("Loads the VLM used for u, reasoning and the critic: a Qwen2-VL / Qwen2.5-VL Hugging Face folder, or "
+                   "the ReViSE release's VILA folder (ar_model/checkpoint), in models/vlm.")
     RETURN_TYPES = (VLM,)
     RETURN_NAMES = ("vlm",)
     OUTPUT_TOOLTIPS = ("The vision-language model with its tokenizer and preprocessing settings.",)
@@ -117,7 +118,9 @@ class ReViSEVLMLoader(_Loader):
     def INPUT_TYPES(cls):
         return {"required": {
             "vlm_name": (bridge.list_models("vlm", folders=True),
-                         {"tooltip": "Folder in models/vlm holding config.json, weights and tokenizer."}),
+                         {"tooltip": "Folder in models/vlm: a Hugging Face VLM (config.json, weights, tokenizer) or "
+                                     "the ReViSE release's VILA checkpoint folder (config.json, llm/, vision_tower/, "
+                                     "mm_projector/)."}),
             "precision": precision_input(),
             "device": device_input(),
         }}

@@ -76,11 +76,17 @@ def _grad_report(trainer):
     return trainable, with_grad, frozen_with_grad
 
 
-@pytest.mark.parametrize("mode", ["full", "lora"])
-def test_gradients_reach_exactly_the_trainable_parameters(tiny_dir, manifest, tmp_path, mode):
+@pytest.mark.parametrize("mode, family", [("full", "qwen2"), ("lora", "qwen2"), ("full", "vila")])
+def test_gradients_reach_exactly_the_trainable_parameters(tiny_dir, manifest, tmp_path, mode, family):
+    """With either VLM family as encoder and critic, only the DiT (or its LoRA) and the adapter learn."""
     trainer = make_trainer(tiny_dir, manifest, tmp_path, models="", sigma_max=1.0, cfg_drop=0.0, train=mode,
                            lora_rank=4)
     trainer._models = EditModels.load(tiny_dir)
+    if family == "vila":
+        from revise_core.testing import VILA_CHECKPOINT
+        from revise_core.vlm import load_vlm
+
+        trainer._models.vlm = load_vlm(tiny_dir / VILA_CHECKPOINT, dtype="fp32")
     trainer.setup()
     if mode == "lora":  # LoRA starts with B = 0, which leaves A's first gradient exactly zero
         with torch.no_grad():

@@ -383,3 +383,55 @@ def test_s2_towers_are_refused(vila_copy):
     path.write_text(json.dumps(json.loads(path.read_text()) | {"s2": True}))
     with pytest.raises(ckpt.CheckpointError, match="S2 multi-scale vision tower"):
         load_vlm(vila_copy)
+
+
+def test_comfyui_nodes_load_vila_and_judge_under_inference_mode(tiny_dir, monkeypatch, tmp_path):
+    """The VLM loader node lists and loads the release's folder; the SelfCritic node judges with it."""
+    from conftest import ROOT_PACKAGE
+
+    monkeypatch.setenv("REVISE_MODEL_DIRS", f"vlm={tiny_dir / VILA_CHECKPOINT.rsplit('/', 1)[0]}")
+    monkeypatch.setenv("REVISE_OUTPUT_DIR", str(tmp_path))
+    nodes = ROOT_PACKAGE.NODE_CLASS_MAPPINGS
+    assert "checkpoint" in nodes["ReViSEVLMLoader"].INPUT_TYPES()["required"]["vlm_name"][0]
+    source = _frames(0, count=5)
+    with torch.inference_mode():
+        (loaded,) = nodes["ReViSEVLMLoader"]().load("checkpoint", "fp32", "cpu")
+        p_yes, relative, report = nodes["ReViSESelfCritic"]().judge(loaded, source, source.clone(), INSTRUCTION,
+                                                                    False, 2)
+    assert isinstance(loaded, vila.VilaModel) and 0.0 < p_yes < 1.0 and relative == 0.0
+    assert set(json.loads(report)["per_dimension"]) == {"edit_accuracy", "preservation_consistency",
+                                                         "generation_naturalness", "generation_realism"}
+
+
+@pytest.mark.parametrize("dtype", ["bf16", "fp16"])
+def test_half_precision_encode_and_critic(tiny_dir, model, dtype):
+    """The release runs VILA in fp16; bf16 is the GPU default here. Both encode and give pixel gradients."""
+    half = load_vlm(tiny_dir / VILA_CHECKPOINT, dtype=dtype)
+    frames = _frames(8)
+    with torch.no_grad():
+        u, reference = half.encode(frames, INSTRUCTION), model.encode(frames, INSTRUCTION)
+    assert u.dtype == ckpt.resolve_dtype(dtype)
+    assert F.cosine_similarity(u.float().flatten(), reference.flatten(), dim=0) > 0.999
+    edited = _frames(9, count=5).requires_grad_(True)
+    relative, verdict = SelfCritic(half).relative(_frames(8, count=5), edited, INSTRUCTION)
+    relative.backward()
+    assert torch.isfinite(verdict.delta) and edited.grad.abs().sum() > 0
+
+
+def test_local_rve_judge_runs_on_vila(model):
+    """RVE-Bench's local judge goes through the family interface: the expected score over the digit tokens
+    at the answer position, and a generated answer (parsed, or recorded as a failure)."""
+    from revise_core.bench.judge import LocalJudge, _number_tokens
+
+    source, edited = _frames(0, count=5), _frames(1, count=5)
+    judge = LocalJudge(model, num_frames=2, mode="expected", retries=0)
+    verdict = judge.score("EA", INSTRUCTION, source, edited)
+    with torch.no_grad():
+        logits = model.answer_logits(judge._messages("EA", INSTRUCTION), [source, edited], num_frames=2,
+                                     assistant_prefix='{"score": ')
+    numbers = _number_tokens(model.tokenizer)
+    probs = torch.softmax(logits[[t for _, t in numbers]], dim=0)
+    expected = float((probs * torch.tensor([float(v) for v, _ in numbers])).sum()) * 10 / max(v for v, _ in numbers)
+    assert verdict.score == pytest.approx(expected, abs=1e-5) and 0 <= verdict.score <= 10
+    generated = LocalJudge(model, num_frames=2, max_new_tokens=4, retries=0).score("EA", INSTRUCTION, source, edited)
+    assert generated.score is not None or generated.error
