@@ -19,7 +19,7 @@ from revise_core.video import synthetic_clip, write_video
 def siglip(tmp_path_factory):
     from transformers import SiglipConfig, SiglipModel
 
-    from revise_core.bench.quality import ImageEncoder
+    from revise_core.evaluation.quality import ImageEncoder
     from revise_core.testing import seeded, train_tokenizer
 
     folder = tmp_path_factory.mktemp("siglip")

@@ -421,7 +421,7 @@ def test_half_precision_encode_and_critic(tiny_dir, model, dtype):
 def test_local_rve_judge_runs_on_vila(model):
     """RVE-Bench's local judge goes through the family interface: the expected score over the digit tokens
     at the answer position, and a generated answer (parsed, or recorded as a failure)."""
-    from revise_core.bench.judge import LocalJudge, _number_tokens
+    from revise_core.evaluation.judge import LocalJudge, _number_tokens
 
     source, edited = _frames(0, count=5), _frames(1, count=5)
     judge = LocalJudge(model, num_frames=2, mode="expected", retries=0)

@@ -1,6 +1,6 @@
 """The Toy-RVE oracle: the exact target of every sample and the four RVE-Bench sub-metrics of an edit.
 
-All scores are 0-10 and combine like RVE-Bench (revise_core.bench.scores, VIEScore-style Overall):
+All scores are 0-10 and combine like RVE-Bench (revise_core.evaluation.scores, VIEScore-style Overall):
 - EA: how much of the required change happened, in the pixels the rule changes:
       10 · clamp(1 − |edit − target| / |source − target|) averaged over that region;
 - PC: outside that region, how close the edit stays to the source: 10 · clamp(1 − mean|edit − source| / 0.25);
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from revise_core.bench.scores import SampleScore
+from revise_core.evaluation.scores import SampleScore
 
 from .task import Sample, render
 

@@ -53,7 +53,7 @@ def _rave(args) -> int:
 
 
 def _icvg(args) -> int:
-    from ..bench.quality import ImageEncoder
+    from ..evaluation.quality import ImageEncoder
     from ..vlm import load_vlm
     from .icvg_build import build_film
     from .runner import Kept, run_stage

@@ -1,9 +1,9 @@
 """RVE-Bench: judge predictions on a benchmark manifest and write tables and a chart.
 
-    python -m revise_core.bench.rve --manifest bench.jsonl --predictions ours=preds/ --judge openai \\
+    python -m revise_core.evaluation.rve --manifest bench.jsonl --predictions ours=preds/ --judge openai \\
         --judge-model gpt-4o --out report/
-    python -m revise_core.bench.rve --manifest bench.jsonl --edit --models MODELS_DIR --judge local --out report/
-    python -m revise_core.bench.rve --demo --out /tmp/rve-demo
+    python -m revise_core.evaluation.rve --manifest bench.jsonl --edit --models MODELS_DIR --judge local --out report/
+    python -m revise_core.evaluation.rve --demo --out /tmp/rve-demo
 
 Predictions are `<folder>/<sample id>.mp4`. A missing prediction or an answer that never parses is
 recorded as a failure for that sample and sub-metric, counted in the report, and never scored.
@@ -82,7 +82,7 @@ def write_report(samples: list[SampleScore], records: list[dict], out: Path, *, 
     paths["samples_jsonl"] = out / "samples.jsonl"
     quality_keys = sorted({k for s in samples for k in s.quality})
     overall_rows = [r for r in rows if r["category"] == "all"]
-    lines = [f"# {title}", "", f"Overall: `{mode}` (see revise_core/bench/scores.py). Scores 0-10 from the judge; "
+    lines = [f"# {title}", "", f"Overall: `{mode}` (see revise_core/evaluation/scores.py). Scores 0-10 from the judge; "
              "'–' = not applicable or no valid sample.", "", "## Per subset (Table 1 layout)", "",
              markdown_table(overall_rows, ["method", "subset", "samples", "failed", *COLUMNS]), ""]
     category_rows = [r for r in rows if r["category"] != "all"]
@@ -141,7 +141,7 @@ def write_demo_benchmark(folder: Path) -> Path:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m revise_core.bench.rve", description=__doc__.split("\n")[0],
+    parser = argparse.ArgumentParser(prog="python -m revise_core.evaluation.rve", description=__doc__.split("\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--manifest", type=Path, help="benchmark manifest (JSONL: id, source, instruction, subset, category)")
     parser.add_argument("--predictions", action="append", default=[], metavar="[NAME=]DIR",
