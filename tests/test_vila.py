@@ -435,3 +435,19 @@ def test_local_rve_judge_runs_on_vila(model):
     assert verdict.score == pytest.approx(expected, abs=1e-5) and 0 <= verdict.score <= 10
     generated = LocalJudge(model, num_frames=2, max_new_tokens=4, retries=0).score("EA", INSTRUCTION, source, edited)
     assert generated.score is not None or generated.error
+
+
+def test_edit_cli_with_vila_as_the_encoder(tiny_dir, tmp_path):
+    """A models.json whose VLM is a VILA folder: the edit command line runs through the same interface
+    (reasoning captions written by VILA, u from its conditioning prompt)."""
+    from revise_core import edit as edit_cli
+    from revise_core.video import read_video, synthetic_clip, write_video
+
+    spec = json.loads((tiny_dir / "models.json").read_text())
+    spec = {key: str(tiny_dir / value) for key, value in spec.items()} | {"vlm": str(tiny_dir / VILA_CHECKPOINT)}
+    (tmp_path / "models.json").write_text(json.dumps(spec))
+    write_video(tmp_path / "in.mp4", synthetic_clip(9, 64, 64).frames, 8)
+    out = tmp_path / "out.mp4"
+    assert edit_cli.main(["--models", str(tmp_path), "--video", str(tmp_path / "in.mp4"), "--instruction",
+                          INSTRUCTION, "--out", str(out), "--steps", "2", "--reasoning", "caption"]) == 0
+    assert read_video(out).num_frames == 9
