@@ -286,3 +286,19 @@ def test_shipped_training_configs_are_valid():
     root = Path(__file__).resolve().parent.parent / "configs" / "train"
     objectives = {build_config(path, {}).objective for path in root.glob("*.yaml")}
     assert objectives == {"uso", "sft", "rwr"}
+
+
+def test_feature_cache_key_follows_the_vlm_family_and_its_conditioning(tiny_dir, manifest):
+    """Cached u must never be reused for another VLM family or another VILA conditioning option."""
+    import dataclasses
+
+    from revise_core.testing import VILA_CHECKPOINT
+    from revise_core.vlm import load_vlm
+
+    models = EditModels.load(tiny_dir)
+    triplet = read_manifest(manifest)[0]
+    kwargs = dict(num_frames=5, height=64, width=64, resize="crop", max_text_len=32, vlm_frames=4)
+    vila = load_vlm(tiny_dir / VILA_CHECKPOINT, dtype="fp32")
+    keys = {FeatureStore(dataclasses.replace(models, vlm=vlm), **kwargs)._key(triplet)
+            for vlm in (models.vlm, vila, dataclasses.replace(vila, condition_on_all_frames=True))}
+    assert len(keys) == 3

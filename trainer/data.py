@@ -65,7 +65,7 @@ class FeatureStore:
         for path in (triplet.source, triplet.target):
             digest.update(_file_digest(path).encode())
         digest.update(json.dumps([triplet.instruction, self.shape, self.max_text_len, self.vlm_frames,
-                                  self._encoders]).encode())
+                                  self._encoders, self.models.vlm.encode_options()], sort_keys=True).encode())
         return digest.hexdigest()[:32]
 
     def _compute(self, triplet: Triplet) -> Features:

@@ -101,6 +101,10 @@ class VisionLanguageModel(abc.ABC):
     def reset_state(self) -> None:
         """Forget state cached between calls (Qwen-VL keeps rope deltas on the model)."""
 
+    def encode_options(self) -> dict:
+        """What, besides the weights and the inputs, decides `encode`'s output (keys of feature caches)."""
+        return {"family": self.family}
+
     def set_gradient_checkpointing(self, enabled: bool) -> None:
         """Turn activation checkpointing on or off in every transformer of the VLM."""
         for module in self.checkpointable_modules():

@@ -369,6 +369,9 @@ class VilaModel(VisionLanguageModel):
     def checkpointable_modules(self) -> list[nn.Module]:
         return [self.model.llm, self.model.vision_tower]
 
+    def encode_options(self) -> dict:
+        return super().encode_options() | {"all_frames": self.condition_on_all_frames}
+
     def _image(self) -> list:
         return [IM_START, IMAGE, IM_END] if self.use_im_start_end else [IMAGE]
 
