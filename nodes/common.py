@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import torch
 
 CATEGORY = "ReViSE"
-PRECISIONS = ["bf16", "fp16", "fp32"]
+PRECISIONS = ["auto", "bf16", "fp16", "fp32"]
 DEVICES = ["auto", "cpu", "cuda"]
 
 # Wire types: the values travelling on them are revise_core objects.
@@ -16,8 +16,9 @@ DIT, VAE, T5, VLM, CONNECTOR = "REVISE_DIT", "REVISE_VAE", "REVISE_T5", "REVISE_
 COND, VLM_COND = "REVISE_COND", "REVISE_VLM_COND"
 
 
-def precision_input(tooltip: str = "Compute dtype the weights are cast to (fp8 files are upcast).") -> tuple:
-    return (PRECISIONS, {"default": "bf16", "tooltip": tooltip})
+def precision_input(tooltip: str = "Compute dtype the weights are cast to (fp8 files are upcast). auto: bf16 on a "
+                                   "GPU, fp32 on the CPU (half precision is very slow there).") -> tuple:
+    return (PRECISIONS, {"default": "auto", "tooltip": tooltip})
 
 
 def device_input() -> tuple:
@@ -45,8 +46,13 @@ def expect_vae(value: object) -> None:
     expect(value, AutoencoderKLWan, "vae", VAE)
 
 
-def dtype_of(name: str) -> torch.dtype:
-    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[name]
+def dtype_of(name: str, device_choice: str = "auto") -> torch.dtype:
+    """A precision widget's value as a dtype; "auto" follows the device the model will compute on."""
+    from revise_core.checkpoints import auto_dtype, resolve_dtype
+
+    from . import comfy_bridge as bridge
+
+    return resolve_dtype(auto_dtype(name, bridge.compute_device(device_choice)))
 
 
 @contextlib.contextmanager

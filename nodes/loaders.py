@@ -56,7 +56,7 @@ class ReViSEDiTLoader(_Loader):
         bridge.free_memory_for_loading()
         with weights_outside_inference_mode():
             dit = load_dit(bridge.resolve("dit", dit_name), config=None if config == AUTO else config,
-                           dtype=dtype_of(precision))
+                           dtype=dtype_of(precision, device))
         return (_place(dit, device),)
 
 
@@ -76,7 +76,7 @@ class ReViSEVAELoader(_Loader):
 
     def load(self, vae_name, precision, device):
         with weights_outside_inference_mode():
-            vae = load_vae(bridge.resolve("vae", vae_name), dtype=dtype_of(precision))
+            vae = load_vae(bridge.resolve("vae", vae_name), dtype=dtype_of(precision, device))
         return (_place(vae, device),)
 
 
@@ -103,7 +103,7 @@ class ReViSET5Loader(_Loader):
         with weights_outside_inference_mode():
             text = load_text_encoder(bridge.resolve("t5", t5_name),
                                      tokenizer=None if tokenizer == AUTO else bridge.resolve("t5", tokenizer),
-                                     dtype=dtype_of(precision))
+                                     dtype=dtype_of(precision, device))
         return (_place(text, device),)
 
 
@@ -128,7 +128,7 @@ class ReViSEVLMLoader(_Loader):
     def load(self, vlm_name, precision, device):
         bridge.free_memory_for_loading()
         with weights_outside_inference_mode():
-            vlm = load_vlm(bridge.resolve("vlm", vlm_name), dtype=dtype_of(precision))
+            vlm = load_vlm(bridge.resolve("vlm", vlm_name), dtype=dtype_of(precision, device))
         return (_place(vlm, device),)
 
 
@@ -157,7 +157,7 @@ class ReViSEConnectorLoader(_Loader):
         tokens = None if special_tokens == "none" else bridge.resolve("connector", special_tokens)
         with weights_outside_inference_mode():
             connector = load_connector(bridge.resolve("connector", connector_name), special_tokens=tokens,
-                                       config=None if config == AUTO else config, dtype=dtype_of(precision))
+                                       config=None if config == AUTO else config, dtype=dtype_of(precision, device))
         return (_place(connector, device),)
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from revise_core.checkpoints import compute_dtype
 from revise_core.connector import Connector, save_connector
 from revise_core.dit import save_dit
 from revise_core.editor import EditModels
@@ -67,10 +68,15 @@ class ReViSEUSOTrainer:
         if not manifest.strip():
             raise ValueError("manifest: give the path of a triplet manifest (JSONL); see docs/training.md")
         out = bridge.output_directory() / "revise_training" / output_name
+        loaded_dtype = compute_dtype(dit)
+        # The run computes in the precision the DiT was loaded in (autocast; fp16 with loss scaling) while the
+        # trainer keeps fp32 master weights of what trains.
+        precision = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(loaded_dtype, "fp32")
         config = USOConfig(manifest=manifest, output_dir=str(out), objective=objective, steps=steps,
                            reason_weight=reason_weight, sigma_max=sigma_max, lr=learning_rate, train=train,
                            lora_rank=lora_rank, global_batch=global_batch, num_frames=num_frames, width=width,
                            height=height, seed=training_seed, tensorboard=False, device=str(bridge.compute_device_of(dit)),
+                           dtype=precision,
                            checkpoint_every=max(1, min(100, steps)))
         progress = bridge.progress(steps)
 
@@ -92,19 +98,22 @@ class ReViSEUSOTrainer:
             outputs = trainer.cleanup()
         report = {"output_dir": str(out), "steps": len(history), "final": history[-1] if history else {},
                   "files": {k: str(v) for k, v in outputs.items()}}
-        trained_dit = trainer.generator.dit
-        return (_merged(trained_dit, outputs["dit"]), trainer.generator.connector, json.dumps(report, indent=2),
-                _png_as_image(outputs.get("curves")))
+        trained = trainer.generator
+        connector_out = trained.connector.to(compute_dtype(connector))
+        return (_as_loaded(trained.dit, outputs["dit"], loaded_dtype, bridge.compute_device_of(dit)), connector_out,
+                json.dumps(report, indent=2), _png_as_image(outputs.get("curves")))
 
 
-def _merged(dit: torch.nn.Module, exported: Path) -> torch.nn.Module:
-    """The trained DiT as a plain module (LoRA merged), read back from the exported file."""
+def _as_loaded(dit: torch.nn.Module, exported: Path, dtype: torch.dtype, device: torch.device) -> torch.nn.Module:
+    """The trained DiT as a plain module (LoRA merged) in the precision the input DiT was loaded in, read back
+    from the exported file (which applies the loaders' fp32-kept-modules policy)."""
     from revise_core.dit import load_dit
 
-    if not any("lora_" in name for name, _ in dit.named_parameters()):
+    if dtype == torch.float32 and not any("lora_" in name for name, _ in dit.named_parameters()):
+        dit.revise_compute_device = device
         return dit
-    merged = load_dit(exported, dtype=next(dit.parameters()).dtype)
-    merged.revise_compute_device = getattr(dit, "revise_compute_device", next(dit.parameters()).device)
+    merged = load_dit(exported, dtype=dtype)
+    merged.revise_compute_device = device
     return merged
 
 

@@ -425,6 +425,42 @@ def read_json(path: str | os.PathLike, *, what: str) -> dict:
     return data
 
 
+def compute_dtype(module: nn.Module) -> torch.dtype:
+    """The dtype a model computes in: the one it was loaded as.
+
+    Not the dtype of its first parameter: diffusers and transformers keep some modules in fp32 in a half
+    precision model (Wan's `scale_shift_table` is the DiT's first parameter), and inputs cast to that dtype
+    crash the first half-precision layer. Their `dtype` property skips those modules; for other modules the
+    dtype that holds most of the floating-point weights is the compute dtype.
+    """
+    dtype = getattr(module, "dtype", None)
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    sizes: dict[torch.dtype, int] = {}
+    for parameter in module.parameters():
+        if parameter.is_floating_point():
+            sizes[parameter.dtype] = sizes.get(parameter.dtype, 0) + parameter.numel()
+    if not sizes:
+        raise ValueError(f"{type(module).__name__} has no floating-point parameters to take a dtype from")
+    return max(sizes, key=sizes.get)
+
+
+DTYPE_CHOICES = ("auto", "fp32", "bf16", "fp16")
+
+
+def auto_dtype(name: str | None, device: torch.device | str) -> str:
+    """'auto' (or None) -> bf16 on CUDA, fp32 elsewhere; other names pass through.
+
+    Half precision on the CPU is slow (no half-precision conv3d kernels: a tiny VAE encode takes minutes)
+    and saves nothing, so it is used there only when asked for.
+    """
+    if name in (None, "auto"):
+        return "bf16" if torch.device(device).type == "cuda" else "fp32"
+    if name not in DTYPE_CHOICES:
+        raise ValueError(f"unknown dtype '{name}'; expected one of {DTYPE_CHOICES}")
+    return name
+
+
 def resolve_dtype(dtype: torch.dtype | str) -> torch.dtype:
     """Accept a torch dtype or one of 'fp32', 'fp16', 'bf16' (and their long names)."""
     if isinstance(dtype, torch.dtype):

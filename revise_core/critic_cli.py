@@ -7,34 +7,39 @@
 
 from __future__ import annotations
 
+import json
 import logging
+from pathlib import Path
 
 import torch
 
+from .checkpoints import DTYPE_CHOICES, auto_dtype
 from .critic import CriticConfig, CriticError, SelfCritic
 
 DEMOS = ("qwen2", "revise")
 
 
-def _demo_vlm(kind: str):
-    """The tiny VLM of a demo; 'revise' goes through the VILA folder format on disk, as a user's release would."""
+def _demo_vlm(kind: str, dtype: str, device: str):
+    """The tiny VLM of a demo, written to disk in its release's folder format and loaded back like a user's."""
     import tempfile
 
     from .testing import tiny_vila, tiny_vlm
     from .vlm import load_vlm, vila
 
-    if kind == "qwen2":
-        return tiny_vlm()
     with tempfile.TemporaryDirectory() as folder:
-        vila.save(tiny_vila(), folder)
-        return load_vlm(folder, dtype="fp32")
+        if kind == "qwen2":
+            tiny = tiny_vlm()
+            tiny.model.save_pretrained(folder)
+            tiny.tokenizer.save_pretrained(folder)
+            (Path(folder) / "preprocessor_config.json").write_text(json.dumps(tiny.preprocess.to_processor_config()))
+        else:
+            vila.save(tiny_vila(), folder)
+        return load_vlm(folder, dtype=dtype, device=device)
 
 
 def main(argv: list[str] | None = None) -> int:
     """python -m revise_core.critic --models DIR --source A --edited B --instruction TEXT [--cot] [--json]"""
     import argparse
-    import json
-    from pathlib import Path
 
     parser = argparse.ArgumentParser(prog="python -m revise_core.critic",
                                      description="Judge an edit with the model's own VLM: P(Yes), Δ, relative Δ.")
@@ -45,8 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cot", action="store_true", help="let the VLM write a concise reasoning before the verdict")
     parser.add_argument("--frames", type=int, default=4, help="frames sampled uniformly from each video (default 4)")
     parser.add_argument("--no-per-dimension", action="store_true", help="skip the four per-dimension questions")
-    parser.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default=None,
-                        help="VLM dtype (default: bf16 on GPU, fp32 on CPU)")
+    parser.add_argument("--dtype", choices=DTYPE_CHOICES, default="auto",
+                        help="VLM dtype; auto = bf16 on GPU, fp32 on CPU")
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--demo", nargs="?", const="qwen2", choices=DEMOS,
@@ -60,9 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     from .vlm import load_vlm
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = args.dtype or ("bf16" if device.startswith("cuda") else "fp32")
+    dtype = auto_dtype(args.dtype, device)
     if args.demo:
-        vlm = _demo_vlm(args.demo)
+        vlm = _demo_vlm(args.demo, dtype, device)
         source = synthetic_clip(9, 64, 64, seed=0).frames
         edited = synthetic_clip(9, 64, 64, seed=1).frames
         instruction = args.instruction or "make the square red"

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import torch
 
+from .checkpoints import DTYPE_CHOICES, auto_dtype
+
 logger = logging.getLogger(__name__)
 
 DEMO_INSTRUCTION = "what will the ice cube look like after an hour in the sun ?"
@@ -50,8 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     # --- reasoning and runtime ---
     parser.add_argument("--reasoning", choices=("none", "caption"), default="none",
                         help="'caption': the VLM writes source and target captions first (Omni-Video 2)")
-    parser.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default=None,
-                        help="compute dtype (default: bf16 on GPU, fp32 on CPU)")
+    parser.add_argument("--dtype", choices=DTYPE_CHOICES, default="auto",
+                        help="compute dtype; auto = bf16 on GPU, fp32 on CPU")
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     parser.add_argument("--tiled-decode", action="store_true", help="decode with spatial tiles (less memory)")
     parser.add_argument("--best-of", type=int, default=1,
@@ -68,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     from .video import read_video, synthetic_clip, write_video
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = args.dtype or ("bf16" if device.startswith("cuda") else "fp32")
+    dtype = auto_dtype(args.dtype, device)
     workdir = None
     if args.demo:
         from .testing import write_tiny_models

@@ -305,7 +305,7 @@ def _sync() -> None:
 
 
 def _dtype(module: nn.Module) -> torch.dtype:
-    return next(module.parameters()).dtype
+    return ckpt.compute_dtype(module)
 
 
 def write_models_file(folder: str | os.PathLike, entries: dict[str, str]) -> Path:

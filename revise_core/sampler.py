@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .checkpoints import compute_dtype
+
 logger = logging.getLogger(__name__)
 
 SCHEDULERS = ("unipc", "euler")
@@ -94,7 +96,7 @@ def sample(
     """
     config = config or SamplerConfig()
     device = next(dit.parameters()).device
-    dtype = next(dit.parameters()).dtype
+    dtype = compute_dtype(dit)
     if noise is None:
         if latent_shape is None:
             raise ValueError("sample() needs either noise or latent_shape")

@@ -376,12 +376,7 @@ def write_tiny_models(out_dir: str | Path, seed: int = 0) -> dict:
     vlm_dir = out / "vlm" / "tiny-qwen2_5-vl"
     vlm.model.save_pretrained(str(vlm_dir), safe_serialization=True)
     vlm.tokenizer.save_pretrained(str(vlm_dir))
-    preprocess = dict(
-        patch_size=TINY_PREPROCESS.patch_size, merge_size=TINY_PREPROCESS.merge_size,
-        temporal_patch_size=TINY_PREPROCESS.temporal_patch_size, min_pixels=TINY_PREPROCESS.min_pixels,
-        max_pixels=TINY_PREPROCESS.max_pixels, image_mean=list(TINY_PREPROCESS.image_mean),
-        image_std=list(TINY_PREPROCESS.image_std), image_processor_type="Qwen2VLImageProcessor",
-    )
+    preprocess = TINY_PREPROCESS.to_processor_config()
     for name in ("preprocessor_config.json", "video_preprocessor_config.json"):
         (vlm_dir / name).write_text(json.dumps(preprocess, indent=2) + "\n")
     record("vlm", "vlm/tiny-qwen2_5-vl", "hf-folder")

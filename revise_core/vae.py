@@ -94,8 +94,7 @@ def encode(vae: nn.Module, video: torch.Tensor) -> torch.Tensor:
     """Pixels [B, 3, T, H, W] in -1..1 -> raw latents [B, 16, (T-1)/4+1, H/8, W/8] (distribution mode)."""
     if video.ndim != 5 or video.shape[1] != 3:
         raise ValueError(f"VAE encode expects pixels [B, 3, T, H, W], got shape {tuple(video.shape)}")
-    dtype = next(vae.parameters()).dtype
-    return vae.encode(video.to(dtype)).latent_dist.mode()
+    return vae.encode(video.to(ckpt.compute_dtype(vae))).latent_dist.mode()
 
 
 def decode(
@@ -123,7 +122,7 @@ def decode(
         if not 1 <= num_latent_frames <= latents.shape[2]:
             raise ValueError(f"num_latent_frames must be in 1..{latents.shape[2]}, got {num_latent_frames}")
         latents = latents[:, :, :num_latent_frames]
-    latents = latents.to(next(vae.parameters()).dtype)
+    latents = latents.to(ckpt.compute_dtype(vae))
     if not clamp:
         if tiled:
             raise ValueError("tiled decoding always clamps; use tiled=False for the differentiable path")

@@ -11,6 +11,7 @@ import torch
 
 import comfy_executor as executor
 from conftest import ROOT, ROOT_PACKAGE
+from revise_core.checkpoints import compute_dtype, resolve_dtype
 
 WORKFLOWS = sorted((ROOT / "workflows").glob("*.json"))
 BUILTINS_ALLOWED = {"LoadVideo", "GetVideoComponents", "CreateVideo", "SaveVideo", "PreviewAny", "PreviewImage",
@@ -59,28 +60,31 @@ def test_workflow_structure(path):
 
 
 TINY_NAMES = {
-    "ReViSEDiTLoader": {"dit_name": "wan_tiny_comfyui.safetensors", "precision": "fp32"},
-    "ReViSEVAELoader": {"vae_name": "wan_2.1_vae_tiny.safetensors", "precision": "fp32"},
-    "ReViSET5Loader": {"t5_name": "umt5_tiny.safetensors", "tokenizer": "tokenizer", "precision": "fp32"},
-    "ReViSEVLMLoader": {"vlm_name": "tiny-qwen2_5-vl", "precision": "fp32"},
+    "ReViSEDiTLoader": {"dit_name": "wan_tiny_comfyui.safetensors"},
+    "ReViSEVAELoader": {"vae_name": "wan_2.1_vae_tiny.safetensors"},
+    "ReViSET5Loader": {"t5_name": "umt5_tiny.safetensors", "tokenizer": "tokenizer"},
+    "ReViSEVLMLoader": {"vlm_name": "tiny-qwen2_5-vl"},
     # Our connector file carries its config; the tiny Omni-Video 2 .pt has none (loader tests cover it).
-    "ReViSEConnectorLoader": {"connector_name": "revise_connector_tiny.safetensors", "special_tokens": "none",
-                              "precision": "fp32"},
+    "ReViSEConnectorLoader": {"connector_name": "revise_connector_tiny.safetensors", "special_tokens": "none"},
     "ReViSEVAEEncode": {"num_frames": 9, "width": 64, "height": 64},
     "ReViSEVLMEncode": {"caption_tokens": 8},
     "ReViSESampler": {"steps": 2},
     "ReViSEBestOfEdit": {"candidates": 2, "steps": 2},
     "ReViSEUSOTrainer": {"steps": 2, "global_batch": 2, "num_frames": 5, "width": 64, "height": 64},
 }
+# Half precision on the CPU has no fast conv3d kernels (a 9 x 64 x 64 VAE pass takes a minute): those runs use
+# 5 frames at 32 x 32, which exercise the same dtype paths.
+SIZES = {"fp32": {"frames": 9, "side": 64}, "bf16": {"frames": 5, "side": 32}, "fp16": {"frames": 5, "side": 32}}
 
 
 @pytest.fixture
-def comfy_dirs(tiny_model_dirs, tiny_dir, tmp_path, monkeypatch):
+def comfy_dirs(tiny_model_dirs, tiny_dir, tmp_path, monkeypatch, request):
     from revise_core.video import synthetic_clip, write_video
     from trainer.demo import write_demo_data
 
+    size = SIZES[getattr(request, "param", "fp32")]
     inputs = tmp_path / "input"
-    clip = synthetic_clip(num_frames=10, height=64, width=80)
+    clip = synthetic_clip(num_frames=size["frames"] + 1, height=size["side"], width=size["side"] + 16)
     write_video(inputs / "source.mp4", clip.frames, clip.fps)
     monkeypatch.setattr(executor.LoadVideo, "input_dir", inputs)
     monkeypatch.setattr(executor.SaveVideo, "output_dir", tmp_path / "output")
@@ -88,11 +92,19 @@ def comfy_dirs(tiny_model_dirs, tiny_dir, tmp_path, monkeypatch):
     return {"manifest": str(manifest), "output": tmp_path / "output"}
 
 
-def tiny_api(path: Path, manifest: str) -> dict:
-    """A shipped workflow in API form, pointed at the tiny models, the test video and a demo manifest."""
+def tiny_api(path: Path, manifest: str, precision: str = "fp32") -> dict:
+    """A shipped workflow in API form, pointed at the tiny models, the test video and a demo manifest, with
+    every loader in `precision` (clips shrunk for half precision, see SIZES)."""
     api = executor.ui_to_api(json.loads(path.read_text()), _classes())
+    size = SIZES[precision]
     for node in api.values():
         node["inputs"].update(TINY_NAMES.get(node["class_type"], {}))
+        if "precision" in node["inputs"]:
+            node["inputs"]["precision"] = precision
+        if node["class_type"] in ("ReViSEVAEEncode", "ReViSEUSOTrainer"):
+            node["inputs"].update(width=size["side"], height=size["side"])
+            if node["class_type"] == "ReViSEVAEEncode":
+                node["inputs"]["num_frames"] = size["frames"]
         if node["class_type"] == "LoadVideo":
             node["inputs"]["file"] = "source.mp4"
         if node["class_type"] == "ReViSEUSOTrainer":
@@ -100,22 +112,34 @@ def tiny_api(path: Path, manifest: str) -> dict:
     return api
 
 
+def test_shipped_workflows_default_to_automatic_precision():
+    for path in WORKFLOWS:
+        api = executor.ui_to_api(json.loads(path.read_text()), _classes())
+        precisions = {node["inputs"]["precision"] for node in api.values() if "precision" in node["inputs"]}
+        assert precisions == {"auto"}, path.name
+
+
+@pytest.mark.parametrize("comfy_dirs", list(SIZES), indirect=True)
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
-def test_workflow_runs_on_the_tiny_models(path, comfy_dirs):
-    api = tiny_api(path, comfy_dirs["manifest"])
+def test_workflow_runs_on_the_tiny_models(path, comfy_dirs, request):
+    precision = request.node.callspec.params["comfy_dirs"]
+    size = SIZES[precision]
+    api = tiny_api(path, comfy_dirs["manifest"], precision)
     results = executor.execute(api, _classes())
     kinds = {node["class_type"]: results.get(node_id) for node_id, node in api.items()}
+    loaded = [results[node_id][0] for node_id, node in api.items() if node["class_type"] == "ReViSEDiTLoader"]
+    assert all(compute_dtype(dit) == resolve_dtype(precision) for dit in loaded)
     if "SaveVideo" in kinds:
         saved = Path(kinds["SaveVideo"]["ui"]["files"][0])
         from revise_core.video import read_video
 
-        assert read_video(saved).frames.shape[0] == 9
+        assert read_video(saved).frames.shape[0] == size["frames"]
     if "ReViSESelfCritic" in kinds:
         p_yes, relative, report = kinds["ReViSESelfCritic"]
         assert 0 < p_yes < 1 and json.loads(report)["per_dimension"]
     if "ReViSEBestOfEdit" in kinds:
         frames, scores, seed = kinds["ReViSEBestOfEdit"]
-        assert len(json.loads(scores)) == 2 and frames.shape == (9, 64, 64, 3)
+        assert len(json.loads(scores)) == 2 and frames.shape == (size["frames"], size["side"], size["side"], 3)
     if "ReViSEUSOTrainer" in kinds:
         dit, connector, report, curves = kinds["ReViSEUSOTrainer"]
         assert json.loads(report)["steps"] == 2 and curves.ndim == 4

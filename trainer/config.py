@@ -59,7 +59,8 @@ class USOConfig:
     # --- runtime ---
     seed: int = _opt(0, "seed of data order, noise, timesteps and CFG drops")
     device: str = _opt("auto", "auto | cpu | cuda | cuda:N")
-    dtype: str = _opt("auto", "autocast dtype: auto (bf16 on GPU, fp32 on CPU) | bf16 | fp32")
+    dtype: str = _opt("auto", "autocast dtype: auto (bf16 on GPU, fp32 on CPU) | bf16 | fp16 (with loss scaling) | "
+                              "fp32; trained weights and optimizer state stay fp32")
     checkpointing_dit: bool = _opt(False, "gradient checkpointing in the DiT blocks")
     checkpointing_vlm: bool = _opt(False, "gradient checkpointing in the critic's VLM")
     checkpointing_vae: bool = _opt(False, "gradient checkpointing per latent frame in the VAE decoder (critic path)")
@@ -76,8 +77,8 @@ class USOConfig:
             problems.append(f"train must be 'full' or 'lora', got '{self.train}'")
         if self.strategy not in ("ddp", "fsdp"):
             problems.append(f"strategy must be 'ddp' or 'fsdp', got '{self.strategy}'")
-        if self.dtype not in ("auto", "bf16", "fp32"):
-            problems.append(f"dtype must be auto, bf16 or fp32, got '{self.dtype}'")
+        if self.dtype not in ("auto", "bf16", "fp16", "fp32"):
+            problems.append(f"dtype must be auto, bf16, fp16 or fp32, got '{self.dtype}'")
         if (self.num_frames - 1) % 4 or self.num_frames < 1:
             problems.append(f"num_frames must be 4k+1, got {self.num_frames}")
         if self.height % 32 or self.width % 32:

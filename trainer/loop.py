@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from revise_core import checkpoints as ckpt
 from revise_core import losses
 from revise_core.critic import CriticConfig, SelfCritic
 from revise_core.editor import EditModels
@@ -59,6 +60,10 @@ class USOTrainer:
         self.accumulation = cfg.global_batch // self.world
         models = self._models or EditModels.load(cfg.models, dtype="fp32", device=self.device)
         models.check()
+        # The trained modules keep fp32 master weights whatever precision they were loaded in (a ComfyUI graph
+        # may hand over half-precision models); autocast gives the compute precision.
+        models.dit.float()
+        models.connector.float()
         for frozen in (models.vae, models.text.model, models.vlm.model):
             frozen.eval().requires_grad_(False)
         self.models = models
@@ -87,7 +92,8 @@ class USOTrainer:
             if path is None:
                 raise FileNotFoundError(f"--resume: no checkpoint under {checkpoints.checkpoint_root(cfg.output_dir)}")
             self.start_step = checkpoints.load(path, model=self.model, optimizer=self.optimizer,
-                                               scheduler=self.scheduler, trainable=self.trainable)["step"]
+                                               scheduler=self.scheduler, trainable=self.trainable,
+                                               scaler=self.scaler)["step"]
         self.log = RunLog(cfg.output_dir, tensorboard=cfg.tensorboard, resume_step=self.start_step,
                           enabled=self.rank == 0)
         self.history = self.log.read() if self.rank == 0 else []
@@ -112,8 +118,11 @@ class USOTrainer:
                 self.device = torch.device("cpu")
         else:
             self.device = torch.device(cfg.device)
-        wants_bf16 = cfg.dtype == "bf16" or (cfg.dtype == "auto" and self.device.type == "cuda")
-        self.autocast_dtype = torch.bfloat16 if wants_bf16 else None
+        dtype = ckpt.resolve_dtype(ckpt.auto_dtype(cfg.dtype, self.device))
+        self.autocast_dtype = None if dtype == torch.float32 else dtype
+        # fp16 has too little range for small gradients: scale the loss, unscale before clipping, and skip
+        # steps whose gradients overflowed (torch.amp.GradScaler). bf16 needs none of this.
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=dtype == torch.float16)
 
     def _wrap(self, generator: Generator):
         if self.world == 1:
@@ -193,17 +202,23 @@ class USOTrainer:
                 result = self._loss_step(step, micro)
                 if not torch.isfinite(result.loss):
                     self._diverged(step, f"loss {float(result.loss.detach())} (L_FM={result.l_fm}, L_reason={result.l_reason})")
-                (result.loss / self.accumulation).backward()
+                self.scaler.scale(result.loss / self.accumulation).backward()
             results.append(result)
         params = [p for p in self.generator.parameters() if p.requires_grad]
+        self.scaler.unscale_(self.optimizer)
         if cfg.grad_clip > 0:
             grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
         else:
             grad_norm = torch.norm(torch.stack([p.grad.norm() for p in params if p.grad is not None]))
         if not torch.isfinite(grad_norm):
-            self._diverged(step, f"gradient norm {float(grad_norm)}")
+            if not self.scaler.is_enabled():
+                self._diverged(step, f"gradient norm {float(grad_norm)}")
+            # fp16 loss scaling: the scaler skips this update and lowers the scale (normal at the start).
+            logger.warning("step %d: fp16 gradients overflowed at loss scale %g; update skipped", step + 1,
+                           self.scaler.get_scale())
         lr = self.scheduler.get_last_lr()[0]
-        self.optimizer.step()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         return self._reduce(results, float(grad_norm), lr, time.perf_counter() - started)
@@ -240,7 +255,7 @@ class USOTrainer:
         if self.rank == 0:
             checkpoints.save(self.config.output_dir, step, model_state=model_state, optimizer_state=optimizer_state,
                              trainable=self.trainable, scheduler=self.scheduler, config=self.config.to_dict(),
-                             metrics=record, keep=self.config.keep_checkpoints)
+                             metrics=record, keep=self.config.keep_checkpoints, scaler=self.scaler)
         if self.world > 1:
             dist.barrier()
 

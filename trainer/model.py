@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from revise_core.checkpoints import compute_dtype
 from revise_core.connector import Connector, save_connector
 from revise_core.dit import save_dit
 from revise_core.text import pad_context
@@ -43,7 +44,7 @@ class Generator(nn.Module):
     def forward(self, z_t: torch.Tensor, sigma: torch.Tensor, source_latents: torch.Tensor,
                 vlm_states: torch.Tensor, text_tokens: torch.Tensor, drop: bool) -> torch.Tensor:
         context = self.context(source_latents, vlm_states, text_tokens, drop)
-        dtype = next(self.dit.parameters()).dtype
+        dtype = compute_dtype(self.dit)
         timestep = (sigma * 1000.0).to(z_t.device)  # Wan's timestep is σ·1000
         return self.dit(hidden_states=z_t.to(dtype), timestep=timestep, encoder_hidden_states=context.to(dtype),
                         return_dict=False)[0]

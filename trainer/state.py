@@ -41,7 +41,7 @@ def gather(model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict, di
 
 
 def save(output_dir: str | os.PathLike, step: int, *, model_state: dict, optimizer_state: dict, trainable: list[str],
-         scheduler, config: dict, metrics: dict, keep: int = 3) -> Path:
+         scheduler, config: dict, metrics: dict, keep: int = 3, scaler: torch.amp.GradScaler | None = None) -> Path:
     """Write a checkpoint from gathered state dicts (call on one process)."""
     root = checkpoint_root(output_dir)
     final = root / f"step_{step:06d}"
@@ -55,7 +55,8 @@ def save(output_dir: str | os.PathLike, step: int, *, model_state: dict, optimiz
     ckpt.save_safetensors(optimizer_tensors, tmp / "optimizer.safetensors", format_name="revise.trainer.optimizer")
     ckpt.save_safetensors(_rng_tensors(), tmp / "rng.safetensors", format_name="revise.trainer.rng")
     state = {"step": step, "config": config, "scheduler": scheduler.state_dict(), "optimizer": optimizer_meta,
-             "python_random": _python_random_state(), "trainable": trainable, "metrics": metrics}
+             "python_random": _python_random_state(), "trainable": trainable, "metrics": metrics,
+             "grad_scaler": scaler.state_dict() if scaler is not None and scaler.is_enabled() else None}
     (tmp / "state.json").write_text(json.dumps(state, indent=2, default=float) + "\n", encoding="utf-8")
     if final.exists():
         shutil.rmtree(final)
@@ -79,7 +80,7 @@ def latest(output_dir: str | os.PathLike) -> Path | None:
 
 
 def load(path: str | os.PathLike, *, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler,
-         trainable: list[str]) -> dict:
+         trainable: list[str], scaler: torch.amp.GradScaler | None = None) -> dict:
     """Restore a checkpoint written by `save` into live (possibly wrapped / sharded) objects; every process
     calls it. Returns the checkpoint's state.json."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
@@ -97,6 +98,8 @@ def load(path: str | os.PathLike, *, model: nn.Module, optimizer: torch.optim.Op
     set_state_dict(model, optimizer, model_state_dict=weights, optim_state_dict=optimizer_state,
                    options=StateDictOptions(full_state_dict=True, strict=False))
     scheduler.load_state_dict(state["scheduler"])
+    if scaler is not None and scaler.is_enabled() and state.get("grad_scaler"):
+        scaler.load_state_dict(state["grad_scaler"])
     _restore_rng(ckpt.read_state_dict(path / "rng.safetensors").tensors, state["python_random"])
     logger.info("resumed from %s (step %d)", path, state["step"])
     return state

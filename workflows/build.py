@@ -155,15 +155,15 @@ def connect_models(graph: Graph, models: dict[str, Node], node: Node) -> None:
 def loaders(graph: Graph, x: int = 0) -> dict[str, Node]:
     return {
         "dit": graph.add("ReViSEDiTLoader", (x, 0), dit_name="wan2.1_t2v_1.3B_fp16.safetensors", config="auto",
-                         precision="bf16", device="auto"),
-        "vae": graph.add("ReViSEVAELoader", (x, 190), vae_name="wan_2.1_vae.safetensors", precision="bf16",
+                         precision="auto", device="auto"),
+        "vae": graph.add("ReViSEVAELoader", (x, 190), vae_name="wan_2.1_vae.safetensors", precision="auto",
                          device="auto"),
         "t5": graph.add("ReViSET5Loader", (x, 350), t5_name="umt5_xxl_fp16.safetensors",
-                        tokenizer="umt5-xxl-tokenizer", precision="bf16", device="auto"),
-        "vlm": graph.add("ReViSEVLMLoader", (x, 540), vlm_name="Qwen2.5-VL-7B-Instruct", precision="bf16",
+                        tokenizer="umt5-xxl-tokenizer", precision="auto", device="auto"),
+        "vlm": graph.add("ReViSEVLMLoader", (x, 540), vlm_name="Qwen2.5-VL-7B-Instruct", precision="auto",
                          device="auto"),
         "connector": graph.add("ReViSEConnectorLoader", (x, 700), connector_name="omnivideo2/transformer/pytorch_model.pt",
-                               special_tokens="omnivideo2/special_tokens.pkl", config="auto", precision="bf16",
+                               special_tokens="omnivideo2/special_tokens.pkl", config="auto", precision="auto",
                                device="auto"),
     }
 

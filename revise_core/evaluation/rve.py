@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from ..checkpoints import DTYPE_CHOICES, auto_dtype
 from ..manifest import Triplet, read_manifest
 from ..video import VideoError, read_video, resize_frames
 from .judge import Judge, LocalJudge, OpenAIJudge
@@ -102,14 +103,14 @@ def write_report(samples: list[SampleScore], records: list[dict], out: Path, *, 
 
 
 def make_predictions(triplets: list[Triplet], models_dir: Path, out: Path, *, steps: int, seed: int,
-                     reasoning: str = "none") -> Path:
+                     reasoning: str = "none", dtype: str = "auto", device: str | None = None) -> Path:
     """Edit every source with ReViSE and write `<out>/<id>.mp4`."""
     from ..editor import EditModels, EditSettings, ReviseEditor
     from ..sampler import SamplerConfig
     from ..video import write_video
 
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    editor = ReviseEditor(EditModels.load(models_dir, dtype="bf16" if device == "cuda" else "fp32", device=device))
+    device = device or _default_device()
+    editor = ReviseEditor(EditModels.load(models_dir, dtype=auto_dtype(dtype, device), device=device))
     out.mkdir(parents=True, exist_ok=True)
     for triplet in triplets:
         clip = read_video(triplet.source)
@@ -121,7 +122,8 @@ def make_predictions(triplets: list[Triplet], models_dir: Path, out: Path, *, st
 
 
 def write_demo_benchmark(folder: Path) -> Path:
-    """Four synthetic samples, two per subset, in four categories; returns the manifest."""
+    """Four synthetic samples (5 frames, 32 x 32: quick in every precision on a CPU), two per subset, in four
+    categories; returns the manifest."""
     from ..video import synthetic_clip, write_video
 
     (folder / "videos").mkdir(parents=True, exist_ok=True)
@@ -131,7 +133,7 @@ def write_demo_benchmark(folder: Path) -> Path:
                ("icvg-1", "ICVG", "emotional", "show the moment that makes the viewer smile")]
     lines = []
     for index, (sample_id, subset, category, instruction) in enumerate(entries):
-        clip = synthetic_clip(num_frames=9, height=64, width=64, seed=index)
+        clip = synthetic_clip(num_frames=5, height=32, width=32, seed=index)
         write_video(folder / "videos" / f"{sample_id}.mp4", clip.frames, clip.fps)
         lines.append({"id": sample_id, "source": f"videos/{sample_id}.mp4", "instruction": instruction,
                       "subset": subset, "category": category})
@@ -163,6 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--background-encoder", type=Path, help="image encoder for background consistency (VBench: CLIP)")
     parser.add_argument("--overall", choices=OVERALL_MODES, default="viescore", help="how Overall is formed")
     parser.add_argument("--out", type=Path, required=True, help="report folder")
+    parser.add_argument("--dtype", choices=DTYPE_CHOICES, default="auto",
+                        help="compute dtype of the editor and the local judge; auto = bf16 on GPU, fp32 on CPU")
+    parser.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
     parser.add_argument("--demo", action="store_true", help="tiny models + synthetic videos: a full report on CPU")
     return parser
 
@@ -189,7 +194,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.models is None:
             parser.error("--edit needs --models")
         predictions["revise"] = make_predictions(triplets, args.models, args.out / "predictions",
-                                                 steps=args.edit_steps, seed=args.seed)
+                                                 steps=args.edit_steps, seed=args.seed, dtype=args.dtype,
+                                                 device=args.device)
     if not predictions:
         parser.error("give --predictions DIR (or --edit)")
     judge = _judge(args, parser)
@@ -211,9 +217,13 @@ def _judge(args, parser) -> Judge:
     from ..vlm import load_vlm
 
     spec = read_json(args.models / "models.json", what="model set description (models.json)")
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    vlm = load_vlm(args.models / spec["vlm"], dtype="bf16" if device == "cuda" else "fp32", device=device)
+    device = args.device or _default_device()
+    vlm = load_vlm(args.models / spec["vlm"], dtype=auto_dtype(args.dtype, device), device=device)
     return LocalJudge(vlm, num_frames=args.judge_frames, retries=args.retries, mode=args.judge_mode)
+
+
+def _default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _quality(args) -> dict:

@@ -156,7 +156,9 @@ class VisionLanguageModel(abc.ABC):
 
     @property
     def dtype(self) -> torch.dtype:
-        return next(self.model.parameters()).dtype
+        from ..checkpoints import compute_dtype
+
+        return compute_dtype(self.model)
 
 
 # --- helpers shared by the families ----------------------------------------------------------------

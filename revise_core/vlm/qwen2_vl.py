@@ -57,6 +57,12 @@ class VisionPreprocessConfig:
             "be a complete Hugging Face model folder"
         )
 
+    def to_processor_config(self) -> dict:
+        """The preprocessor_config.json a Qwen2-VL folder carries for these numbers (what from_dict reads)."""
+        return dict(patch_size=self.patch_size, merge_size=self.merge_size, temporal_patch_size=self.temporal_patch_size,
+                    min_pixels=self.min_pixels, max_pixels=self.max_pixels, image_mean=list(self.image_mean),
+                    image_std=list(self.image_std), image_processor_type="Qwen2VLImageProcessor")
+
     @classmethod
     def from_dict(cls, data: dict, *, source: Path | str = "<dict>") -> VisionPreprocessConfig:
         size = data.get("size") or {}
