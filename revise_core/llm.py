@@ -86,8 +86,11 @@ class LocalChat:
     def complete(self, messages: list[dict], *, max_tokens: int = 256) -> str:
         import torch
 
-        ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
-                                                 return_dict=True)["input_ids"].to(self.model.device)
+        from . import chat_text
+
+        # Message text stays text: a control-token string in a caption or instruction cannot end the turn.
+        pieces = chat_text.render_chat(self.tokenizer, messages, add_generation_prompt=True)
+        ids = torch.tensor([chat_text.tokenize(self.tokenizer, pieces)], device=self.model.device)
         with torch.no_grad():
             output = self.model.generate(ids, max_new_tokens=max_tokens, do_sample=False,
                                          pad_token_id=self.tokenizer.pad_token_id or self.tokenizer.eos_token_id)

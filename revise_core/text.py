@@ -232,8 +232,13 @@ def encode_text(encoder: TextEncoder, prompts: list[str], *, max_length: int = 5
     for prompt in prompts:
         if not isinstance(prompt, str) or not prompt.strip():
             raise ValueError(f"prompts must be non-empty strings, got {prompt!r}")
+    cleaned = [clean_prompt(p) for p in prompts]
+    for prompt, full in zip(cleaned, encoder.tokenizer(cleaned, add_special_tokens=True)["input_ids"]):
+        if len(full) > max_length:
+            logger.warning("umT5 keeps the first %d of the %d tokens of the prompt %r; the rest is cut off",
+                           max_length, len(full), prompt[:80] + ("..." if len(prompt) > 80 else ""))
     batch = encoder.tokenizer(
-        [clean_prompt(p) for p in prompts], padding="max_length", max_length=max_length, truncation=True,
+        cleaned, padding="max_length", max_length=max_length, truncation=True,
         add_special_tokens=True, return_attention_mask=True, return_tensors="pt",
     )
     device = next(encoder.model.parameters()).device

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from .. import chat_text
 from .. import checkpoints as ckpt
 from .base import VisionLanguageModel, VLMError, VLMInputs, VLMOutput, check_instruction
 
@@ -102,23 +103,35 @@ class Qwen2VLModel(VisionLanguageModel):
         if model_type not in MODEL_TYPES:
             raise VLMError(f"'{model_type}' is not a Qwen2-VL family model; expected one of {MODEL_TYPES}")
         tokenizer = self.tokenizer
-        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
-        text += assistant_prefix
+        # Message text is literal: only the template's own video placeholders count, and control-token strings
+        # in an instruction stay text (chat_text).
+        pieces = chat_text.render_chat(tokenizer, messages, add_generation_prompt=add_generation_prompt)
+        if assistant_prefix:
+            pieces.append((assistant_prefix, True))
         video_token = tokenizer.convert_ids_to_tokens(self.model.config.video_token_id)
-        if text.count(video_token) != len(videos):
-            raise VLMError(f"the chat has {text.count(video_token)} video placeholders but {len(videos)} videos "
-                           "were given")
-        patches, grids = [], []
+        placeholders = sum(text.count(video_token) for text, literal in pieces if not literal)
+        if placeholders != len(videos):
+            raise VLMError(f"the chat has {placeholders} video placeholders but {len(videos)} videos were given")
+        patches, grids, expanded = [], [], []
         merge = self.preprocess.merge_size ** 2
-        pieces = text.split(video_token)
-        expanded = pieces[0]
-        for video, piece in zip(videos, pieces[1:]):
-            video_patches, grid = frames_to_patches(video, self.preprocess)
-            patches.append(video_patches)
-            grids.append(grid)
-            expanded += video_token * (grid[0] * grid[1] * grid[2] // merge) + piece
+        remaining = iter(videos)
+        for text, literal in pieces:
+            if literal:
+                expanded.append((text, True))
+                continue
+            parts = text.split(video_token)
+            expanded.append((parts[0], False))
+            for part in parts[1:]:
+                video_patches, grid = frames_to_patches(next(remaining), self.preprocess)
+                patches.append(video_patches)
+                grids.append(grid)
+                expanded.append((video_token * (grid[0] * grid[1] * grid[2] // merge) + part, False))
         device = self.device
-        input_ids = tokenizer(expanded, add_special_tokens=False, return_tensors="pt")["input_ids"].to(device)
+        input_ids = torch.tensor([chat_text.tokenize(tokenizer, expanded)], device=device)
+        limit = getattr(getattr(self.model.config, "text_config", self.model.config), "max_position_embeddings", None)
+        if limit is not None and input_ids.shape[1] > int(limit):
+            logger.warning("the VLM prompt has %d tokens, more than the model's context of %d; expect degraded "
+                           "answers (fewer frames or a shorter instruction fit)", input_ids.shape[1], limit)
         kwargs = {
             "input_ids": input_ids,
             "attention_mask": torch.ones_like(input_ids),
@@ -134,8 +147,8 @@ class Qwen2VLModel(VisionLanguageModel):
         system = [message for message in messages if message.get("role") == "system"]
         prefix_len = 0
         if system and messages[0].get("role") == "system":
-            prefix_text = tokenizer.apply_chat_template(system, tokenize=False, add_generation_prompt=False)
-            prefix_len = len(tokenizer(prefix_text, add_special_tokens=False)["input_ids"])
+            prefix_len = len(chat_text.tokenize(tokenizer, chat_text.render_chat(tokenizer, system[:1],
+                                                                                  add_generation_prompt=False)))
         return VLMInputs(kwargs, prefix_len, input_ids[0])
 
     def forward(self, inputs, *, last=1, hidden_states=False):

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import chat_text
 from .. import checkpoints as ckpt
 from .base import VisionLanguageModel, VLMError, VLMInputs, VLMOutput, check_instruction, message_parts
 
@@ -300,41 +301,43 @@ def _expand_to_square(images: torch.Tensor, mean: tuple[float, float, float]) ->
 
 # --- prompts -------------------------------------------------------------------------------------
 
-IMAGE = object()  # marks an image position among the text pieces of a prompt
+IMAGE = object()  # marks an image position among the pieces of a prompt
 
 
-def render_llama3(turns: list[tuple[str, str]], system: str = LLAMA3_SYSTEM) -> list:
+def render_llama3(turns: list[tuple[str, list]], system: str = LLAMA3_SYSTEM) -> list:
     """The release's llama_3 template (Conversation.get_prompt, SeparatorStyle.LLAMA_3) over prompt pieces.
 
-    `turns` are (role, message) with role "user" / "assistant"; a message is a list of text pieces and
-    IMAGE markers. An empty message renders as the bare role header (the generation prompt); the last
-    non-empty message ends with `<|end_of_text|>` (sep2), the others with `<|eot_id|>`.
+    `turns` are (role, message) with role "user" / "assistant"; a message is a list of pieces: IMAGE markers
+    and (text, literal) pairs (chat_text: literal text never becomes control tokens). An empty message
+    renders as the bare role header (the generation prompt); the last non-empty message ends with
+    `<|end_of_text|>` (sep2), the others with `<|eot_id|>`. The template's own text is not literal.
     """
-    pieces: list = [LLAMA3_SYSTEM_HEADER + system + LLAMA3_SEP]
+    pieces: list = [(LLAMA3_SYSTEM_HEADER, False), (system, True), (LLAMA3_SEP, False)]
     for index, (role, message) in enumerate(turns):
-        pieces.append(LLAMA3_ROLES[role])
+        pieces.append((LLAMA3_ROLES[role], False))
         if message:
             pieces += message
-            pieces.append(LLAMA3_SEP if index < len(turns) - 1 else LLAMA3_SEP2)
+            pieces.append((LLAMA3_SEP if index < len(turns) - 1 else LLAMA3_SEP2, False))
     return pieces
 
 
 def tokenize_with_images(tokenizer, pieces: list) -> list[int]:
-    """The release's tokenizer_image_token over text pieces and IMAGE markers.
+    """The release's tokenizer_image_token over (text, literal) pieces and IMAGE markers.
 
     The text between images is tokenized chunk by chunk with the tokenizer's own special tokens (BOS).
     Official quirk: when the first chunk starts with BOS, that BOS is kept once and the first id of every
     chunk is dropped, so a template that already starts with `<|begin_of_text|>` gets two BOS ids from a
     tokenizer that adds BOS. Images become IMAGE_TOKEN_INDEX. Unlike the official `prompt.split("<image>")`,
-    a literal "<image>" in user text stays text: image positions are given as markers, never parsed.
+    a literal "<image>" in user text stays text: image positions are given as markers, never parsed; and
+    control-token strings in literal text stay text (chat_text).
     """
-    chunks: list[str] = [""]
+    chunks: list[list] = [[]]
     for piece in pieces:
         if piece is IMAGE:
-            chunks.append("")
+            chunks.append([])
         else:
-            chunks[-1] += piece
-    encoded = [list(tokenizer(chunk)["input_ids"]) for chunk in chunks]
+            chunks[-1].append(piece)
+    encoded = [chat_text.tokenize(tokenizer, chunk or [("", False)], add_special_tokens=True) for chunk in chunks]
     ids: list[int] = []
     offset = 0
     if encoded and encoded[0] and encoded[0][0] == tokenizer.bos_token_id:
@@ -373,7 +376,7 @@ class VilaModel(VisionLanguageModel):
         return super().encode_options() | {"all_frames": self.condition_on_all_frames}
 
     def _image(self) -> list:
-        return [IM_START, IMAGE, IM_END] if self.use_im_start_end else [IMAGE]
+        return [(IM_START, False), IMAGE, (IM_END, False)] if self.use_im_start_end else [IMAGE]
 
     def build_inputs(self, messages, videos=(), *, fps=16.0, add_generation_prompt=True, assistant_prefix=""):
         """Chat -> llama_3 prompt; every frame of a video placeholder is one image followed by a newline
@@ -391,14 +394,14 @@ class VilaModel(VisionLanguageModel):
             pieces: list = []
             for part in message_parts(message):
                 if part["type"] == "text":
-                    pieces.append(part["text"])
+                    pieces.append((part["text"], True))
                     continue
                 if used >= len(videos):
                     raise VLMError(f"the chat has more video placeholders than the {len(videos)} videos given")
                 frames = videos[used]
                 used += 1
                 for frame in frames:
-                    pieces += self._image() + ["\n"]
+                    pieces += self._image() + [("\n", False)]
                     images.append(frame)
             turns.append((role, pieces))
         if used != len(videos):
@@ -407,7 +410,7 @@ class VilaModel(VisionLanguageModel):
             turns.append(("assistant", []))
         pieces = render_llama3(turns, system)
         if assistant_prefix:
-            pieces.append(assistant_prefix)
+            pieces.append((assistant_prefix, True))
         return self._inputs(pieces, images)
 
     def _inputs(self, pieces: list, images: list[torch.Tensor], *, drop_pad_positions: bool = False) -> VLMInputs:
@@ -471,8 +474,8 @@ class VilaModel(VisionLanguageModel):
             video = video[:1]
         images = []
         for _ in video:
-            images += self._image() + ["\n"]
-        turns = [("user", images + [EDIT_PREFIX + instruction]), ("assistant", [EDIT_ANSWER])]
+            images += self._image() + [("\n", False)]
+        turns = [("user", images + [(EDIT_PREFIX, False), (instruction, True)]), ("assistant", [(EDIT_ANSWER, False)])]
         return self._inputs(render_llama3(turns), list(video), drop_pad_positions=True)
 
     def encode(self, frames, instruction, *, num_frames=8, fps=16.0):
