@@ -166,6 +166,15 @@ def progress(total: int, *, preview_latents: bool = False) -> Callable:
     return update
 
 
+def is_interruption(error: BaseException) -> bool:
+    """Whether `error` is ComfyUI's answer to Cancel (InterruptProcessingException)."""
+    if in_comfyui():
+        import comfy.model_management as mm
+
+        return isinstance(error, mm.InterruptProcessingException)
+    return False
+
+
 def interrupt_requested() -> bool:
     """Whether the user pressed Cancel (without consuming the flag)."""
     if in_comfyui():

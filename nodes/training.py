@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import copy
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from revise_core import jsonio
 from revise_core.checkpoints import compute_dtype
 from revise_core.connector import Connector, save_connector
 from revise_core.dit import save_dit
@@ -62,6 +62,7 @@ class ReViSEUSOTrainer:
               learning_rate, train, lora_rank, global_batch, num_frames, width, height, training_seed, resume):
         from trainer.config import USOConfig
         from trainer.loop import USOTrainer
+        from trainer.state import ResumeError, RunExistsError
 
         expect_dit(dit)
         expect(connector, Connector, "connector", CONNECTOR)
@@ -81,15 +82,29 @@ class ReViSEUSOTrainer:
         progress = bridge.progress(steps)
 
         def on_step(step, metrics):
-            progress(None)  # one step done (no latent preview while training)
+            # Cancel becomes KeyboardInterrupt, which the trainer answers by saving the last completed step; the
+            # progress bar itself raises ComfyUI's interruption exception, which would skip that save.
             if bridge.interrupt_requested():
-                raise KeyboardInterrupt  # the trainer saves the last completed step, then we report it
+                raise KeyboardInterrupt
+            try:
+                progress(None)  # one step done (no latent preview while training)
+            except Exception as error:
+                if bridge.is_interruption(error):
+                    raise KeyboardInterrupt from error
+                raise
 
         with training_mode(), using(vae, t5, vlm):
             # Copies: the loaders' cached models must stay as loaded for the rest of the graph.
             models = EditModels(dit=copy.deepcopy(dit), vae=vae, text=t5, vlm=vlm, connector=copy.deepcopy(connector))
             trainer = USOTrainer(config, models=models)
-            trainer.setup(resume=resume)
+            try:
+                trainer.setup(resume=resume)
+            except RunExistsError as error:
+                raise RunExistsError(f"output_name '{output_name}': {error}: turn the 'resume' input on to continue "
+                                     "it, or give another output_name") from error
+            except ResumeError as error:
+                raise ResumeError(f"'resume' is on but output_name '{output_name}' cannot be resumed: {error}. Turn "
+                                  "'resume' off to start a new run") from error
             try:
                 history = trainer.train(on_step=on_step)
             except KeyboardInterrupt:
@@ -101,7 +116,7 @@ class ReViSEUSOTrainer:
         trained = trainer.generator
         connector_out = trained.connector.to(compute_dtype(connector))
         return (_as_loaded(trained.dit, outputs["dit"], loaded_dtype, bridge.compute_device_of(dit)), connector_out,
-                json.dumps(report, indent=2), _png_as_image(outputs.get("curves")))
+                jsonio.dumps(report, indent=2), _png_as_image(outputs.get("curves")))
 
 
 def _as_loaded(dit: torch.nn.Module, exported: Path, dtype: torch.dtype, device: torch.device) -> torch.nn.Module:

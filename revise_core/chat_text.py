@@ -75,11 +75,12 @@ def tokenize(tokenizer, pieces: list[Piece], *, add_special_tokens: bool = False
     if not spans:
         return list(tokenizer(text, add_special_tokens=add_special_tokens)["input_ids"])
     encoded = tokenizer(text, add_special_tokens=add_special_tokens, return_offsets_mapping=True)
-    added = set(tokenizer.added_tokens_decoder)
+    # Added tokens are matched verbatim; an unknown word also maps to an added token (<unk>) but is not a match.
+    added = {index: str(token) for index, token in tokenizer.added_tokens_decoder.items()}
     ids: list[int] = []
     neutralised = []
     for token, (start, end) in zip(encoded["input_ids"], encoded["offset_mapping"]):
-        if token not in added or end <= start:
+        if end <= start or added.get(token) != text[start:end]:
             ids.append(token)
             continue
         inside = [s <= start and end <= e for s, e in spans]

@@ -40,6 +40,43 @@ class TrainingDivergedError(RuntimeError):
     """A non-finite loss or gradient stopped the run; the last good checkpoint is kept."""
 
 
+class TerminationRequested(KeyboardInterrupt):
+    """SIGTERM (a scheduler stopping the job): handled like Ctrl-C, the last completed step is saved."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"signal {signum}")
+        self.signum = signum
+
+
+def _stop_on_sigterm() -> Callable[[], None]:
+    """Turn SIGTERM into TerminationRequested while training; returns the function that restores the
+    previous handler. Signal handlers can only be set from the main thread (elsewhere: nothing changes)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def handler(signum, frame):
+        raise TerminationRequested(signum)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    return lambda: signal.signal(signal.SIGTERM, previous)
+
+
+# Settings a resumed run may change: they decide when to stop, save and log, where the run computes or
+# caches, and memory features with identical losses; everything else defines the run.
+RESUMABLE_CHANGES = ("steps", "checkpoint_every", "keep_checkpoints", "tensorboard", "device", "feature_cache",
+                     "checkpointing_dit", "checkpointing_vlm", "checkpointing_vae")
+
+
+def changed_settings(saved: dict, current: dict) -> list[str]:
+    """'name: saved -> current' for every setting outside RESUMABLE_CHANGES that differs."""
+    names = sorted((set(saved) | set(current)) - set(RESUMABLE_CHANGES))
+    return [f"{name}: {saved.get(name)!r} -> {current.get(name)!r}" for name in names
+            if saved.get(name) != current.get(name)]
+
+
 class USOTrainer:
     """setup() -> train() -> cleanup(); `_loss_step` is one sample's forward (and the tests' hook)."""
 
@@ -52,9 +89,13 @@ class USOTrainer:
 
     # --- setup -----------------------------------------------------------------------------------
 
-    def setup(self, resume: bool = False) -> None:
+    def setup(self, resume: bool = False, overwrite: bool = False) -> None:
+        """Build everything. A fresh run refuses a folder that holds another run unless `overwrite` (which
+        deletes it); `resume` continues from the newest intact checkpoint and refuses changed settings
+        outside RESUMABLE_CHANGES."""
         cfg = self.config
         self._setup_distributed()
+        resume_from = self._check_run_folder(resume, overwrite)
         if cfg.global_batch % self.world:
             raise ValueError(f"global_batch={cfg.global_batch} must be a multiple of the {self.world} processes")
         self.accumulation = cfg.global_batch // self.world
@@ -87,10 +128,8 @@ class USOTrainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda step: min(1.0, (step + 1) / warmup) if warmup else 1.0)
         self.start_step = 0
-        if resume:
-            path = checkpoints.latest(cfg.output_dir)
-            if path is None:
-                raise FileNotFoundError(f"--resume: no checkpoint under {checkpoints.checkpoint_root(cfg.output_dir)}")
+        if resume_from is not None:
+            path = resume_from
             self.start_step = checkpoints.load(path, model=self.model, optimizer=self.optimizer,
                                                scheduler=self.scheduler, trainable=self.trainable,
                                                scaler=self.scaler)["step"]
@@ -100,6 +139,35 @@ class USOTrainer:
         if self.rank == 0:
             logger.info("training %d parameter tensors (%s) on %s x%d; config: %s", len(self.trainable), cfg.train,
                         self.device, self.world, cfg.to_dict())
+
+    def _check_run_folder(self, resume: bool, overwrite: bool) -> Path | None:
+        """The checkpoint to resume from (None for a fresh run), after the run-folder rules."""
+        cfg = self.config
+        if resume and overwrite:
+            raise checkpoints.ResumeError("resume and overwrite exclude each other: resume continues the run in "
+                                          f"{cfg.output_dir}, overwrite deletes it")
+        if not resume:
+            existing = checkpoints.run_exists(cfg.output_dir)
+            if existing and not overwrite:
+                raise checkpoints.RunExistsError(
+                    f"{cfg.output_dir} already holds a run ({', '.join(existing)}); resume it, choose another "
+                    "output folder, or overwrite it (deletes that run)")
+            if existing and self.rank == 0:
+                checkpoints.remove_run(cfg.output_dir)
+            if self.world > 1:
+                dist.barrier()
+            return None
+        path = checkpoints.latest(cfg.output_dir)
+        if path is None:
+            raise checkpoints.ResumeError(f"nothing to resume: no checkpoint under "
+                                          f"{checkpoints.checkpoint_root(cfg.output_dir)}")
+        saved = ckpt.read_json(path / "state.json", what="trainer state")["config"]
+        changed = changed_settings(saved, cfg.to_dict())
+        if changed:
+            raise checkpoints.ResumeError(
+                f"{path}: the run was started with other settings ({'; '.join(changed)}). A resumed run must "
+                f"keep them (only {', '.join(RESUMABLE_CHANGES)} may change); start a new run to change them")
+        return path
 
     def _setup_distributed(self) -> None:
         import os
@@ -165,6 +233,7 @@ class USOTrainer:
         progress = tqdm(total=cfg.steps, initial=self.start_step, desc=f"{cfg.objective} training", unit="step",
                         disable=self.rank != 0)
         step = self.start_step
+        restore_sigterm = _stop_on_sigterm()
         try:
             while step < cfg.steps:
                 record = self._optimizer_step(step)
@@ -187,6 +256,7 @@ class USOTrainer:
                 self._save(step, self.history[-1] if self.history else {})
             raise
         finally:
+            restore_sigterm()
             progress.close()
         return self.history
 
@@ -244,7 +314,10 @@ class USOTrainer:
                 "grad_norm": grad_norm, "lr": lr, "s_per_it": seconds}
 
     def _diverged(self, step: int, what: str) -> None:
-        last = checkpoints.latest(self.config.output_dir)
+        try:
+            last = checkpoints.latest(self.config.output_dir)
+        except checkpoints.ResumeError:
+            last = None
         raise TrainingDivergedError(
             f"non-finite {what} at step {step + 1}; stopped without saving this step. Last good checkpoint: "
             f"{last if last else 'none yet'}. Lower the learning rate or check the data of this step."

@@ -7,6 +7,8 @@ import logging
 import math
 from pathlib import Path
 
+from revise_core import jsonio
+
 logger = logging.getLogger(__name__)
 
 PLOTTED = (("loss", "total loss"), ("l_fm", "L_FM"), ("l_reason", "L_reason"), ("p_yes", "P(Yes)"),
@@ -24,9 +26,8 @@ class RunLog:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if self.path.exists():
-            kept = [line for line in self.path.read_text().splitlines()
-                    if line.strip() and json.loads(line)["step"] <= resume_step]
-            self.path.write_text("".join(line + "\n" for line in kept))
+            kept = [record for record in self.read() if record.get("step", 0) <= resume_step]
+            self.path.write_text("".join(jsonio.dumps(record) + "\n" for record in kept), encoding="utf-8")
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
@@ -39,7 +40,7 @@ class RunLog:
         if not self.enabled:
             return
         with open(self.path, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(metrics) + "\n")
+            handle.write(jsonio.dumps(metrics) + "\n")  # NaN (no critic this step) is written as null
         if self.writer is not None:
             for key, value in metrics.items():
                 if key != "step" and isinstance(value, (int, float)) and math.isfinite(value):
@@ -50,9 +51,21 @@ class RunLog:
             self.writer.close()
 
     def read(self) -> list[dict]:
+        """The records so far. A torn last line (a crash while writing it) is dropped with a warning; damage
+        anywhere else is an error that names the line."""
         if not self.path.exists():
             return []
-        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+        lines = [line for line in self.path.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
+        records = []
+        for number, line in enumerate(lines, start=1):
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as error:
+                if number == len(lines):
+                    logger.warning("%s: dropping the torn last line %d (%s)", self.path, number, error)
+                    break
+                raise ValueError(f"{self.path}, line {number}: not JSON ({error}); the metrics log is damaged") from error
+        return records
 
 
 def plot_curves(records: list[dict], path: str | Path) -> Path | None:

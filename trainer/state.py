@@ -1,12 +1,15 @@
 """Resumable training checkpoints: trainable weights, optimizer, scheduler, RNG and step, atomically.
 
-Layout: <output>/checkpoints/step_000100/{trainable,optimizer,rng}.safetensors + state.json, written
-into a `.tmp` folder and renamed, then `latest.json` is replaced (also atomically). A crash at any point
-leaves the previous checkpoint intact. Everything is safetensors or JSON: nothing is unpickled.
+Layout: <output>/checkpoints/step_000100/{trainable,optimizer,rng}.safetensors + state.json +
+checksums.json, written into a `.tmp` folder and renamed, then `latest.json` is replaced (also
+atomically). A crash at any point leaves the previous checkpoint intact; a checkpoint damaged later (a
+truncated copy, a bad disk) fails its checksums and the newest intact one is used instead, with a
+warning. Everything is safetensors or JSON: nothing is unpickled.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -19,10 +22,22 @@ import torch
 from torch import nn
 
 from revise_core import checkpoints as ckpt
+from revise_core import jsonio
 
 logger = logging.getLogger(__name__)
 
 LATEST = "latest.json"
+CHECKSUMS = "checksums.json"
+# What a run folder holds besides its checkpoints (a fresh run must not mix with, or delete, another run's).
+RUN_FILES = ("metrics.jsonl", "tensorboard", "final", "curves.png")
+
+
+class ResumeError(ValueError):
+    """A run cannot be resumed (nothing to resume, no intact checkpoint, or changed settings)."""
+
+
+class RunExistsError(ValueError):
+    """A fresh run was asked to write into a folder that already holds a run."""
 
 
 def checkpoint_root(output_dir: str | os.PathLike) -> Path:
@@ -57,7 +72,10 @@ def save(output_dir: str | os.PathLike, step: int, *, model_state: dict, optimiz
     state = {"step": step, "config": config, "scheduler": scheduler.state_dict(), "optimizer": optimizer_meta,
              "python_random": _python_random_state(), "trainable": trainable, "metrics": metrics,
              "grad_scaler": scaler.state_dict() if scaler is not None and scaler.is_enabled() else None}
-    (tmp / "state.json").write_text(json.dumps(state, indent=2, default=float) + "\n", encoding="utf-8")
+    (tmp / "state.json").write_text(jsonio.dumps(state, indent=2) + "\n", encoding="utf-8")
+    # Written last: a checkpoint is intact exactly when every file still has the digest it had here.
+    sums = {path.name: _sha256(path) for path in sorted(tmp.iterdir())}
+    (tmp / CHECKSUMS).write_text(json.dumps(sums, indent=2) + "\n", encoding="utf-8")
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
@@ -68,15 +86,71 @@ def save(output_dir: str | os.PathLike, step: int, *, model_state: dict, optimiz
 
 
 def latest(output_dir: str | os.PathLike) -> Path | None:
+    """The newest intact checkpoint (None when the run has none). A damaged newest one is skipped with a
+    warning that names what is wrong; ResumeError when checkpoints exist but none is intact."""
     root = checkpoint_root(output_dir)
-    pointer = root / LATEST
-    if not pointer.is_file():
+    candidates = sorted((p for p in root.glob("step_*") if p.is_dir() and p.name[5:].isdigit()),
+                        key=lambda p: int(p.name[5:]), reverse=True)
+    if not candidates:
         return None
-    data = ckpt.read_json(pointer, what="latest-checkpoint pointer")
-    path = root / data["path"]
-    if not (path / "state.json").is_file():
-        raise ckpt.CheckpointError(f"{pointer} points at {path}, which is missing or incomplete")
-    return path
+    problems = []
+    for path in candidates:
+        problem = verify(path)
+        if problem is None:
+            if problems:
+                logger.warning("using %s: newer checkpoints are damaged (%s)", path, "; ".join(problems))
+            return path
+        problems.append(problem)
+    raise ResumeError(f"no intact checkpoint under {root}: {'; '.join(problems)}")
+
+
+def verify(path: Path) -> str | None:
+    """None if the checkpoint folder is intact, else what is wrong with it."""
+    sums_path = path / CHECKSUMS
+    if not sums_path.is_file():
+        return f"{path.name}: no {CHECKSUMS} (incomplete)"
+    try:
+        sums = json.loads(sums_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        return f"{path.name}: unreadable {CHECKSUMS} ({error})"
+    for name in ("state.json", "trainable.safetensors", "optimizer.safetensors", "rng.safetensors"):
+        if name not in sums:
+            return f"{path.name}: {CHECKSUMS} does not cover {name}"
+    for name, digest in sums.items():
+        file = path / name
+        if not file.is_file():
+            return f"{path.name}/{name} is missing"
+        if _sha256(file) != digest:
+            return f"{path.name}/{name} does not match its checksum (damaged or truncated)"
+    return None
+
+
+def run_exists(output_dir: str | os.PathLike) -> list[str]:
+    """What of a previous run a folder holds (empty list: nothing)."""
+    out = Path(output_dir)
+    found = [name for name in RUN_FILES if (out / name).exists()]
+    if checkpoint_root(out).is_dir() and any(checkpoint_root(out).iterdir()):
+        found.insert(0, "checkpoints")
+    return found
+
+
+def remove_run(output_dir: str | os.PathLike) -> None:
+    """Delete a previous run's checkpoints, metrics, logs and exports (what --overwrite asks for)."""
+    out = Path(output_dir)
+    for path in [checkpoint_root(out)] + [out / name for name in RUN_FILES]:
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+    logger.warning("removed the previous run in %s (overwrite)", out)
+
+
+def _sha256(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def load(path: str | os.PathLike, *, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler,

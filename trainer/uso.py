@@ -27,7 +27,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m trainer.uso", description=__doc__.split("\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--config", help="YAML or JSON file of settings (below); flags override it")
-    parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in output_dir")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from the newest intact checkpoint in output_dir (settings must match the run's, "
+                             "except steps, checkpoint and logging settings)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="start a fresh run in an output_dir that holds a run, deleting that run")
     parser.add_argument("--demo", action="store_true",
                         help="train the tiny random model set on synthetic triplets (plumbing check, CPU)")
     parser.add_argument("--out", help="with --demo: folder for models, data and the run (default /tmp/revise-uso-demo)")
@@ -81,18 +85,24 @@ def main(argv: list[str] | None = None) -> int:
     if not args.demo and (not config.manifest or not config.models):
         parser.error("set manifest and models (in --config or as flags), or use --demo")
 
-    from .loop import TrainingDivergedError, USOTrainer
+    from . import state
+    from .loop import TerminationRequested, TrainingDivergedError, USOTrainer
 
     trainer = USOTrainer(config)
-    trainer.setup(resume=args.resume)
+    try:
+        trainer.setup(resume=args.resume, overwrite=args.overwrite)
+    except state.RunExistsError as error:
+        raise state.RunExistsError(f"{error}: --resume, --output-dir DIR or --overwrite") from error
+    except state.ResumeError as error:
+        raise state.ResumeError(f"--resume: {error}") from error
     try:
         history = trainer.train()
     except TrainingDivergedError as error:
         logger.error("%s", error)
         return EXIT_DIVERGED
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as error:
         logger.error("interrupted; resume with --resume (output_dir %s)", config.output_dir)
-        return EXIT_INTERRUPTED
+        return 128 + error.signum if isinstance(error, TerminationRequested) else EXIT_INTERRUPTED
     outputs = trainer.cleanup()
     if trainer.rank == 0:
         last = history[-1] if history else {}

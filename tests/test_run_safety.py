@@ -1,0 +1,144 @@
+"""Training runs lose nothing: another run's folder is never overwritten silently, a resumed run keeps its
+settings, damaged checkpoints and torn log lines are survived, SIGTERM and ComfyUI's Cancel save the last
+step, and every metrics line is standard JSON."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+
+import pytest
+import torch
+
+from test_trainer import make_trainer, run
+from trainer import state as checkpoints
+from trainer.demo import write_demo_data
+from trainer.loop import TerminationRequested
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory):
+    return write_demo_data(tmp_path_factory.mktemp("safety-data"), count=3)
+
+
+def _strict_json(line: str) -> dict:
+    def refuse(constant):
+        raise ValueError(f"non-standard JSON constant {constant}")
+
+    return json.loads(line, parse_constant=refuse)
+
+
+def test_a_fresh_run_never_replaces_another_run_unless_asked(tiny_dir, manifest, tmp_path):
+    run(tiny_dir, manifest, tmp_path, steps=2)
+    before = (tmp_path / "metrics.jsonl").read_text()
+    with pytest.raises(checkpoints.RunExistsError, match="already holds a run \\(checkpoints, metrics.jsonl"):
+        make_trainer(tiny_dir, manifest, tmp_path, steps=2).setup()
+    assert (tmp_path / "metrics.jsonl").read_text() == before
+    assert checkpoints.latest(tmp_path).name == "step_000002"
+    trainer = make_trainer(tiny_dir, manifest, tmp_path, steps=1, checkpoint_every=1)
+    trainer.setup(overwrite=True)
+    trainer.train()
+    assert [p.name for p in (tmp_path / "checkpoints").glob("step_*")] == ["step_000001"]
+    with pytest.raises(checkpoints.ResumeError, match="exclude each other"):
+        make_trainer(tiny_dir, manifest, tmp_path).setup(resume=True, overwrite=True)
+
+
+def test_resume_refuses_changed_settings_and_names_them(tiny_dir, manifest, tmp_path):
+    run(tiny_dir, manifest, tmp_path, steps=2)
+    with pytest.raises(checkpoints.ResumeError, match=r"lr: 0\.0001 -> 0\.001; seed: 0 -> 3"):
+        make_trainer(tiny_dir, manifest, tmp_path, lr=1e-3, seed=3).setup(resume=True)
+    resumed = run(tiny_dir, manifest, tmp_path, resume=True, steps=3, checkpoint_every=3)  # allowed changes
+    assert [r["step"] for r in resumed] == [1, 2, 3]
+    with pytest.raises(checkpoints.ResumeError, match="nothing to resume"):
+        make_trainer(tiny_dir, manifest, tmp_path / "empty").setup(resume=True)
+
+
+def test_a_damaged_newest_checkpoint_falls_back_to_the_newest_intact_one(tiny_dir, manifest, tmp_path, caplog):
+    straight = run(tiny_dir, manifest, tmp_path / "straight")
+    run(tiny_dir, manifest, tmp_path, checkpoint_every=2)
+    damaged = tmp_path / "checkpoints" / "step_000004" / "optimizer.safetensors"
+    damaged.write_bytes(damaged.read_bytes()[:-7])  # a truncated copy
+    with caplog.at_level(logging.WARNING, logger="trainer.state"):
+        assert checkpoints.latest(tmp_path).name == "step_000002"
+    assert "step_000004/optimizer.safetensors does not match its checksum" in caplog.text
+    resumed = run(tiny_dir, manifest, tmp_path, resume=True, checkpoint_every=2)
+    assert [r["loss"] for r in resumed] == [r["loss"] for r in straight]  # steps 3-4 redone exactly
+    for name in ("step_000002", "step_000004"):
+        (tmp_path / "checkpoints" / name / "state.json").write_text("{")
+    with pytest.raises(checkpoints.ResumeError, match="no intact checkpoint"):
+        checkpoints.latest(tmp_path)
+
+
+def test_torn_last_metrics_line_is_dropped_on_resume(tiny_dir, manifest, tmp_path, caplog):
+    run(tiny_dir, manifest, tmp_path, steps=2)
+    log = tmp_path / "metrics.jsonl"
+    log.write_text(log.read_text() + '{"step": 3, "loss": 0.1')  # the process died while writing
+    with caplog.at_level(logging.WARNING, logger="trainer.run_log"):
+        resumed = run(tiny_dir, manifest, tmp_path, resume=True, steps=3)
+    assert "dropping the torn last line 3" in caplog.text
+    assert [_strict_json(line)["step"] for line in log.read_text().splitlines()] == [1, 2, 3]
+    assert [r["step"] for r in resumed] == [1, 2, 3]
+
+
+def test_metrics_and_checkpoint_state_are_standard_json(tiny_dir, manifest, tmp_path):
+    run(tiny_dir, manifest, tmp_path, steps=2, objective="sft")  # no critic: L_reason, Δ, P(Yes) are undefined
+    records = [_strict_json(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert records[0]["l_reason"] is None and records[0]["p_yes"] is None
+    _strict_json((tmp_path / "checkpoints" / "step_000002" / "state.json").read_text())
+
+
+def test_sigterm_saves_the_last_completed_step(tiny_dir, manifest, tmp_path):
+    trainer = make_trainer(tiny_dir, manifest, tmp_path, checkpoint_every=100)
+    trainer.setup()
+
+    def terminate_after_step_two(step, metrics):
+        if step == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    previous = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(TerminationRequested):
+        trainer.train(on_step=terminate_after_step_two)
+    assert signal.getsignal(signal.SIGTERM) == previous  # the handler is restored
+    assert checkpoints.latest(tmp_path).name == "step_000002"
+
+
+class _Interrupted(Exception):
+    """Stands in for ComfyUI's InterruptProcessingException."""
+
+
+def test_comfyui_cancel_saves_the_last_finished_step_and_resume_errors_name_the_input(tiny_dir, manifest, tmp_path,
+                                                                                      monkeypatch, tiny_model_dirs):
+    import sys
+
+    from conftest import ROOT_PACKAGE
+    from revise_core.editor import EditModels
+
+    bridge = sys.modules[ROOT_PACKAGE.__name__ + ".nodes.comfy_bridge"]  # the module the nodes use
+
+    models = EditModels.load(tiny_dir)
+    calls = []
+
+    def progress(total, **kwargs):
+        def update(info):
+            calls.append(info)
+            if len(calls) == 2:  # Cancel pressed during step 2: the bar raises ComfyUI's exception
+                raise _Interrupted()
+        return update
+
+    monkeypatch.setattr(bridge, "progress", progress)
+    monkeypatch.setattr(bridge, "is_interruption", lambda error: isinstance(error, _Interrupted))
+    node = ROOT_PACKAGE.NODE_CLASS_MAPPINGS["ReViSEUSOTrainer"]()
+    args = dict(dit=models.dit, vae=models.vae, t5=models.text, vlm=models.vlm, connector=models.connector,
+                manifest=str(manifest), output_name="cancel", objective="sft", steps=4, reason_weight=0.25,
+                sigma_max=0.5, learning_rate=1e-4, train="full", lora_rank=4, global_batch=1, num_frames=5,
+                width=64, height=64, training_seed=0, resume=False)
+    with torch.inference_mode(), pytest.raises(KeyboardInterrupt):
+        node.train(**args)
+    out = bridge.output_directory() / "revise_training" / "cancel"
+    assert checkpoints.latest(out).name == "step_000002"
+    with torch.inference_mode(), pytest.raises(checkpoints.RunExistsError, match="turn the 'resume' input on"):
+        node.train(**args)
+    with torch.inference_mode(), pytest.raises(checkpoints.ResumeError, match="'resume' is on but output_name 'new'"):
+        node.train(**(args | {"output_name": "new", "resume": True}))
