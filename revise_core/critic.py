@@ -198,6 +198,7 @@ def _fingerprint(frames: torch.Tensor) -> str:
 if __name__ == "__main__":
     import sys
 
+    from .cli import run
     from .critic_cli import main
 
-    sys.exit(main())
+    sys.exit(run(main))

@@ -13,7 +13,9 @@ from pathlib import Path
 
 import torch
 
+from . import jsonio
 from .checkpoints import DTYPE_CHOICES, auto_dtype
+from .cli import add_debug_flag
 from .critic import CriticConfig, CriticError, SelfCritic
 
 DEMOS = ("qwen2", "revise")
@@ -54,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="VLM dtype; auto = bf16 on GPU, fp32 on CPU")
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    add_debug_flag(parser)
     parser.add_argument("--demo", nargs="?", const="qwen2", choices=DEMOS,
                         help="tiny random VLM + synthetic videos (random weights: the numbers mean nothing): 'qwen2' "
                              "(the default) a Qwen2.5-VL, 'revise' a VILA written and loaded in the ReViSE release's "
@@ -75,10 +78,9 @@ def main(argv: list[str] | None = None) -> int:
         missing = [n for n in ("models", "source", "edited", "instruction") if getattr(args, n) is None]
         if missing:
             parser.error("missing " + ", ".join(f"--{m}" for m in missing) + " (or use --demo)")
-        spec = read_json(args.models / "models.json", what="model set description (models.json)")
-        if "vlm" not in spec:
-            parser.error(f"{args.models / 'models.json'} has no 'vlm' entry")
-        vlm = load_vlm(args.models / spec["vlm"], dtype=dtype, device=device)
+        # The inputs are checked before the VLM is loaded.
+        if not args.instruction.strip():
+            raise CriticError("--instruction is empty: give the edit instruction")
         source = read_video(args.source).frames
         edited = read_video(args.edited).frames
         if edited.shape[1:] != source.shape[1:]:
@@ -89,10 +91,14 @@ def main(argv: list[str] | None = None) -> int:
         count = min(source.shape[0], edited.shape[0])
         source, edited = conform(source[:count], min_frames=1), conform(edited[:count], min_frames=1)
         instruction = args.instruction
+        spec = read_json(args.models / "models.json", what="model set description (models.json)")
+        if "vlm" not in spec:
+            raise ValueError(f"{args.models / 'models.json'} has no 'vlm' entry: name the VLM folder there")
+        vlm = load_vlm(args.models / spec["vlm"], dtype=dtype, device=device)
     critic = SelfCritic(vlm, CriticConfig(num_frames=args.frames, cot=args.cot))
     report = critic.report(source, edited, instruction, per_dimension=not args.no_per_dimension)
     if args.json:
-        print(json.dumps(report.to_dict(), indent=2))
+        print(jsonio.dumps(report.to_dict(), indent=2))
     else:
         print(f"P(Yes) = {report.p_yes:.4f}   Δ = {report.delta:+.4f}   Δ − Δ_base = {report.relative_delta:+.4f}")
         for name, values in report.per_dimension.items():
@@ -105,4 +111,6 @@ def main(argv: list[str] | None = None) -> int:
 if __name__ == "__main__":
     import sys
 
-    sys.exit(main())
+    from .cli import run
+
+    sys.exit(run(main))

@@ -18,6 +18,8 @@ from pathlib import Path
 import torch
 
 from .checkpoints import DTYPE_CHOICES, auto_dtype
+from .cli import add_debug_flag, writable_output
+from .cli import run as run_cli
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--best-of", type=int, default=1,
                         help="sample N seeds and keep the edit the model's own VLM critic scores highest (default 1)")
     parser.add_argument("--json", action="store_true", help="print the result summary as JSON")
+    add_debug_flag(parser)
     return parser
 
 
@@ -67,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from .editor import EditModels, EditSettings, ReviseEditor
     from .sampler import SamplerConfig
-    from .video import read_video, synthetic_clip, write_video
+    from .video import conform, read_video, synthetic_clip, write_video
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = auto_dtype(args.dtype, device)
@@ -86,19 +89,28 @@ def main(argv: list[str] | None = None) -> int:
         missing = [name for name in ("models", "video", "instruction", "out") if getattr(args, name) is None]
         if missing:
             build_parser().error("missing " + ", ".join(f"--{m}" for m in missing) + " (or use --demo)")
+        if not args.instruction.strip():
+            raise ValueError("--instruction is empty: give the edit instruction")
         models_dir, clip, instruction, out, steps = args.models, read_video(args.video), args.instruction, args.out, args.steps
 
-    editor = ReviseEditor(EditModels.load(models_dir, dtype=dtype, device=device))
+    # Everything the user gave is checked before any model is loaded (which takes minutes at real size).
+    if args.best_of < 1:
+        raise ValueError(f"--best-of must be >= 1, got {args.best_of}")
+    writable_output(out, what="--out")
     settings = EditSettings(
         sampler=SamplerConfig(steps=steps, guidance_scale=args.guidance, shift=args.shift, scheduler=args.scheduler,
                               seed=args.seed),
         num_frames=args.frames, height=args.height, width=args.width, resize=args.resize,
         frame_policy=args.frame_policy, reasoning=args.reasoning, fps=float(clip.fps), tiled_decode=args.tiled_decode,
     )
+    # Fitting the clip here reports a bad frame count or size before loading; the editor's own fit is then a no-op.
+    source = conform(clip.frames, num_frames=settings.num_frames, frame_policy=settings.frame_policy,
+                     height=settings.height, width=settings.width, resize=settings.resize)
+    editor = ReviseEditor(EditModels.load(models_dir, dtype=dtype, device=device))
     from tqdm import tqdm
 
     with tqdm(total=steps * args.best_of, desc="sampling", unit="step") as bar:
-        result = editor.edit(clip.frames, instruction, settings, callback=lambda info: bar.update(1),
+        result = editor.edit(source, instruction, settings, callback=lambda info: bar.update(1),
                              best_of=args.best_of)
     write_video(out, result.frames, clip.fps)
     summary = {
@@ -116,4 +128,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

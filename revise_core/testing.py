@@ -27,6 +27,8 @@ from torch import nn
 
 from . import checkpoints as ckpt
 from . import wan_keys
+from .cli import add_debug_flag
+from .cli import run as run_cli
 from .connector import BOUNDARY_NAMES, Connector, ConnectorConfig, save_connector
 from .dit import save_dit
 from .editor import write_models_file
@@ -441,6 +443,7 @@ def main(argv: list[str] | None = None) -> int:
     write = sub.add_parser("write-tiny-models", help="write a complete tiny model set in every supported layout")
     write.add_argument("out_dir", type=Path, help="folder to write (created if missing)")
     write.add_argument("--seed", type=int, default=0, help="seed of the random weights (default 0)")
+    add_debug_flag(write)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     manifest = write_tiny_models(args.out_dir, seed=args.seed)
@@ -449,4 +452,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

@@ -23,6 +23,7 @@ import torch.distributed as dist
 
 from revise_core import checkpoints as ckpt
 from revise_core import losses
+from revise_core.cli import writable_output
 from revise_core.critic import CriticConfig, SelfCritic
 from revise_core.editor import EditModels
 
@@ -99,6 +100,8 @@ class USOTrainer:
         if cfg.global_batch % self.world:
             raise ValueError(f"global_batch={cfg.global_batch} must be a multiple of the {self.world} processes")
         self.accumulation = cfg.global_batch // self.world
+        # The manifest is validated before any model is loaded (every problem listed at once).
+        self.triplets = self._triplets or read_manifest(cfg.manifest, min_frames=1)
         models = self._models or EditModels.load(cfg.models, dtype="fp32", device=self.device)
         models.check()
         # The trained modules keep fp32 master weights whatever precision they were loaded in (a ComfyUI graph
@@ -117,7 +120,6 @@ class USOTrainer:
         if cfg.checkpointing_vlm:
             models.vlm.set_gradient_checkpointing(True)
         self.critic = SelfCritic(models.vlm, CriticConfig(num_frames=cfg.critic_frames, cot=cfg.cot))
-        self.triplets = self._triplets or read_manifest(cfg.manifest, min_frames=1)
         self.features = FeatureStore(models, num_frames=cfg.num_frames, height=cfg.height, width=cfg.width,
                                      resize=cfg.resize, max_text_len=cfg.max_text_len, vlm_frames=cfg.vlm_frames,
                                      cache_dir=cfg.feature_cache or None)
@@ -146,6 +148,7 @@ class USOTrainer:
         if resume and overwrite:
             raise checkpoints.ResumeError("resume and overwrite exclude each other: resume continues the run in "
                                           f"{cfg.output_dir}, overwrite deletes it")
+        writable_output(Path(cfg.output_dir) / "metrics.jsonl", what="output_dir")
         if not resume:
             existing = checkpoints.run_exists(cfg.output_dir)
             if existing and not overwrite:

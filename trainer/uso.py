@@ -15,6 +15,9 @@ import logging
 import sys
 from dataclasses import MISSING, fields
 
+from revise_core.cli import add_debug_flag
+from revise_core.cli import run as run_cli
+
 from .config import USOConfig, build_config, parse_override
 
 logger = logging.getLogger("trainer.uso")
@@ -36,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="train the tiny random model set on synthetic triplets (plumbing check, CPU)")
     parser.add_argument("--out", help="with --demo: folder for models, data and the run (default /tmp/revise-uso-demo)")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="extra overrides of any setting")
+    add_debug_flag(parser)
     group = parser.add_argument_group("settings (USOConfig)")
     for f in fields(USOConfig):
         default = f.default if f.default is not MISSING else f.default_factory()
@@ -112,4 +116,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

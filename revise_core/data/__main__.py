@@ -14,6 +14,9 @@ import logging
 import sys
 from pathlib import Path
 
+from ..cli import add_debug_flag
+from ..cli import run as run_cli
+
 
 def _chat(args):
     from ..llm import LocalChat, OpenAIChat
@@ -127,10 +130,12 @@ def main(argv: list[str] | None = None) -> int:
     shots = sub.add_parser("shots", help="detect shot boundaries of a video")
     shots.add_argument("--video", required=True)
     shots.add_argument("--threshold", type=float, default=0.5, help="histogram distance that marks a cut")
+    for stage in (rave, icvg, split, shots):
+        add_debug_flag(stage)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     return {"rave": _rave, "icvg": _icvg, "split": _split, "shots": _shots}[args.stage](args)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

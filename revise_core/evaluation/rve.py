@@ -22,7 +22,10 @@ from pathlib import Path
 
 import torch
 
+from .. import jsonio
 from ..checkpoints import DTYPE_CHOICES, auto_dtype
+from ..cli import add_debug_flag, writable_output
+from ..cli import run as run_cli
 from ..manifest import Triplet, read_manifest
 from ..video import VideoError, read_video, resize_frames
 from .judge import Judge, LocalJudge, OpenAIJudge
@@ -79,7 +82,7 @@ def write_report(samples: list[SampleScore], records: list[dict], out: Path, *, 
         "samples_csv": write_csv([s.row(mode) for s in samples], out / "samples.csv"),
         "chart": bar_chart(rows, out / "scores.png"),
     }
-    (out / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    (out / "samples.jsonl").write_text("".join(jsonio.dumps(r) + "\n" for r in records), encoding="utf-8")
     paths["samples_jsonl"] = out / "samples.jsonl"
     quality_keys = sorted({k for s in samples for k in s.quality})
     overall_rows = [r for r in rows if r["category"] == "all"]
@@ -169,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="compute dtype of the editor and the local judge; auto = bf16 on GPU, fp32 on CPU")
     parser.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
     parser.add_argument("--demo", action="store_true", help="tiny models + synthetic videos: a full report on CPU")
+    add_debug_flag(parser)
     return parser
 
 
@@ -189,7 +193,10 @@ def main(argv: list[str] | None = None) -> int:
     predictions = {}
     for item in args.predictions:
         name, _, folder = item.rpartition("=")
+        if not Path(folder).is_dir():
+            raise FileNotFoundError(f"--predictions {item}: {folder} is not a folder of <id>.mp4 edits")
         predictions[name or Path(folder).name] = Path(folder)
+    writable_output(args.out / "report.md", what="--out")  # before any model is loaded
     if args.edit:
         if args.models is None:
             parser.error("--edit needs --models")
@@ -241,4 +248,4 @@ def _quality(args) -> dict:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

@@ -1,0 +1,81 @@
+"""Conventions every `python -m` command of the project follows.
+
+Expected errors (a bad or missing file, an empty instruction, a manifest problem, an unwritable output
+folder, a full disk) print one line that names the file or field and exit with status 2, without a
+traceback; `--debug` shows the traceback. Anything else is a bug and keeps its traceback. Ctrl-C exits
+with 130. `main(argv)` functions themselves raise, so that they stay testable and usable from Python.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+EXIT_ERROR = 2
+EXIT_INTERRUPTED = 130
+# ValueError covers our own input errors (CheckpointError, VideoError, ManifestError, CriticError, VLMError,
+# ResumeError, ...); OSError covers missing, unreadable and unwritable files and a full disk.
+EXPECTED = (ValueError, OSError)
+MAX_JOINED_LINES = 25
+
+
+def add_debug_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+
+
+def run(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:
+    """Call `main(argv)` with the error conventions above; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    try:
+        return main(argv)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except EXPECTED as error:
+        if debug:
+            raise
+        print(f"error: {describe(error)}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+def describe(error: BaseException) -> str:
+    """One line: the message (its first line for long library messages), with the file for OS errors."""
+    if isinstance(error, OSError) and error.errno is not None:
+        reason = error.strerror or os.strerror(error.errno)
+        if error.errno == errno.ENOSPC:
+            reason += " (free some space or choose another output folder)"
+        where = f"{error.filename}: " if error.filename else ""
+        return f"{where}{reason}"
+    lines = [" ".join(line.split()) for line in str(error).strip().splitlines() if line.strip()]
+    if not lines:
+        return type(error).__name__
+    # A list of problems (a manifest's) stays complete, on one line; a page-long library message is cut.
+    shown = lines[:MAX_JOINED_LINES] + ([f"... {len(lines) - MAX_JOINED_LINES} more"] if len(lines) > MAX_JOINED_LINES
+                                          else [])
+    return shown[0] + (" " + "; ".join(shown[1:]) if len(shown) > 1 else "")
+
+
+def writable_output(path: str | os.PathLike, *, what: str = "output") -> Path:
+    """Check before any model is loaded that `path` (a file to write) can be created: its folder exists or
+    can be made and accepts files. Raises OSError naming the path."""
+    path = Path(path)
+    folder = path.parent if path.suffix else path
+    if path.suffix and path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, f"the {what} path is a folder", str(path))
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except FileExistsError as error:
+        raise NotADirectoryError(errno.ENOTDIR, f"the {what} folder is a file", str(folder)) from error
+    probe = folder / f".revise-write-test-{os.getpid()}"
+    try:
+        probe.write_bytes(b"")
+    finally:
+        probe.unlink(missing_ok=True)
+    return path
