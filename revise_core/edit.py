@@ -91,7 +91,10 @@ def main(argv: list[str] | None = None) -> int:
             build_parser().error("missing " + ", ".join(f"--{m}" for m in missing) + " (or use --demo)")
         if not args.instruction.strip():
             raise ValueError("--instruction is empty: give the edit instruction")
-        models_dir, clip, instruction, out, steps = args.models, read_video(args.video), args.instruction, args.out, args.steps
+        # Decode only what the edit uses: at most --frames frames, each fitted to --height x --width on the fly.
+        size = (args.height, args.width) if args.height and args.width else None
+        clip = read_video(args.video, max_frames=args.frames, size=size, resize=args.resize)
+        models_dir, instruction, out, steps = args.models, args.instruction, args.out, args.steps
 
     # Everything the user gave is checked before any model is loaded (which takes minutes at real size).
     if args.best_of < 1:

@@ -60,34 +60,122 @@ def check_frames(frames: torch.Tensor, *, what: str = "frames", min_frames: int 
         raise VideoError(f"{what}: has {frames.shape[0]} frames, at least {min_frames} are needed")
 
 
-def read_video(path: str | os.PathLike, *, max_frames: int | None = None, stride: int = 1) -> VideoClip:
-    """Decode a video file (any container PyAV/FFmpeg reads) into float frames."""
-    import av
+def read_video(path: str | os.PathLike, *, max_frames: int | None = None, stride: int = 1,
+               size: tuple[int, int] | None = None, resize: str = "crop") -> VideoClip:
+    """Decode a video file (any container PyAV/FFmpeg reads) into float frames [T, H, W, 3] in 0..1.
 
-    path = Path(path)
-    if not path.is_file():
-        raise VideoError(f"video file not found: {path}")
+    Only what is asked for is kept, while decoding: every `stride`-th frame, at most `max_frames` (decoding
+    stops there), each frame fitted to `size` = (height, width) by the `resize` policy as soon as it is
+    decoded. Peak memory is the kept frames at their final size plus one decoded frame, not the whole clip
+    in float (a 300-frame 720p clip is 3.3 GB as float). Frames are turned upright by the rotation in the
+    stream's display matrix (phone videos). A variable frame rate is reported with a warning: frames are
+    used in decode order, at the average rate.
+    """
     if stride < 1:
         raise VideoError(f"stride must be >= 1, got {stride}")
-    frames: list[np.ndarray] = []
-    try:
-        with av.open(str(path)) as container:
-            if not container.streams.video:
-                raise VideoError(f"{path}: the file has no video stream")
-            stream = container.streams.video[0]
-            fps = stream.average_rate or stream.guessed_rate or DEFAULT_FPS
-            for index, frame in enumerate(container.decode(stream)):
-                if index % stride:
-                    continue
-                frames.append(frame.to_ndarray(format="rgb24"))
-                if max_frames is not None and len(frames) >= max_frames:
-                    break
-    except av.error.FFmpegError as error:
-        raise VideoError(f"{path}: unreadable video ({error})") from error
+    if max_frames is not None and max_frames < 1:
+        raise VideoError(f"max_frames must be >= 1, got {max_frames}")
+    if size is not None and resize not in RESIZE_POLICIES:
+        raise ValueError(f"resize policy must be one of {RESIZE_POLICIES}, got '{resize}'")
+    frames: list[torch.Tensor] = []
+    with _decoder(path) as decoded:
+        for index, frame in enumerate(decoded):
+            if index % stride:
+                continue
+            pixels = torch.from_numpy(_upright(frame)).float().div_(255.0)
+            if size is not None:
+                pixels = resize_frames(pixels[None], size[0], size[1], resize)[0]
+            frames.append(pixels)
+            if max_frames is not None and len(frames) >= max_frames:
+                break
+        fps = decoded.fps
     if not frames:
         raise VideoError(f"{path}: the video stream has no decodable frames")
-    tensor = torch.from_numpy(np.stack(frames)).float().div_(255.0)
-    return VideoClip(tensor, Fraction(fps) / stride)
+    return VideoClip(torch.stack(frames), Fraction(fps) / stride)
+
+
+def count_frames(path: str | os.PathLike) -> int:
+    """How many frames really decode (every frame is decoded, none converted); VideoError for a damaged or
+    truncated file. Used to validate manifests before training."""
+    count = 0
+    with _decoder(path) as decoded:
+        for _ in decoded:
+            count += 1
+    if not count:
+        raise VideoError(f"{path}: the video stream has no decodable frames")
+    return count
+
+
+class _decoder:
+    """Iterate the decoded frames of a file's first video stream, with one clear sentence for every way a
+    file can be unusable (missing, a folder, no video stream, unreadable, truncated)."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        if self.path.is_dir():
+            raise VideoError(f"{self.path} is a folder, not a video file")
+        if not self.path.is_file():
+            raise VideoError(f"video file not found: {self.path}")
+        self.fps = DEFAULT_FPS
+        self.count = 0
+        self.complete = False
+
+    def __enter__(self):
+        import av
+
+        try:
+            self.container = av.open(str(self.path))
+        except av.error.FFmpegError as error:
+            raise VideoError(f"{self.path}: unreadable video, not a file FFmpeg can open ({_ffmpeg_reason(error)})") from error
+        if not self.container.streams.video:
+            kinds = sorted({stream.type for stream in self.container.streams})
+            self.container.close()
+            raise VideoError(f"{self.path}: the file has no video stream (it holds {', '.join(kinds) or 'nothing'})")
+        self.stream = self.container.streams.video[0]
+        self.fps = self.stream.average_rate or self.stream.guessed_rate or DEFAULT_FPS
+        return self
+
+    def __iter__(self):
+        import av
+
+        deltas: list[int] = []
+        previous = None
+        try:
+            for frame in self.container.decode(self.stream):
+                if frame.pts is not None and previous is not None:
+                    deltas.append(frame.pts - previous)
+                previous = frame.pts
+                self.count += 1
+                yield frame
+        except av.error.FFmpegError as error:
+            if self.count:
+                raise VideoError(f"{self.path}: truncated or damaged, decoding stopped after {self.count} frames "
+                                 f"({_ffmpeg_reason(error)})") from error
+            raise VideoError(f"{self.path}: unreadable video ({_ffmpeg_reason(error)})") from error
+        self.complete = True
+        expected = int(self.stream.frames or 0)
+        if expected and self.count < expected:
+            raise VideoError(f"{self.path}: truncated, its header lists {expected} frames but only {self.count} "
+                             "decode")
+        steps = [delta for delta in deltas if delta > 0]  # encoders may repeat the last timestamp
+        if len(steps) > 2 and max(steps) > 1.5 * min(steps):
+            logger.warning("%s: variable frame rate (frame intervals from %s to %s); frames are used in decode "
+                           "order at the average rate of %.3g fps", self.path, min(steps), max(steps),
+                           float(self.fps))
+
+    def __exit__(self, *exc: object) -> None:
+        self.container.close()
+
+
+def _upright(frame) -> np.ndarray:
+    """RGB array of a decoded frame, rotated as its display matrix says (counter-clockwise degrees)."""
+    pixels = frame.to_ndarray(format="rgb24")
+    quarter_turns = round(float(getattr(frame, "rotation", 0) or 0) / 90) % 4
+    return np.ascontiguousarray(np.rot90(pixels, quarter_turns)) if quarter_turns else pixels
+
+
+def _ffmpeg_reason(error: Exception) -> str:
+    return getattr(error, "strerror", None) or str(error).splitlines()[0]
 
 
 def write_video(path: str | os.PathLike, frames: torch.Tensor, fps: Fraction | float = DEFAULT_FPS, *, crf: int = 19) -> Path:

@@ -73,7 +73,10 @@ class FeatureStore:
         device = next(m.vae.parameters()).device
         clips = []
         for path in (triplet.source, triplet.target):
-            frames = video_ops.read_video(path).frames
+            # Decoded as needed: the clip's frames only, each fitted to the training size as it is decoded.
+            frames = video_ops.read_video(path, max_frames=self.shape["num_frames"],
+                                          size=(self.shape["height"], self.shape["width"]),
+                                          resize=self.shape["resize"]).frames
             clips.append(video_ops.conform(frames, frame_policy="pad", min_frames=1, **self.shape))
         with torch.no_grad():
             latents = [vae_ops.normalize_latents(m.vae, vae_ops.encode(m.vae, video_ops.to_model_space(c).to(device)).float())

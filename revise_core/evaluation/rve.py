@@ -26,7 +26,7 @@ from .. import jsonio
 from ..checkpoints import DTYPE_CHOICES, auto_dtype
 from ..cli import add_debug_flag, writable_output
 from ..cli import run as run_cli
-from ..manifest import Triplet, read_manifest
+from ..manifest import SAFE_ID, Triplet, read_manifest
 from ..video import VideoError, read_video, resize_frames
 from .judge import Judge, LocalJudge, OpenAIJudge
 from .quality import ImageEncoder, TextVideoScorer, video_quality
@@ -43,7 +43,7 @@ def evaluate(triplets: list[Triplet], predictions: dict[str, Path], judge: Judge
         for triplet in triplets:
             score = SampleScore(triplet.id, triplet.subset, triplet.category, method, {})
             try:
-                source, edited = _pair(triplet, folder / f"{triplet.id}.mp4")
+                source, edited = _pair(triplet, prediction_path(folder, triplet.id))
             except VideoError as error:
                 score.failures.append(f"prediction: {error}")
                 score.metrics = {m: None for m in applicable(triplet.subset)}
@@ -105,6 +105,17 @@ def write_report(samples: list[SampleScore], records: list[dict], out: Path, *, 
     return paths
 
 
+def prediction_path(folder: Path, sample_id: str) -> Path:
+    """`<folder>/<id>.mp4`, refusing any id that would leave the folder (manifests validate ids too; this
+    holds for every caller)."""
+    if not SAFE_ID.fullmatch(sample_id or ""):
+        raise ValueError(f"sample id {sample_id!r} cannot name a file: use letters, digits, '.', '_' or '-'")
+    path = Path(folder) / f"{sample_id}.mp4"
+    if path.resolve().parent != Path(folder).resolve():
+        raise ValueError(f"sample id {sample_id!r} would write outside {folder}")
+    return path
+
+
 def make_predictions(triplets: list[Triplet], models_dir: Path, out: Path, *, steps: int, seed: int,
                      reasoning: str = "none", dtype: str = "auto", device: str | None = None) -> Path:
     """Edit every source with ReViSE and write `<out>/<id>.mp4`."""
@@ -120,7 +131,7 @@ def make_predictions(triplets: list[Triplet], models_dir: Path, out: Path, *, st
         result = editor.edit(clip.frames, triplet.instruction,
                              EditSettings(sampler=SamplerConfig(steps=steps, seed=seed), reasoning=reasoning,
                                           fps=float(clip.fps)))
-        write_video(out / f"{triplet.id}.mp4", result.frames, clip.fps)
+        write_video(prediction_path(out, triplet.id), result.frames, clip.fps)
     return out
 
 
