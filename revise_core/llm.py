@@ -8,15 +8,18 @@ Both return the assistant's text or raise `LLMError`; what the text must contain
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import os
 import time
-import urllib.error
-import urllib.request
+import urllib.parse
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
+
+
+MAX_RESPONSE_BYTES = 4 * 2**20  # a chat answer is text: far below this
 
 
 class LLMError(RuntimeError):
@@ -24,12 +27,23 @@ class LLMError(RuntimeError):
 
 
 class OpenAIChat:
+    """An OpenAI-compatible /chat/completions endpoint.
+
+    Each request has a total deadline (`timeout` seconds for connecting, sending and reading the whole
+    answer: a server that trickles bytes cannot hang a run) and a size cap on the answer (`max_bytes`).
+    The API key never appears in an error, a log line or a report: it is redacted from every message.
+    """
+
     def __init__(self, *, base_url: str | None = None, model: str | None = None, api_key: str | None = None,
-                 timeout: float = 60.0, retries: int = 2, backoff: float = 1.0, temperature: float = 0.0) -> None:
+                 timeout: float = 60.0, retries: int = 2, backoff: float = 1.0, temperature: float = 0.0,
+                 max_bytes: int = MAX_RESPONSE_BYTES) -> None:
         self.base_url = (base_url or os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1").rstrip("/")
         self.model = model or os.environ.get("OPENAI_MODEL") or "gpt-4o"
         self.api_key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY", "")
+        if timeout <= 0:
+            raise ValueError(f"timeout must be > 0 seconds, got {timeout}")
         self.timeout, self.retries, self.backoff, self.temperature = timeout, retries, backoff, temperature
+        self.max_bytes = max_bytes
 
     def complete(self, messages: list[dict], *, max_tokens: int = 256) -> str:
         payload = {"model": self.model, "temperature": self.temperature, "max_tokens": max_tokens,
@@ -45,27 +59,84 @@ class OpenAIChat:
                     time.sleep(self.backoff * (2 ** attempt))
         raise LLMError("; ".join(errors))
 
+    def redact(self, text: str) -> str:
+        """`text` with the API key (however it was echoed) replaced by [redacted]."""
+        if self.api_key:
+            text = text.replace(self.api_key, "[redacted]")
+        return text
+
     def _once(self, payload: dict) -> str:
-        request = urllib.request.Request(
-            f"{self.base_url}/chat/completions", data=json.dumps(payload).encode(),
-            headers={"Content-Type": "application/json", "Authorization": f"Bearer {self.api_key}"},
-        )
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                data = json.loads(response.read())
-        except urllib.error.HTTPError as error:
-            raise LLMError(f"HTTP {error.code} from {self.base_url}: {error.read()[:200]!r}") from error
-        except (urllib.error.URLError, TimeoutError, OSError) as error:
-            raise LLMError(f"no answer from {self.base_url}: {error}") from error
-        except json.JSONDecodeError as error:
-            raise LLMError(f"the endpoint did not return JSON: {error}") from error
+            status, body = _post(f"{self.base_url}/chat/completions", json.dumps(payload).encode(),
+                                 {"Content-Type": "application/json", "Authorization": f"Bearer {self.api_key}"},
+                                 deadline=time.monotonic() + self.timeout, max_bytes=self.max_bytes)
+        except _Deadline:
+            raise LLMError(f"no answer from {self.base_url} within the {self.timeout:g} s deadline") from None
+        except _TooLarge:
+            raise LLMError(f"the answer from {self.base_url} exceeds {self.max_bytes} bytes") from None
+        except (OSError, http.client.HTTPException) as error:
+            raise LLMError(self.redact(f"no answer from {self.base_url}: {error}")) from None
+        if status >= 400:
+            raise LLMError(self.redact(f"HTTP {status} from {self.base_url}: {body[:200]!r}"))
+        try:
+            data = json.loads(body)
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise LLMError(f"the endpoint did not return JSON: {error}") from None
         try:
             content = data["choices"][0]["message"]["content"]
-        except (KeyError, IndexError, TypeError) as error:
-            raise LLMError(f"malformed chat-completions response: {json.dumps(data)[:200]}") from error
+        except (KeyError, IndexError, TypeError):
+            raise LLMError(self.redact(f"malformed chat-completions response: {json.dumps(data)[:200]}")) from None
         if not isinstance(content, str):
             raise LLMError(f"the answer content is not text: {content!r:.100}")
         return content
+
+
+class _Deadline(Exception):
+    pass
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def _post(url: str, body: bytes, headers: dict, *, deadline: float, max_bytes: int) -> tuple[int, bytes]:
+    """POST with a deadline on the whole exchange: every socket operation waits at most the time left, and
+    the answer is read in chunks until it is complete, the deadline passes or it grows past `max_bytes`.
+    (urllib's timeout applies to each read, so a byte every few seconds would keep it waiting forever.)"""
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise OSError(f"not an http(s) URL: {url}")
+
+    def remaining() -> float:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise _Deadline()
+        return left
+
+    kind = http.client.HTTPSConnection if parsed.scheme == "https" else http.client.HTTPConnection
+    connection = kind(parsed.hostname, parsed.port, timeout=remaining())
+    try:
+        path = parsed.path + (f"?{parsed.query}" if parsed.query else "")
+        try:
+            connection.request("POST", path or "/", body=body, headers=headers)
+            sock = connection.sock  # the response reads from it even after http.client drops its reference
+            sock.settimeout(remaining())
+            response = connection.getresponse()
+            chunks, size = [], 0
+            while True:
+                sock.settimeout(remaining())
+                chunk = response.read1(65536)
+                if not chunk:
+                    break
+                size += len(chunk)
+                if size > max_bytes:
+                    raise _TooLarge()
+                chunks.append(chunk)
+        except TimeoutError:
+            raise _Deadline() from None
+        return response.status, b"".join(chunks)
+    finally:
+        connection.close()
 
 
 class LocalChat:
@@ -78,6 +149,7 @@ class LocalChat:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         folder = Path(folder)
+        self.folder = str(folder.resolve())
         if not (folder / "config.json").is_file():
             raise ModelFileNotFoundError(f"local LLM folder not found or without config.json: {folder}")
         self.tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)

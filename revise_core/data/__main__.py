@@ -23,7 +23,27 @@ def _chat(args):
 
     if args.llm == "local":
         return LocalChat(args.llm_folder)
-    return OpenAIChat(base_url=args.llm_url, model=args.llm_model, api_key=args.llm_key, retries=args.retries)
+    return OpenAIChat(base_url=args.llm_url, model=args.llm_model, api_key=args.llm_key, retries=args.retries,
+                      timeout=args.llm_timeout)
+
+
+EXIT_PENDING = 3
+
+
+def _llm_identity(chat) -> dict:
+    """The LLM settings that shape a stage's output (part of each shard's fingerprint; never the key)."""
+    if hasattr(chat, "base_url"):
+        return {"backend": "openai", "url": chat.base_url, "model": chat.model, "temperature": chat.temperature}
+    return {"backend": "local", "folder": chat.folder}
+
+
+def _status(report) -> int:
+    """0 when every item was processed; EXIT_PENDING when some could not reach the LLM (rerun to retry)."""
+    if report.pending:
+        print(f"{report.pending} item(s) could not reach the LLM ({'; '.join(report.pending_errors)[:200]}); "
+              "run the same command again to retry them (finished shards are kept)", file=sys.stderr)
+        return EXIT_PENDING
+    return 0
 
 
 def _add_llm_args(parser: argparse.ArgumentParser) -> None:
@@ -33,6 +53,8 @@ def _add_llm_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--llm-key", help="API key (default $OPENAI_API_KEY)")
     parser.add_argument("--llm-folder", help="local causal LM folder (--llm local)")
     parser.add_argument("--retries", type=int, default=2, help="HTTP retries per request")
+    parser.add_argument("--llm-timeout", type=float, default=60.0,
+                        help="total seconds per request: connecting, sending and reading the answer (default 60)")
 
 
 def _rave(args) -> int:
@@ -49,10 +71,11 @@ def _rave(args) -> int:
         outcome = rewrite(pair, chat, fewshot, rules)
         return Kept(manifest_row(outcome)) if outcome.accepted else Rejected("; ".join(outcome.reasons))
 
-    rows, report = run_stage("rave", items, stage, args.out, shard_size=args.shard_size)
+    settings = {"fewshot": fewshot, "max_overlap": args.max_overlap, "llm": _llm_identity(chat)}
+    rows, report = run_stage("rave", items, stage, args.out, shard_size=args.shard_size, settings=settings)
     _write_manifest(Path(args.out) / "rave.jsonl", rows)
     print(json.dumps(report.to_dict(), indent=2))
-    return 0
+    return _status(report)
 
 
 def _icvg(args) -> int:
@@ -69,10 +92,13 @@ def _icvg(args) -> int:
     def stage(item: dict):
         return Kept(build_film(Path(item["path"]), out, vlm=vlm, encoder=encoder, chat=chat, film_id=item["id"]))
 
-    rows, report = run_stage("icvg", [{"id": f.stem, "path": str(f)} for f in films], stage, out, shard_size=1)
+    settings = {"vlm": str(Path(args.vlm).resolve()), "encoder": str(Path(args.encoder).resolve()),
+                "llm": _llm_identity(chat)}
+    rows, report = run_stage("icvg", [{"id": f.stem, "path": str(f)} for f in films], stage, out, shard_size=1,
+                             settings=settings)
     _write_manifest(out / "icvg.jsonl", rows)
     print(json.dumps(report.to_dict(), indent=2))
-    return 0
+    return _status(report)
 
 
 def _split(args) -> int:

@@ -80,12 +80,15 @@ def _write_instruction(chat, kind: str, source: str, target: str, config: ICVGCo
     from ..llm import LLMError
 
     prompt = WRITER_PROMPT.format(kind=kind, source=source, target=target)
+    unreachable, answered = None, False
     for _ in range(config.writer_attempts):
         try:
             answer = chat.complete([{"role": "user", "content": prompt}], max_tokens=120)
         except LLMError as error:
             logger.warning("instruction writer: %s", error)
+            unreachable = error
             continue
+        answered = True
         for candidate in re.findall(r"\{.*?\}", answer, flags=re.S):
             try:
                 data = json.loads(candidate)
@@ -93,4 +96,6 @@ def _write_instruction(chat, kind: str, source: str, target: str, config: ICVGCo
                 continue
             if isinstance(data, dict) and data.get("type") == kind and str(data.get("instruction", "")).strip():
                 return str(data["instruction"]).strip()
+    if not answered and unreachable is not None:
+        raise unreachable  # the LLM never answered: the film is retried on the next run, not dropped
     return None

@@ -125,20 +125,26 @@ def check(pair: LiteralPair, kind: str, cue: str, rules: Rules) -> list[str]:
 
 
 def rewrite(pair: LiteralPair, chat, fewshot: dict[str, list[dict]], rules: Rules, *, attempts: int = 3) -> Outcome:
-    """One pair through the LLM with retries on unparsable answers; failures become rejection reasons."""
+    """One pair through the LLM with retries on unparsable answers; failures become rejection reasons.
+
+    When no attempt got an answer at all (the LLM was unreachable), the LLMError is raised instead: that is
+    not the pair's fault, and the stage runner keeps the pair for the next run rather than rejecting it."""
     from ..llm import LLMError
 
     if not pair.instruction.strip():
         return Outcome(pair, reasons=["empty literal instruction"])
-    errors = []
+    errors: list[Exception] = []
     for _ in range(attempts):
         try:
             kind, cue = parse(chat.complete(messages(pair, fewshot), max_tokens=120))
         except (ValueError, LLMError) as error:
-            errors.append(str(error))
+            errors.append(error)
             continue
         return Outcome(pair, kind, cue, check(pair, kind, cue, rules))
-    return Outcome(pair, reasons=[f"no usable answer after {attempts} attempts: {'; '.join(errors)[:300]}"])
+    if all(isinstance(error, LLMError) for error in errors):
+        raise errors[-1]
+    reasons = "; ".join(str(error) for error in errors)
+    return Outcome(pair, reasons=[f"no usable answer after {attempts} attempts: {reasons[:300]}"])
 
 
 def manifest_row(outcome: Outcome) -> dict:

@@ -108,6 +108,10 @@ class Judge:
     def ask(self, metric: str, instruction: str, source: torch.Tensor, edited: torch.Tensor) -> str:
         raise NotImplementedError
 
+    def identity(self) -> dict:
+        """What makes two judges' verdicts interchangeable (a resumed benchmark reuses only a same judge's)."""
+        return {"backend": self.name}
+
     def score(self, metric: str, instruction: str, source: torch.Tensor, edited: torch.Tensor) -> Verdict:
         errors = []
         for attempt in range(1, self.retries + 2):
@@ -138,6 +142,10 @@ class LocalJudge(Judge):
         if mode not in ("generate", "expected"):
             raise ValueError(f"local judge mode must be 'generate' or 'expected', got '{mode}'")
         self.vlm, self.num_frames, self.max_new_tokens, self.mode = vlm, num_frames, max_new_tokens, mode
+
+    def identity(self) -> dict:
+        return {"backend": self.name, "model": self.vlm.source or type(self.vlm).__name__, "mode": self.mode,
+                "frames": self.num_frames, "max_new_tokens": self.max_new_tokens}
 
     def _messages(self, metric: str, instruction: str) -> list[dict]:
         return [
@@ -194,6 +202,10 @@ class OpenAIJudge(Judge):
         # One HTTP attempt per judge attempt: the judge's retries cover transport errors and bad answers alike.
         self.chat = OpenAIChat(base_url=base_url, model=model, api_key=api_key, timeout=timeout, retries=0)
         self.num_frames, self.backoff, self.max_tokens = num_frames, backoff, max_tokens
+
+    def identity(self) -> dict:
+        return {"backend": self.name, "url": self.chat.base_url, "model": self.chat.model, "frames": self.num_frames,
+                "max_tokens": self.max_tokens}
 
     def ask(self, metric, instruction, source, edited) -> str:
         from ..llm import LLMError

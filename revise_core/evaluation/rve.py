@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -36,9 +37,14 @@ logger = logging.getLogger(__name__)
 
 
 def evaluate(triplets: list[Triplet], predictions: dict[str, Path], judge: Judge, *, quality: dict | None = None,
-             on_sample=None) -> tuple[list[SampleScore], list[dict]]:
-    """Judge every (method, sample); returns scores and the raw verdict records."""
+             on_sample=None, journal: Path | None = None) -> tuple[list[SampleScore], list[dict]]:
+    """Judge every (method, sample); returns scores and the raw verdict records.
+
+    With `journal`, every verdict is appended to that JSONL file as soon as it is made, and a rerun reuses
+    the successful verdicts of the same judge found there: an interrupted benchmark resumes where it
+    stopped (failed verdicts are asked again)."""
     samples, records = [], []
+    done = _open_journal(journal, judge.identity()) if journal is not None else {}
     for method, folder in predictions.items():
         for triplet in triplets:
             score = SampleScore(triplet.id, triplet.subset, triplet.category, method, {})
@@ -51,17 +57,51 @@ def evaluate(triplets: list[Triplet], predictions: dict[str, Path], judge: Judge
                 samples.append(score)
                 continue
             for metric in applicable(triplet.subset):
-                verdict = judge.score(metric, triplet.instruction, source, edited)
-                score.metrics[metric] = verdict.score
-                if verdict.failed:
-                    score.failures.append(f"{metric}: {verdict.error}")
-                records.append({"id": triplet.id, "method": method, **verdict.to_dict()})
+                record = done.get((method, triplet.id, metric))
+                if record is None:
+                    verdict = judge.score(metric, triplet.instruction, source, edited)
+                    record = {"id": triplet.id, "method": method, **verdict.to_dict()}
+                    if journal is not None:
+                        with open(journal, "a", encoding="utf-8") as handle:
+                            handle.write(jsonio.dumps(record) + "\n")
+                score.metrics[metric] = record["score"]
+                if record["score"] is None:
+                    score.failures.append(f"{metric}: {record['error']}")
+                records.append(record)
             if quality is not None:
                 score.quality = video_quality(edited, triplet.instruction, **quality)
             samples.append(score)
             if on_sample is not None:
                 on_sample(score)
     return samples, records
+
+
+def _open_journal(path: Path, identity: dict) -> dict[tuple[str, str, str], dict]:
+    """Successful verdicts already in the journal (keyed by method, id, metric) when it was written by the
+    same judge; otherwise the journal is started afresh. A torn last line is ignored."""
+    header = {"judge": identity}
+    if path.is_file():
+        lines = path.read_text(encoding="utf-8").splitlines()
+        try:
+            first = json.loads(lines[0]) if lines else None
+        except json.JSONDecodeError:
+            first = None
+        if first == header:
+            done = {}
+            for line in lines[1:]:
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    logger.warning("%s: skipping a torn line", path)
+                    continue
+                if record.get("score") is not None:
+                    done[(record["method"], record["id"], record["metric"])] = record
+            logger.info("%s: resuming with %d verdicts already made", path, len(done))
+            return done
+        logger.warning("%s was written by another judge (%s); judging again", path, first)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(jsonio.dumps(header) + "\n", encoding="utf-8")
+    return {}
 
 
 def _pair(triplet: Triplet, prediction: Path) -> tuple[torch.Tensor, torch.Tensor]:
@@ -127,11 +167,17 @@ def make_predictions(triplets: list[Triplet], models_dir: Path, out: Path, *, st
     editor = ReviseEditor(EditModels.load(models_dir, dtype=auto_dtype(dtype, device), device=device))
     out.mkdir(parents=True, exist_ok=True)
     for triplet in triplets:
+        target = prediction_path(out, triplet.id)
+        if target.is_file():
+            logger.info("%s exists: kept (delete it to edit again)", target)
+            continue  # an interrupted run resumes; files appear only once complete (renamed below)
         clip = read_video(triplet.source)
         result = editor.edit(clip.frames, triplet.instruction,
                              EditSettings(sampler=SamplerConfig(steps=steps, seed=seed), reasoning=reasoning,
                                           fps=float(clip.fps)))
-        write_video(prediction_path(out, triplet.id), result.frames, clip.fps)
+        partial = target.with_name(f".{triplet.id}.partial.mp4")
+        write_video(partial, result.frames, clip.fps)
+        os.replace(partial, target)
     return out
 
 
@@ -173,6 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--judge-model", help="judge model name (default $OPENAI_MODEL or gpt-4o)")
     parser.add_argument("--judge-key", help="API key (default $OPENAI_API_KEY)")
     parser.add_argument("--judge-frames", type=int, default=4, help="frames per video shown to the judge")
+    parser.add_argument("--judge-timeout", type=float, default=60.0,
+                        help="total seconds per judge request: connecting, sending and reading the answer (default 60)")
     parser.add_argument("--retries", type=int, default=2, help="retries of an unparsable answer (default 2)")
     parser.add_argument("--clip", type=Path, help="CLIP folder for text-video similarity (and default encoder)")
     parser.add_argument("--subject-encoder", type=Path, help="image encoder folder for subject consistency (VBench: DINO)")
@@ -218,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("give --predictions DIR (or --edit)")
     judge = _judge(args, parser)
     quality = _quality(args)
-    samples, records = evaluate(triplets, predictions, judge, quality=quality)
+    samples, records = evaluate(triplets, predictions, judge, quality=quality, journal=args.out / "verdicts.jsonl")
     paths = write_report(samples, records, args.out, mode=args.overall, title="RVE-Bench report")
     print(f"wrote {paths['report']} ({len(samples)} sample evaluations, "
           f"{sum(1 for s in samples if s.failures)} with failures)")
@@ -228,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
 def _judge(args, parser) -> Judge:
     if args.judge == "openai":
         return OpenAIJudge(base_url=args.judge_url, model=args.judge_model, api_key=args.judge_key,
-                           num_frames=args.judge_frames, retries=args.retries)
+                           num_frames=args.judge_frames, retries=args.retries, timeout=args.judge_timeout)
     if args.models is None:
         parser.error("the local judge needs --models (a models.json folder with a 'vlm' entry)")
     from ..checkpoints import read_json
