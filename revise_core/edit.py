@@ -9,7 +9,6 @@ DIR holds a models.json naming the five components (see docs/models.md).
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 import tempfile
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from . import jsonio
 from .checkpoints import DTYPE_CHOICES, auto_dtype
 from .cli import add_debug_flag, writable_output
 from .cli import run as run_cli
@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         summary["best_of"] = result.scores
     if args.demo:
         summary["note"] = "tiny random weights: the output is noise by design; see docs/models.md for real models"
-    print(json.dumps(summary, indent=2) if args.json else
+    print(jsonio.dumps(summary, indent=2) if args.json else
           f"wrote {out} ({result.frames.shape[0]} frames, {result.timings['total']:.2f} s)")
     return 0
 
