@@ -68,9 +68,13 @@ class EditModels:
 
     @classmethod
     def load(cls, folder: str | os.PathLike, *, dtype: torch.dtype | str = torch.float32,
-             device: torch.device | str = "cpu") -> EditModels:
-        """Load the set described by `<folder>/models.json` (paths relative to the folder)."""
+             device: torch.device | str = "cpu", component_dtypes: dict | None = None) -> EditModels:
+        """Load the set described by `<folder>/models.json` (paths relative to the folder).
+
+        `component_dtypes` overrides `dtype` per component ("dit", "vae", "t5", "vlm", "connector"): the
+        trainer loads what it trains in fp32 and the frozen models in the compute dtype."""
         folder = Path(folder)
+        dtypes = {name: (component_dtypes or {}).get(name, dtype) for name in ("dit", "vae", "t5", "vlm", "connector")}
         spec = ckpt.read_json(folder / MODELS_FILE, what="model set description (models.json)")
         missing = [key for key in ("dit", "vae", "t5", "vlm", "connector") if key not in spec]
         if missing:
@@ -80,13 +84,13 @@ class EditModels:
             return folder / spec[key] if spec.get(key) else None
 
         models = cls(
-            dit=load_dit(path("dit"), config=spec.get("dit_config"), dtype=dtype, device=device),
-            vae=load_vae(path("vae"), config=spec.get("vae_config"), dtype=dtype, device=device),
+            dit=load_dit(path("dit"), config=spec.get("dit_config"), dtype=dtypes["dit"], device=device),
+            vae=load_vae(path("vae"), config=spec.get("vae_config"), dtype=dtypes["vae"], device=device),
             text=load_text_encoder(path("t5"), tokenizer=path("t5_tokenizer"), config=spec.get("t5_config"),
-                                   dtype=dtype, device=device),
-            vlm=load_vlm(path("vlm"), dtype=dtype, device=device),
+                                   dtype=dtypes["t5"], device=device),
+            vlm=load_vlm(path("vlm"), dtype=dtypes["vlm"], device=device),
             connector=load_connector(path("connector"), config=spec.get("connector_config"),
-                                     special_tokens=path("special_tokens"), dtype=dtype, device=device),
+                                     special_tokens=path("special_tokens"), dtype=dtypes["connector"], device=device),
         )
         models.check()
         return models

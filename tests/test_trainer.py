@@ -302,3 +302,46 @@ def test_feature_cache_key_follows_the_vlm_family_and_its_conditioning(tiny_dir,
     keys = {FeatureStore(dataclasses.replace(models, vlm=vlm), **kwargs)._key(triplet)
             for vlm in (models.vlm, vila, dataclasses.replace(vila, condition_on_all_frames=True))}
     assert len(keys) == 3
+
+
+def test_offload_text_encoder_gives_identical_losses(tiny_dir, manifest, tmp_path):
+    """umT5 rests off the compute device between feature passes: a memory switch, the losses are identical."""
+    on = run(tiny_dir, manifest, tmp_path / "on", steps=2, offload_text_encoder=True)
+    off = run(tiny_dir, manifest, tmp_path / "off", steps=2, offload_text_encoder=False)
+    assert [r["loss"] for r in on] == [r["loss"] for r in off]
+
+
+def test_text_encoder_visits_the_compute_device_only_while_encoding():
+    from trainer.data import _on_device
+
+    class Module(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.zeros(1))
+            self.moves = []
+
+        def to(self, device):
+            self.moves.append(str(device))
+            return self
+
+    module = Module()
+    with _on_device(module, torch.device("meta")):
+        assert module.moves == ["meta"]
+    assert module.moves == ["meta", "cpu"]
+    with _on_device(module, torch.device("cpu")):  # already there: nothing moves
+        pass
+    assert module.moves == ["meta", "cpu"]
+
+
+def test_frozen_dtype_sets_the_storage_of_the_frozen_models(tiny_dir, manifest, tmp_path):
+    auto = make_trainer(tiny_dir, manifest, tmp_path / "auto", steps=1)
+    auto.setup()
+    assert {p.dtype for p in auto.models.vlm.model.parameters()} == {torch.float32}  # CPU: fp32 compute
+    half = make_trainer(tiny_dir, manifest, tmp_path / "bf16", steps=1, frozen_dtype="bf16")
+    half.setup()
+    for module in (half.models.vae, half.models.text.model, half.models.vlm.model):
+        assert {p.dtype for p in module.parameters()} == {torch.bfloat16}
+    assert {p.dtype for p in half.generator.parameters()} == {torch.float32}  # what trains stays fp32
+    reference, result = auto._loss_step(0, 0), half._loss_step(0, 0)
+    loss, expected = float(result.loss.detach()), float(reference.loss.detach())
+    assert math.isfinite(loss) and loss == pytest.approx(expected, rel=0.05)

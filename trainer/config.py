@@ -61,6 +61,10 @@ class USOConfig:
     device: str = _opt("auto", "auto | cpu | cuda | cuda:N")
     dtype: str = _opt("auto", "autocast dtype: auto (bf16 on GPU, fp32 on CPU) | bf16 | fp16 (with loss scaling) | "
                               "fp32; trained weights and optimizer state stay fp32")
+    frozen_dtype: str = _opt("auto", "storage dtype of the frozen VAE, umT5 and VLM: auto (the compute dtype: bf16 on "
+                                     "a GPU, fp32 on the CPU) | bf16 | fp16 | fp32")
+    offload_text_encoder: bool = _opt(True, "keep umT5 off the GPU except while it encodes a sample's instruction "
+                                            "(features are cached; identical losses)")
     checkpointing_dit: bool = _opt(False, "gradient checkpointing in the DiT blocks")
     checkpointing_vlm: bool = _opt(False, "gradient checkpointing in the critic's VLM")
     checkpointing_vae: bool = _opt(False, "gradient checkpointing per latent frame in the VAE decoder (critic path)")
@@ -79,6 +83,8 @@ class USOConfig:
             problems.append(f"strategy must be 'ddp' or 'fsdp', got '{self.strategy}'")
         if self.dtype not in ("auto", "bf16", "fp16", "fp32"):
             problems.append(f"dtype must be auto, bf16, fp16 or fp32, got '{self.dtype}'")
+        if self.frozen_dtype not in ("auto", "bf16", "fp16", "fp32"):
+            problems.append(f"frozen_dtype must be auto, bf16, fp16 or fp32, got '{self.frozen_dtype}'")
         if (self.num_frames - 1) % 4 or self.num_frames < 1:
             problems.append(f"num_frames must be 4k+1, got {self.num_frames}")
         if self.height % 32 or self.width % 32:

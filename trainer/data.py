@@ -6,6 +6,7 @@ folder is given, in safetensors files keyed by a content hash of the inputs and 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -41,8 +42,12 @@ class FeatureStore:
     """Computes features with the frozen encoders once per sample; caches them in memory and on disk."""
 
     def __init__(self, models, *, num_frames: int, height: int, width: int, resize: str, max_text_len: int,
-                 vlm_frames: int, cache_dir: str | os.PathLike | None = None) -> None:
+                 vlm_frames: int, cache_dir: str | os.PathLike | None = None,
+                 text_device: torch.device | str | None = None) -> None:
+        """`text_device`: where umT5 runs; when it rests elsewhere (offloaded), it is moved there only while it
+        encodes an instruction."""
         self.models = models
+        self.text_device = torch.device(text_device) if text_device is not None else None
         self.shape = dict(num_frames=num_frames, height=height, width=width, resize=resize)
         self.max_text_len, self.vlm_frames = max_text_len, vlm_frames
         self.cache_dir = Path(cache_dir) if cache_dir else None
@@ -81,7 +86,8 @@ class FeatureStore:
         with torch.no_grad():
             latents = [vae_ops.normalize_latents(m.vae, vae_ops.encode(m.vae, video_ops.to_model_space(c).to(device)).float())
                        for c in clips]
-            (text,) = encode_text(m.text, [triplet.instruction], max_length=self.max_text_len)
+            with _on_device(m.text.model, self.text_device):
+                (text,) = encode_text(m.text, [triplet.instruction], max_length=self.max_text_len)
             u = m.vlm.encode(clips[0], triplet.instruction, num_frames=self.vlm_frames)
         return Features(clips[0].half().cpu(), latents[0].cpu(), latents[1].cpu(), text.float().cpu(), u.float().cpu())
 
@@ -97,6 +103,20 @@ class FeatureStore:
         if self.cache_dir is not None:
             ckpt.save_safetensors(features.to_tensors(), self.cache_dir / f"{key}.safetensors",
                                   format_name="revise.features")
+
+
+@contextlib.contextmanager
+def _on_device(module: torch.nn.Module, device: torch.device | None):
+    """Run a block with `module` on `device`, then put it back where it rested."""
+    home = next(module.parameters()).device
+    if device is None or device == home:
+        yield
+        return
+    module.to(device)
+    try:
+        yield
+    finally:
+        module.to(home)
 
 
 def _file_digest(path: Path, chunk: int = 1 << 20) -> str:

@@ -68,7 +68,7 @@ def _stop_on_sigterm() -> Callable[[], None]:
 # Settings a resumed run may change: they decide when to stop, save and log, where the run computes or
 # caches, and memory features with identical losses; everything else defines the run.
 RESUMABLE_CHANGES = ("steps", "checkpoint_every", "keep_checkpoints", "tensorboard", "device", "feature_cache",
-                     "checkpointing_dit", "checkpointing_vlm", "checkpointing_vae")
+                     "checkpointing_dit", "checkpointing_vlm", "checkpointing_vae", "offload_text_encoder")
 
 
 def changed_settings(saved: dict, current: dict) -> list[str]:
@@ -102,12 +102,21 @@ class USOTrainer:
         self.accumulation = cfg.global_batch // self.world
         # The manifest is validated before any model is loaded (every problem listed at once).
         self.triplets = self._triplets or read_manifest(cfg.manifest, min_frames=1)
-        models = self._models or EditModels.load(cfg.models, dtype="fp32", device=self.device)
+        # "auto": the compute dtype, which autocast runs the frozen models' matmuls in anyway.
+        frozen = (self.autocast_dtype or torch.float32) if cfg.frozen_dtype == "auto" \
+            else ckpt.resolve_dtype(cfg.frozen_dtype)
+        # What trains is loaded in fp32; the frozen models in `frozen` (a 7B VLM is 31 GiB in fp32, 15 in bf16).
+        models = self._models or EditModels.load(cfg.models, dtype=frozen, device="cpu",
+                                                 component_dtypes={"dit": torch.float32, "connector": torch.float32})
         models.check()
         # The trained modules keep fp32 master weights whatever precision they were loaded in (a ComfyUI graph
         # may hand over half-precision models); autocast gives the compute precision.
         models.dit.float()
         models.connector.float()
+        for module in (models.vae, models.vlm.model):
+            module.to(device=self.device)
+        # umT5 only encodes each sample's instruction once (features are cached): off the GPU in between.
+        models.text.model.to(torch.device("cpu") if cfg.offload_text_encoder else self.device)
         for frozen in (models.vae, models.text.model, models.vlm.model):
             frozen.eval().requires_grad_(False)
         self.models = models
@@ -122,7 +131,7 @@ class USOTrainer:
         self.critic = SelfCritic(models.vlm, CriticConfig(num_frames=cfg.critic_frames, cot=cfg.cot))
         self.features = FeatureStore(models, num_frames=cfg.num_frames, height=cfg.height, width=cfg.width,
                                      resize=cfg.resize, max_text_len=cfg.max_text_len, vlm_frames=cfg.vlm_frames,
-                                     cache_dir=cfg.feature_cache or None)
+                                     cache_dir=cfg.feature_cache or None, text_device=self.device)
         self.model = self._wrap(self.generator)
         params = [p for p in self.generator.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)

@@ -35,10 +35,23 @@ def autocast(device: torch.device, dtype: torch.dtype | None):
     return contextlib.nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
 
 
-def sample_loss(model: nn.Module, vae: nn.Module, critic: SelfCritic, feats: Features, instruction: str, *,
-                sigma: torch.Tensor, noise: torch.Tensor, drop: bool, config: USOConfig, device: torch.device,
-                autocast_dtype: torch.dtype | None) -> MicroResult:
-    """`model` is the (possibly DDP/FSDP-wrapped) Generator; everything else is frozen."""
+@dataclass
+class LossParts:
+    """The tensors of one sample's loss, before anything is read back to the host."""
+
+    loss: torch.Tensor  # with graph
+    fm: torch.Tensor
+    reason: torch.Tensor  # [1]; NaN when the critic did not run
+    p_yes: torch.Tensor  # [1]; NaN when the critic did not run
+    delta: torch.Tensor | None = None
+    delta_base: torch.Tensor | None = None
+
+
+def loss_parts(model: nn.Module, vae: nn.Module, critic: SelfCritic, feats: Features, instruction: str, *,
+               sigma: torch.Tensor, noise: torch.Tensor, drop: bool, triggered: bool, config: USOConfig,
+               device: torch.device, autocast_dtype: torch.dtype | None) -> LossParts:
+    """The computation of `sample_loss` without host synchronisation (also what the cost model runs on fake
+    tensors): `triggered` says whether the critic runs (σ <= σ_max, objective not SFT)."""
     x0 = feats.target_latents.to(device)
     noise = noise.to(device)
     z_t = losses.noisy_latents(x0, noise, sigma)
@@ -46,24 +59,35 @@ def sample_loss(model: nn.Module, vae: nn.Module, critic: SelfCritic, feats: Fea
         velocity = model(z_t, sigma, feats.source_latents.to(device), feats.vlm_states.to(device),
                          feats.text_tokens.to(device), drop)
     fm = losses.flow_matching_loss(velocity, losses.flow_target(x0, noise))
-    nan = torch.tensor([float("nan")])
-    reason, p_yes, delta, delta_base = nan, nan, float("nan"), float("nan")
-    triggered = config.objective != "sft" and float(sigma) <= config.sigma_max
+    nan = torch.full((1,), float("nan"), device=fm.device)
+    reason, p_yes, delta, delta_base = nan, nan, None, None
     if triggered:
         # RWR only needs the value of P(Yes): no graph through the decoder and the VLM.
         grad_context = contextlib.nullcontext() if config.objective == "uso" else torch.no_grad()
         with grad_context, autocast(device, autocast_dtype):
-            relative, verdict, base = critic_on_estimate(vae, critic, z_t, sigma, velocity, feats, instruction,
-                                                         config.decode_latent_frames or None,
-                                                         checkpoint=config.checkpointing_vae)
-        delta, delta_base = float(verdict.delta.detach()), float(base)
-        p_yes = torch.sigmoid(verdict.delta.detach().float()).view(1)
+            relative, verdict, delta_base = critic_on_estimate(vae, critic, z_t, sigma, velocity, feats, instruction,
+                                                               config.decode_latent_frames or None,
+                                                               checkpoint=config.checkpointing_vae)
+        delta = verdict.delta.detach()
+        p_yes = torch.sigmoid(delta.float()).view(1)
         reason = losses.reason_loss(relative.float()).view(1)
     loss = losses.combine(config.objective, fm, reason=reason.to(fm.device), p_yes=p_yes.to(fm.device),
                           weight=config.reason_weight)
-    return MicroResult(loss=loss, l_fm=float(fm.detach().mean()), l_reason=float(reason[0].detach()),
-                       triggered=triggered, delta=delta, delta_base=delta_base, p_yes=float(p_yes[0]),
-                       sigma=float(sigma))
+    return LossParts(loss, fm, reason, p_yes, delta, delta_base)
+
+
+def sample_loss(model: nn.Module, vae: nn.Module, critic: SelfCritic, feats: Features, instruction: str, *,
+                sigma: torch.Tensor, noise: torch.Tensor, drop: bool, config: USOConfig, device: torch.device,
+                autocast_dtype: torch.dtype | None) -> MicroResult:
+    """`model` is the (possibly DDP/FSDP-wrapped) Generator; everything else is frozen."""
+    triggered = config.objective != "sft" and float(sigma) <= config.sigma_max
+    parts = loss_parts(model, vae, critic, feats, instruction, sigma=sigma, noise=noise, drop=drop,
+                       triggered=triggered, config=config, device=device, autocast_dtype=autocast_dtype)
+    nan = float("nan")
+    return MicroResult(loss=parts.loss, l_fm=float(parts.fm.detach().mean()), l_reason=float(parts.reason[0].detach()),
+                       triggered=triggered, delta=float(parts.delta) if parts.delta is not None else nan,
+                       delta_base=float(parts.delta_base) if parts.delta_base is not None else nan,
+                       p_yes=float(parts.p_yes[0]), sigma=float(sigma))
 
 
 def critic_on_estimate(vae, critic: SelfCritic, z_t, sigma, velocity, feats: Features, instruction: str,
