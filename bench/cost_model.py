@@ -61,8 +61,8 @@ def ladder(step: str) -> list[tuple[str, dict]]:
             ("+ umT5 off the GPU between feature passes (offload_text_encoder)", {"t5_resident": False}),
             ("+ DiT block checkpointing (checkpointing_dit)", {"checkpointing_dit": True})]
     if step == "uso":
-        rows += [("+ decode 1 latent frame, per-frame checkpointing (decode_latent_frames=1, checkpointing_vae)",
-                  {"decode_latent_frames": 1, "checkpointing_vae": True}),
+        rows += [("+ decode 2 latent frames (5 frames, the critic samples 4), per-frame checkpointing "
+                  "(decode_latent_frames=2, checkpointing_vae)", {"decode_latent_frames": 2, "checkpointing_vae": True}),
                  ("+ VLM checkpointing (checkpointing_vlm)", {"checkpointing_vlm": True}),
                  ("+ 2 critic frames (critic_frames=2)", {"critic_frames": 2})]
     return rows

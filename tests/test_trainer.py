@@ -345,3 +345,23 @@ def test_frozen_dtype_sets_the_storage_of_the_frozen_models(tiny_dir, manifest, 
     reference, result = auto._loss_step(0, 0), half._loss_step(0, 0)
     loss, expected = float(result.loss.detach()), float(reference.loss.detach())
     assert math.isfinite(loss) and loss == pytest.approx(expected, rel=0.05)
+
+
+def test_memory_switches_give_identical_losses_and_gradients(tiny_dir, manifest, tmp_path):
+    """What the cost model switches on to fit (DiT, VLM and per-frame VAE checkpointing, umT5 offload) changes
+    memory, not results: the loss and every gradient of a critic-triggered sample are unchanged."""
+    results = {}
+    for name, switches in (("off", {}), ("on", dict(checkpointing_dit=True, checkpointing_vlm=True,
+                                                     checkpointing_vae=True, offload_text_encoder=True))):
+        trainer = make_trainer(tiny_dir, manifest, tmp_path / name, sigma_max=1.0, cfg_drop=0.0,
+                               decode_latent_frames=1, **switches)
+        trainer.setup()
+        result = trainer._loss_step(0, 0)
+        assert result.triggered
+        result.loss.backward()
+        results[name] = (float(result.loss.detach()), {n: p.grad.clone() for n, p in trainer.generator.named_parameters()
+                                                      if p.grad is not None})
+    (loss_off, grads_off), (loss_on, grads_on) = results["off"], results["on"]
+    assert loss_on == pytest.approx(loss_off, abs=1e-6) and grads_on.keys() == grads_off.keys()
+    for name, grad in grads_off.items():
+        assert torch.allclose(grads_on[name], grad, atol=1e-6), name
