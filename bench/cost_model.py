@@ -1,7 +1,7 @@
 """Real-size cost model without a GPU: FLOPs and peak memory of the edit, SFT and USO steps.
 
-    python -m bench.cost_model            # every row (about an hour on 2 CPU cores)
-    python -m bench.cost_model --quick    # the validation rows at 33 frames and the 33-frame USO ladder of one VLM
+    python -m bench.cost_model --jobs 2   # every row (about an hour on 2 CPU cores)
+    python -m bench.cost_model --quick    # the validation rows and the 33-frame USO ladder of one VLM
 
 Every step runs once on fake tensors (bench/fake_measure.py: no memory is allocated, attention and RMSNorm
 are accounted as CUDA runs them): Wan2.1-1.3B with the VLMs the project supports at real size, bf16. Rows:
@@ -18,9 +18,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import multiprocessing
 import platform
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from unittest import mock
 
@@ -61,9 +63,11 @@ def ladder(step: str) -> list[tuple[str, dict]]:
             ("+ umT5 off the GPU between feature passes (offload_text_encoder)", {"t5_resident": False}),
             ("+ DiT block checkpointing (checkpointing_dit)", {"checkpointing_dit": True})]
     if step == "uso":
-        rows += [("+ decode 2 latent frames (5 frames, the critic samples 4), per-frame checkpointing "
+        rows += [("+ VLM checkpointing (checkpointing_vlm)", {"checkpointing_vlm": True}),
+                 ("+ decode 2 latent frames as video (5 frames, the critic samples 4), per-frame checkpointing "
                   "(decode_latent_frames=2, checkpointing_vae)", {"decode_latent_frames": 2, "checkpointing_vae": True}),
-                 ("+ VLM checkpointing (checkpointing_vlm)", {"checkpointing_vlm": True}),
+                 ("+ instead 4 latent frames sampled over the clip, each decoded alone (critic_decode=frames)",
+                  {"critic_decode": "frames", "decode_latent_frames": 0}),
                  ("+ 2 critic frames (critic_frames=2)", {"critic_frames": 2})]
     return rows
 
@@ -120,6 +124,34 @@ def plan(quick: bool) -> list[tuple]:
     return cases
 
 
+def run_case(case: tuple) -> Row:
+    """Measure one planned row (runs in a worker process when --jobs > 1)."""
+    composition, step, size, vlm, setting, switches = case
+    if composition == "naive":
+        measurement = measure_naive(step, size)
+    else:
+        measurement = measure_project(step, size, vlm, switches)
+    return to_row(measurement, step=step, size=size, vlm=vlm, setting=setting, switches=switches)
+
+
+def _single_threaded_worker() -> None:
+    import torch
+
+    # A fake run is Python dispatch on one core; intra-op threads would only contend between workers.
+    torch.set_num_threads(1)
+
+
+def measure_all(cases: list[tuple], jobs: int):
+    """Yield the rows in plan order; with jobs > 1, rows are measured in separate spawned processes."""
+    if jobs <= 1:
+        for case in cases:
+            yield run_case(case)
+        return
+    context = multiprocessing.get_context("spawn")  # a fresh interpreter: no fake mode or patch leaks in
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_single_threaded_worker) as pool:
+        yield from pool.map(run_case, cases)
+
+
 def markdown(rows: list[Row], command: str) -> str:
     lines = [
         "# cost_model", "",
@@ -141,17 +173,16 @@ def markdown(rows: list[Row], command: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.cost_model", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="validation rows at 33 frames + one USO ladder")
+    parser.add_argument("--jobs", type=int, default=1, help="rows measured in parallel processes (one per core)")
     parser.add_argument("--out", default=str(RESULTS / "cost_model"), help="results path without extension")
     args = parser.parse_args(argv)
-    command = "python -m bench.cost_model" + (" --quick" if args.quick else "")
+    if args.jobs < 1:
+        parser.error(f"--jobs must be at least 1, got {args.jobs}")
+    command = "python -m bench.cost_model" + (" --quick" if args.quick else "") + (
+        f" --jobs {args.jobs}" if args.jobs > 1 else "")
     rows: list[Row] = []
     started = time.perf_counter()
-    for composition, step, size, vlm, setting, switches in plan(args.quick):
-        if composition == "naive":
-            measurement = measure_naive(step, size)
-        else:
-            measurement = measure_project(step, size, vlm, switches)
-        row = to_row(measurement, step=step, size=size, vlm=vlm, setting=setting, switches=switches)
+    for row in measure_all(plan(args.quick), args.jobs):
         rows.append(row)
         print(json.dumps(asdict(row)), flush=True)
     payload = {"command": command, "device": f"CPU fake tensors ({platform.machine()})",

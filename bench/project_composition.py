@@ -31,6 +31,7 @@ class Settings:
     checkpointing_dit: bool = False
     checkpointing_vlm: bool = False
     checkpointing_vae: bool = False
+    critic_decode: str = "video"  # video: decode a latent prefix | frames: critic_frames latent frames, one by one
     decode_latent_frames: int = 0  # 0: decode every latent frame of x̂0 for the critic
     critic_frames: int = 4
     train: str = "full"  # full | lora
@@ -161,7 +162,8 @@ def train_step(state: dict) -> None:
     from trainer.step import loss_parts
 
     settings: Settings = state["settings"]
-    config = USOConfig(objective=state["step"], sigma_max=0.5, decode_latent_frames=settings.decode_latent_frames,
+    config = USOConfig(objective=state["step"], sigma_max=0.5, critic_decode=settings.critic_decode,
+                       decode_latent_frames=settings.decode_latent_frames,
                        checkpointing_vae=settings.checkpointing_vae, critic_frames=settings.critic_frames)
     critic = state.setdefault("critic", critic_module.SelfCritic(
         state["vlm"], critic_module.CriticConfig(num_frames=settings.critic_frames)))

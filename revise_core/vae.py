@@ -135,6 +135,36 @@ def decode(
         vae.use_tiling = previous
 
 
+def sampled_latent_frames(num_latent_frames: int, count: int) -> list[int]:
+    """`count` latent frame indices spread uniformly over the clip (first and last included), no repeats."""
+    if num_latent_frames < 1 or count < 1:
+        raise ValueError(f"need at least one latent frame and one sample, got {num_latent_frames} and {count}")
+    count = min(count, num_latent_frames)
+    return sorted({round(i * (num_latent_frames - 1) / max(count - 1, 1)) for i in range(count)})
+
+
+def pixel_frame_of(latent_index: int) -> int:
+    """The source frame a latent frame is paired with: 0 for the first, the last of its 4 frames after it."""
+    return 4 * latent_index
+
+
+def decode_frames(vae: nn.Module, latents: torch.Tensor, indices: list[int], *, checkpoint: bool = False) -> torch.Tensor:
+    """Decode each chosen latent frame on its own, unclamped: [B, 16, t, h, w] -> [B, 3, len(indices), 8h, 8w].
+
+    The paper's critic input (section 3.2, "we uniformly sample F frames from x̂0 and decode them"): each
+    latent frame goes through the causal decoder as a first chunk, which yields one frame and needs no
+    temporal context, so the decoder's cost and memory are those of F single frames. For a later latent
+    frame this approximates its last pixel frame rather than reproducing it exactly (no causal cache).
+    """
+    if latents.ndim != 5:
+        raise ValueError(f"VAE decode expects latents [B, C, T, H, W], got shape {tuple(latents.shape)}")
+    if not indices or any(not 0 <= i < latents.shape[2] for i in indices):
+        raise ValueError(f"latent frame indices must be in 0..{latents.shape[2] - 1}, got {indices}")
+    latents = latents.to(ckpt.compute_dtype(vae))
+    frames = [_decode_unclamped(vae, latents[:, :, i:i + 1], checkpoint=checkpoint) for i in indices]
+    return torch.cat(frames, dim=2)
+
+
 def _decode_unclamped(vae: nn.Module, latents: torch.Tensor, *, checkpoint: bool = False) -> torch.Tensor:
     # Hand-written on purpose: the same frame-by-frame causal loop as AutoencoderKLWan._decode, minus
     # its final clamp (gradients must reach saturated pixels). The feature cache is cloned, never

@@ -104,8 +104,10 @@ def test_plan_ladders_accumulate_switches_and_rows_render():
     assert {(case[1], case[2]) for case in naive} == {("edit", "33f"), ("sft", "33f"), ("uso", "33f"), ("edit", "81f"),
                                                       ("sft", "81f")}
     ladder = [case[5] for case in plan if case[0] == "project"]
-    assert ladder[0] == {} and all(ladder[i].items() <= ladder[i + 1].items() for i in range(len(ladder) - 1))
-    assert ladder[-1]["critic_frames"] == 2 and ladder[-1]["checkpointing_dit"]
+    assert ladder[0] == {} and all(ladder[i].keys() <= ladder[i + 1].keys() for i in range(len(ladder) - 1))
+    changed = {key for i in range(len(ladder) - 1) for key, value in ladder[i].items() if ladder[i + 1][key] != value}
+    assert changed == {"decode_latent_frames"}  # the sampled-frame decode replaces the latent prefix
+    assert ladder[-1]["critic_frames"] == 2 and ladder[-1]["checkpointing_dit"] and ladder[-1]["critic_decode"] == "frames"
     row = cost_model.Row("uso", 33, 352, 640, "qwen2.5-vl-7b", "naive (H100 anchor)", 74.3, {"Activation": 49.9},
                          2.04e14, 0.2063, 74.1, 0.0027)
     table = cost_model.markdown([row], "python -m bench.cost_model")

@@ -365,3 +365,32 @@ def test_memory_switches_give_identical_losses_and_gradients(tiny_dir, manifest,
     assert loss_on == pytest.approx(loss_off, abs=1e-6) and grads_on.keys() == grads_off.keys()
     for name, grad in grads_off.items():
         assert torch.allclose(grads_on[name], grad, atol=1e-6), name
+
+
+def test_critic_decode_frames_judges_sampled_latent_frames_against_the_matching_source_frames(
+        tiny_dir, manifest, tmp_path, monkeypatch):
+    """critic_decode=frames (the paper's section 3.2): critic_frames latent frames spread over the clip are
+    decoded one at a time and paired with the source frames at the same times; gradients reach the DiT."""
+    from revise_core import critic as critic_module
+
+    seen = []
+    original = critic_module.SelfCritic.relative
+
+    def recording(self, source, edited, instruction, **kwargs):
+        seen.append((source.detach().clone(), edited.shape))
+        return original(self, source, edited, instruction, **kwargs)
+
+    monkeypatch.setattr(critic_module.SelfCritic, "relative", recording)
+    trainer = make_trainer(tiny_dir, manifest, tmp_path / "frames", sigma_max=1.0, cfg_drop=0.0, num_frames=9,
+                           critic_decode="frames", critic_frames=2, checkpointing_vae=True)
+    trainer.setup()
+    result = trainer._loss_step(0, 0)
+    assert result.triggered
+    result.loss.backward()
+    (source, edited_shape), = seen
+    assert edited_shape[0] == 2  # 9 frames = 3 latent frames; latent frames 0 and 2 are decoded
+    all_source = [trainer.features.get(t).source_frames for t in trainer.triplets]
+    assert any(torch.equal(source, frames[[0, 8]].to(source)) for frames in all_source)
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in trainer.generator.dit.parameters())
+    with pytest.raises(ValueError, match="critic_decode must be 'video' or 'frames'"):
+        USOConfig(critic_decode="sampled")

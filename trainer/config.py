@@ -41,7 +41,11 @@ class USOConfig:
     sigma_max: float = _opt(0.5, "the critic runs only when σ <= sigma_max (paper: 0.5)")
     timestep_shift: float = _opt(3.0, "shift of the uniform timestep distribution (3 reproduces Table 6)")
     critic_frames: int = _opt(4, "F, frames the critic samples uniformly from the decoded estimate")
-    decode_latent_frames: int = _opt(0, "decode only this many leading latent frames for the critic (0 = all)")
+    critic_decode: str = _opt("video", "how x̂0 reaches the critic: video (decode the first decode_latent_frames "
+                                       "latent frames as a video; the critic samples critic_frames of it) | frames "
+                                       "(section 3.2: critic_frames latent frames sampled uniformly, each decoded "
+                                       "alone to one frame; the memory of critic_frames single frames)")
+    decode_latent_frames: int = _opt(0, "critic_decode=video: decode only this many leading latent frames (0 = all)")
     cot: bool = _opt(False, "critic writes a chain of thought before the verdict (slower)")
     cfg_drop: float = _opt(0.2, "probability of dropping T5 and u together (source tokens kept)")
     # --- optimisation ---
@@ -95,6 +99,8 @@ class USOConfig:
         for name in ("steps", "global_batch", "checkpoint_every", "critic_frames", "lora_rank"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.critic_decode not in ("video", "frames"):
+            problems.append(f"critic_decode must be 'video' or 'frames', got '{self.critic_decode}'")
         if self.reason_weight < 0 or self.lr <= 0:
             problems.append("reason_weight must be >= 0 and lr > 0")
         if problems:

@@ -67,7 +67,10 @@ def loss_parts(model: nn.Module, vae: nn.Module, critic: SelfCritic, feats: Feat
         with grad_context, autocast(device, autocast_dtype):
             relative, verdict, delta_base = critic_on_estimate(vae, critic, z_t, sigma, velocity, feats, instruction,
                                                                config.decode_latent_frames or None,
-                                                               checkpoint=config.checkpointing_vae)
+                                                               checkpoint=config.checkpointing_vae,
+                                                               sampled_frames=(config.critic_frames
+                                                                               if config.critic_decode == "frames"
+                                                                               else None))
         delta = verdict.delta.detach()
         p_yes = torch.sigmoid(delta.float()).view(1)
         reason = losses.reason_loss(relative.float()).view(1)
@@ -91,13 +94,23 @@ def sample_loss(model: nn.Module, vae: nn.Module, critic: SelfCritic, feats: Fea
 
 
 def critic_on_estimate(vae, critic: SelfCritic, z_t, sigma, velocity, feats: Features, instruction: str,
-                       latent_frames: int | None, *, checkpoint: bool = False):
-    """x̂0 = z_t − σ·v, decoded unclamped by the frozen VAE and judged against the source."""
-    estimate = losses.one_step_estimate(z_t, sigma, velocity.float())
-    pixels = vae_ops.decode(vae, vae_ops.denormalize_latents(vae, estimate), num_latent_frames=latent_frames,
-                            clamp=False, checkpoint=checkpoint)
+                       latent_frames: int | None, *, checkpoint: bool = False, sampled_frames: int | None = None):
+    """x̂0 = z_t − σ·v, decoded unclamped by the frozen VAE and judged against the source.
+
+    Either the first `latent_frames` latent frames are decoded as a video, or (`sampled_frames`, the paper's
+    section 3.2) that many latent frames spread over the clip are decoded one at a time, each paired with
+    the source frame at the same time.
+    """
+    estimate = vae_ops.denormalize_latents(vae, losses.one_step_estimate(z_t, sigma, velocity.float()))
+    if sampled_frames:
+        indices = vae_ops.sampled_latent_frames(estimate.shape[2], sampled_frames)
+        pixels = vae_ops.decode_frames(vae, estimate, indices, checkpoint=checkpoint)
+        source_index = torch.tensor([vae_ops.pixel_frame_of(i) for i in indices])
+    else:
+        pixels = vae_ops.decode(vae, estimate, num_latent_frames=latent_frames, clamp=False, checkpoint=checkpoint)
+        source_index = torch.arange(pixels.shape[2])
     # [1, 3, T, H, W] in ~[-1, 1] -> [T, H, W, 3] in ~[0, 1]; no clamp, so saturated pixels keep gradient.
     edited = ((pixels[0].permute(1, 2, 3, 0) + 1.0) / 2.0).float()
-    source = feats.source_frames[: edited.shape[0]].to(edited)
+    source = feats.source_frames[source_index].to(edited)
     relative, verdict = critic.relative(source, edited, instruction)
     return relative, verdict, critic.baseline(source, instruction)

@@ -19,6 +19,7 @@ Everything else (chat, captions, the verdict logits) is written once here.
 from __future__ import annotations
 
 import abc
+import contextlib
 import logging
 from dataclasses import dataclass, field
 from typing import ClassVar
@@ -126,7 +127,8 @@ class VisionLanguageModel(abc.ABC):
         inputs = self.build_inputs(messages, [self.prepare_frames(v, num_frames) for v in videos], fps=fps,
                                    assistant_prefix=assistant_prefix)
         self.reset_state()
-        return self.forward(inputs).logits[-1].float()
+        with _checkpointing_active(self.checkpointable_modules()):
+            return self.forward(inputs).logits[-1].float()
 
     def chat(self, messages: list[dict], videos: list[torch.Tensor] = (), *, max_new_tokens: int = 128,
              num_frames: int | None = 8, fps: float = 16.0) -> str:
@@ -190,6 +192,27 @@ def message_parts(message: dict) -> list[dict]:
         if part.get("type") not in ("text", "video"):
             raise VLMError(f"unsupported message part type {part.get('type')!r}; expected 'text' or 'video'")
     return content
+
+
+@contextlib.contextmanager
+def _checkpointing_active(modules: list[nn.Module]):
+    """Let transformers checkpoint the layers it was told to, although the frozen VLM is in eval mode.
+
+    transformers checkpoints a layer only while the layer's own `training` flag is set, so on the critic's
+    frozen (eval-mode) VLM `gradient_checkpointing_enable` alone saves nothing. Only the flag of each
+    checkpointing layer is raised, not its children's: attention dropout and the like still see eval mode.
+    """
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    layers = [m for root in modules for m in root.modules()
+              if isinstance(m, GradientCheckpointingLayer) and m.gradient_checkpointing and not m.training]
+    for layer in layers:
+        layer.training = True
+    try:
+        yield
+    finally:
+        for layer in layers:
+            layer.training = False
 
 
 def _set_checkpointing(module: nn.Module, enabled: bool) -> None:

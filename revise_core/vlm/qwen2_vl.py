@@ -152,7 +152,8 @@ class Qwen2VLModel(VisionLanguageModel):
         return VLMInputs(kwargs, prefix_len, input_ids[0])
 
     def forward(self, inputs, *, last=1, hidden_states=False):
-        output = self.model(**inputs.kwargs, output_hidden_states=hidden_states, logits_to_keep=last)
+        output = self.model(**inputs.kwargs, output_hidden_states=hidden_states, logits_to_keep=last,
+                            use_cache=False)  # one pass, nothing to cache (and checkpointing refuses a cache)
         states = output.hidden_states[-1][0] if hidden_states else None
         return VLMOutput(output.logits[0, -last:], states)
 

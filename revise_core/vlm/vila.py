@@ -442,7 +442,8 @@ class VilaModel(VisionLanguageModel):
         embeds = self.embed(inputs)
         positions = torch.arange(embeds.shape[0], device=embeds.device)[None]
         output = self.model.llm(inputs_embeds=embeds[None], attention_mask=torch.ones_like(positions),
-                                position_ids=positions, output_hidden_states=hidden_states, logits_to_keep=last)
+                                position_ids=positions, output_hidden_states=hidden_states, logits_to_keep=last,
+                                use_cache=False)  # one pass, nothing to cache (and checkpointing refuses a cache)
         states = output.hidden_states[-1][0] if hidden_states else None
         return VLMOutput(output.logits[0, -last:], states)
 
