@@ -189,7 +189,7 @@ def edit_step(state: dict) -> None:
         video = connector.adapt_video(state["source_latents"].to(torch.bfloat16))[0]
         cond = pad_context(connector.assemble(connector.project_vlm(state["u"].to(video)), state["text"].to(video),
                                               video), connector.config.max_context_len)[None]
-        uncond = pad_context(connector.assemble(None, None, video), connector.config.max_context_len)[None]
+        uncond = pad_context(connector.null_context(video), connector.config.max_context_len)[None]
         z_t = torch.randn_like(state["target_latents"]).to(torch.bfloat16)
         timestep = torch.tensor([500.0])
         for context in (cond, uncond):

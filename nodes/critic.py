@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 
-from revise_core.connector import Connector
+from revise_core.connector import ContextConnector
 from revise_core.critic import CriticConfig, SelfCritic
 from revise_core.editor import EditModels, EditSettings, ReviseEditor
 from revise_core.sampler import SamplerConfig
@@ -77,7 +77,7 @@ class ReViSEBestOfEdit:
     def edit(self, dit, vae, t5, vlm, connector, images, instruction, candidates, steps, guidance, shift, seed):
         expect_dit(dit)
         expect_vae(vae)
-        for value, kind, wire in ((t5, TextEncoder, T5), (vlm, VisionLanguageModel, VLM), (connector, Connector, CONNECTOR)):
+        for value, kind, wire in ((t5, TextEncoder, T5), (vlm, VisionLanguageModel, VLM), (connector, ContextConnector, CONNECTOR)):
             expect(value, kind, wire.lower(), wire)
         editor = ReviseEditor(EditModels(dit=dit, vae=vae, text=t5, vlm=vlm, connector=connector))
         settings = EditSettings(sampler=SamplerConfig(steps=steps, guidance_scale=guidance, shift=shift, seed=seed))

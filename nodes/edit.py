@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from revise_core import vae as vae_ops
 from revise_core import video as video_ops
-from revise_core.connector import Connector
+from revise_core.connector import ContextConnector
 from revise_core.editor import Condition, EditSettings, VLMCondition, assemble_condition, encode_instruction
 from revise_core.sampler import SamplerConfig, sample
 from revise_core.text import TextEncoder
@@ -127,7 +127,7 @@ class ReViSEConnector:
         }}
 
     def connect(self, connector, t5, vae, vlm_cond, source_latent, max_text_len):
-        expect(connector, Connector, "connector", CONNECTOR)
+        expect(connector, ContextConnector, "connector", CONNECTOR)
         expect(t5, TextEncoder, "t5", T5)
         expect(vlm_cond, VLMCondition, "vlm_cond", VLM_COND)
         device = bridge.compute_device_of(connector)

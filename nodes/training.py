@@ -10,7 +10,7 @@ import torch
 
 from revise_core import jsonio
 from revise_core.checkpoints import compute_dtype
-from revise_core.connector import Connector, save_connector
+from revise_core.connector import ContextConnector, save_connector
 from revise_core.dit import save_dit
 from revise_core.editor import EditModels
 from revise_core.losses import OBJECTIVES
@@ -65,7 +65,7 @@ class ReViSEUSOTrainer:
         from trainer.state import ResumeError, RunExistsError
 
         expect_dit(dit)
-        expect(connector, Connector, "connector", CONNECTOR)
+        expect(connector, ContextConnector, "connector", CONNECTOR)
         if not manifest.strip():
             raise ValueError("manifest: give the path of a triplet manifest (JSONL); see docs/training.md")
         out = bridge.output_directory() / "revise_training" / output_name
@@ -169,7 +169,7 @@ class ReViSESaveCheckpoint:
             raise ValueError(f"filename_prefix '{filename_prefix}' leaves the {save_to} folder")
         written = [str(save_dit(dit, base.with_name(base.name + "_dit.safetensors")))]
         if connector is not None:
-            expect(connector, Connector, "connector", CONNECTOR)
+            expect(connector, ContextConnector, "connector", CONNECTOR)
             written.append(str(save_connector(connector, base.with_name(base.name + "_connector.safetensors"))))
         return {"ui": {"text": written}, "result": ()}
 

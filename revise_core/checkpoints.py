@@ -166,11 +166,17 @@ def _read_pickle(path: Path) -> dict[str, torch.Tensor]:
 
 
 def read_tensor_pickle(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Read a plain `pickle.dump` of a dict of tensors (Omni-Video's `special_tokens.pkl`) safely.
+    """Read a plain `pickle.dump` of a dict of tensors (Omni-Video's `special_tokens.pkl`) safely."""
+    return _unwrap_state_dict(read_pickled_tensors(path), Path(path))
+
+
+def read_pickled_tensors(path: str | os.PathLike) -> object:
+    """Read a plain `pickle.dump` of tensors (dicts, lists and tuples of them) without running any code.
 
     `torch.load(weights_only=True)` refuses such files (they are not in torch.save format), so this
-    unpickler admits exactly the three globals a pickled CPU tensor needs and nothing else; the
-    storage bytes inside are themselves read with `weights_only=True`.
+    unpickler admits exactly the three globals a pickled tensor needs and nothing else; the storage bytes
+    inside are themselves read with `weights_only=True` and mapped to the CPU (the release's pickles were
+    written from `cuda:0`).
     """
     import collections
     import io
@@ -179,7 +185,7 @@ def read_tensor_pickle(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     import torch._utils
 
     def load_storage(data: bytes) -> object:
-        return torch.load(io.BytesIO(data), weights_only=True)
+        return torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
 
     allowed = {
         ("torch._utils", "_rebuild_tensor_v2"): torch._utils._rebuild_tensor_v2,
@@ -199,12 +205,13 @@ def read_tensor_pickle(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         raise ModelFileNotFoundError(f"file not found: {path}")
     try:
         with open(path, "rb") as handle:
-            obj = TensorOnlyUnpickler(handle).load()
+            return TensorOnlyUnpickler(handle).load()
     except pickle.UnpicklingError as error:
-        raise CheckpointError(f"{path}: refused to unpickle: {error}; expected a dict of tensors") from error
+        if "truncated" in str(error):
+            raise CorruptCheckpointError(f"{path}: truncated pickle ({path.stat().st_size} bytes): {error}") from error
+        raise CheckpointError(f"{path}: refused to unpickle: {error}; expected plain tensors") from error
     except (EOFError, RuntimeError, ValueError) as error:
         raise CorruptCheckpointError(f"{path}: truncated or corrupt pickle: {error}") from error
-    return _unwrap_state_dict(obj, path)
 
 
 def _is_zip(path: Path) -> bool:

@@ -23,7 +23,7 @@ from torch import nn
 from . import checkpoints as ckpt
 from . import vae as vae_ops
 from . import video as video_ops
-from .connector import Connector, load_connector
+from .connector import ContextConnector, load_connector
 from .critic import SelfCritic
 from .dit import load_dit
 from .sampler import SamplerConfig, StepInfo, sample
@@ -47,7 +47,7 @@ class EditModels:
     vae: nn.Module
     text: TextEncoder
     vlm: VisionLanguageModel
-    connector: Connector
+    connector: ContextConnector
 
     def check(self) -> None:
         cfg = self.connector.config
@@ -254,10 +254,10 @@ def encode_instruction(vlm: VisionLanguageModel, source: torch.Tensor, instructi
     return VLMCondition(u, prompts, reasoning)
 
 
-def assemble_condition(connector: Connector, text: TextEncoder, vae: nn.Module, source_latents_raw: torch.Tensor,
+def assemble_condition(connector: ContextConnector, text: TextEncoder, vae: nn.Module, source_latents_raw: torch.Tensor,
                        vlm_condition: VLMCondition, max_text_len: int = 512,
                        timings: dict[str, float] | None = None) -> Condition:
-    """umT5 over the prompts, then f_C: cond = [u; T5; v], uncond = [v] (u and T5 dropped), both padded."""
+    """umT5 over the prompts, then f_C: cond from u, T5 and v; uncond = the family's null context; both padded."""
     timings = timings if timings is not None else {}
     source_latents = vae_ops.normalize_latents(vae, source_latents_raw.float())
     video_tokens = connector.adapt_video(source_latents.to(_dtype(connector)))[0]
@@ -266,7 +266,7 @@ def assemble_condition(connector: Connector, text: TextEncoder, vae: nn.Module, 
     vlm_tokens = connector.project_vlm(vlm_condition.u.to(video_tokens))
     length = connector.config.max_context_len
     cond = pad_context(connector.assemble(vlm_tokens, text_tokens.to(vlm_tokens), video_tokens), length)
-    uncond = pad_context(connector.assemble(None, None, video_tokens), length)
+    uncond = pad_context(connector.null_context(video_tokens), length)
     return Condition(cond[None], uncond[None], source_latents, vlm_condition.reasoning,
                      latents_mean=list(vae.config.latents_mean), latents_std=list(vae.config.latents_std))
 

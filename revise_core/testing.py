@@ -29,7 +29,9 @@ from . import checkpoints as ckpt
 from . import wan_keys
 from .cli import add_debug_flag
 from .cli import run as run_cli
-from .connector import BOUNDARY_NAMES, Connector, ConnectorConfig, save_connector
+from .connector import BOUNDARY_NAMES, Connector, ConnectorConfig, VisionHeadConnector, VisionHeadConnectorConfig, save_connector
+from .connector.revise import BOUNDARY_NAMES as BOUNDARY_NAMES_RELEASE
+from .connector.revise import TransformerShape
 from .dit import save_dit
 from .editor import write_models_file
 from .text import TextEncoder, hf_t5_to_wan, save_text_encoder
@@ -263,6 +265,62 @@ def tiny_connector(seed: int = 0) -> Connector:
     return connector.eval()
 
 
+def tiny_release_connector_config() -> VisionHeadConnectorConfig:
+    """The ReViSE release's connector, scaled down: the official 8 heads and 2560 context rows, every
+    width and count smaller, boundary tokens of different lengths as in the release (6 and 7 rows there)."""
+    return VisionHeadConnectorConfig(
+        vision_head=TransformerShape(in_dim=VLM_HIDDEN, dim=16, queries=4, encoder_layers=1, decoder_layers=2,
+                                     ffn_dim=32),
+        dm_adapter=TransformerShape(in_dim=16, dim=TEXT_DIM, queries=8, encoder_layers=2, decoder_layers=1,
+                                    ffn_dim=64),
+        latent_channels=LATENT_CHANNELS, adapter_hidden_dim=DIT_HEADS * DIT_HEAD_DIM, adapter_patch_size=(1, 4, 4),
+        boundary_lengths={"img_st": 2, "img_ed": 2, "ipl_st": 1, "ipl_ed": 1, "prp_st": 3, "prp_ed": 3},
+        null_text_len=5, null_vlm_len=7,
+    )
+
+
+def tiny_release_connector(seed: int = 0) -> VisionHeadConnector:
+    with seeded(seed):
+        connector = VisionHeadConnector(tiny_release_connector_config())
+        _randomize(connector)
+    return connector.eval()
+
+
+def write_release_connector(folder: str | Path, connector: VisionHeadConnector,
+                            dit_original: dict[str, torch.Tensor] | None = None) -> None:
+    """The connector's files of a ReViSE release folder (`revise_ckpt/`), in the release's own formats:
+    `adapter/model.pt` ({"model_state_dict"} with DDP's `module.` prefixes), the VisionHead's
+    `pytorch_model.bin`, `transformer/model.pt` (a DeepSpeed-style {"module": ...} holding `wan_model.*`,
+    `adapter.*`, `ar_vision_head.*` and `visual_context_adapter.*`, which override the separate files),
+    and the plain pickles of the boundary tokens and the unconditioned context."""
+    folder = Path(folder)
+    state = {k: v.clone() for k, v in connector.state_dict().items()}
+
+    def part(prefix: str) -> dict[str, torch.Tensor]:
+        return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+
+    for relative in ("adapter", "vision_head/vision_head", "transformer", "special_tokens", "unconditioned_context"):
+        (folder / relative).mkdir(parents=True, exist_ok=True)
+    # The separate files hold other values for one tensor each: transformer/model.pt must win, as in the release.
+    adapter = {f"module.{k}": v for k, v in part("dm_adapter.").items()}
+    adapter["module.decoder_query"] = adapter["module.decoder_query"] + 1.0
+    torch.save({"model_state_dict": adapter, "epoch": 3, "step": 1200}, folder / "adapter" / "model.pt")
+    head = part("vision_head.")
+    torch.save({**head, "fc.0.bias": head["fc.0.bias"] - 1.0}, folder / "vision_head/vision_head/pytorch_model.bin")
+    module = {f"wan_model.{k}": v for k, v in (dit_original or {}).items()}
+    module.update({f"adapter.{k}": v for k, v in part("dm_adapter.").items()})
+    module.update({f"ar_vision_head.{k}": v for k, v in part("vision_head.").items()})
+    module.update({f"visual_context_adapter.{k}": v for k, v in part("visual_context_adapter.").items()})
+    torch.save({"module": module, "global_steps": 1200}, folder / "transformer" / "model.pt")
+    tokens = {f"<{name}>": state[f"boundary.{name}"] for name in BOUNDARY_NAMES_RELEASE}
+    with open(folder / "special_tokens" / "tokens.pkl", "wb") as handle:
+        pickle.dump(tokens, handle)  # a plain pickle, as the release ships it
+    context = {"text_emb_siglip2": [torch.randn(3, 24)], "text_emb": [state["null.text"]],
+               "vlm_last_hidden_states": state["null.vlm"][None]}
+    with open(folder / "unconditioned_context" / "context.pkl", "wb") as handle:
+        pickle.dump(context, handle)
+
+
 def tiny_clip(seed: int = 0):
     """A tiny CLIP (image and text towers) + tokenizer, for the benchmark's quality metrics."""
     from transformers import CLIPConfig, CLIPModel
@@ -301,13 +359,14 @@ class TinyModelSet:
     vlm: Qwen2VLModel
     connector: Connector
     vila: VilaModel
+    release_connector: VisionHeadConnector
 
 
 def tiny_model_set(seed: int = 0) -> TinyModelSet:
     """The models `write_tiny_models(dir, seed)` writes, rebuilt in memory (same seed, same weights)."""
     return TinyModelSet(
         dit=tiny_dit(seed), vae=tiny_vae(seed + 1), text=tiny_text_encoder(seed + 2), vlm=tiny_vlm(seed + 3),
-        connector=tiny_connector(seed + 4), vila=tiny_vila(seed + 6),
+        connector=tiny_connector(seed + 4), vila=tiny_vila(seed + 6), release_connector=tiny_release_connector(seed + 7),
     )
 
 
@@ -386,6 +445,10 @@ def write_tiny_models(out_dir: str | Path, seed: int = 0) -> dict:
     # VILA in the ReViSE release's folder format (revise_ckpt/ar_model/checkpoint)
     vila.save(models.vila, out / VILA_CHECKPOINT)
     record("vlm", VILA_CHECKPOINT, "vila")
+
+    # The rest of the ReViSE release folder: VisionHead, DM_Adapter, visual adapter (+ DiT), tokens, null context
+    write_release_connector(out / "revise_ckpt", models.release_connector, original)
+    record("connector", "revise_ckpt", "revise release")
 
     # CLIP-family image/text encoder for the benchmark's video-quality metrics
     clip, clip_tokenizer = tiny_clip(seed + 5)

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from revise_core.checkpoints import compute_dtype
-from revise_core.connector import Connector, save_connector
+from revise_core.connector import ContextConnector, save_connector
 from revise_core.dit import save_dit
 from revise_core.text import pad_context
 
@@ -24,18 +24,19 @@ logger = logging.getLogger(__name__)
 class Generator(nn.Module):
     """Velocity prediction v_φ(z_t, t | f_C(v, t5, u))."""
 
-    def __init__(self, dit: nn.Module, connector: Connector) -> None:
+    def __init__(self, dit: nn.Module, connector: ContextConnector) -> None:
         super().__init__()
         self.dit = dit
         self.connector = connector
 
     def context(self, source_latents: torch.Tensor, vlm_states: torch.Tensor, text_tokens: torch.Tensor,
                 drop: bool) -> torch.Tensor:
-        """[1, max_context_len, D]; `drop` is the CFG drop: T5 and u removed together, source kept."""
+        """[1, max_context_len, D]; `drop` is the CFG drop: the connector family's null context (T5 and u
+        replaced together; the source video kept)."""
         connector = self.connector
         video_tokens = connector.adapt_video(source_latents)[0]
         if drop:
-            tokens = connector.assemble(None, None, video_tokens)
+            tokens = connector.null_context(video_tokens)
         else:
             vlm_tokens = connector.project_vlm(vlm_states.to(video_tokens))
             tokens = connector.assemble(vlm_tokens, text_tokens.to(video_tokens), video_tokens)
@@ -107,8 +108,6 @@ def export(generator: Generator, folder: str | os.PathLike, *, state: dict[str, 
     """
     from diffusers import WanTransformer3DModel
 
-    from revise_core.connector import Connector
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     state = state if state is not None else generator.state_dict()
@@ -116,7 +115,7 @@ def export(generator: Generator, folder: str | os.PathLike, *, state: dict[str, 
     config = {k: v for k, v in dict(generator.dit.config).items() if not k.startswith("_")}
     dit = WanTransformer3DModel.from_config(config)
     dit.load_state_dict(merged_dit_state(generator.dit, dit_state))
-    connector = Connector(generator.connector.config)
+    connector = type(generator.connector)(generator.connector.config)
     connector.load_state_dict({k[len("connector."):]: v for k, v in state.items() if k.startswith("connector.")})
     return {"dit": Path(save_dit(dit, folder / "dit.safetensors")),
             "connector": Path(save_connector(connector, folder / "connector.safetensors"))}

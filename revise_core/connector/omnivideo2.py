@@ -17,11 +17,12 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
-from einops import rearrange
 from torch import nn
 
-from . import checkpoints as ckpt
-from .variants import KNOWN_VARIANTS, ConfigSpec, Variant, resolve_config
+from .. import checkpoints as ckpt
+from . import revise
+from .base import ContextConnector, VisualContextAdapter, WanRMSNorm
+from ..variants import KNOWN_VARIANTS, ConfigSpec, Variant, resolve_config
 
 logger = logging.getLogger(__name__)
 
@@ -68,57 +69,18 @@ class ConnectorConfig:
         return data
 
 
-class WanRMSNorm(nn.Module):
-    """RMSNorm as in Wan/Omni-Video: statistics in fp32, result cast back, then scaled."""
+class Connector(ContextConnector):
+    """Omni-Video 2: u -> RMSNorm -> Linear; order [u] [<prp_st> T5 <prp_ed>] [<img_st> v <img_ed>]."""
 
-    def __init__(self, dim: int, eps: float) -> None:
-        super().__init__()
-        self.eps = eps
-        self.weight = nn.Parameter(torch.ones(dim))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x32 = x.float()
-        normed = x32 * torch.rsqrt(x32.pow(2).mean(dim=-1, keepdim=True) + self.eps)
-        return normed.type_as(x) * self.weight
-
-
-class VisualContextAdapter(nn.Module):
-    """Source-video latents [B, C, T, H, W] -> context tokens [B, N, context_dim], N = T'·H'·W'."""
-
-    def __init__(self, config: ConnectorConfig) -> None:
-        super().__init__()
-        patch = config.adapter_patch_size
-        self.patch_size = patch
-        self.patch_embedding = nn.Conv3d(config.latent_channels, config.adapter_hidden_dim, patch, stride=patch)
-        self.norm1 = nn.LayerNorm(config.adapter_hidden_dim, eps=config.eps, elementwise_affine=False)
-        self.projection = nn.Linear(config.adapter_hidden_dim, config.context_dim)
-        self.norm2 = nn.LayerNorm(config.context_dim, eps=config.eps, elementwise_affine=False)
-
-    def forward(self, latents: torch.Tensor) -> torch.Tensor:
-        if latents.ndim == 4:
-            latents = latents.unsqueeze(0)
-        if latents.ndim != 5:
-            raise ValueError(f"visual adapter expects latents [B, C, T, H, W], got shape {tuple(latents.shape)}")
-        _, _, t, h, w = latents.shape
-        pt, ph, pw = self.patch_size
-        if t % pt or h % ph or w % pw:
-            raise ValueError(
-                f"latent size (T={t}, H={h}, W={w}) must be divisible by the adapter patch {self.patch_size}; "
-                f"pixel sides must be multiples of {8 * ph}x{8 * pw}"
-            )
-        tokens = rearrange(self.patch_embedding(latents), "b c t h w -> b (t h w) c")
-        return self.norm2(self.projection(self.norm1(tokens)))
-
-
-class Connector(nn.Module):
-    """Projects VLM states and source latents into the DiT's context space."""
+    family = "omnivideo2"
 
     def __init__(self, config: ConnectorConfig) -> None:
         super().__init__()
         self.config = config
         self.vlm_norm = WanRMSNorm(config.vlm_dim, config.eps)
         self.vlm_proj = nn.Linear(config.vlm_dim, config.context_dim)
-        self.visual_context_adapter = VisualContextAdapter(config)
+        self.visual_context_adapter = VisualContextAdapter(config.latent_channels, config.adapter_hidden_dim,
+                                                           config.context_dim, config.adapter_patch_size, config.eps)
         self.boundary = nn.Module()
         for name in BOUNDARY_NAMES:
             # Fixed (never trained) tokens, hence buffers; saved with the module.
@@ -132,15 +94,6 @@ class Connector(nn.Module):
                 f"{self.config.vlm_dim}: the VLM and the connector checkpoint do not belong together"
             )
         return self.vlm_proj(self.vlm_norm(u))
-
-    def adapt_video(self, latents: torch.Tensor) -> torch.Tensor:
-        """Normalised source latents [B, C, T, H, W] -> [B, N, context_dim]."""
-        if latents.shape[-4] != self.config.latent_channels:
-            raise ValueError(
-                f"source latents have {latents.shape[-4]} channels, the connector expects "
-                f"{self.config.latent_channels}"
-            )
-        return self.visual_context_adapter(latents)
 
     def boundary_token(self, name: str) -> torch.Tensor:
         return getattr(self.boundary, name)
@@ -158,12 +111,8 @@ class Connector(nn.Module):
         if video_tokens.ndim != 2 or video_tokens.shape[-1] != self.config.context_dim:
             raise ValueError(f"video tokens must be [N, {self.config.context_dim}], got {tuple(video_tokens.shape)}")
         width = self.config.context_dim
-        for name, part in (("VLM", vlm_tokens), ("text", text_tokens)):
-            if part is not None and (part.ndim != 2 or part.shape[-1] != width):
-                raise ValueError(
-                    f"{name} tokens must be [L, {width}] (the DiT's text_dim), got {tuple(part.shape)}: the "
-                    "text encoder / VLM and the connector do not belong together"
-                )
+        self.check_part("VLM", vlm_tokens)
+        self.check_part("text", text_tokens)
         like = video_tokens
         boundary = {name: self.boundary_token(name).to(like) for name in BOUNDARY_NAMES}
         video_block = torch.cat([boundary["img_st"], video_tokens, boundary["img_ed"]])
@@ -184,6 +133,10 @@ class Connector(nn.Module):
             logger.warning("context longer than max_context_len=%d: dropped %d tokens (text first)",
                            self.config.max_context_len, overflow)
         return torch.cat([vlm_part.to(like), boundary["prp_st"], text_part.to(like), boundary["prp_ed"], video_block])
+
+    def null_context(self, video_tokens: torch.Tensor) -> torch.Tensor:
+        """Omni-Video 2's null condition: the source video alone (with its boundary tokens)."""
+        return self.assemble(None, None, video_tokens)
 
 
 # --- loading / saving ---------------------------------------------------------------------------
@@ -211,13 +164,16 @@ def load_connector(
     device: torch.device | str = "cpu",
     variants: tuple[Variant, ...] = KNOWN_VARIANTS,
 ) -> Connector:
-    """Load the connector from our safetensors or from an Omni-Video 2 checkpoint.
+    """Load a connector from our safetensors (either family) or from an Omni-Video 2 checkpoint.
 
     `special_tokens` is Omni-Video 2's `special_tokens.pkl` (boundary tokens); without it an
     Omni-Video 2 checkpoint loads without boundary tokens (a warning says so).
     """
     dtype = ckpt.resolve_dtype(dtype)
     source = ckpt.read_state_dict(path)
+    embedded = source.embedded_config() or {}
+    if embedded.get("_class_name") == revise.CLASS_NAME:  # our file of the ReViSE release's connector
+        return revise.load_saved(source, dtype=dtype, device=device)
     keys = [k for k in source.tensors if k.startswith(CONNECTOR_KEYS)]
     layout = ckpt.detect_layout(source.tensors, CONNECTOR_LAYOUTS, path=source.path, component="connector")
     tensors = {k: source.tensors[k] for k in keys}
@@ -262,14 +218,14 @@ def _read_boundary_tokens(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
 
 def _match_connector_variant(tensors: dict[str, torch.Tensor], path: Path, variants: tuple[Variant, ...]) -> dict:
-    from .component_loading import match_variant
+    from ..component_loading import match_variant
 
     # Boundary tokens live in a separate file for Omni-Video 2, so they take no part in the match.
     return match_variant("connector", lambda data: Connector(ConnectorConfig.from_dict(data)), tensors, path,
                          variants, ignore_prefixes=("boundary.",))
 
 
-def save_connector(connector: Connector, path: str | os.PathLike) -> Path:
+def save_connector(connector: ContextConnector, path: str | os.PathLike) -> Path:
     """Write our self-describing safetensors layout (config embedded in the metadata)."""
     state = {k: v for k, v in connector.state_dict().items() if v.numel() > 0}
     return ckpt.save_safetensors(state, path, format_name=FORMAT_NAME, config=connector.config.to_dict())
