@@ -69,12 +69,17 @@ class EditModels:
     @classmethod
     def load(cls, folder: str | os.PathLike, *, dtype: torch.dtype | str = torch.float32,
              device: torch.device | str = "cpu", component_dtypes: dict | None = None) -> EditModels:
-        """Load the set described by `<folder>/models.json` (paths relative to the folder).
+        """Load a model set: a folder with a `models.json` (paths relative to the folder), or a ReViSE release
+        folder (`revise_ckpt/`) as downloaded (`model_sets.py`).
 
         `component_dtypes` overrides `dtype` per component ("dit", "vae", "t5", "vlm", "connector"): the
         trainer loads what it trains in fp32 and the frozen models in the compute dtype."""
         folder = Path(folder)
         dtypes = {name: (component_dtypes or {}).get(name, dtype) for name in ("dit", "vae", "t5", "vlm", "connector")}
+        from . import model_sets
+
+        if model_sets.detect(folder) == "revise release":
+            return model_sets.load_revise_release(folder, dtypes=dtypes, device=device)
         spec = ckpt.read_json(folder / MODELS_FILE, what="model set description (models.json)")
         missing = [key for key in ("dit", "vae", "t5", "vlm", "connector") if key not in spec]
         if missing:

@@ -36,6 +36,7 @@ from .dit import save_dit
 from .editor import write_models_file
 from .text import TextEncoder, hf_t5_to_wan, save_text_encoder
 from .vae import save_vae
+from .variants import get_variant
 from .vlm import vila
 from .vlm.qwen2_vl import Qwen2VLModel, VisionPreprocessConfig
 from .vlm.vila import VilaModel
@@ -321,6 +322,42 @@ def write_release_connector(folder: str | Path, connector: VisionHeadConnector,
         pickle.dump(context, handle)
 
 
+def tiny_release_text_encoder(seed: int = 0) -> TextEncoder:
+    """umT5 as the release's `models_t5_umt5-xxl-enc-bf16.pth` holds it, scaled down: umt5-xxl's config
+    (the official code fixes relative_attention_max_distance 128) with small sizes."""
+    from transformers import UMT5Config, UMT5EncoderModel
+
+    tokenizer = train_tokenizer("t5")
+    config = {k: v for k, v in get_variant("umt5-xxl").load_config().items() if not k.startswith("_")}
+    config.update(vocab_size=len(tokenizer), d_model=TEXT_DIM, d_kv=8, d_ff=64, num_layers=2, num_decoder_layers=2,
+                  num_heads=4, relative_attention_num_buckets=8)
+    with seeded(seed):
+        model = UMT5EncoderModel(UMT5Config(**config))
+        _randomize(model)
+    return TextEncoder(model=model.eval(), tokenizer=tokenizer)
+
+
+def write_release_wan_folder(folder: str | Path, dit: nn.Module, vae: nn.Module, text: TextEncoder) -> None:
+    """`revise_ckpt/wan/wanxiang1_3b` as Wan-AI ships it: an original `WanModel` config.json, the DiT in
+    original keys, the umT5 `.pth`, its tokenizer under google/umt5-xxl, and `Wan2.1_VAE.pth`."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    (folder / "google" / "umt5-xxl").mkdir(parents=True, exist_ok=True)
+    cfg = dit.config
+    (folder / "config.json").write_text(json.dumps({
+        "_class_name": "WanModel", "_diffusers_version": "0.30.0", "model_type": "t2v", "text_len": 512,
+        "in_dim": cfg.in_channels, "dim": cfg.num_attention_heads * cfg.attention_head_dim, "ffn_dim": cfg.ffn_dim,
+        "freq_dim": cfg.freq_dim, "out_dim": cfg.out_channels, "num_heads": cfg.num_attention_heads,
+        "num_layers": cfg.num_layers, "eps": cfg.eps, "text_dim": cfg.text_dim}, indent=2) + "\n")
+    original = wan_keys.dit_diffusers_to_original(dit.state_dict())
+    original["head.head.bias"] = original["head.head.bias"] + 1.0  # transformer/model.pt holds the trained value
+    save_file({k: v.contiguous() for k, v in original.items()}, str(folder / "diffusion_pytorch_model.safetensors"))
+    torch.save(hf_t5_to_wan(text.model.state_dict()), folder / "models_t5_umt5-xxl-enc-bf16.pth")
+    text.tokenizer.save_pretrained(str(folder / "google" / "umt5-xxl"))
+    torch.save(wan_keys.vae_diffusers_to_original(vae.state_dict()), folder / "Wan2.1_VAE.pth")
+
+
 def tiny_clip(seed: int = 0):
     """A tiny CLIP (image and text towers) + tokenizer, for the benchmark's quality metrics."""
     from transformers import CLIPConfig, CLIPModel
@@ -360,6 +397,7 @@ class TinyModelSet:
     connector: Connector
     vila: VilaModel
     release_connector: VisionHeadConnector
+    release_text: TextEncoder
 
 
 def tiny_model_set(seed: int = 0) -> TinyModelSet:
@@ -367,6 +405,7 @@ def tiny_model_set(seed: int = 0) -> TinyModelSet:
     return TinyModelSet(
         dit=tiny_dit(seed), vae=tiny_vae(seed + 1), text=tiny_text_encoder(seed + 2), vlm=tiny_vlm(seed + 3),
         connector=tiny_connector(seed + 4), vila=tiny_vila(seed + 6), release_connector=tiny_release_connector(seed + 7),
+        release_text=tiny_release_text_encoder(seed + 8),
     )
 
 
@@ -446,8 +485,11 @@ def write_tiny_models(out_dir: str | Path, seed: int = 0) -> dict:
     vila.save(models.vila, out / VILA_CHECKPOINT)
     record("vlm", VILA_CHECKPOINT, "vila")
 
-    # The rest of the ReViSE release folder: VisionHead, DM_Adapter, visual adapter (+ DiT), tokens, null context
-    write_release_connector(out / "revise_ckpt", models.release_connector, original)
+    # The rest of the ReViSE release folder: VisionHead, DM_Adapter, visual adapter (+ DiT), tokens, null context,
+    # and Wan's own folder (its DiT weights differ in one tensor: transformer/model.pt must win)
+    release = out / "revise_ckpt"
+    write_release_connector(release, models.release_connector, original)
+    write_release_wan_folder(release / "wan" / "wanxiang1_3b", dit, vae, models.release_text)
     record("connector", "revise_ckpt", "revise release")
 
     # CLIP-family image/text encoder for the benchmark's video-quality metrics

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import pickle
 import shutil
+from pathlib import Path
 from unittest import mock
 
 import pytest
@@ -19,6 +20,7 @@ from revise_core import checkpoints as ckpt
 from revise_core.connector import (VisionHeadConnector, load_connector, load_release_connector, revise,
                                    save_connector)
 from revise_core.text import pad_context
+from revise_core.variants import get_variant
 from trainer.model import Generator
 
 
@@ -224,3 +226,45 @@ def test_release_sized_connector_on_the_meta_device():
     assert count(module.dm_adapter) == expected(config.dm_adapter) == 1_902_141_440  # "about 1.90B" (§4.2)
     assert count(module.visual_context_adapter) == 16 * 1536 * 16 + 1536 + 1536 * 4096 + 4096
     assert config.vlm_tokens == 1024 and config.max_context_len == 2560
+
+
+# --- the whole release folder as a model set -------------------------------------------------------
+
+def test_the_release_folder_loads_as_a_model_set(release, tiny_models):
+    from revise_core import model_sets
+    from revise_core.editor import EditModels
+
+    assert model_sets.detect(release) == "revise release"
+    models = EditModels.load(release)
+    assert isinstance(models.connector, VisionHeadConnector)
+    dit_state = tiny_models.dit.state_dict()  # the Wan folder's head bias differs: transformer/model.pt wins
+    for key, value in models.dit.state_dict().items():
+        assert torch.equal(value, dit_state[key]), key
+    for module, expected in ((models.vae, tiny_models.vae), (models.text.model, tiny_models.release_text.model),
+                             (models.connector, tiny_models.release_connector)):
+        reference = expected.state_dict()
+        for key, value in module.state_dict().items():
+            assert torch.equal(value, reference[key]), key
+    assert models.text.model.config.relative_attention_max_distance == 128  # fixed in the official code
+    assert type(models.vlm).__name__ == "VilaModel"
+
+
+def test_an_original_wan_config_without_text_dim_takes_wanmodels_default():
+    from revise_core import model_sets
+
+    wan_ai = {"_class_name": "WanModel", "_diffusers_version": "0.30.0", "dim": 1536, "eps": 1e-06, "ffn_dim": 8960,
+              "freq_dim": 256, "in_dim": 16, "model_type": "t2v", "num_heads": 12, "num_layers": 30, "out_dim": 16,
+              "text_len": 512}  # Wan2.1-T2V-1.3B's config.json as Wan-AI ships it
+    config = model_sets.wan_model_config_to_diffusers(wan_ai, path=Path("config.json"))
+    shipped = get_variant("wan2.1-t2v-1.3b").load_config()
+    assert {k: config[k] for k in config} == {k: shipped[k] if not isinstance(shipped[k], tuple) else list(shipped[k])
+                                              for k in config}
+    with pytest.raises(ckpt.CheckpointError, match="model_type 'i2v'"):
+        model_sets.wan_model_config_to_diffusers({**wan_ai, "model_type": "i2v"}, path=Path("config.json"))
+
+
+def test_an_incomplete_release_folder_is_named(release_copy):
+    from revise_core import model_sets
+
+    with pytest.raises(ckpt.ModelFileNotFoundError, match=r"lacks \['wan/wanxiang1_3b', 'ar_model/checkpoint'\]"):
+        model_sets.detect(release_copy)

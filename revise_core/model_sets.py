@@ -1,0 +1,191 @@
+"""A release folder as a model set: the ReViSE release's `revise_ckpt/` loads as it is downloaded.
+
+`detect(folder)` tells a folder with a hand-written `models.json` from a ReViSE release folder; the latter
+is read by `load_revise_release`:
+
+    revise_ckpt/
+      wan/wanxiang1_3b/            the Wan2.1-T2V-1.3B folder as Wan-AI ships it: config.json of the original
+                                   `WanModel` (no `text_dim` in Wan-AI's: 4096, WanModel's default), the DiT
+                                   weights in original keys, models_t5_umt5-xxl-enc-bf16.pth,
+                                   google/umt5-xxl/ (tokenizer) and Wan2.1_VAE.pth
+      transformer/model.pt         {"module": ...}: wan_model.* (overrides the DiT weights above), adapter.*,
+                                   ar_vision_head.*, visual_context_adapter.*
+      adapter/  vision_head/  special_tokens/  unconditioned_context/   the connector (connector/revise.py)
+      ar_model/checkpoint/         VILA (vlm/vila.py)
+
+The original Wan code fixes the umT5 and VAE architectures in code and ships no config for them, so their
+configs are the shipped ones (umt5-xxl, wan2.1-vae) with the widths and counts read from the tensors; a
+folder in this layout with smaller consistent models loads the same way (the test kit's). Every parameter
+must come from a file (strict loads), unlike the official `strict=False` load.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import torch
+
+from . import checkpoints as ckpt
+from . import wan_keys
+from .variants import get_variant
+
+logger = logging.getLogger(__name__)
+
+WAN_FOLDER = "wan/wanxiang1_3b"
+WAN_DIT_WEIGHTS = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
+WAN_T5_FILE = "models_t5_umt5-xxl-enc-bf16.pth"
+WAN_T5_TOKENIZER = "google/umt5-xxl"
+WAN_VAE_FILE = "Wan2.1_VAE.pth"
+VILA_FOLDER = "ar_model/checkpoint"
+TRANSFORMER_FILE = "transformer/model.pt"
+RELEASE_MARKERS = (WAN_FOLDER, TRANSFORMER_FILE, VILA_FOLDER)
+# Original WanModel.__init__ defaults (Wan2.1 `wan/modules/model.py`), for fields a config.json leaves out.
+WAN_MODEL_DEFAULTS = dict(model_type="t2v", patch_size=(1, 2, 2), text_len=512, in_dim=16, dim=2048, ffn_dim=8192,
+                          freq_dim=256, text_dim=4096, out_dim=16, num_heads=16, num_layers=32, window_size=(-1, -1),
+                          qk_norm=True, cross_attn_norm=True, eps=1e-6)
+# The official umT5 (`wan/modules/t5.py`, umt5_xxl) fixes these in code; the rest comes from the tensors.
+T5_RELATIVE_MAX_DISTANCE = 128
+
+
+def detect(folder: str | os.PathLike) -> str:
+    """'models.json' or 'revise release'; anything else is an error naming what was looked for."""
+    from .editor import MODELS_FILE
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ckpt.ModelFileNotFoundError(f"model folder not found: {folder}")
+    if (folder / MODELS_FILE).is_file():
+        return "models.json"
+    present = [marker for marker in RELEASE_MARKERS if (folder / marker).exists()]
+    if present and len(present) == len(RELEASE_MARKERS):
+        return "revise release"
+    if present:
+        missing = [m for m in RELEASE_MARKERS if m not in present]
+        raise ckpt.ModelFileNotFoundError(
+            f"{folder}: looks like a ReViSE release folder (has {present}) but lacks {missing}; see docs/models.md")
+    raise ckpt.ModelFileNotFoundError(
+        f"{folder}: neither a {MODELS_FILE} nor a ReViSE release folder ({', '.join(RELEASE_MARKERS)}); "
+        "see docs/models.md")
+
+
+def wan_model_config_to_diffusers(data: dict, *, path: Path) -> dict:
+    """An original `WanModel` config.json -> `WanTransformer3DModel` config (missing fields: WanModel's defaults)."""
+    if data.get("_class_name") not in (None, "WanModel"):
+        raise ckpt.CheckpointError(f"{path}: expected an original Wan 'WanModel' config, found "
+                                   f"_class_name={data.get('_class_name')!r}")
+    if data.get("model_type", "t2v") != "t2v":
+        raise ckpt.CheckpointError(f"{path}: model_type {data['model_type']!r}; the ReViSE release uses a 't2v' Wan")
+    cfg = {**WAN_MODEL_DEFAULTS, **{k: v for k, v in data.items() if not k.startswith("_")}}
+    if cfg["dim"] % cfg["num_heads"]:
+        raise ckpt.CheckpointError(f"{path}: dim {cfg['dim']} is not divisible by num_heads {cfg['num_heads']}")
+    if not cfg["qk_norm"] or not cfg["cross_attn_norm"] or tuple(cfg["window_size"]) != (-1, -1):
+        raise ckpt.CheckpointError(f"{path}: qk_norm, cross_attn_norm and a global window (-1, -1) are what "
+                                   "diffusers' Wan DiT implements; this config asks for something else")
+    return dict(patch_size=list(cfg["patch_size"]), num_attention_heads=cfg["num_heads"],
+                attention_head_dim=cfg["dim"] // cfg["num_heads"], in_channels=cfg["in_dim"],
+                out_channels=cfg["out_dim"], text_dim=cfg["text_dim"], freq_dim=cfg["freq_dim"],
+                ffn_dim=cfg["ffn_dim"], num_layers=cfg["num_layers"], cross_attn_norm=True,
+                qk_norm="rms_norm_across_heads", eps=cfg["eps"], image_dim=None, added_kv_proj_dim=None,
+                rope_max_seq_len=1024, pos_embed_seq_len=None)
+
+
+def _wan_dit_tensors(wan_dir: Path) -> dict[str, torch.Tensor]:
+    index = wan_dir / "diffusion_pytorch_model.safetensors.index.json"
+    if index.is_file():
+        shards = sorted(set(ckpt.read_json(index, what="weights index").get("weight_map", {}).values()))
+        tensors: dict[str, torch.Tensor] = {}
+        for shard in shards:
+            tensors.update(ckpt.read_state_dict(wan_dir / shard).tensors)
+        return tensors
+    for name in WAN_DIT_WEIGHTS:
+        if (wan_dir / name).is_file():
+            return dict(ckpt.read_state_dict(wan_dir / name).tensors)
+    raise ckpt.ModelFileNotFoundError(f"{wan_dir}: no DiT weights ({', '.join(WAN_DIT_WEIGHTS)} or a sharded index)")
+
+
+def load_release_dit(folder: Path, transformer_state: dict[str, torch.Tensor], *, dtype, device):
+    """Wan's own folder, then `wan_model.*` of transformer/model.pt on top (the official load order)."""
+    from diffusers import WanTransformer3DModel
+
+    wan_dir = folder / WAN_FOLDER
+    config_path = wan_dir / "config.json"
+    config = wan_model_config_to_diffusers(ckpt.read_json(config_path, what="Wan DiT config"), path=config_path)
+    tensors = _wan_dit_tensors(wan_dir)
+    tensors.pop("freqs", None)  # WanModel's RoPE table is a buffer some saves include; diffusers recomputes it
+    overrides = {k[len("wan_model."):]: v for k, v in transformer_state.items() if k.startswith("wan_model.")}
+    overrides.pop("freqs", None)
+    changed = sum(1 for k, v in overrides.items() if k not in tensors or not torch.equal(tensors[k], v.to(tensors[k].dtype)))
+    logger.info("%s: %d DiT tensors from %s (%d with other values than %s)", folder, len(overrides),
+                TRANSFORMER_FILE, changed, WAN_FOLDER)
+    tensors.update(overrides)
+    keep_fp32 = tuple(getattr(WanTransformer3DModel, "_keep_in_fp32_modules", None) or ())
+    return ckpt.load_into(lambda: WanTransformer3DModel.from_config(config), wan_keys.dit_original_to_diffusers(tensors),
+                          path=folder / TRANSFORMER_FILE, component="DiT", layout="revise release", dtype=dtype,
+                          device=device, keep_fp32=keep_fp32)
+
+
+def release_vae_config(path: Path) -> dict:
+    """wan2.1-vae's config with the width and latent channels of the file (WanVAE fixes the rest in code)."""
+    tensors = ckpt.read_state_dict(path).tensors
+    try:
+        base_dim, z_dim = tensors["encoder.conv1.weight"].shape[0], tensors["conv2.weight"].shape[0]
+    except KeyError as error:
+        raise ckpt.CheckpointError(f"{path}: not an original Wan2.1 VAE file (no tensor {error})") from None
+    config = get_variant("wan2.1-vae").load_config()
+    if z_dim != config["z_dim"]:
+        raise ckpt.CheckpointError(f"{path}: {z_dim} latent channels; the Wan2.1 VAE has {config['z_dim']}")
+    return {**config, "base_dim": base_dim}
+
+
+def release_t5_config(path: Path) -> dict:
+    """umt5-xxl's config with the sizes of the file (the official umt5_xxl fixes the rest in code)."""
+    tensors = ckpt.read_state_dict(path).tensors
+    try:
+        vocab, d_model = tensors["token_embedding.weight"].shape
+        inner = tensors["blocks.0.attn.q.weight"].shape[0]
+        buckets, heads = tensors["blocks.0.pos_embedding.embedding.weight"].shape
+        d_ff = tensors["blocks.0.ffn.fc1.weight"].shape[0]
+    except KeyError as error:
+        raise ckpt.CheckpointError(f"{path}: not an original Wan umT5 encoder file (no tensor {error})") from None
+    layers = len({k.split(".")[1] for k in tensors if k.startswith("blocks.")})
+    if inner % heads:
+        raise ckpt.CheckpointError(f"{path}: attention width {inner} is not divisible by {heads} heads")
+    config = get_variant("umt5-xxl").load_config()
+    return {**config, "vocab_size": vocab, "d_model": d_model, "d_kv": inner // heads, "num_heads": heads,
+            "d_ff": d_ff, "num_layers": layers, "num_decoder_layers": layers,
+            "relative_attention_num_buckets": buckets, "relative_attention_max_distance": T5_RELATIVE_MAX_DISTANCE}
+
+
+def load_revise_release(folder: str | os.PathLike, *, dtypes: dict, device: torch.device | str = "cpu"):
+    """The five components of a ReViSE release folder, as `EditModels` (dtypes per component)."""
+    from .connector import load_release_connector
+    from .editor import EditModels
+    from .text import load_text_encoder
+    from .vae import load_vae
+    from .vlm import load_vlm
+
+    folder = Path(folder)
+    dtypes = {name: ckpt.resolve_dtype(value) for name, value in dtypes.items()}
+    wan_dir = folder / WAN_FOLDER
+    for relative in (WAN_T5_FILE, WAN_VAE_FILE, WAN_T5_TOKENIZER, "config.json"):
+        if not (wan_dir / relative).exists():
+            raise ckpt.ModelFileNotFoundError(f"{folder}: missing {WAN_FOLDER}/{relative} (the Wan2.1-T2V-1.3B "
+                                              "folder of the release has it); see docs/models.md")
+    transformer_state = dict(ckpt.read_state_dict(folder / TRANSFORMER_FILE).tensors)
+    dit = load_release_dit(folder, transformer_state, dtype=dtypes["dit"], device=device)
+    connector = load_release_connector(folder, transformer_state=transformer_state, dtype=dtypes["connector"],
+                                       device=device)
+    del transformer_state
+    vae_path, t5_path = wan_dir / WAN_VAE_FILE, wan_dir / WAN_T5_FILE
+    models = EditModels(
+        dit=dit,
+        vae=load_vae(vae_path, config=release_vae_config(vae_path), dtype=dtypes["vae"], device=device),
+        text=load_text_encoder(t5_path, tokenizer=wan_dir / WAN_T5_TOKENIZER, config=release_t5_config(t5_path),
+                               dtype=dtypes["t5"], device=device),
+        vlm=load_vlm(folder / VILA_FOLDER, dtype=dtypes["vlm"], device=device),
+        connector=connector,
+    )
+    models.check()
+    return models
