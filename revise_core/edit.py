@@ -3,7 +3,9 @@
     python -m revise_core.edit --models DIR --video IN.mp4 --instruction "..." --out OUT.mp4
     python -m revise_core.edit --demo            # tiny random models + a synthetic video, on CPU
 
-DIR holds a models.json naming the five components (see docs/models.md).
+DIR holds a models.json naming the five components, or is a ReViSE release folder (revise_ckpt/) as
+downloaded (see docs/models.md). `--preset revise-official` reproduces the release's own settings;
+flags given next to a preset override it.
 """
 
 from __future__ import annotations
@@ -24,35 +26,50 @@ from .cli import run as run_cli
 logger = logging.getLogger(__name__)
 
 DEMO_INSTRUCTION = "what will the ice cube look like after an hour in the sun ?"
+PRESET_NAMES = ("revise-official",)  # revise_core.presets.PRESETS (not imported here: --help stays fast)
+# Without a preset: the settings these flags take when not given.
+DEFAULTS = dict(steps=40, guidance_scale=3.0, guidance_mode="standard", shift=5.0, scheduler="unipc", seed=0,
+                resize="crop", frame_policy="trim", reasoning="none")
+# flag -> EditSettings / SamplerConfig field
+FLAG_FIELDS = dict(steps="steps", guidance="guidance_scale", guidance_mode="guidance_mode", shift="shift",
+                   scheduler="scheduler", seed="seed", frames="num_frames", height="height", width="width",
+                   resize="resize", frame_policy="frame_policy", reasoning="reasoning")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m revise_core.edit", description=__doc__.split("\n")[0])
     # --- inputs ---
-    parser.add_argument("--models", type=Path, help="folder with models.json describing the model set")
+    parser.add_argument("--models", type=Path,
+                        help="folder with models.json describing the model set, or a ReViSE release folder")
     parser.add_argument("--video", type=Path, help="source video file (any container FFmpeg reads)")
     parser.add_argument("--instruction", help="the edit instruction (may need reasoning)")
     parser.add_argument("--out", type=Path, help="output .mp4 (default with --demo: a temporary folder)")
     parser.add_argument("--demo", action="store_true",
                         help="write tiny random models and a synthetic video to a temporary folder and edit it "
                              "on CPU; random weights produce noise: this checks the pipeline, not quality")
-    # --- sampling ---
-    parser.add_argument("--steps", type=int, default=40, help="denoising steps (default 40)")
-    parser.add_argument("--guidance", type=float, default=3.0, help="guidance scale; 1 disables it (default 3)")
-    parser.add_argument("--shift", type=float, default=5.0, help="flow shift of the sigma schedule (default 5)")
-    parser.add_argument("--scheduler", choices=("unipc", "euler"), default="unipc", help="sampler (default unipc)")
-    parser.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
+    parser.add_argument("--preset", choices=sorted(PRESET_NAMES), default=None,
+                        help="named settings reproducing a release (revise-official: the ReViSE release's "
+                             "inference.sh); explicit flags override it")
+    # --- sampling (defaults: DEFAULTS below, or the preset's) ---
+    parser.add_argument("--steps", type=int, help="denoising steps (default 40)")
+    parser.add_argument("--guidance", type=float, help="guidance scale; 1 disables it (default 3)")
+    parser.add_argument("--guidance-mode", choices=("standard", "release"),
+                        help="standard: uncond + g(cond - uncond) (default); release: cond + g(cond - uncond)")
+    parser.add_argument("--shift", type=float, help="flow shift of the sigma schedule (default 5)")
+    parser.add_argument("--scheduler", choices=("unipc", "euler"), help="sampler (default unipc)")
+    parser.add_argument("--seed", type=int, help="noise seed (default 0)")
     # --- clip shape ---
     parser.add_argument("--frames", type=int, default=None,
                         help="frames to edit, 4k+1 (default: the source's count made 4k+1)")
     parser.add_argument("--height", type=int, default=None, help="output height, multiple of 32 (default: source)")
     parser.add_argument("--width", type=int, default=None, help="output width, multiple of 32 (default: source)")
-    parser.add_argument("--resize", choices=("crop", "pad", "stretch"), default="crop",
-                        help="how the source is fitted to the size: centre crop (default), letterbox pad, stretch")
-    parser.add_argument("--frame-policy", choices=("trim", "pad"), default="trim",
+    parser.add_argument("--resize", choices=("crop", "pad", "stretch", "release"),
+                        help="how the source is fitted to the size: centre crop (default), letterbox pad, stretch, "
+                             "release (centre crop to the aspect, then bilinear, as the ReViSE release)")
+    parser.add_argument("--frame-policy", choices=("trim", "pad"),
                         help="make the frame count 4k+1 by trimming (default) or by repeating the last frame")
     # --- reasoning and runtime ---
-    parser.add_argument("--reasoning", choices=("none", "caption"), default="none",
+    parser.add_argument("--reasoning", choices=("none", "caption"),
                         help="'caption': the VLM writes source and target captions first (Omni-Video 2)")
     parser.add_argument("--dtype", choices=DTYPE_CHOICES, default="auto",
                         help="compute dtype; auto = bf16 on GPU, fp32 on CPU")
@@ -68,22 +85,32 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from .editor import EditModels, EditSettings, ReviseEditor
-    from .sampler import SamplerConfig
+    from . import presets
+    from .editor import EditModels, ReviseEditor
     from .video import conform, read_video, synthetic_clip, write_video
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = auto_dtype(args.dtype, device)
-    workdir = None
+    given = {field: getattr(args, flag) for flag, field in FLAG_FIELDS.items() if getattr(args, flag) is not None}
+    if args.demo:  # tiny models on the CPU: few steps, a small frame
+        given["steps"] = min(given.get("steps", 4), 4)
+        if args.preset:
+            given.setdefault("height", 64)
+            given.setdefault("width", 96)
+    preset = presets.get_preset(args.preset) if args.preset else presets.Preset("none", "no preset",
+                                                                               sampler={}, settings={})
+    base = {} if args.preset else DEFAULTS
+    settings = presets.edit_settings(preset, **{**base, **given}, tiled_decode=args.tiled_decode)
+    workdir, vlm_source = None, None
     if args.demo:
         from .testing import write_tiny_models
 
         workdir = Path(tempfile.mkdtemp(prefix="revise-demo-"))
         write_tiny_models(workdir / "models")
-        models_dir, clip = workdir / "models", synthetic_clip(num_frames=9, height=64, width=64)
+        models_dir = workdir / ("models/revise_ckpt" if args.preset == "revise-official" else "models")
+        clip = synthetic_clip(num_frames=(settings.num_frames or 9) + settings.skip_frames, height=64, width=64)
         instruction = args.instruction or DEMO_INSTRUCTION
         out = args.out or workdir / "edited.mp4"
-        steps = min(args.steps, 4)
         write_video(workdir / "source.mp4", clip.frames, clip.fps)
     else:
         missing = [name for name in ("models", "video", "instruction", "out") if getattr(args, name) is None]
@@ -91,31 +118,35 @@ def main(argv: list[str] | None = None) -> int:
             build_parser().error("missing " + ", ".join(f"--{m}" for m in missing) + " (or use --demo)")
         if not args.instruction.strip():
             raise ValueError("--instruction is empty: give the edit instruction")
-        # Decode only what the edit uses: at most --frames frames, each fitted to --height x --width on the fly.
-        size = (args.height, args.width) if args.height and args.width else None
-        clip = read_video(args.video, max_frames=args.frames, size=size, resize=args.resize)
-        models_dir, instruction, out, steps = args.models, args.instruction, args.out, args.steps
+        # Decode only what the edit uses: the skipped frames and at most --frames frames, each fitted to the size
+        # on the fly.
+        size = (settings.height, settings.width) if settings.height and settings.width else None
+        wanted = settings.num_frames + settings.skip_frames if settings.num_frames else None
+        clip = read_video(args.video, max_frames=wanted, size=size, resize=settings.resize)
+        if preset.vlm_sees_native_frames:  # the release's VLM reads frame 0 at the video's own size
+            vlm_source = read_video(args.video, max_frames=1).frames
+        models_dir, instruction, out = args.models, args.instruction, args.out
+    settings.fps = float(clip.fps)
+    output_fps = preset.output_fps or clip.fps
 
     # Everything the user gave is checked before any model is loaded (which takes minutes at real size).
     if args.best_of < 1:
         raise ValueError(f"--best-of must be >= 1, got {args.best_of}")
     writable_output(out, what="--out")
-    settings = EditSettings(
-        sampler=SamplerConfig(steps=steps, guidance_scale=args.guidance, shift=args.shift, scheduler=args.scheduler,
-                              seed=args.seed),
-        num_frames=args.frames, height=args.height, width=args.width, resize=args.resize,
-        frame_policy=args.frame_policy, reasoning=args.reasoning, fps=float(clip.fps), tiled_decode=args.tiled_decode,
-    )
     # Fitting the clip here reports a bad frame count or size before loading; the editor's own fit is then a no-op.
-    source = conform(clip.frames, num_frames=settings.num_frames, frame_policy=settings.frame_policy,
-                     height=settings.height, width=settings.width, resize=settings.resize)
+    if settings.skip_frames >= clip.frames.shape[0]:
+        raise ValueError(f"{args.video}: {clip.frames.shape[0]} frames, all skipped by the preset's first "
+                         f"{settings.skip_frames}")
+    conform(clip.frames[settings.skip_frames:], num_frames=settings.num_frames, frame_policy=settings.frame_policy,
+            height=settings.height, width=settings.width, resize=settings.resize)
+    steps = settings.sampler.steps
     editor = ReviseEditor(EditModels.load(models_dir, dtype=dtype, device=device))
     from tqdm import tqdm
 
     with tqdm(total=steps * args.best_of, desc="sampling", unit="step") as bar:
-        result = editor.edit(source, instruction, settings, callback=lambda info: bar.update(1),
-                             best_of=args.best_of)
-    write_video(out, result.frames, clip.fps)
+        result = editor.edit(clip.frames, instruction, settings, callback=lambda info: bar.update(1),
+                             best_of=args.best_of, vlm_source=vlm_source)
+    write_video(out, result.frames, output_fps)
     summary = {
         "output": str(out), "frames": list(result.frames.shape), "instruction": instruction,
         "reasoning": result.reasoning, "seed": result.seed,

@@ -117,10 +117,15 @@ class EditSettings:
     caption_tokens: int = 128  # bound on each generated caption
     fps: float = 16.0
     tiled_decode: bool = False
+    # Source frames left out before the edited clip (the ReViSE release skips 1: the VAE sees frames 1..17
+    # while its VLM sees frame 0). The VLM sees the source from its first frame either way.
+    skip_frames: int = 0
 
     def __post_init__(self) -> None:
         if self.reasoning not in REASONING_MODES:
             raise ValueError(f"reasoning must be one of {REASONING_MODES}, got '{self.reasoning}'")
+        if self.skip_frames < 0:
+            raise ValueError(f"skip_frames must be >= 0, got {self.skip_frames}")
 
 
 @dataclass
@@ -163,14 +168,18 @@ class ReviseEditor:
         return next(self.models.dit.parameters()).device
 
     def condition(self, source: torch.Tensor, instruction: str, settings: EditSettings,
-                  timings: dict[str, float] | None = None) -> Condition:
-        """Encode a conformed source [T, H, W, 3] and an instruction into cond / uncond contexts."""
+                  timings: dict[str, float] | None = None, *, vlm_source: torch.Tensor | None = None) -> Condition:
+        """Encode a conformed source [T, H, W, 3] and an instruction into cond / uncond contexts.
+
+        `vlm_source` ([T', H', W', 3]) is what the VLM sees instead of `source` (the release: the video's
+        own frames at their native size, from frame 0)."""
         if not isinstance(instruction, str) or not instruction.strip():
             raise ValueError("the edit instruction is empty")
         m, timings = self.models, timings if timings is not None else {}
         with _timed(timings, "vae_encode"):
             raw = vae_ops.encode(m.vae, video_ops.to_model_space(source).to(self.device))
-        vlm_condition = encode_instruction(m.vlm, source, instruction, settings, timings)
+        vlm_frames = source if vlm_source is None else vlm_source.float()
+        vlm_condition = encode_instruction(m.vlm, vlm_frames, instruction, settings, timings)
         return assemble_condition(m.connector, m.text, m.vae, raw, vlm_condition, settings.max_text_len, timings)
 
 
@@ -184,8 +193,12 @@ class ReviseEditor:
         cancel: Callable[[], bool] | None = None,
         best_of: int = 1,
         critic: SelfCritic | None = None,
+        vlm_source: torch.Tensor | None = None,
     ) -> EditResult:
         """Edit source frames [T, H, W, 3] in 0..1 following `instruction`.
+
+        The clip starts after `settings.skip_frames` frames; the VLM sees `vlm_source` when given (e.g. the
+        unresized video), else the frames from the first one, fitted like the clip.
 
         `best_of=N` (beyond the paper, test-time) samples N seeds (the settings' seed, +1, ...) and keeps
         the edit that the model's own VLM scores highest by relative reward Δ − Δ_base; the condition is
@@ -196,15 +209,20 @@ class ReviseEditor:
         settings = settings or EditSettings()
         timings: dict[str, float] = {}
         start = time.perf_counter()
+        if settings.skip_frames and vlm_source is None:
+            vlm_source = frames.float()  # the VLM family fits frames to its own input size
+        if settings.skip_frames >= frames.shape[0]:
+            raise video_ops.VideoError(f"the source has {frames.shape[0]} frames, all skipped by "
+                                       f"skip_frames={settings.skip_frames}")
         source = video_ops.conform(
-            frames.float(), num_frames=settings.num_frames, frame_policy=settings.frame_policy,
+            frames[settings.skip_frames:].float(), num_frames=settings.num_frames, frame_policy=settings.frame_policy,
             height=settings.height, width=settings.width, resize=settings.resize,
         )
         if best_of > 1 and critic is None:
             critic = SelfCritic(self.models.vlm)
         candidates = []
         with torch.no_grad():
-            condition = self.condition(source, instruction, settings, timings)
+            condition = self.condition(source, instruction, settings, timings, vlm_source=vlm_source)
             for offset in range(best_of):
                 seed = settings.sampler.seed + offset
                 raw, edited = self._sample_and_decode(condition, settings, seed, timings, callback=callback,

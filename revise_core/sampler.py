@@ -19,6 +19,8 @@ from .checkpoints import compute_dtype
 logger = logging.getLogger(__name__)
 
 SCHEDULERS = ("unipc", "euler")
+GUIDANCE_MODES = ("standard", "release")
+SIGMA_SCHEDULES = ("diffusers", "release")
 
 
 class SamplingCancelled(RuntimeError):
@@ -30,14 +32,24 @@ class SamplerConfig:
     """How to sample. Defaults follow Omni-Video 2's editing settings (UniPC, shift 5, guidance 3)."""
 
     steps: int = 40
-    guidance_scale: float = 3.0  # uncond + g * (cond - uncond); 1.0 disables guidance
+    guidance_scale: float = 3.0  # see guidance_mode; 1.0 disables standard guidance
     shift: float = 5.0  # flow shift of the sigma schedule (Wan: 3.0 for 480p, 5.0 for 720p)
     scheduler: str = "unipc"
     seed: int = 0
+    # standard: uncond + g·(cond − uncond) (diffusers' WanPipeline); release: cond + g·(cond − uncond), the
+    # ReViSE release's formula (revise_video_unified_gen.py:369), i.e. standard guidance at g + 1.
+    guidance_mode: str = "standard"
+    # diffusers: the scheduler's own flow sigmas (from 1.0); release: linspace(0.999, 0, steps + 1)[:-1], then
+    # shifted, as Wan's FlowUniPCMultistepScheduler (the ReViSE and Wan2.1 releases) sets them.
+    sigma_schedule: str = "diffusers"
 
     def __post_init__(self) -> None:
         if self.scheduler not in SCHEDULERS:
             raise ValueError(f"scheduler must be one of {SCHEDULERS}, got '{self.scheduler}'")
+        if self.guidance_mode not in GUIDANCE_MODES:
+            raise ValueError(f"guidance_mode must be one of {GUIDANCE_MODES}, got '{self.guidance_mode}'")
+        if self.sigma_schedule not in SIGMA_SCHEDULES:
+            raise ValueError(f"sigma_schedule must be one of {SIGMA_SCHEDULES}, got '{self.sigma_schedule}'")
         if self.steps < 1:
             raise ValueError(f"steps must be >= 1, got {self.steps}")
         if self.shift <= 0:
@@ -72,6 +84,15 @@ def make_scheduler(name: str, shift: float, num_train_timesteps: int = 1000):
     raise ValueError(f"scheduler must be one of {SCHEDULERS}, got '{name}'")
 
 
+def release_sigmas(steps: int):
+    """Unshifted sigmas of Wan's FlowUniPCMultistepScheduler: linspace(0.999, 0, steps + 1) without the last;
+    the diffusers scheduler shifts them by its flow_shift and appends the final 0 (verified to give the same
+    timesteps as Wan's own scheduler; shared/reference/revise-official.md §5)."""
+    import numpy as np
+
+    return np.linspace(0.999, 0.0, steps + 1)[:-1]
+
+
 def initial_noise(shape: tuple[int, ...], seed: int, device: torch.device | str = "cpu") -> torch.Tensor:
     """Float32 Gaussian noise from a CPU generator: the same numbers on every device."""
     generator = torch.Generator("cpu").manual_seed(seed)
@@ -101,16 +122,20 @@ def sample(
         if latent_shape is None:
             raise ValueError("sample() needs either noise or latent_shape")
         noise = initial_noise(tuple(latent_shape), config.seed, device)
-    guided = config.guidance_scale != 1.0
+    guided = config.guidance_scale != (1.0 if config.guidance_mode == "standard" else 0.0)
     if guided and uncond is None:
-        raise ValueError("guidance_scale != 1 needs an unconditional context (uncond)")
+        raise ValueError(f"guidance_scale {config.guidance_scale} ({config.guidance_mode} guidance) needs an "
+                         "unconditional context (uncond)")
     if cond.ndim != 3 or cond.shape[0] != noise.shape[0]:
         raise ValueError(f"cond must be [B, L, D] with B={noise.shape[0]}, got {tuple(cond.shape)}")
     cond = cond.to(device=device, dtype=dtype)
     uncond = uncond.to(device=device, dtype=dtype) if guided else None
 
     scheduler = make_scheduler(config.scheduler, config.shift)
-    scheduler.set_timesteps(config.steps, device=device)
+    if config.sigma_schedule == "release":
+        scheduler.set_timesteps(sigmas=release_sigmas(config.steps), device=device)
+    else:
+        scheduler.set_timesteps(config.steps, device=device)
     scheduler.set_begin_index(0)
     latents = noise.to(device=device, dtype=torch.float32)
     timesteps = scheduler.timesteps
@@ -123,7 +148,8 @@ def sample(
         if guided:
             velocity_uncond = dit(hidden_states=model_input, timestep=batch_t, encoder_hidden_states=uncond,
                                   return_dict=False)[0]
-            velocity = velocity_uncond + config.guidance_scale * (velocity - velocity_uncond)
+            base = velocity_uncond if config.guidance_mode == "standard" else velocity
+            velocity = base + config.guidance_scale * (velocity - velocity_uncond)
         sigma = float(scheduler.sigmas[index])
         denoised = latents - sigma * velocity.float()
         latents = scheduler.step(velocity, timestep, latents, return_dict=False)[0]

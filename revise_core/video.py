@@ -22,7 +22,7 @@ import torch.nn.functional as F
 logger = logging.getLogger(__name__)
 
 FRAME_POLICIES = ("trim", "pad")
-RESIZE_POLICIES = ("crop", "pad", "stretch")
+RESIZE_POLICIES = ("crop", "pad", "stretch", "release")
 DEFAULT_FPS = Fraction(16)
 
 
@@ -234,7 +234,8 @@ def conform(
       repeating the last frame only when frame_policy="pad"), else the clip's own count made 4k+1.
     - Size: target (height, width) default to the clip's size rounded down to `multiple`. "crop" scales
       to cover and crops the centre (no distortion), "pad" scales to fit and pads with black, "stretch"
-      resizes to the target ignoring the aspect ratio.
+      resizes to the target ignoring the aspect ratio, "release" crops the centre to the target aspect
+      then resizes (bilinear), as the ReViSE release does.
     """
     check_frames(frames, what="source video", min_frames=min_frames)
     if resize not in RESIZE_POLICIES:
@@ -277,6 +278,8 @@ def resize_frames(frames: torch.Tensor, height: int, width: int, policy: str = "
         return frames.contiguous()
     chw = frames.permute(0, 3, 1, 2)
     src_h, src_w = chw.shape[-2:]
+    if policy == "release":
+        return _release_resize(chw, height, width).permute(0, 2, 3, 1).contiguous()
     if policy == "stretch":
         out = _interpolate(chw, height, width)
     else:
@@ -291,6 +294,22 @@ def resize_frames(frames: torch.Tensor, height: int, width: int, policy: str = "
             top, left = (height - scaled_h) // 2, (width - scaled_w) // 2
             out[..., top:top + scaled_h, left:left + scaled_w] = scaled
     return out.permute(0, 2, 3, 1).clamp(0, 1).contiguous()
+
+
+def _release_resize(chw: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """The ReViSE release's frame preprocessing (`generative.py: transform_image_to_tensor`): a centre crop
+    to the target aspect with its integer arithmetic and torchvision's CenterCrop rounding, then PIL's
+    antialiased bilinear resize of 8-bit frames (torch's antialiased bilinear follows PIL's filter; the
+    result is rounded to 8 bits as PIL's is)."""
+    src_h, src_w = chw.shape[-2:]
+    ratio = float(width) / float(height)
+    crop_h, crop_w = (int(float(src_w) / ratio), src_w) if src_w < src_h * ratio else (src_h, int(float(src_h) * ratio))
+    top, left = int(round((src_h - crop_h) / 2.0)), int(round((src_w - crop_w) / 2.0))
+    cropped = chw[..., top:top + crop_h, left:left + crop_w]
+    if (crop_h, crop_w) == (height, width):
+        return cropped
+    out = F.interpolate(cropped, size=(height, width), mode="bilinear", align_corners=False, antialias=True)
+    return (out.clamp(0, 1) * 255.0).round() / 255.0
 
 
 def _interpolate(chw: torch.Tensor, height: int, width: int) -> torch.Tensor:

@@ -1,0 +1,68 @@
+"""Named inference presets that reproduce a release's own settings (CLI `--preset`, ComfyUI, Python API).
+
+`revise-official` is the ReViSE release's `tools/inference/inference.sh` as its code runs it
+(shared/reference/revise-official.md §0, §5):
+- FlowUniPC, 40 steps, shift 5 (the script passes no --task, so `validate_args` picks t2v's 5.0, not the
+  3.0 the training used), sigmas `linspace(0.999, 0, 41)[:-1]` then shifted;
+- guidance `cond + 3·(cond − uncond)` (= standard guidance at 4), the null branch from the release's
+  unconditioned umT5 and VLM states with the real source latents (the connector's `null_context`);
+- 17 frames at 640×352, source frames 1..17 for the VAE (`--skip_num 1`) and frame 0 for the VLM at its
+  native size, each frame centre-cropped to the aspect then resized (bilinear);
+- written at 8 fps; seed 1818 (the release draws its noise on CUDA, which a CPU generator cannot
+  reproduce: the noise here comes from our CPU generator, so edits match the release's only with injected
+  noise).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from .sampler import SamplerConfig
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    description: str
+    sampler: dict = field(default_factory=dict)  # SamplerConfig fields
+    settings: dict = field(default_factory=dict)  # EditSettings fields (not the sampler)
+    output_fps: float | None = None  # None: the source's frame rate
+    vlm_sees_native_frames: bool = False  # the VLM gets the video's own frames, not the fitted clip
+
+
+PRESETS: dict[str, Preset] = {
+    "revise-official": Preset(
+        name="revise-official",
+        description="the ReViSE release's inference.sh: UniPC 40 steps, shift 5, release sigmas, cond + 3·(cond − "
+                    "uncond), 17 frames 640x352 from frame 1, VLM on frame 0, 8 fps",
+        sampler=dict(steps=40, guidance_scale=3.0, guidance_mode="release", shift=5.0, scheduler="unipc",
+                     sigma_schedule="release", seed=1818),
+        settings=dict(num_frames=17, height=352, width=640, resize="release", frame_policy="trim", skip_frames=1,
+                      reasoning="none", max_text_len=512),
+        output_fps=8.0,
+        vlm_sees_native_frames=True,
+    ),
+}
+
+
+def get_preset(name: str) -> Preset:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ValueError(f"unknown preset '{name}'; known presets: {', '.join(PRESETS)}") from None
+
+
+def edit_settings(preset: Preset | str, **overrides):
+    """EditSettings of a preset, with `overrides` (EditSettings or SamplerConfig field names) on top."""
+    from .editor import EditSettings
+
+    preset = get_preset(preset) if isinstance(preset, str) else preset
+    sampler_fields = {f.name for f in dataclasses.fields(SamplerConfig)}
+    settings_fields = {f.name for f in dataclasses.fields(EditSettings)} - {"sampler"}
+    unknown = sorted(set(overrides) - sampler_fields - settings_fields)
+    if unknown:
+        raise ValueError(f"unknown settings {unknown} for preset '{preset.name}'")
+    sampler = SamplerConfig(**{**preset.sampler, **{k: v for k, v in overrides.items() if k in sampler_fields}})
+    values = {**preset.settings, **{k: v for k, v in overrides.items() if k in settings_fields}}
+    return EditSettings(sampler=sampler, **values)
