@@ -2,6 +2,7 @@
 
     python -m revise_core.edit --models DIR --video IN.mp4 --instruction "..." --out OUT.mp4
     python -m revise_core.edit --demo            # tiny random models + a synthetic video, on CPU
+    python -m revise_core.edit --demo revise     # the tiny ReViSE release folder, --preset revise-official
 
 DIR holds a models.json naming the five components, or is a ReViSE release folder (revise_ckpt/) as
 downloaded (see docs/models.md). `--preset revise-official` reproduces the release's own settings;
@@ -44,9 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--video", type=Path, help="source video file (any container FFmpeg reads)")
     parser.add_argument("--instruction", help="the edit instruction (may need reasoning)")
     parser.add_argument("--out", type=Path, help="output .mp4 (default with --demo: a temporary folder)")
-    parser.add_argument("--demo", action="store_true",
+    parser.add_argument("--demo", nargs="?", const="tiny", choices=("tiny", "revise"),
                         help="write tiny random models and a synthetic video to a temporary folder and edit it "
-                             "on CPU; random weights produce noise: this checks the pipeline, not quality")
+                             "on CPU; random weights produce noise: this checks the pipeline, not quality. "
+                             "'--demo revise': the kit's tiny ReViSE release folder with --preset revise-official")
     parser.add_argument("--preset", choices=sorted(PRESET_NAMES), default=None,
                         help="named settings reproducing a release (revise-official: the ReViSE release's "
                              "inference.sh); explicit flags override it")
@@ -92,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = auto_dtype(args.dtype, device)
     given = {field: getattr(args, flag) for flag, field in FLAG_FIELDS.items() if getattr(args, flag) is not None}
+    if args.demo == "revise" and not args.preset:
+        args.preset = "revise-official"
     if args.demo:  # tiny models on the CPU: few steps, a small frame
         given["steps"] = min(given.get("steps", 4), 4)
         if args.preset:
@@ -107,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
 
         workdir = Path(tempfile.mkdtemp(prefix="revise-demo-"))
         write_tiny_models(workdir / "models")
-        models_dir = workdir / ("models/revise_ckpt" if args.preset == "revise-official" else "models")
+        models_dir = workdir / ("models/revise_ckpt" if args.demo == "revise" else "models")
         clip = synthetic_clip(num_frames=(settings.num_frames or 9) + settings.skip_frames, height=64, width=64)
         instruction = args.instruction or DEMO_INSTRUCTION
         out = args.out or workdir / "edited.mp4"

@@ -104,6 +104,12 @@ def test_cli_edits_a_file(tiny_dir, tmp_path):
     assert read_video(out).num_frames == 9
 
 
+def test_cli_demo_revise_edits_the_release_folder_with_the_official_preset(capsys):
+    assert edit_cli.main(["--demo", "revise", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["frames"] == [17, 64, 96, 3]  # the preset's 17 frames (a small frame on the CPU)
+
+
 def test_cli_requires_inputs_without_demo(capsys):
     with pytest.raises(SystemExit):
         edit_cli.main(["--video", "x.mp4"])

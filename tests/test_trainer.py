@@ -76,12 +76,14 @@ def _grad_report(trainer):
     return trainable, with_grad, frozen_with_grad
 
 
-@pytest.mark.parametrize("mode, family", [("full", "qwen2"), ("lora", "qwen2"), ("full", "vila")])
+@pytest.mark.parametrize("mode, family", [("full", "qwen2"), ("lora", "qwen2"), ("full", "vila"), ("full", "revise"),
+                                          ("lora", "revise")])
 def test_gradients_reach_exactly_the_trainable_parameters(tiny_dir, manifest, tmp_path, mode, family):
-    """With either VLM family as encoder and critic, only the DiT (or its LoRA) and the adapter learn."""
+    """With either VLM family as encoder and critic, and on the ReViSE release folder (VILA, VisionHead and
+    DM_Adapter frozen), only the DiT (or its LoRA) and the visual adapter learn."""
     trainer = make_trainer(tiny_dir, manifest, tmp_path, models="", sigma_max=1.0, cfg_drop=0.0, train=mode,
                            lora_rank=4)
-    trainer._models = EditModels.load(tiny_dir)
+    trainer._models = EditModels.load(tiny_dir / "revise_ckpt" if family == "revise" else tiny_dir)
     if family == "vila":
         from revise_core.testing import VILA_CHECKPOINT
         from revise_core.vlm import load_vlm
@@ -182,6 +184,14 @@ def test_cli_demo_trains_resumes_and_exports(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "final" in out and (tmp_path / "run" / "curves.png").is_file()
     assert load_dit(tmp_path / "run" / "final" / "dit.safetensors").config.num_layers == 2
+
+
+def test_cli_demo_trains_the_release_folder(tmp_path, capsys):
+    from trainer import uso
+
+    assert uso.main(["--demo", "revise", "--out", str(tmp_path), "--steps", "2"]) == 0
+    assert "release_transformer" in capsys.readouterr().out
+    assert (tmp_path / "run-revise" / "final" / "transformer" / "model.pt").is_file()
 
 
 def test_two_gloo_processes_match_one_process(tmp_path):
@@ -394,3 +404,31 @@ def test_critic_decode_frames_judges_sampled_latent_frames_against_the_matching_
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in trainer.generator.dit.parameters())
     with pytest.raises(ValueError, match="critic_decode must be 'video' or 'frames'"):
         USOConfig(critic_decode="sampled")
+
+
+def test_a_trained_release_exports_into_the_release_layout_and_as_one_file(tiny_dir, manifest, tmp_path):
+    """Export after training on a release folder: transformer/model.pt replaces the release's own file (the
+    folder then loads the trained DiT and adapter), and dit.safetensors loads on its own."""
+    import shutil
+
+    from revise_core.dit import load_dit
+    from trainer.model import export
+
+    trainer = make_trainer(tiny_dir, manifest, tmp_path / "run", models=str(tiny_dir / "revise_ckpt"), steps=1)
+    trainer.setup()
+    with torch.no_grad():
+        for parameter in trainer.generator.parameters():
+            if parameter.requires_grad:
+                parameter.add_(0.01)  # "trained": differs from the release's weights
+    outputs = export(trainer.generator, tmp_path / "export")
+    folder = tmp_path / "revise_ckpt"
+    shutil.copytree(tiny_dir / "revise_ckpt", folder)
+    shutil.copy(outputs["release_transformer"], folder / "transformer" / "model.pt")
+    reloaded = EditModels.load(folder)
+    for module, trained in ((reloaded.dit, trainer.generator.dit), (reloaded.connector, trainer.generator.connector)):
+        expected = trained.state_dict()
+        for key, value in module.state_dict().items():
+            assert torch.equal(value, expected[key].to(value.dtype)), key
+    single = load_dit(outputs["dit"])
+    for key, value in single.state_dict().items():
+        assert torch.equal(value, trainer.generator.dit.state_dict()[key]), key

@@ -43,15 +43,23 @@ def write_demo_data(folder: str | Path, count: int = 4, num_frames: int = 5, siz
     return manifest
 
 
-def prepare(out_dir: str | Path) -> dict:
-    """Tiny models + synthetic data under out_dir (reused when already there); returns config overrides."""
+DEMOS = ("tiny", "revise")  # tiny: the models.json set (Qwen2.5-VL); revise: the kit's ReViSE release folder
+
+
+def prepare(out_dir: str | Path, kind: str = "tiny") -> dict:
+    """Tiny models + synthetic data under out_dir (reused when already there); returns config overrides.
+
+    `kind` "revise" trains the test kit's ReViSE release folder (VILA, VisionHead + DM_Adapter)."""
+    if kind not in DEMOS:
+        raise ValueError(f"demo must be one of {DEMOS}, got '{kind}'")
     out = Path(out_dir)
     if not (out / "models" / "models.json").is_file():
         write_tiny_models(out / "models")
     manifest = out / "data" / "manifest.jsonl"
     if not manifest.is_file():
         write_demo_data(out / "data")
-    return {"models": str(out / "models"), "manifest": str(manifest), "output_dir": str(out / "run"),
+    models = out / "models" / "revise_ckpt" if kind == "revise" else out / "models"
+    return {"models": str(models), "manifest": str(manifest), "output_dir": str(out / ("run" if kind == "tiny" else f"run-{kind}")),
             "num_frames": 5, "height": 64, "width": 64, "global_batch": 2, "checkpoint_every": 2,
             "lr": 1e-4, "critic_frames": 2, "vlm_frames": 4, "max_text_len": 32, "tensorboard": False,
             "sigma_max": 0.5}

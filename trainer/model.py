@@ -117,5 +117,23 @@ def export(generator: Generator, folder: str | os.PathLike, *, state: dict[str, 
     dit.load_state_dict(merged_dit_state(generator.dit, dit_state))
     connector = type(generator.connector)(generator.connector.config)
     connector.load_state_dict({k[len("connector."):]: v for k, v in state.items() if k.startswith("connector.")})
-    return {"dit": Path(save_dit(dit, folder / "dit.safetensors")),
-            "connector": Path(save_connector(connector, folder / "connector.safetensors"))}
+    outputs = {"dit": Path(save_dit(dit, folder / "dit.safetensors")),
+               "connector": Path(save_connector(connector, folder / "connector.safetensors"))}
+    if getattr(connector, "family", None) == "revise":
+        outputs["release_transformer"] = write_release_transformer(dit, connector, folder / "transformer" / "model.pt")
+    return outputs
+
+
+def write_release_transformer(dit: nn.Module, connector: nn.Module, path: Path) -> Path:
+    """`transformer/model.pt` as the ReViSE release ships it ({"module": wan_model.*, adapter.*, ar_vision_head.*,
+    visual_context_adapter.*}, tensors only, so `torch.load(weights_only=True)` reads it): it replaces the
+    release folder's own file, and the official code loads it too."""
+    from revise_core import wan_keys
+
+    module = {f"wan_model.{k}": v for k, v in wan_keys.dit_diffusers_to_original(dit.state_dict()).items()}
+    for ours, theirs in (("dm_adapter.", "adapter."), ("vision_head.", "ar_vision_head."),
+                         ("visual_context_adapter.", "visual_context_adapter.")):
+        module.update({theirs + k[len(ours):]: v for k, v in connector.state_dict().items() if k.startswith(ours)})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"module": {k: v.detach().cpu().contiguous() for k, v in module.items()}}, path)
+    return path

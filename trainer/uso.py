@@ -2,6 +2,7 @@
 
     python -m trainer.uso --config configs/train/uso.yaml [--lr 1e-5] [key=value ...]
     python -m trainer.uso --demo --steps 4 --out /tmp/uso-demo [--resume]
+    python -m trainer.uso --demo revise --steps 2 --out /tmp/uso-demo   # the tiny ReViSE release folder
     torchrun --nproc_per_node 2 -m trainer.uso --config ...     # DDP (or strategy=fsdp)
 
 Every setting (see --help) has the paper's default; a YAML/JSON file and then flags / key=value
@@ -35,8 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "except steps, checkpoint and logging settings)")
     parser.add_argument("--overwrite", action="store_true",
                         help="start a fresh run in an output_dir that holds a run, deleting that run")
-    parser.add_argument("--demo", action="store_true",
-                        help="train the tiny random model set on synthetic triplets (plumbing check, CPU)")
+    parser.add_argument("--demo", nargs="?", const="tiny", choices=("tiny", "revise"),
+                        help="train the tiny random model set on synthetic triplets (plumbing check, CPU); "
+                             "'--demo revise' trains the kit's tiny ReViSE release folder")
     parser.add_argument("--out", help="with --demo: folder for models, data and the run (default /tmp/revise-uso-demo)")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="extra overrides of any setting")
     add_debug_flag(parser)
@@ -73,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.demo:
         from .demo import prepare
 
-        overrides.update(prepare(args.out or "/tmp/revise-uso-demo"))
+        overrides.update(prepare(args.out or "/tmp/revise-uso-demo", args.demo))
         overrides["steps"] = 4
     for item in args.overrides:
         key, value = parse_override(item)
