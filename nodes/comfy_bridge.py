@@ -19,8 +19,11 @@ import torch
 logger = logging.getLogger(__name__)
 
 # Our model kinds -> ComfyUI folder names. "vlm" is registered by us (HF-format model folders).
-FOLDERS = {"dit": "diffusion_models", "vae": "vae", "t5": "text_encoders", "vlm": "vlm", "connector": "diffusion_models"}
+FOLDERS = {"dit": "diffusion_models", "vae": "vae", "t5": "text_encoders", "vlm": "vlm", "connector": "diffusion_models",
+           "model_set": "revise"}
 VLM_FOLDER = "vlm"
+MODEL_SET_FOLDER = "revise"  # models/revise/<set>/: a ReViSE release folder (revise_ckpt/) or a models.json set
+RELEASE_MARKERS = ("wan/wanxiang1_3b", "transformer/model.pt", "ar_model/checkpoint")  # revise_core.model_sets
 
 
 def in_comfyui() -> bool:
@@ -28,13 +31,14 @@ def in_comfyui() -> bool:
 
 
 def register_folders() -> None:
-    """Add `models/vlm` to ComfyUI's folder list (all files listed: VLMs are folders)."""
+    """Add `models/vlm` and `models/revise` (model sets) to ComfyUI's folder list: both hold folders."""
     if not in_comfyui():
         return
     import folder_paths
 
-    if VLM_FOLDER not in folder_paths.folder_names_and_paths:
-        folder_paths.add_model_folder_path(VLM_FOLDER, os.path.join(folder_paths.models_dir, VLM_FOLDER), is_default=True)
+    for name in (VLM_FOLDER, MODEL_SET_FOLDER):
+        if name not in folder_paths.folder_names_and_paths:
+            folder_paths.add_model_folder_path(name, os.path.join(folder_paths.models_dir, name), is_default=True)
 
 
 def folder_paths_for(kind: str) -> list[Path]:
@@ -63,6 +67,22 @@ def list_models(kind: str, *, folders: bool = False) -> list[str]:
 
 
 WEIGHT_SUFFIXES = (".safetensors", ".sft", ".pt", ".pth", ".bin", ".pkl")
+
+
+def list_model_sets() -> list[str]:
+    """Folders in models/revise that are model sets: a ReViSE release folder or a folder with a models.json."""
+    names: set[str] = set()
+    for root in folder_paths_for("model_set"):
+        if not root.is_dir():
+            continue
+        for entry in [root, *root.rglob("*")]:
+            if entry.is_dir() and entry != root and _is_model_set(entry):
+                names.add(entry.relative_to(root).as_posix())
+    return sorted(names)
+
+
+def _is_model_set(path: Path) -> bool:
+    return (path / "models.json").is_file() or all((path / marker).exists() for marker in RELEASE_MARKERS)
 
 
 def _is_model_folder(path: Path) -> bool:

@@ -7,7 +7,7 @@ from revise_core import vae as vae_ops
 from revise_core import video as video_ops
 from revise_core.connector import ContextConnector
 from revise_core.editor import Condition, EditSettings, VLMCondition, assemble_condition, encode_instruction
-from revise_core.sampler import SamplerConfig, sample
+from revise_core.sampler import GUIDANCE_MODES, SIGMA_SCHEDULES, SamplerConfig, sample
 from revise_core.text import TextEncoder
 from revise_core.vlm import VisionLanguageModel
 
@@ -38,15 +38,22 @@ class ReViSEVAEEncode:
             "height": ("INT", {"default": 0, "min": 0, "max": 4096, "step": 32,
                                "tooltip": "Output height, multiple of 32; 0 = the source's height rounded down."}),
             "resize": (list(video_ops.RESIZE_POLICIES), {"default": "crop",
-                       "tooltip": "crop: cover and centre-crop; pad: fit and letterbox; stretch: ignore aspect ratio."}),
+                       "tooltip": "crop: cover and centre-crop; pad: fit and letterbox; stretch: ignore aspect ratio; "
+                                  "release: centre-crop to the aspect, then bilinear (the ReViSE release)."}),
             "frame_policy": (list(video_ops.FRAME_POLICIES), {"default": "trim",
                              "tooltip": "trim: drop frames down to 4k+1; pad: repeat the last frame up to 4k+1."}),
+        }, "optional": {
+            "skip_frames": ("INT", {"default": 0, "min": 0, "max": 1024,
+                                    "tooltip": "Source frames left out before the clip (the ReViSE release: 1; its VLM "
+                                               "still reads frame 0)."}),
         }}
 
-    def encode(self, vae, images, num_frames, width, height, resize, frame_policy):
+    def encode(self, vae, images, num_frames, width, height, resize, frame_policy, skip_frames=0):
         expect_vae(vae)
-        frames = video_ops.conform(images.float().cpu(), num_frames=num_frames or None, height=height or None,
-                                   width=width or None, resize=resize, frame_policy=frame_policy)
+        if skip_frames >= images.shape[0]:
+            raise video_ops.VideoError(f"the video has {images.shape[0]} frames, all skipped by skip_frames={skip_frames}")
+        frames = video_ops.conform(images[skip_frames:].float().cpu(), num_frames=num_frames or None,
+                                   height=height or None, width=width or None, resize=resize, frame_policy=frame_policy)
         with using(vae):
             latents = vae_ops.encode(vae, video_ops.to_model_space(frames).to(bridge.compute_device_of(vae)))
         return ({"samples": latents.float().cpu()}, frames)
@@ -109,8 +116,9 @@ class ReViSEVLMEncode:
 class ReViSEConnector:
     CATEGORY = f"{CATEGORY}/conditioning"
     FUNCTION = "connect"
-    DESCRIPTION = ("f_C: umT5 over the prompts, then [u; T5; source tokens] as the DiT context; the guidance "
-                   "condition keeps only the source tokens.")
+    DESCRIPTION = ("f_C: umT5 over the prompts, then u, T5 and the source tokens as the DiT context in the connector "
+                   "family's order; the guidance condition is the family's null branch (Omni-Video 2: the source tokens "
+                   "alone; the ReViSE release: its unconditioned umT5 and VLM states with the source).")
     RETURN_TYPES = (COND,)
     RETURN_NAMES = ("cond",)
     OUTPUT_TOOLTIPS = ("Conditional and unconditional contexts for the ReViSE Sampler.",)
@@ -153,18 +161,28 @@ class ReViSESampler:
             "cond": (COND, {"tooltip": "From ReViSE Connector."}),
             "steps": ("INT", {"default": 40, "min": 1, "max": 200, "tooltip": "Denoising steps (Omni-Video 2: 40)."}),
             "guidance": ("FLOAT", {"default": 3.0, "min": 0.0, "max": 20.0, "step": 0.1,
-                                   "tooltip": "uncond + g·(cond − uncond); 1 disables guidance (half the cost)."}),
+                                   "tooltip": "g of the guidance formula (guidance_mode); standard guidance at 1 is off "
+                                              "(half the cost)."}),
             "shift": ("FLOAT", {"default": 5.0, "min": 0.1, "max": 20.0, "step": 0.1,
                                 "tooltip": "Flow shift of the schedule (Wan: 3 for 480p, 5 for 720p)."}),
             "scheduler": (["unipc", "euler"], {"default": "unipc", "tooltip": "diffusers flow-matching scheduler."}),
             "seed": ("INT", {"default": 0, "min": 0, "max": 2**63 - 1, "control_after_generate": True,
                              "tooltip": "Noise seed (same seed, same edit)."}),
+        }, "optional": {
+            "guidance_mode": (list(GUIDANCE_MODES), {"default": "standard",
+                              "tooltip": "standard: uncond + g·(cond − uncond); release: cond + g·(cond − uncond), the "
+                                         "ReViSE release's formula (= standard at g + 1)."}),
+            "sigma_schedule": (list(SIGMA_SCHEDULES), {"default": "diffusers",
+                               "tooltip": "diffusers: the scheduler's own flow sigmas; release: linspace(0.999, 0) "
+                                          "shifted, as the ReViSE / Wan2.1 releases sample."}),
         }}
 
-    def sample(self, dit, cond, steps, guidance, shift, scheduler, seed):
+    def sample(self, dit, cond, steps, guidance, shift, scheduler, seed, guidance_mode="standard",
+               sigma_schedule="diffusers"):
         expect_dit(dit)
         expect(cond, Condition, "cond", COND)
-        config = SamplerConfig(steps=steps, guidance_scale=guidance, shift=shift, scheduler=scheduler, seed=seed)
+        config = SamplerConfig(steps=steps, guidance_scale=guidance, shift=shift, scheduler=scheduler, seed=seed,
+                               guidance_mode=guidance_mode, sigma_schedule=sigma_schedule)
         with using(dit):
             latents = sample(dit, cond.cond, cond.uncond, latent_shape=tuple(cond.source_latents.shape), config=config,
                              callback=bridge.progress(steps, preview_latents=True))

@@ -161,10 +161,38 @@ class ReViSEConnectorLoader(_Loader):
         return (_place(connector, device),)
 
 
+class ReViSEModelSetLoader(_Loader):
+    DESCRIPTION = ("Loads a whole model set from models/revise: the ReViSE release folder (revise_ckpt/) as downloaded "
+                   "(Wan DiT + umT5 + VAE + VILA + VisionHead / DM_Adapter connector), or a folder with a models.json. "
+                   "Feeds the sampler, critic and trainer nodes like the single loaders.")
+    RETURN_TYPES = (DIT, VAE, T5, VLM, CONNECTOR)
+    RETURN_NAMES = ("dit", "vae", "t5", "vlm", "connector")
+    OUTPUT_TOOLTIPS = ("The Wan2.1 DiT.", "The Wan2.1 VAE.", "umT5 with its tokenizer.", "The VLM (VILA in the release).",
+                       "The connector (VisionHead + DM_Adapter + visual adapter in the release).")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "model_set": (bridge.list_model_sets(),
+                          {"tooltip": "Folder in models/revise: the downloaded revise_ckpt/ of Liuxinyv/ReViSE (layout "
+                                      "detected, nothing to convert) or a folder with a models.json (docs/models.md)."}),
+            "precision": precision_input(),
+            "device": device_input(),
+        }}
+
+    def load(self, model_set, precision, device):
+        from revise_core.editor import EditModels
+
+        bridge.free_memory_for_loading()
+        with weights_outside_inference_mode():
+            models = EditModels.load(bridge.resolve("model_set", model_set), dtype=dtype_of(precision, device))
+        return tuple(_place(getattr(models, name), device) for name in ("dit", "vae", "text", "vlm", "connector"))
+
+
 NODES = {cls.__name__: cls for cls in (ReViSEDiTLoader, ReViSEVAELoader, ReViSET5Loader, ReViSEVLMLoader,
-                                        ReViSEConnectorLoader)}
+                                        ReViSEConnectorLoader, ReViSEModelSetLoader)}
 DISPLAY_NAMES = {
     "ReViSEDiTLoader": "ReViSE Load DiT (Wan2.1)", "ReViSEVAELoader": "ReViSE Load VAE",
     "ReViSET5Loader": "ReViSE Load umT5", "ReViSEVLMLoader": "ReViSE Load VLM",
-    "ReViSEConnectorLoader": "ReViSE Load Connector",
+    "ReViSEConnectorLoader": "ReViSE Load Connector", "ReViSEModelSetLoader": "ReViSE Load Model Set",
 }

@@ -56,7 +56,8 @@ def tiny_model_dirs(tiny_dir, monkeypatch, tmp_path) -> dict:
     import os
 
     dirs = {"diffusion_models": [tiny_dir / "dit", tiny_dir / "omnivideo2", tiny_dir / "connector"],
-            "vae": [tiny_dir / "vae"], "text_encoders": [tiny_dir / "t5"], "vlm": [tiny_dir / "vlm"]}
+            "vae": [tiny_dir / "vae"], "text_encoders": [tiny_dir / "t5"], "vlm": [tiny_dir / "vlm"],
+            "revise": [tiny_dir]}
     monkeypatch.setenv("REVISE_MODEL_DIRS", ";".join(f"{k}={os.pathsep.join(map(str, v))}" for k, v in dirs.items()))
     monkeypatch.setenv("REVISE_OUTPUT_DIR", str(tmp_path / "output"))
     return dirs

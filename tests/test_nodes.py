@@ -17,7 +17,7 @@ def mappings():
 
 
 def test_every_node_declares_the_classic_contract(mappings):
-    assert len(mappings) == 14
+    assert len(mappings) == 15
     display = ROOT_PACKAGE.NODE_DISPLAY_NAME_MAPPINGS
     for node_id, cls in mappings.items():
         assert node_id.startswith("ReViSE") and node_id == cls.__name__
@@ -92,3 +92,16 @@ def test_loaded_weights_are_usable_by_autograd_after_inference_mode(tiny_model_d
     with torch.inference_mode():
         vae = mappings["ReViSEVAELoader"]().load("wan_2.1_vae_tiny.safetensors", "fp32", "cpu")[0]
     assert not any(p.is_inference() for p in vae.parameters())
+
+
+def test_model_set_loader_lists_and_loads_the_release_folder(tiny_model_dirs, tiny_dir):
+    from nodes import comfy_bridge
+    from revise_core.connector import VisionHeadConnector
+
+    loader = ROOT_PACKAGE.NODE_CLASS_MAPPINGS["ReViSEModelSetLoader"]
+    assert loader.INPUT_TYPES()["required"]["model_set"][0] == ["revise_ckpt"]  # not the sub-folders inside it
+    dit, vae, t5, vlm, connector = loader().load("revise_ckpt", "fp32", "cpu")
+    assert isinstance(connector, VisionHeadConnector) and type(vlm).__name__ == "VilaModel"
+    assert comfy_bridge.compute_device_of(dit).type == "cpu"
+    with pytest.raises(Exception, match="not found"):
+        loader().load("no_such_set", "fp32", "cpu")

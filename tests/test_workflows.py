@@ -22,9 +22,27 @@ def _classes():
     return {**ROOT_PACKAGE.NODE_CLASS_MAPPINGS, **executor.BUILTIN_STAND_INS}
 
 
-def test_four_workflows_ship():
+def test_five_workflows_ship():
     assert {p.name for p in WORKFLOWS} == {"revise_edit.json", "revise_edit_and_critic.json", "revise_best_of_n.json",
-                                           "revise_uso_finetune.json"}
+                                           "revise_uso_finetune.json", "revise_official_edit.json"}
+
+
+def test_official_edit_workflow_has_the_presets_settings():
+    from revise_core.presets import get_preset
+
+    preset = get_preset("revise-official")
+    api = executor.ui_to_api(json.loads((ROOT / "workflows" / "revise_official_edit.json").read_text()), _classes())
+    nodes = {node["class_type"]: node["inputs"] for node in api.values()}
+    sampler = nodes["ReViSESampler"]
+    assert {k: sampler[k] for k in ("steps", "shift", "scheduler", "seed", "guidance_mode", "sigma_schedule")} == {
+        k: preset.sampler[k] for k in ("steps", "shift", "scheduler", "seed", "guidance_mode", "sigma_schedule")}
+    assert sampler["guidance"] == preset.sampler["guidance_scale"]
+    encode = nodes["ReViSEVAEEncode"]
+    assert (encode["num_frames"], encode["height"], encode["width"], encode["resize"], encode["skip_frames"]) == (
+        preset.settings["num_frames"], preset.settings["height"], preset.settings["width"], preset.settings["resize"],
+        preset.settings["skip_frames"])
+    assert nodes["CreateVideo"]["fps"] == preset.output_fps
+    assert nodes["ReViSEVLMEncode"]["frames"] == encode["images"]  # the VLM reads the video itself (frame 0)
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
@@ -66,6 +84,7 @@ TINY_NAMES = {
     "ReViSEVLMLoader": {"vlm_name": "tiny-qwen2_5-vl"},
     # Our connector file carries its config; the tiny Omni-Video 2 .pt has none (loader tests cover it).
     "ReViSEConnectorLoader": {"connector_name": "revise_connector_tiny.safetensors", "special_tokens": "none"},
+    "ReViSEModelSetLoader": {"model_set": "revise_ckpt"},
     "ReViSEVAEEncode": {"num_frames": 9, "width": 64, "height": 64},
     "ReViSEVLMEncode": {"caption_tokens": 8},
     "ReViSESampler": {"steps": 2},

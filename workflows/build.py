@@ -171,7 +171,7 @@ def loaders(graph: Graph, x: int = 0) -> dict[str, Node]:
 def edit_chain(graph: Graph, m: dict[str, Node], video: Node) -> tuple[Node, Node, Node, Node]:
     """LoadVideo components -> fit/encode -> VLM -> connector -> sampler -> decode."""
     encode = graph.add("ReViSEVAEEncode", (380, 300), num_frames=33, width=640, height=352, resize="crop",
-                       frame_policy="trim")
+                       frame_policy="trim", skip_frames=0)
     graph.connect(m["vae"], "vae", encode, "vae")
     graph.connect(video, "images", encode, "images")
     vlm = graph.add("ReViSEVLMEncode", (760, 0), (360, 240), instruction=INSTRUCTION, reasoning="caption",
@@ -183,7 +183,8 @@ def edit_chain(graph: Graph, m: dict[str, Node], video: Node) -> tuple[Node, Nod
         graph.connect(m[name], name, connector, name)
     graph.connect(vlm, "vlm_cond", connector, "vlm_cond")
     graph.connect(encode, "latent", connector, "source_latent")
-    sampler = graph.add("ReViSESampler", (1160, 0), steps=40, guidance=3.0, shift=5.0, scheduler="unipc", seed=0)
+    sampler = graph.add("ReViSESampler", (1160, 0), (320, 260), steps=40, guidance=3.0, shift=5.0, scheduler="unipc",
+                        seed=0, guidance_mode="standard", sigma_schedule="diffusers")
     graph.connect(m["dit"], "dit", sampler, "dit")
     graph.connect(connector, "cond", sampler, "cond")
     decode = graph.add("ReViSEVAEDecode", (1160, 300), tiled=False)
@@ -275,7 +276,53 @@ Checkpoints: output/revise_training/<name>; tick 'resume' to continue an interru
     return graph.to_ui()
 
 
+RELEASE_NOTE = """## ReViSE release: what to download
+Put the `revise_ckpt/` folder of **Liuxinyv/ReViSE** (Hugging Face) as it is into **models/revise/** (so that
+`models/revise/revise_ckpt/transformer/model.pt` exists). Nothing needs converting: the **ReViSE Load Model Set**
+node detects the layout and loads the Wan2.1-1.3B DiT, umT5, the VAE, VILA and the VisionHead + DM_Adapter
+connector (docs/models.md lists every file)."""
+
+
+def official_edit_workflow() -> dict:
+    graph = Graph()
+    graph.add("MarkdownNote", (-420, 0), (400, 460), title="Read me", text=RELEASE_NOTE + """
+
+**The release's own settings** (`--preset revise-official`): 17 frames at 640x352 from frame 1 (skip 1), centre crop
+then bilinear resize; VILA reads frame 0 of the video; UniPC, 40 steps, shift 5, the release's sigmas,
+guidance cond + 3·(cond − uncond) against its unconditioned context; written at 8 fps, seed 1818.""")
+    models = graph.add("ReViSEModelSetLoader", (0, 0), (320, 200), model_set="revise_ckpt", precision="auto",
+                       device="auto")
+    components = source_video(graph)
+    encode = graph.add("ReViSEVAEEncode", (380, 300), num_frames=17, width=640, height=352, resize="release",
+                       frame_policy="trim", skip_frames=1)
+    graph.connect(models, "vae", encode, "vae")
+    graph.connect(components, "images", encode, "images")
+    vlm = graph.add("ReViSEVLMEncode", (760, 0), (360, 240), instruction=INSTRUCTION, reasoning="none",
+                    vlm_frames=8, caption_tokens=128)
+    graph.connect(models, "vlm", vlm, "vlm")
+    graph.connect(components, "images", vlm, "frames")  # the video itself: VILA reads its frame 0
+    connector = graph.add("ReViSEConnector", (760, 300), max_text_len=512)
+    for name in ("connector", "t5", "vae"):
+        graph.connect(models, name, connector, name)
+    graph.connect(vlm, "vlm_cond", connector, "vlm_cond")
+    graph.connect(encode, "latent", connector, "source_latent")
+    sampler = graph.add("ReViSESampler", (1160, 0), (320, 260), steps=40, guidance=3.0, shift=5.0, scheduler="unipc",
+                        seed=1818, guidance_mode="release", sigma_schedule="release")
+    graph.connect(models, "dit", sampler, "dit")
+    graph.connect(connector, "cond", sampler, "cond")
+    decode = graph.add("ReViSEVAEDecode", (1160, 300), tiled=False)
+    graph.connect(models, "vae", decode, "vae")
+    graph.connect(sampler, "latent", decode, "latent")
+    create = graph.add("CreateVideo", (1540, 0), fps=8.0)
+    graph.connect(decode, "frames", create, "images")
+    save = graph.add("SaveVideo", (1540, 220), (400, 400), filename_prefix="revise/official_edit", format="auto",
+                     codec="auto")
+    graph.connect(create, "VIDEO", save, "video")
+    return graph.to_ui()
+
+
 WORKFLOWS = {
+    "revise_official_edit.json": official_edit_workflow,
     "revise_edit.json": edit_workflow,
     "revise_edit_and_critic.json": critic_workflow,
     "revise_best_of_n.json": best_of_workflow,
