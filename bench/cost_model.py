@@ -69,6 +69,7 @@ def ladder(step: str) -> list[tuple[str, dict]]:
                  ("+ instead 4 latent frames sampled over the clip, each decoded alone (critic_decode=frames)",
                   {"critic_decode": "frames", "decode_latent_frames": 0}),
                  ("+ 2 critic frames (critic_frames=2)", {"critic_frames": 2})]
+    rows.append(("+ LoRA instead of full fine-tuning (train=lora, rank 32)", {"train": "lora"}))
     return rows
 
 

@@ -103,37 +103,66 @@ def u_length(vlm, frames: int, height: int, width: int) -> int:
     return len(vlm.build_inputs(messages, [vlm.prepare_frames(clip, 8)]).token_ids)
 
 
+def build_connector(vlm_name: str, vlm_dim: int, video_tokens: int, u_len: int):
+    """The connector of the model set: the ReViSE release's (VisionHead + DM_Adapter, 2.1B parameters) with its
+    VILA, the Omni-Video 2 layout with another VLM. The context holds the whole source video: at 81 frames
+    480x832 the video alone is 8190 tokens, more than either release's context (2560 / 6144), so those rows
+    use a longer one (no release runs at that size)."""
+    from revise_core.connector import Connector, ConnectorConfig
+    from revise_core.connector.revise import TransformerShape, VisionHeadConnector, VisionHeadConnectorConfig
+
+    if vlm_name == "revise-vila-8b":
+        lengths = {"img_st": 6, "img_ed": 6, "ipl_st": 6, "ipl_ed": 6, "prp_st": 7, "prp_ed": 7}  # as the release's
+        config = VisionHeadConnectorConfig(
+            vision_head=TransformerShape(in_dim=vlm_dim, dim=1152, queries=4, encoder_layers=4, decoder_layers=4,
+                                         ffn_dim=4608),
+            dm_adapter=TransformerShape(in_dim=1152, dim=4096, queries=256, encoder_layers=4, decoder_layers=4,
+                                        ffn_dim=16384),
+            boundary_lengths=lengths, null_text_len=TEXT_TOKENS, null_vlm_len=164)
+        needed = video_tokens + config.vlm_tokens + TEXT_TOKENS + sum(lengths.values())
+        config.max_context_len = max(config.max_context_len, needed)
+        return VisionHeadConnector(config)
+    config = ConnectorConfig.from_dict(_config("omnivideo2-1.3b"))
+    config.vlm_dim = vlm_dim
+    config.max_context_len = max(config.max_context_len, video_tokens + u_len + TEXT_TOKENS)
+    return Connector(config)
+
+
 def setup(frames: int, height: int, width: int, *, step: str, vlm_name: str, settings: Settings) -> dict:
     """Everything resident on the GPU for `step`, built in the current (fake) mode."""
     from diffusers import AutoencoderKLWan, WanTransformer3DModel
     from transformers import UMT5Config, UMT5EncoderModel
 
     from bench.fake_measure import default_dtype
-    from revise_core.connector import Connector, ConnectorConfig
     from trainer.model import Generator, configure_trainable
 
     train = step != "edit"
     frozen = torch.bfloat16 if (settings.frozen_dtype == "bf16" or not train) else torch.float32
     vlm = build_vlm(vlm_name, frozen)
-    connector_config = ConnectorConfig.from_dict(_config("omnivideo2-1.3b"))
-    connector_config.vlm_dim = vlm.hidden_size
-    if vlm_name == "revise-vila-8b":
-        connector_config.max_context_len = 2560  # the ReViSE release's context length
+    u_len = u_length(vlm, frames, height, width)
+    video_tokens = ((frames - 1) // 4 + 1) * (height // 32) * (width // 32)  # the visual adapter's (1, 4, 4) patches
     trained_dtype = torch.float32 if train else torch.bfloat16
     with default_dtype(trained_dtype):
         dit = WanTransformer3DModel.from_config(_config("wan2.1-t2v-1.3b"))
-        connector = Connector(connector_config)
+        connector = build_connector(vlm_name, vlm.hidden_size, video_tokens, u_len)
+    if train:  # as the trainer: the connector's frozen parts are stored like the other frozen models
+        for name, parameter in connector.named_parameters():
+            if not name.startswith("visual_context_adapter."):
+                parameter.data = parameter.data.to(frozen)
+    connector_config = connector.config
     with default_dtype(frozen):
         vae = AutoencoderKLWan.from_config(_config("wan2.1-vae")).eval().requires_grad_(False)
         t5 = UMT5EncoderModel(UMT5Config(**_config("umt5-xxl"))).eval() if (settings.t5_resident or not train) else None
     if t5 is not None:
         t5.requires_grad_(False)
     generator = Generator(dit, connector)
+    if not train:  # the editor's models are all frozen
+        generator.requires_grad_(False)
     latent = (1, 16, (frames - 1) // 4 + 1, height // 8, width // 8)
     state = dict(generator=generator, vae=vae, vlm=vlm, t5=t5, step=step, settings=settings,
                  source_latents=torch.randn(latent), target_latents=torch.randn(latent),
                  text=torch.randn(TEXT_TOKENS, connector_config.context_dim),
-                 u=torch.randn(u_length(vlm, frames, height, width), vlm.hidden_size),
+                 u=torch.randn(u_len, vlm.hidden_size),
                  source_frames=torch.rand(frames, height, width, 3).half())
     tracked = [generator, vae, vlm.model] + ([t5] if t5 is not None else [])
     if train:

@@ -39,7 +39,7 @@ class ReViSEVAEEncode:
                                "tooltip": "Output height, multiple of 32; 0 = the source's height rounded down."}),
             "resize": (list(video_ops.RESIZE_POLICIES), {"default": "crop",
                        "tooltip": "crop: cover and centre-crop; pad: fit and letterbox; stretch: ignore aspect ratio; "
-                                  "release: centre-crop to the aspect, then bilinear (the ReViSE release)."}),
+                                  "official: centre-crop to the aspect, then bilinear (the ReViSE release)."}),
             "frame_policy": (list(video_ops.FRAME_POLICIES), {"default": "trim",
                              "tooltip": "trim: drop frames down to 4k+1; pad: repeat the last frame up to 4k+1."}),
         }, "optional": {
@@ -170,10 +170,10 @@ class ReViSESampler:
                              "tooltip": "Noise seed (same seed, same edit)."}),
         }, "optional": {
             "guidance_mode": (list(GUIDANCE_MODES), {"default": "standard",
-                              "tooltip": "standard: uncond + g·(cond − uncond); release: cond + g·(cond − uncond), the "
+                              "tooltip": "standard: uncond + g·(cond − uncond); official: cond + g·(cond − uncond), the "
                                          "ReViSE release's formula (= standard at g + 1)."}),
             "sigma_schedule": (list(SIGMA_SCHEDULES), {"default": "diffusers",
-                               "tooltip": "diffusers: the scheduler's own flow sigmas; release: linspace(0.999, 0) "
+                               "tooltip": "diffusers: the scheduler's own flow sigmas; official: linspace(0.999, 0) "
                                           "shifted, as the ReViSE / Wan2.1 releases sample."}),
         }}
 

@@ -55,8 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     # --- sampling (defaults: DEFAULTS below, or the preset's) ---
     parser.add_argument("--steps", type=int, help="denoising steps (default 40)")
     parser.add_argument("--guidance", type=float, help="guidance scale; 1 disables it (default 3)")
-    parser.add_argument("--guidance-mode", choices=("standard", "release"),
-                        help="standard: uncond + g(cond - uncond) (default); release: cond + g(cond - uncond)")
+    parser.add_argument("--guidance-mode", choices=("standard", "official"),
+                        help="standard: uncond + g(cond - uncond) (default); official (the ReViSE release): cond + g(cond - uncond)")
     parser.add_argument("--shift", type=float, help="flow shift of the sigma schedule (default 5)")
     parser.add_argument("--scheduler", choices=("unipc", "euler"), help="sampler (default unipc)")
     parser.add_argument("--seed", type=int, help="noise seed (default 0)")
@@ -65,9 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="frames to edit, 4k+1 (default: the source's count made 4k+1)")
     parser.add_argument("--height", type=int, default=None, help="output height, multiple of 32 (default: source)")
     parser.add_argument("--width", type=int, default=None, help="output width, multiple of 32 (default: source)")
-    parser.add_argument("--resize", choices=("crop", "pad", "stretch", "release"),
+    parser.add_argument("--resize", choices=("crop", "pad", "stretch", "official"),
                         help="how the source is fitted to the size: centre crop (default), letterbox pad, stretch, "
-                             "release (centre crop to the aspect, then bilinear, as the ReViSE release)")
+                             "official (centre crop to the aspect, then bilinear, as the ReViSE release)")
     parser.add_argument("--frame-policy", choices=("trim", "pad"),
                         help="make the frame count 4k+1 by trimming (default) or by repeating the last frame")
     # --- reasoning and runtime ---

@@ -36,9 +36,9 @@ PRESETS: dict[str, Preset] = {
         name="revise-official",
         description="the ReViSE release's inference.sh: UniPC 40 steps, shift 5, release sigmas, cond + 3·(cond − "
                     "uncond), 17 frames 640x352 from frame 1, VLM on frame 0, 8 fps",
-        sampler=dict(steps=40, guidance_scale=3.0, guidance_mode="release", shift=5.0, scheduler="unipc",
-                     sigma_schedule="release", seed=1818),
-        settings=dict(num_frames=17, height=352, width=640, resize="release", frame_policy="trim", skip_frames=1,
+        sampler=dict(steps=40, guidance_scale=3.0, guidance_mode="official", shift=5.0, scheduler="unipc",
+                     sigma_schedule="official", seed=1818),
+        settings=dict(num_frames=17, height=352, width=640, resize="official", frame_policy="trim", skip_frames=1,
                       reasoning="none", max_text_len=512),
         output_fps=8.0,
         vlm_sees_native_frames=True,

@@ -19,8 +19,8 @@ from .checkpoints import compute_dtype
 logger = logging.getLogger(__name__)
 
 SCHEDULERS = ("unipc", "euler")
-GUIDANCE_MODES = ("standard", "release")
-SIGMA_SCHEDULES = ("diffusers", "release")
+GUIDANCE_MODES = ("standard", "official")
+SIGMA_SCHEDULES = ("diffusers", "official")
 
 
 class SamplingCancelled(RuntimeError):
@@ -36,10 +36,10 @@ class SamplerConfig:
     shift: float = 5.0  # flow shift of the sigma schedule (Wan: 3.0 for 480p, 5.0 for 720p)
     scheduler: str = "unipc"
     seed: int = 0
-    # standard: uncond + g·(cond − uncond) (diffusers' WanPipeline); release: cond + g·(cond − uncond), the
+    # standard: uncond + g·(cond − uncond) (diffusers' WanPipeline); official: cond + g·(cond − uncond), the
     # ReViSE release's formula (revise_video_unified_gen.py:369), i.e. standard guidance at g + 1.
     guidance_mode: str = "standard"
-    # diffusers: the scheduler's own flow sigmas (from 1.0); release: linspace(0.999, 0, steps + 1)[:-1], then
+    # diffusers: the scheduler's own flow sigmas (from 1.0); official: linspace(0.999, 0, steps + 1)[:-1], then
     # shifted, as Wan's FlowUniPCMultistepScheduler (the ReViSE and Wan2.1 releases) sets them.
     sigma_schedule: str = "diffusers"
 
@@ -84,7 +84,7 @@ def make_scheduler(name: str, shift: float, num_train_timesteps: int = 1000):
     raise ValueError(f"scheduler must be one of {SCHEDULERS}, got '{name}'")
 
 
-def release_sigmas(steps: int):
+def official_sigmas(steps: int):
     """Unshifted sigmas of Wan's FlowUniPCMultistepScheduler: linspace(0.999, 0, steps + 1) without the last;
     the diffusers scheduler shifts them by its flow_shift and appends the final 0 (verified to give the same
     timesteps as Wan's own scheduler; shared/reference/revise-official.md §5)."""
@@ -132,8 +132,8 @@ def sample(
     uncond = uncond.to(device=device, dtype=dtype) if guided else None
 
     scheduler = make_scheduler(config.scheduler, config.shift)
-    if config.sigma_schedule == "release":
-        scheduler.set_timesteps(sigmas=release_sigmas(config.steps), device=device)
+    if config.sigma_schedule == "official":
+        scheduler.set_timesteps(sigmas=official_sigmas(config.steps), device=device)
     else:
         scheduler.set_timesteps(config.steps, device=device)
     scheduler.set_begin_index(0)

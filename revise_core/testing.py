@@ -490,7 +490,7 @@ def write_tiny_models(out_dir: str | Path, seed: int = 0) -> dict:
     release = out / "revise_ckpt"
     write_release_connector(release, models.release_connector, original)
     write_release_wan_folder(release / "wan" / "wanxiang1_3b", dit, vae, models.release_text)
-    record("connector", "revise_ckpt", "revise release")
+    record("model_set", "revise_ckpt", "revise release")
 
     # CLIP-family image/text encoder for the benchmark's video-quality metrics
     clip, clip_tokenizer = tiny_clip(seed + 5)

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 logger = logging.getLogger(__name__)
 
 FRAME_POLICIES = ("trim", "pad")
-RESIZE_POLICIES = ("crop", "pad", "stretch", "release")
+RESIZE_POLICIES = ("crop", "pad", "stretch", "official")
 DEFAULT_FPS = Fraction(16)
 
 
@@ -234,7 +234,7 @@ def conform(
       repeating the last frame only when frame_policy="pad"), else the clip's own count made 4k+1.
     - Size: target (height, width) default to the clip's size rounded down to `multiple`. "crop" scales
       to cover and crops the centre (no distortion), "pad" scales to fit and pads with black, "stretch"
-      resizes to the target ignoring the aspect ratio, "release" crops the centre to the target aspect
+      resizes to the target ignoring the aspect ratio, "official" crops the centre to the target aspect
       then resizes (bilinear), as the ReViSE release does.
     """
     check_frames(frames, what="source video", min_frames=min_frames)
@@ -278,8 +278,8 @@ def resize_frames(frames: torch.Tensor, height: int, width: int, policy: str = "
         return frames.contiguous()
     chw = frames.permute(0, 3, 1, 2)
     src_h, src_w = chw.shape[-2:]
-    if policy == "release":
-        return _release_resize(chw, height, width).permute(0, 2, 3, 1).contiguous()
+    if policy == "official":
+        return _official_resize(chw, height, width).permute(0, 2, 3, 1).contiguous()
     if policy == "stretch":
         out = _interpolate(chw, height, width)
     else:
@@ -296,7 +296,7 @@ def resize_frames(frames: torch.Tensor, height: int, width: int, policy: str = "
     return out.permute(0, 2, 3, 1).clamp(0, 1).contiguous()
 
 
-def _release_resize(chw: torch.Tensor, height: int, width: int) -> torch.Tensor:
+def _official_resize(chw: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """The ReViSE release's frame preprocessing (`generative.py: transform_image_to_tensor`): a centre crop
     to the target aspect with its integer arithmetic and torchvision's CenterCrop rounding, then PIL's
     antialiased bilinear resize of 8-bit frames (torch's antialiased bilinear follows PIL's filter; the

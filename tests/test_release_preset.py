@@ -51,7 +51,7 @@ def test_release_sigmas_give_the_releases_integer_timesteps():
     assert dit.timesteps[0] == 999
 
 
-@pytest.mark.parametrize("mode, expected", [("release", 2.0 + 3.0 * (2.0 - 0.5)), ("standard", 0.5 + 3.0 * 1.5)])
+@pytest.mark.parametrize("mode, expected", [("official", 2.0 + 3.0 * (2.0 - 0.5)), ("standard", 0.5 + 3.0 * 1.5)])
 def test_guidance_formula(mode, expected):
     dit = RecordingDiT(2.0, 0.5)
     cond, uncond = _contexts()
@@ -119,7 +119,7 @@ def test_preset_edit_equals_an_independent_composition(tiny_dir):
 
         # --- by hand ---
         connector, vae, dit = models.connector, models.vae, models.dit
-        clip = resize_frames(frames[1:18], 64, 96, "release")
+        clip = resize_frames(frames[1:18], 64, 96, "official")
         mu = vae.encode((clip.permute(3, 0, 1, 2)[None] * 2 - 1)).latent_dist.mode()
         mean = torch.tensor(vae.config.latents_mean).view(1, -1, 1, 1, 1)
         std = torch.tensor(vae.config.latents_std).view(1, -1, 1, 1, 1)

@@ -351,7 +351,10 @@ def test_frozen_dtype_sets_the_storage_of_the_frozen_models(tiny_dir, manifest, 
     half.setup()
     for module in (half.models.vae, half.models.text.model, half.models.vlm.model):
         assert {p.dtype for p in module.parameters()} == {torch.bfloat16}
-    assert {p.dtype for p in half.generator.parameters()} == {torch.float32}  # what trains stays fp32
+    trained = {n for n, p in half.generator.named_parameters() if p.requires_grad}
+    assert {p.dtype for n, p in half.generator.named_parameters() if n in trained} == {torch.float32}  # fp32 masters
+    frozen_connector = [p for p in half.generator.connector.parameters() if not p.requires_grad]
+    assert frozen_connector and {p.dtype for p in frozen_connector} == {torch.bfloat16}
     reference, result = auto._loss_step(0, 0), half._loss_step(0, 0)
     loss, expected = float(result.loss.detach()), float(reference.loss.detach())
     assert math.isfinite(loss) and loss == pytest.approx(expected, rel=0.05)

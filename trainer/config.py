@@ -65,8 +65,8 @@ class USOConfig:
     device: str = _opt("auto", "auto | cpu | cuda | cuda:N")
     dtype: str = _opt("auto", "autocast dtype: auto (bf16 on GPU, fp32 on CPU) | bf16 | fp16 (with loss scaling) | "
                               "fp32; trained weights and optimizer state stay fp32")
-    frozen_dtype: str = _opt("auto", "storage dtype of the frozen VAE, umT5 and VLM: auto (the compute dtype: bf16 on "
-                                     "a GPU, fp32 on the CPU) | bf16 | fp16 | fp32")
+    frozen_dtype: str = _opt("auto", "storage dtype of the frozen VAE, umT5, VLM and connector parts: auto (the "
+                                     "compute dtype: bf16 on a GPU, fp32 on the CPU) | bf16 | fp16 | fp32")
     offload_text_encoder: bool = _opt(True, "keep umT5 off the GPU except while it encodes a sample's instruction "
                                             "(features are cached; identical losses)")
     checkpointing_dit: bool = _opt(False, "gradient checkpointing in the DiT blocks")

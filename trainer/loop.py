@@ -103,7 +103,7 @@ class USOTrainer:
         # The manifest is validated before any model is loaded (every problem listed at once).
         self.triplets = self._triplets or read_manifest(cfg.manifest, min_frames=1)
         # "auto": the compute dtype, which autocast runs the frozen models' matmuls in anyway.
-        frozen = (self.autocast_dtype or torch.float32) if cfg.frozen_dtype == "auto" \
+        frozen = frozen_dtype = (self.autocast_dtype or torch.float32) if cfg.frozen_dtype == "auto" \
             else ckpt.resolve_dtype(cfg.frozen_dtype)
         # What trains is loaded in fp32; the frozen models in `frozen` (a 7B VLM is 31 GiB in fp32, 15 in bf16).
         models = self._models or EditModels.load(cfg.models, dtype=frozen, device="cpu",
@@ -123,6 +123,11 @@ class USOTrainer:
         self.generator = Generator(models.dit, models.connector).to(self.device)
         self.trainable = configure_trainable(self.generator, mode=cfg.train, lora_rank=cfg.lora_rank,
                                              lora_alpha=cfg.lora_alpha, lora_targets=cfg.lora_targets)
+        # The connector's frozen parts (the release's VisionHead + DM_Adapter: 2.1B parameters) are stored like
+        # the other frozen models; only what trains keeps fp32 master weights.
+        for parameter in self.generator.connector.parameters():
+            if not parameter.requires_grad:
+                parameter.data = parameter.data.to(frozen_dtype)
         self.generator.dit.train()
         if cfg.checkpointing_dit:
             self.generator.dit.enable_gradient_checkpointing()

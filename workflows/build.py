@@ -289,11 +289,11 @@ def official_edit_workflow() -> dict:
 
 **The release's own settings** (`--preset revise-official`): 17 frames at 640x352 from frame 1 (skip 1), centre crop
 then bilinear resize; VILA reads frame 0 of the video; UniPC, 40 steps, shift 5, the release's sigmas,
-guidance cond + 3·(cond − uncond) against its unconditioned context; written at 8 fps, seed 1818.""")
+guidance cond + 3·(cond − uncond) (`official` mode) against its unconditioned context; written at 8 fps, seed 1818.""")
     models = graph.add("ReViSEModelSetLoader", (0, 0), (320, 200), model_set="revise_ckpt", precision="auto",
                        device="auto")
     components = source_video(graph)
-    encode = graph.add("ReViSEVAEEncode", (380, 300), num_frames=17, width=640, height=352, resize="release",
+    encode = graph.add("ReViSEVAEEncode", (380, 300), num_frames=17, width=640, height=352, resize="official",
                        frame_policy="trim", skip_frames=1)
     graph.connect(models, "vae", encode, "vae")
     graph.connect(components, "images", encode, "images")
@@ -307,7 +307,7 @@ guidance cond + 3·(cond − uncond) against its unconditioned context; written 
     graph.connect(vlm, "vlm_cond", connector, "vlm_cond")
     graph.connect(encode, "latent", connector, "source_latent")
     sampler = graph.add("ReViSESampler", (1160, 0), (320, 260), steps=40, guidance=3.0, shift=5.0, scheduler="unipc",
-                        seed=1818, guidance_mode="release", sigma_schedule="release")
+                        seed=1818, guidance_mode="official", sigma_schedule="official")
     graph.connect(models, "dit", sampler, "dit")
     graph.connect(connector, "cond", sampler, "cond")
     decode = graph.add("ReViSEVAEDecode", (1160, 300), tiled=False)

@@ -93,7 +93,8 @@ class Connector(ContextConnector):
                 f"VLM hidden states have width {u.shape[-1]} but the connector expects vlm_dim="
                 f"{self.config.vlm_dim}: the VLM and the connector checkpoint do not belong together"
             )
-        return self.vlm_proj(self.vlm_norm(u))
+        # In the projection's own dtype: the trainer may store this frozen part in bf16 while computing in fp32.
+        return self.vlm_proj(self.vlm_norm(u.to(self.vlm_proj.weight.dtype)))
 
     def boundary_token(self, name: str) -> torch.Tensor:
         return getattr(self.boundary, name)

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import re
-import warnings
 from dataclasses import asdict, dataclass, field, fields
 
 import torch
@@ -130,18 +129,33 @@ class QueryTransformer(nn.Module):
         self.transformer_name = transformer_name
         self.decoder_query = nn.Parameter(torch.zeros(1, shape.queries, shape.dim))
         self.fc = nn.Sequential(nn.Linear(shape.in_dim, shape.dim), nn.GELU(), nn.Linear(shape.dim, shape.dim))
-        with warnings.catch_warnings():
-            # nn.Transformer warns that norm_first disables nested tensors, which only concern padded batches.
-            warnings.filterwarnings("ignore", message="enable_nested_tensor is True")
-            transformer = nn.Transformer(d_model=shape.dim, nhead=shape.nhead, num_encoder_layers=shape.encoder_layers,
-                                         num_decoder_layers=shape.decoder_layers, dim_feedforward=shape.ffn_dim,
-                                         dropout=0.0, layer_norm_eps=shape.eps, batch_first=True, norm_first=True)
-        self.add_module(transformer_name, transformer)
+        self.add_module(transformer_name, _transformer(shape))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         source = self.fc(x)
         queries = self.decoder_query.to(source.dtype).expand(source.shape[0], -1, -1)
         return getattr(self, self.transformer_name)(src=source, tgt=queries)
+
+
+def _transformer(shape: TransformerShape) -> nn.Transformer:
+    """`nn.Transformer(d_model, nhead, layers, ffn, dropout=0, relu, batch_first, norm_first)` as the release
+    builds it, with the same parameter names. Each layer is constructed on its own instead of deep-copied
+    from a template (what nn.Transformer does): deep copies of fake or meta tensors (cost model, empty loads)
+    do not belong to the mode that made them."""
+    options = dict(d_model=shape.dim, nhead=shape.nhead, dim_feedforward=shape.ffn_dim, dropout=0.0,
+                   layer_norm_eps=shape.eps, batch_first=True, norm_first=True)
+
+    def stack(kind, layer, count: int):
+        # num_layers=0: the template layer is only inspected, never copied; the real layers are set below.
+        built = kind(layer(**options), 0, norm=nn.LayerNorm(shape.dim, eps=shape.eps), **(
+            {"enable_nested_tensor": False} if kind is nn.TransformerEncoder else {}))
+        built.layers = nn.ModuleList([layer(**options) for _ in range(count)])
+        built.num_layers = count
+        return built
+
+    return nn.Transformer(d_model=shape.dim, nhead=shape.nhead, batch_first=True, norm_first=True,
+                          custom_encoder=stack(nn.TransformerEncoder, nn.TransformerEncoderLayer, shape.encoder_layers),
+                          custom_decoder=stack(nn.TransformerDecoder, nn.TransformerDecoderLayer, shape.decoder_layers))
 
 
 class VisionHeadConnector(ContextConnector):
@@ -168,7 +182,8 @@ class VisionHeadConnector(ContextConnector):
                 f"VLM hidden states must be [L, {self.config.vlm_dim}], got {tuple(u.shape)}: the VLM and the "
                 "connector checkpoint do not belong together"
             )
-        head = self.vision_head(u[None])  # [1, 4, 1152]
+        # In the heads' own dtype: the trainer may store these frozen parts in bf16 while computing in fp32.
+        head = self.vision_head(u[None].to(self.vision_head.decoder_query.dtype))  # [1, 4, 1152]
         adapted = self.dm_adapter(head.reshape(-1, 1, head.shape[-1]))  # each head token alone: [4, 256, 4096]
         return rearrange(adapted, "(b n) c d -> b (n c) d", b=1)[0]
 
