@@ -165,6 +165,26 @@ def _read_pickle(path: Path) -> dict[str, torch.Tensor]:
     return _unwrap_state_dict(obj, path)
 
 
+def read_weights_folder(folder: Path, index_names: Sequence[str], weight_names: Sequence[str], *,
+                        what: str) -> dict[str, torch.Tensor]:
+    """A model folder's tensors: every shard of the first index present, else the first single weights file."""
+    for index_name in index_names:
+        index_path = folder / index_name
+        if index_path.is_file():
+            shards = sorted(set(read_json(index_path, what="weights index").get("weight_map", {}).values()))
+            if not shards:
+                raise CheckpointError(f"{index_path}: 'weight_map' is empty or missing")
+            tensors: dict[str, torch.Tensor] = {}
+            for shard in shards:
+                tensors.update(read_state_dict(folder / shard).tensors)
+            return tensors
+    for name in weight_names:
+        if (folder / name).is_file():
+            return dict(read_state_dict(folder / name).tensors)
+    raise ModelFileNotFoundError(
+        f"{folder}: no {what} weights found; looked for {', '.join(tuple(weight_names) + tuple(index_names))}")
+
+
 def read_tensor_pickle(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Read a plain `pickle.dump` of a dict of tensors (Omni-Video's `special_tokens.pkl`) safely."""
     return _unwrap_state_dict(read_pickled_tensors(path), Path(path))

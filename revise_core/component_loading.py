@@ -83,23 +83,7 @@ def _read_folder(folder: Path, component: str) -> tuple[dict[str, torch.Tensor],
             f"{folder}: a {component} folder needs a config.json (diffusers layout); found "
             f"{sorted(p.name for p in folder.iterdir())[:12]}"
         )
-    for index_name in INDEX_NAMES:
-        index_path = folder / index_name
-        if index_path.is_file():
-            index = ckpt.read_json(index_path, what="weights index")
-            shards = sorted(set(index.get("weight_map", {}).values()))
-            if not shards:
-                raise ckpt.CheckpointError(f"{index_path}: 'weight_map' is empty or missing")
-            tensors: dict[str, torch.Tensor] = {}
-            for shard in shards:
-                tensors.update(ckpt.read_state_dict(folder / shard).tensors)
-            return tensors, "diffusers-folder", config
-    for name in WEIGHT_NAMES:
-        if (folder / name).is_file():
-            return ckpt.read_state_dict(folder / name).tensors, "diffusers-folder", config
-    raise ckpt.ModelFileNotFoundError(
-        f"{folder}: no weights found; looked for {', '.join(WEIGHT_NAMES + INDEX_NAMES)}"
-    )
+    return ckpt.read_weights_folder(folder, INDEX_NAMES, WEIGHT_NAMES, what=component), "diffusers-folder", config
 
 
 def _to_diffusers_keys(spec: ComponentSpec, source: ckpt.StateDictFile) -> tuple[dict[str, torch.Tensor], str]:

@@ -92,17 +92,8 @@ def wan_model_config_to_diffusers(data: dict, *, path: Path) -> dict:
 
 
 def _wan_dit_tensors(wan_dir: Path) -> dict[str, torch.Tensor]:
-    index = wan_dir / "diffusion_pytorch_model.safetensors.index.json"
-    if index.is_file():
-        shards = sorted(set(ckpt.read_json(index, what="weights index").get("weight_map", {}).values()))
-        tensors: dict[str, torch.Tensor] = {}
-        for shard in shards:
-            tensors.update(ckpt.read_state_dict(wan_dir / shard).tensors)
-        return tensors
-    for name in WAN_DIT_WEIGHTS:
-        if (wan_dir / name).is_file():
-            return dict(ckpt.read_state_dict(wan_dir / name).tensors)
-    raise ckpt.ModelFileNotFoundError(f"{wan_dir}: no DiT weights ({', '.join(WAN_DIT_WEIGHTS)} or a sharded index)")
+    return ckpt.read_weights_folder(wan_dir, ("diffusion_pytorch_model.safetensors.index.json",), WAN_DIT_WEIGHTS,
+                                    what="Wan DiT")
 
 
 def load_release_dit(folder: Path, transformer_state: dict[str, torch.Tensor], *, dtype, device):

@@ -162,19 +162,8 @@ def _fill_tied(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def _read_hf_folder(folder: Path) -> dict[str, torch.Tensor]:
-    index = folder / "model.safetensors.index.json"
-    if index.is_file():
-        shards = sorted(set(ckpt.read_json(index, what="weights index").get("weight_map", {}).values()))
-        tensors: dict[str, torch.Tensor] = {}
-        for shard in shards:
-            tensors.update(ckpt.read_state_dict(folder / shard).tensors)
-        return _hf_encoder_tensors(tensors)
-    for name in ("model.safetensors", "pytorch_model.bin"):
-        if (folder / name).is_file():
-            return _hf_encoder_tensors(ckpt.read_state_dict(folder / name).tensors)
-    raise ckpt.ModelFileNotFoundError(
-        f"{folder}: no umT5 weights found; looked for model.safetensors(.index.json), pytorch_model.bin"
-    )
+    return _hf_encoder_tensors(ckpt.read_weights_folder(folder, ("model.safetensors.index.json",),
+                                                        ("model.safetensors", "pytorch_model.bin"), what="umT5"))
 
 
 def _match_t5_variant(tensors: Mapping[str, torch.Tensor], path: Path, variants: tuple[Variant, ...]) -> dict:
