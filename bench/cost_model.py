@@ -106,6 +106,9 @@ def to_row(measurement, *, step: str, size: str, vlm: str, setting: str, switche
 
 
 def plan(quick: bool) -> list[tuple]:
+    """The validation rows, then per VLM and size: the edit step, and SFT / USO rows. The whole ladder (one
+    row per memory feature) is shown once, for the ReViSE release at 33 frames; elsewhere the ladder's first
+    row (as configured before), its last full fine-tuning row (every feature on) and the LoRA row."""
     cases: list[tuple] = [("naive", step, "33f", "qwen2.5-vl-7b", "naive (H100 anchor)", {})
                           for step in ("edit", "sft", "uso")]
     cases += [("naive", step, "81f", "qwen2.5-vl-7b", "naive (H100 anchor)", {}) for step in ("edit", "sft")]
@@ -118,11 +121,29 @@ def plan(quick: bool) -> list[tuple]:
                 if step == "edit":
                     cases.append(("project", "edit", size, vlm, "editor, all five models resident (bf16)", {}))
                     continue
-                switches: dict = {}
+                rows, switches = [], {}
                 for label, change in ladder(step):
                     switches = {**switches, **change}
-                    cases.append(("project", step, size, vlm, label, dict(switches)))
+                    rows.append(("project", step, size, vlm, label, dict(switches)))
+                if (vlm, size) != (VLMS[0], "33f"):
+                    rows = [rows[0], rows[-2], rows[-1]]
+                cases += rows
     return cases
+
+
+def reused_rows(path: str | None) -> dict:
+    """Rows of an earlier run's output (the JSON lines this command prints), keyed like the plan's cases, so
+    that an interrupted run continues where it stopped; the results record which rows came from where."""
+    if not path:
+        return {}
+    rows = {}
+    for line in open(path, encoding="utf-8"):
+        line = line.strip()
+        if line.startswith("{"):
+            data = json.loads(line)
+            key = (data["step"], data["frames"], data["vlm"], data["setting"], json.dumps(data["switches"], sort_keys=True))
+            rows[key] = Row(**{k: v for k, v in data.items() if k in Row.__dataclass_fields__})
+    return rows
 
 
 def run_case(case: tuple) -> Row:
@@ -142,15 +163,26 @@ def _single_threaded_worker() -> None:
     torch.set_num_threads(1)
 
 
-def measure_all(cases: list[tuple], jobs: int):
-    """Yield the rows in plan order; with jobs > 1, rows are measured in separate spawned processes."""
+def measure_all(cases: list[tuple], jobs: int, reuse: dict | None = None):
+    """Yield the rows in plan order; with jobs > 1, rows are measured in separate spawned processes. Rows in
+    `reuse` (an earlier run's) are taken over instead of measured."""
+    reuse = reuse or {}
+
+    def key(case):
+        _, step, size, vlm, setting, switches = case
+        return (step, SIZES[size][0], vlm, setting, json.dumps(switches, sort_keys=True))
+
+    todo = [case for case in cases if key(case) not in reuse]
     if jobs <= 1:
+        measured = map(run_case, todo)
         for case in cases:
-            yield run_case(case)
+            yield reuse[key(case)] if key(case) in reuse else next(measured)
         return
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: no fake mode or patch leaks in
     with ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_single_threaded_worker) as pool:
-        yield from pool.map(run_case, cases)
+        measured = pool.map(run_case, todo)
+        for case in cases:
+            yield reuse[key(case)] if key(case) in reuse else next(measured)
 
 
 def markdown(rows: list[Row], command: str) -> str:
@@ -175,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.cost_model", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="validation rows at 33 frames + one USO ladder")
     parser.add_argument("--jobs", type=int, default=1, help="rows measured in parallel processes (one per core)")
+    parser.add_argument("--reuse", help="the printed output (JSON lines) of an interrupted run: its rows are kept")
     parser.add_argument("--out", default=str(RESULTS / "cost_model"), help="results path without extension")
     args = parser.parse_args(argv)
     if args.jobs < 1:
@@ -183,12 +216,14 @@ def main(argv: list[str] | None = None) -> int:
         f" --jobs {args.jobs}" if args.jobs > 1 else "")
     rows: list[Row] = []
     started = time.perf_counter()
-    for row in measure_all(plan(args.quick), args.jobs):
+    reuse = reused_rows(args.reuse)
+    for row in measure_all(plan(args.quick), args.jobs, reuse):
         rows.append(row)
         print(json.dumps(asdict(row)), flush=True)
     payload = {"command": command, "device": f"CPU fake tensors ({platform.machine()})",
                "roofline_flops_per_s": H100_BF16_FLOPS, "rows": [asdict(r) for r in rows],
-               "seconds": round(time.perf_counter() - started)}
+               "seconds": round(time.perf_counter() - started),
+               "reused_rows": len(reuse and [r for r in rows if any(r is v for v in reuse.values())])}
     with contextlib.suppress(FileExistsError):
         RESULTS.mkdir(parents=True)
     from pathlib import Path
