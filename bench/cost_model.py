@@ -1,14 +1,15 @@
 """Real-size cost model without a GPU: FLOPs and peak memory of the edit, SFT and USO steps.
 
-    python -m bench.cost_model --jobs 2   # every row (about an hour on 2 CPU cores)
+    python -m bench.cost_model --jobs 2   # every row (about 30 minutes on 2 CPU cores)
     python -m bench.cost_model --quick    # the validation rows and the 33-frame USO ladder of one VLM
 
 Every step runs once on fake tensors (bench/fake_measure.py: no memory is allocated, attention and RMSNorm
 are accounted as CUDA runs them): Wan2.1-1.3B with the VLMs the project supports at real size, bf16. Rows:
 - "naive (H100 anchor)": the composition measured on an H100 (shared/reference/anchor), modelled exactly;
   these rows are compared with the measurements (validation).
-- the project's steps: the editor's guided step, and the trainer's SFT / USO step with one row per memory
-  feature switched on, in the order the table lists them (each row keeps the switches above it).
+- the project's steps: the editor's guided step, and the trainer's SFT / USO step. For the ReViSE release
+  (VILA + its own connector) at 33 frames, one row per memory feature switched on, in the order the table
+  lists them (each row keeps the switches above it); elsewhere the row with every feature on.
 Roofline time = FLOPs / H100 dense bf16 peak (989 TFLOP/s): a lower bound, compute-bound, no overlap.
 Results: bench/results/cost_model.{json,md}; docs/performance.md explains them and what they leave out.
 """
