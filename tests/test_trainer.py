@@ -344,10 +344,11 @@ def test_text_encoder_visits_the_compute_device_only_while_encoding():
 
 
 def test_frozen_dtype_sets_the_storage_of_the_frozen_models(tiny_dir, manifest, tmp_path):
-    auto = make_trainer(tiny_dir, manifest, tmp_path / "auto", steps=1)
+    # 32 x 32 clips: half-precision convolutions are slow on the CPU, and the dtypes are what is checked here.
+    auto = make_trainer(tiny_dir, manifest, tmp_path / "auto", steps=1, height=32, width=32)
     auto.setup()
     assert {p.dtype for p in auto.models.vlm.model.parameters()} == {torch.float32}  # CPU: fp32 compute
-    half = make_trainer(tiny_dir, manifest, tmp_path / "bf16", steps=1, frozen_dtype="bf16")
+    half = make_trainer(tiny_dir, manifest, tmp_path / "bf16", steps=1, frozen_dtype="bf16", height=32, width=32)
     half.setup()
     for module in (half.models.vae, half.models.text.model, half.models.vlm.model):
         assert {p.dtype for p in module.parameters()} == {torch.bfloat16}
