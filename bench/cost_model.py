@@ -140,8 +140,11 @@ def reused_rows(path: str | None) -> dict:
     rows = {}
     for line in open(path, encoding="utf-8"):
         line = line.strip()
-        if line.startswith("{"):
-            data = json.loads(line)
+        try:
+            data = json.loads(line) if line.startswith("{") else None
+        except json.JSONDecodeError:  # a torn last line, or not the printed rows
+            data = None
+        if isinstance(data, dict) and "setting" in data:
             key = (data["step"], data["frames"], data["vlm"], data["setting"], json.dumps(data["switches"], sort_keys=True))
             rows[key] = Row(**{k: v for k, v in data.items() if k in Row.__dataclass_fields__})
     return rows

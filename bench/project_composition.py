@@ -145,9 +145,9 @@ def setup(frames: int, height: int, width: int, *, step: str, vlm_name: str, set
     with default_dtype(trained_dtype):
         dit = WanTransformer3DModel.from_config(_config("wan2.1-t2v-1.3b"))
         connector = build_connector(vlm_name, vlm.hidden_size, video_tokens, u_len)
-    if train:  # as the trainer: the connector's frozen parts are stored like the other frozen models
-        for name, parameter in connector.named_parameters():
-            if not name.startswith("visual_context_adapter."):
+    if train and frozen == torch.bfloat16:  # as the trainer: the release's frozen heads in bf16
+        for module in connector.frozen_storage_modules():
+            for parameter in module.parameters():
                 parameter.data = parameter.data.to(frozen)
     connector_config = connector.config
     with default_dtype(frozen):

@@ -29,10 +29,12 @@ logger = logging.getLogger(__name__)
 DEMO_INSTRUCTION = "what will the ice cube look like after an hour in the sun ?"
 PRESET_NAMES = ("revise-official",)  # revise_core.presets.PRESETS (not imported here: --help stays fast)
 # Without a preset: the settings these flags take when not given.
-DEFAULTS = dict(steps=40, guidance_scale=3.0, guidance_mode="standard", shift=5.0, scheduler="unipc", seed=0,
+DEFAULTS = dict(steps=40, guidance_scale=3.0, guidance_mode="standard", sigma_schedule="diffusers", shift=5.0,
+                scheduler="unipc", seed=0,
                 resize="crop", frame_policy="trim", reasoning="none")
 # flag -> EditSettings / SamplerConfig field
-FLAG_FIELDS = dict(steps="steps", guidance="guidance_scale", guidance_mode="guidance_mode", shift="shift",
+FLAG_FIELDS = dict(steps="steps", guidance="guidance_scale", guidance_mode="guidance_mode",
+                   sigma_schedule="sigma_schedule", shift="shift",
                    scheduler="scheduler", seed="seed", frames="num_frames", height="height", width="width",
                    resize="resize", frame_policy="frame_policy", reasoning="reasoning")
 
@@ -58,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--guidance-mode", choices=("standard", "official"),
                         help="standard: uncond + g(cond - uncond) (default); official (the ReViSE release): cond + g(cond - uncond)")
     parser.add_argument("--shift", type=float, help="flow shift of the sigma schedule (default 5)")
+    parser.add_argument("--sigma-schedule", choices=("diffusers", "official"),
+                        help="diffusers: the scheduler's own flow sigmas (default); official: linspace(0.999, 0) "
+                             "shifted, as the ReViSE / Wan2.1 releases")
     parser.add_argument("--scheduler", choices=("unipc", "euler"), help="sampler (default unipc)")
     parser.add_argument("--seed", type=int, help="noise seed (default 0)")
     # --- clip shape ---

@@ -105,8 +105,12 @@ def load_release_dit(folder: Path, transformer_state: dict[str, torch.Tensor], *
     config = wan_model_config_to_diffusers(ckpt.read_json(config_path, what="Wan DiT config"), path=config_path)
     tensors = _wan_dit_tensors(wan_dir)
     tensors.pop("freqs", None)  # WanModel's RoPE table is a buffer some saves include; diffusers recomputes it
-    overrides = {k[len("wan_model."):]: v for k, v in transformer_state.items() if k.startswith("wan_model.")}
+    state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in transformer_state.items()}
+    overrides = {k[len("wan_model."):]: v for k, v in state.items() if k.startswith("wan_model.")}
     overrides.pop("freqs", None)
+    if not overrides:
+        logger.warning("%s has no wan_model.* tensors: the DiT is the base Wan2.1 of %s, not the release's "
+                       "fine-tuned one", folder / TRANSFORMER_FILE, WAN_FOLDER)
     changed = sum(1 for k, v in overrides.items() if k not in tensors or not torch.equal(tensors[k], v.to(tensors[k].dtype)))
     logger.info("%s: %d DiT tensors from %s (%d with other values than %s)", folder, len(overrides),
                 TRANSFORMER_FILE, changed, WAN_FOLDER)

@@ -148,8 +148,11 @@ def sample(
         if guided:
             velocity_uncond = dit(hidden_states=model_input, timestep=batch_t, encoder_hidden_states=uncond,
                                   return_dict=False)[0]
-            base = velocity_uncond if config.guidance_mode == "standard" else velocity
-            velocity = base + config.guidance_scale * (velocity - velocity_uncond)
+            if config.guidance_mode == "standard":  # in the model's dtype, as diffusers' WanPipeline
+                velocity = velocity_uncond + config.guidance_scale * (velocity - velocity_uncond)
+            else:  # the release casts both predictions to fp32 first (wan/modules/model.py:595, RU:369)
+                velocity, velocity_uncond = velocity.float(), velocity_uncond.float()
+                velocity = velocity + config.guidance_scale * (velocity - velocity_uncond)
         sigma = float(scheduler.sigmas[index])
         denoised = latents - sigma * velocity.float()
         latents = scheduler.step(velocity, timestep, latents, return_dict=False)[0]

@@ -298,9 +298,9 @@ def resize_frames(frames: torch.Tensor, height: int, width: int, policy: str = "
 
 def _official_resize(chw: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """The ReViSE release's frame preprocessing (`generative.py: transform_image_to_tensor`): a centre crop
-    to the target aspect with its integer arithmetic and torchvision's CenterCrop rounding, then PIL's
-    antialiased bilinear resize of 8-bit frames (torch's antialiased bilinear follows PIL's filter; the
-    result is rounded to 8 bits as PIL's is)."""
+    to the target aspect with its integer arithmetic and torchvision's CenterCrop rounding (exact), then PIL's
+    antialiased bilinear resize of 8-bit frames: torch's antialiased bilinear follows PIL's filter, rounded
+    to 8 bits; PIL's fixed-point arithmetic makes 15-25 % of values differ by 1 of 255."""
     src_h, src_w = chw.shape[-2:]
     ratio = float(width) / float(height)
     crop_h, crop_w = (int(float(src_w) / ratio), src_w) if src_w < src_h * ratio else (src_h, int(float(src_h) * ratio))

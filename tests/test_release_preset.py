@@ -64,6 +64,20 @@ def test_guidance_formula(mode, expected):
     assert_close(latents, torch.full_like(noise, step * expected), atol=1e-6)
 
 
+def test_official_guidance_is_computed_in_fp32_from_half_precision_predictions():
+    """The release casts both predictions to fp32 before guiding; the standard mode keeps the model's dtype."""
+    dit = RecordingDiT(1.01, 0.33).to(torch.bfloat16)
+    cond, uncond = _contexts()
+    noise = torch.zeros(1, 16, 1, 2, 2)
+    config = SamplerConfig(steps=1, scheduler="euler", shift=1.0, guidance_scale=3.0, guidance_mode="official")
+    latents = sample(dit, cond, uncond, noise=noise, config=config)
+    c, u = torch.tensor(1.01).bfloat16().float(), torch.tensor(0.33).bfloat16().float()
+    scheduler = make_scheduler("euler", 1.0)
+    scheduler.set_timesteps(1)
+    step = float(scheduler.sigmas[1] - scheduler.sigmas[0])
+    assert_close(latents, torch.full_like(noise, step * float(c + 3.0 * (c - u))), atol=1e-6)
+
+
 def _numbered_video(path, count=20, height=72, width=128):
     """Frame i is a flat grey of level i/40, so each frame is recognisable after compression."""
     frames = (torch.arange(count).view(count, 1, 1, 1) / 40.0).expand(count, height, width, 3).clone()

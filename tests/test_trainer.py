@@ -355,7 +355,7 @@ def test_frozen_dtype_sets_the_storage_of_the_frozen_models(tiny_dir, manifest, 
     trained = {n for n, p in half.generator.named_parameters() if p.requires_grad}
     assert {p.dtype for n, p in half.generator.named_parameters() if n in trained} == {torch.float32}  # fp32 masters
     frozen_connector = [p for p in half.generator.connector.parameters() if not p.requires_grad]
-    assert frozen_connector and {p.dtype for p in frozen_connector} == {torch.bfloat16}
+    assert frozen_connector and {p.dtype for p in frozen_connector} == {torch.float32}  # Omni-Video 2 layout: fp32
     reference, result = auto._loss_step(0, 0), half._loss_step(0, 0)
     loss, expected = float(result.loss.detach()), float(reference.loss.detach())
     assert math.isfinite(loss) and loss == pytest.approx(expected, rel=0.05)
@@ -410,6 +410,17 @@ def test_critic_decode_frames_judges_sampled_latent_frames_against_the_matching_
         USOConfig(critic_decode="sampled")
 
 
+def test_the_release_heads_are_stored_in_bf16_with_bf16_frozen_models(tiny_dir, manifest, tmp_path):
+    trainer = make_trainer(tiny_dir, manifest, tmp_path, models=str(tiny_dir / "revise_ckpt"), steps=1,
+                           frozen_dtype="bf16", height=32, width=32)
+    trainer.setup()
+    connector = trainer.generator.connector
+    assert {p.dtype for m in (connector.vision_head, connector.dm_adapter) for p in m.parameters()} == {torch.bfloat16}
+    assert {p.dtype for p in connector.visual_context_adapter.parameters()} == {torch.float32}  # it trains
+    result = trainer._loss_step(0, 0)
+    assert math.isfinite(float(result.loss.detach()))
+
+
 def test_a_trained_release_exports_into_the_release_layout_and_as_one_file(tiny_dir, manifest, tmp_path):
     """Export after training on a release folder: transformer/model.pt replaces the release's own file (the
     folder then loads the trained DiT and adapter), and dit.safetensors loads on its own."""
@@ -436,3 +447,15 @@ def test_a_trained_release_exports_into_the_release_layout_and_as_one_file(tiny_
     single = load_dit(outputs["dit"])
     for key, value in single.state_dict().items():
         assert torch.equal(value, trainer.generator.dit.state_dict()[key]), key
+
+
+def test_demo_flag_takes_a_name_or_leaves_an_override_alone():
+    from trainer import uso
+
+    parser = uso.build_parser()
+    args = uso.parse_args(parser, ["--demo", "lr=1e-3", "steps=2"])
+    assert args.demo == "tiny" and args.overrides == ["lr=1e-3", "steps=2"]
+    assert uso.parse_args(parser, ["--demo", "revise"]).demo == "revise"
+    assert uso.parse_args(parser, ["--demo"]).demo == "tiny"
+    with pytest.raises(SystemExit):
+        uso.parse_args(parser, ["--demo", "bogus"])

@@ -65,8 +65,9 @@ class USOConfig:
     device: str = _opt("auto", "auto | cpu | cuda | cuda:N")
     dtype: str = _opt("auto", "autocast dtype: auto (bf16 on GPU, fp32 on CPU) | bf16 | fp16 (with loss scaling) | "
                               "fp32; trained weights and optimizer state stay fp32")
-    frozen_dtype: str = _opt("auto", "storage dtype of the frozen VAE, umT5, VLM and connector parts: auto (the "
-                                     "compute dtype: bf16 on a GPU, fp32 on the CPU) | bf16 | fp16 | fp32")
+    frozen_dtype: str = _opt("auto", "storage dtype of the frozen VAE, umT5 and VLM (and, when bf16, of the ReViSE "
+                                     "release's frozen connector heads): auto (the compute dtype: bf16 on a GPU, "
+                                     "fp32 on the CPU) | bf16 | fp16 | fp32")
     offload_text_encoder: bool = _opt(True, "keep umT5 off the GPU except while it encodes a sample's instruction "
                                             "(features are cached; identical losses)")
     checkpointing_dit: bool = _opt(False, "gradient checkpointing in the DiT blocks")
@@ -101,6 +102,9 @@ class USOConfig:
                 problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.critic_decode not in ("video", "frames"):
             problems.append(f"critic_decode must be 'video' or 'frames', got '{self.critic_decode}'")
+        elif self.critic_decode == "frames" and self.decode_latent_frames:
+            problems.append("decode_latent_frames applies to critic_decode=video; critic_decode=frames decodes "
+                            "critic_frames latent frames spread over the clip")
         if self.reason_weight < 0 or self.lr <= 0:
             problems.append("reason_weight must be >= 0 and lr > 0")
         if problems:

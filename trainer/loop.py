@@ -123,11 +123,14 @@ class USOTrainer:
         self.generator = Generator(models.dit, models.connector).to(self.device)
         self.trainable = configure_trainable(self.generator, mode=cfg.train, lora_rank=cfg.lora_rank,
                                              lora_alpha=cfg.lora_alpha, lora_targets=cfg.lora_targets)
-        # The connector's frozen parts (the release's VisionHead + DM_Adapter: 2.1B parameters) are stored like
-        # the other frozen models; only what trains keeps fp32 master weights.
-        for parameter in self.generator.connector.parameters():
-            if not parameter.requires_grad:
-                parameter.data = parameter.data.to(frozen_dtype)
+        # The release's frozen VisionHead + DM_Adapter (2.1B parameters) are kept in bf16 when the frozen models
+        # are: the release itself runs them with bf16 parameters, so nothing changes (an fp16 or fp32 setting
+        # keeps them fp32: fp16 could overflow bf16 values). Everything else in the connector stays fp32.
+        if frozen_dtype == torch.bfloat16:
+            for module in self.generator.connector.frozen_storage_modules():
+                for parameter in module.parameters():
+                    if not parameter.requires_grad:
+                        parameter.data = parameter.data.to(frozen_dtype)
         self.generator.dit.train()
         if cfg.checkpointing_dit:
             self.generator.dit.enable_gradient_checkpointing()

@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "except steps, checkpoint and logging settings)")
     parser.add_argument("--overwrite", action="store_true",
                         help="start a fresh run in an output_dir that holds a run, deleting that run")
-    parser.add_argument("--demo", nargs="?", const="tiny", choices=("tiny", "revise"),
+    parser.add_argument("--demo", nargs="?", const="tiny", metavar="{tiny,revise}",
                         help="train the tiny random model set on synthetic triplets (plumbing check, CPU); "
                              "'--demo revise' trains the kit's tiny ReViSE release folder")
     parser.add_argument("--out", help="with --demo: folder for models, data and the run (default /tmp/revise-uso-demo)")
@@ -67,9 +67,20 @@ def _bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got '{text}'")
 
 
+def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None):
+    """Parse; `--demo lr=1e-3` means the tiny demo with an override (the optional value is not a demo name)."""
+    args = parser.parse_args(argv)
+    if args.demo is not None and args.demo not in ("tiny", "revise"):
+        if "=" not in args.demo:
+            parser.error(f"--demo takes 'tiny' or 'revise', got '{args.demo}'")
+        args.overrides.insert(0, args.demo)
+        args.demo = "tiny"
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     overrides: dict = {}
     if args.demo:

@@ -55,6 +55,10 @@ class ContextConnector(nn.Module, abc.ABC):
         vlm_tokens = self.project_vlm(u.to(video_tokens))
         return self.assemble(vlm_tokens, text_tokens.to(vlm_tokens), video_tokens)
 
+    def frozen_storage_modules(self) -> list[nn.Module]:
+        """Frozen parts a trainer may store in bf16 without changing what the release computes (none here)."""
+        return []
+
     def check_part(self, name: str, part: torch.Tensor | None) -> None:
         width = self.config.context_dim
         if part is not None and (part.ndim != 2 or part.shape[-1] != width):

@@ -175,6 +175,11 @@ class VisionHeadConnector(ContextConnector):
         self.null.register_buffer("text", torch.zeros(config.null_text_len, config.context_dim))
         self.null.register_buffer("vlm", torch.zeros(config.null_vlm_len, config.vlm_dim))
 
+    def frozen_storage_modules(self) -> list[nn.Module]:
+        # The release runs its VisionHead and DM_Adapter with bf16 parameters (TRAINABLE_PRECISION, param_dtype),
+        # so storing them in bf16 changes nothing it computes; they are 2.1B parameters (7.7 GiB in fp32).
+        return [self.vision_head, self.dm_adapter]
+
     def project_vlm(self, u: torch.Tensor) -> torch.Tensor:
         """u [L, vlm_dim] -> [queries_head · queries_adapter, context_dim] (RM:276-283, the video branch)."""
         if u.ndim != 2 or u.shape[-1] != self.config.vlm_dim:
