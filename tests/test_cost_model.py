@@ -112,3 +112,20 @@ def test_plan_ladders_accumulate_switches_and_rows_render():
                          2.04e14, 0.2063, 74.1, 0.0027)
     table = cost_model.markdown([row], "python -m bench.cost_model")
     assert "| uso | 33 (352x640) | qwen2.5-vl-7b | naive (H100 anchor) | 74.30 | 74.1 | +0.3% | 204.0 |" in table
+
+
+def test_an_interrupted_run_continues_from_its_printed_rows(tmp_path):
+    import dataclasses
+    import json
+
+    from bench import cost_model
+
+    cases = cost_model.plan(quick=True)[:2]
+    rows = [cost_model.Row(case[1], cost_model.SIZES[case[2]][0], 352, 640, case[3], case[4], 1.0 + i, {}, 1e12,
+                           1.0, switches=case[5]) for i, case in enumerate(cases)]
+    log = tmp_path / "printed.log"
+    log.write_text("".join(json.dumps(dataclasses.asdict(r)) + "\n" for r in rows) + '{"step": "uso", "fra')  # torn
+    reuse = cost_model.reused_rows(str(log))
+    assert len(reuse) == 2
+    measured = list(cost_model.measure_all(cases, jobs=1, reuse=reuse))  # nothing left to measure: no fake run
+    assert [r.peak_gib for r in measured] == [1.0, 2.0]
