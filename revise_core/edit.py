@@ -106,8 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.preset:
             given.setdefault("height", 64)
             given.setdefault("width", 96)
-    preset = presets.get_preset(args.preset) if args.preset else presets.Preset("none", "no preset",
-                                                                               sampler={}, settings={})
+    preset = presets.get_preset(args.preset) if args.preset else presets.NO_PRESET
     base = {} if args.preset else DEFAULTS
     settings = presets.edit_settings(preset, **{**base, **given}, tiled_decode=args.tiled_decode)
     workdir, vlm_source = None, None

@@ -46,6 +46,9 @@ PRESETS: dict[str, Preset] = {
 }
 
 
+NO_PRESET = Preset(name="none", description="no preset: every setting from the caller")
+
+
 def get_preset(name: str) -> Preset:
     try:
         return PRESETS[name]

@@ -227,7 +227,7 @@ class VilaModules(nn.Module):
 
     def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
         """Preprocessed images [N, 3, S, S] -> projected features [N, T, H_llm] (official encode_images)."""
-        dtype = next(self.vision_tower.parameters()).dtype
+        dtype = ckpt.compute_dtype(self.vision_tower)
         states = self.vision_tower(pixels.to(dtype), output_hidden_states=True).hidden_states[self.select_layer]
         if self.select_feature == "patch":
             states = states[:, 1:]  # Official quirk: drops token 0 even though SigLIP has no CLS token.
