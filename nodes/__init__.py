@@ -4,12 +4,12 @@ Importing this package imports torch and revise_core's light modules only; diffu
 when a node first runs.
 """
 
-from . import comfy_bridge, critic, edit, loaders, training
+from . import comfy_bridge, critic, edit, loaders, native, training
 
 comfy_bridge.register_folders()
 
 NODE_CLASS_MAPPINGS: dict[str, type] = {}
 NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {}
-for _module in (loaders, edit, critic, training):
+for _module in (loaders, edit, native, critic, training):
     NODE_CLASS_MAPPINGS.update(_module.NODES)
     NODE_DISPLAY_NAME_MAPPINGS.update(_module.DISPLAY_NAMES)

@@ -72,12 +72,16 @@ def load_dit(
     return load_component(DIT_SPEC, path, config=config, dtype=dtype, device=device, variants=variants)
 
 
-def save_dit(dit: nn.Module, path: str | os.PathLike, *, comfyui_prefix: bool = False) -> os.PathLike:
-    """Write a DiT as original-Wan-key safetensors (loads in ComfyUI's native Wan nodes too).
+def save_dit(dit: nn.Module, path: str | os.PathLike, *, comfyui_prefix: bool = False,
+             dtype: torch.dtype | None = None) -> os.PathLike:
+    """Write a DiT as original-Wan-key safetensors (loads in ComfyUI's native Wan nodes too), every floating
+    tensor in `dtype` if given (the file's dtype only; the model is not cast).
 
     The diffusers config is embedded in the metadata, so our loaders need no config for it.
     """
     tensors = wan_keys.dit_diffusers_to_original(dit.state_dict())
+    if dtype is not None:
+        tensors = ckpt.cast_floating(tensors, dtype)
     if comfyui_prefix:
         tensors = {wan_keys.COMFYUI_DIT_PREFIX + k: v for k, v in tensors.items()}
     config = {k: v for k, v in dict(dit.config).items() if not k.startswith("_")}

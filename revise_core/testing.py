@@ -48,6 +48,10 @@ TEXT_DIM = 32  # umT5 width = DiT text_dim = connector context_dim
 DIT_HEADS, DIT_HEAD_DIM = 2, 32  # 3-axis RoPE needs a head dim that splits three ways
 VLM_HIDDEN = 64
 LATENT_CHANNELS = 16
+# ComfyUI's own Wan model reads most sizes from the tensors but fixes two: text_dim 4096 (WanModel's default,
+# which its detection never sets) and num_heads = dim // 128. The native kit (`write_native_models`) keeps
+# those two and stays tiny elsewhere (a 1-head DiT, a narrow-attention umT5).
+NATIVE_TEXT_DIM, NATIVE_HEAD_DIM = 4096, 128
 
 # Llama-3's special tokens as the VILA of the ReViSE release uses them, plus its generation tokens.
 LLAMA3_SPECIAL_TOKENS = (
@@ -139,20 +143,21 @@ def train_tokenizer(kind: str = "vlm", extra_text: tuple[str, ...] = ()):
 
 # --- model factories -----------------------------------------------------------------------------
 
-def tiny_dit_config(in_channels: int = LATENT_CHANNELS) -> dict:
+def tiny_dit_config(in_channels: int = LATENT_CHANNELS, *, heads: int = DIT_HEADS, head_dim: int = DIT_HEAD_DIM,
+                    text_dim: int = TEXT_DIM, freq_dim: int = 32) -> dict:
     return dict(
-        patch_size=[1, 2, 2], num_attention_heads=DIT_HEADS, attention_head_dim=DIT_HEAD_DIM,
-        in_channels=in_channels, out_channels=LATENT_CHANNELS, text_dim=TEXT_DIM, freq_dim=32, ffn_dim=128,
+        patch_size=[1, 2, 2], num_attention_heads=heads, attention_head_dim=head_dim,
+        in_channels=in_channels, out_channels=LATENT_CHANNELS, text_dim=text_dim, freq_dim=freq_dim, ffn_dim=128,
         num_layers=2, cross_attn_norm=True, qk_norm="rms_norm_across_heads", eps=1e-6, image_dim=None,
         added_kv_proj_dim=None, rope_max_seq_len=1024, pos_embed_seq_len=None,
     )
 
 
-def tiny_dit(seed: int = 0, in_channels: int = LATENT_CHANNELS) -> nn.Module:
+def tiny_dit(seed: int = 0, in_channels: int = LATENT_CHANNELS, **sizes: int) -> nn.Module:
     from diffusers import WanTransformer3DModel
 
     with seeded(seed):
-        model = WanTransformer3DModel.from_config(tiny_dit_config(in_channels))
+        model = WanTransformer3DModel.from_config(tiny_dit_config(in_channels, **sizes))
         # diffusers zero-initialises some output layers; random values make every path observable.
         _randomize(model)
     return model.eval()
@@ -171,19 +176,19 @@ def tiny_vae(seed: int = 0) -> nn.Module:
         return AutoencoderKLWan.from_config(tiny_vae_config()).eval()
 
 
-def tiny_t5_config(vocab_size: int) -> dict:
-    return dict(vocab_size=vocab_size, d_model=TEXT_DIM, d_kv=8, d_ff=64, num_layers=2, num_decoder_layers=2,
+def tiny_t5_config(vocab_size: int, d_model: int = TEXT_DIM) -> dict:
+    return dict(vocab_size=vocab_size, d_model=d_model, d_kv=8, d_ff=64, num_layers=2, num_decoder_layers=2,
                 num_heads=4, relative_attention_num_buckets=8, relative_attention_max_distance=16,
                 feed_forward_proj="gated-gelu", tie_word_embeddings=False, pad_token_id=0, eos_token_id=1,
                 decoder_start_token_id=0, dropout_rate=0.0)
 
 
-def tiny_text_encoder(seed: int = 0, extra_text: tuple[str, ...] = ()) -> TextEncoder:
+def tiny_text_encoder(seed: int = 0, extra_text: tuple[str, ...] = (), d_model: int = TEXT_DIM) -> TextEncoder:
     from transformers import UMT5Config, UMT5EncoderModel
 
     tokenizer = train_tokenizer("t5", extra_text)
     with seeded(seed):
-        model = UMT5EncoderModel(UMT5Config(**tiny_t5_config(len(tokenizer))))
+        model = UMT5EncoderModel(UMT5Config(**tiny_t5_config(len(tokenizer), d_model)))
     return TextEncoder(model=model.eval(), tokenizer=tokenizer)
 
 
@@ -251,17 +256,17 @@ def tiny_vila(seed: int = 0, extra_text: tuple[str, ...] = ()) -> VilaModel:
     return VilaModel(model=modules, tokenizer=tokenizer, preprocess=preprocess)
 
 
-def tiny_connector_config() -> ConnectorConfig:
+def tiny_connector_config(context_dim: int = TEXT_DIM, max_context_len: int = 256) -> ConnectorConfig:
     return ConnectorConfig(
-        vlm_dim=VLM_HIDDEN, context_dim=TEXT_DIM, latent_channels=LATENT_CHANNELS,
-        adapter_hidden_dim=DIT_HEADS * DIT_HEAD_DIM, adapter_patch_size=(1, 4, 4), max_context_len=256,
+        vlm_dim=VLM_HIDDEN, context_dim=context_dim, latent_channels=LATENT_CHANNELS,
+        adapter_hidden_dim=DIT_HEADS * DIT_HEAD_DIM, adapter_patch_size=(1, 4, 4), max_context_len=max_context_len,
         boundary_token_len=1,
     )
 
 
-def tiny_connector(seed: int = 0) -> Connector:
+def tiny_connector(seed: int = 0, **sizes: int) -> Connector:
     with seeded(seed):
-        connector = Connector(tiny_connector_config())
+        connector = Connector(tiny_connector_config(**sizes))
         _randomize(connector)
     return connector.eval()
 
@@ -527,6 +532,40 @@ def write_tiny_models(out_dir: str | Path, seed: int = 0) -> dict:
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     logger.info("wrote %d tiny model files under %s", len(entries), out)
     return manifest
+
+
+def write_native_models(out_dir: str | Path, seed: int = 0) -> dict[str, Path]:
+    """A tiny set that ComfyUI's own Wan nodes load too (sizes: NATIVE_TEXT_DIM, NATIVE_HEAD_DIM): an
+    Omni-Video 2 checkpoint (`omnivideo2/transformer/pytorch_model.pt`: DiT under `wan_model.` and the
+    connector; `special_tokens.pkl`) with its DiT's config, and a `models.json` folder of the encoders (VAE in
+    original keys, umT5, a Qwen2.5-VL folder, our connector file). Returns the paths by role."""
+    out = Path(out_dir)
+    dit = tiny_dit(seed, heads=1, head_dim=NATIVE_HEAD_DIM, text_dim=NATIVE_TEXT_DIM, freq_dim=256)
+    text = tiny_text_encoder(seed + 2, d_model=NATIVE_TEXT_DIM)
+    connector = tiny_connector(seed + 4, context_dim=NATIVE_TEXT_DIM)
+    vae, vlm = tiny_vae(seed + 1), tiny_vlm(seed + 3)
+    omni = out / "omnivideo2"
+    (omni / "transformer").mkdir(parents=True, exist_ok=True)
+    state = {f"wan_model.{k}": v for k, v in wan_keys.dit_diffusers_to_original(dit.state_dict()).items()}
+    state.update({k: v for k, v in connector.state_dict().items() if not k.startswith("boundary.")})
+    torch.save(state, omni / "transformer" / "pytorch_model.pt")
+    with open(omni / "special_tokens.pkl", "wb") as handle:
+        pickle.dump({f"<{name}>": connector.boundary_token(name).clone() for name in BOUNDARY_NAMES}, handle)
+    (omni / "dit_config.json").write_text(json.dumps(
+        {k: v for k, v in dict(dit.config).items() if not k.startswith("_")}, indent=2) + "\n")
+    encoders = out / "encoders"
+    save_vae(vae, encoders / "wan_2.1_vae_native_tiny.safetensors")
+    save_text_encoder(text, encoders / "t5")
+    text.tokenizer.save_pretrained(str(encoders / "t5_tokenizer"))
+    save_connector(connector, encoders / "connector.safetensors")
+    vlm.model.save_pretrained(str(encoders / "vlm"), safe_serialization=True)
+    vlm.tokenizer.save_pretrained(str(encoders / "vlm"))
+    (encoders / "vlm" / "preprocessor_config.json").write_text(json.dumps(TINY_PREPROCESS.to_processor_config()))
+    save_dit(dit, encoders / "dit.safetensors")  # the set is complete; the native workflow does not load it
+    write_models_file(encoders, {"dit": "dit.safetensors", "vae": "wan_2.1_vae_native_tiny.safetensors", "t5": "t5",
+                                 "t5_tokenizer": "t5_tokenizer", "vlm": "vlm", "connector": "connector.safetensors"})
+    return {"omnivideo2": omni / "transformer" / "pytorch_model.pt", "dit_config": omni / "dit_config.json",
+            "model_set": encoders, "vae": encoders / "wan_2.1_vae_native_tiny.safetensors"}
 
 
 def _scaled_fp8(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
