@@ -54,19 +54,69 @@ def folder_paths_for(kind: str) -> list[Path]:
 
 
 def list_models(kind: str, *, folders: bool = False) -> list[str]:
-    """Names for a loader's dropdown: weight files, or (folders=True) model folders, in the kind's folders."""
+    """Names for a loader's dropdown: weight files, or (folders=True) model folders, in the kind's folders.
+
+    The DiT and the connector share `diffusion_models`: each list keeps only its own candidates (see
+    `_candidate_for`), so the DiT dropdown shows no connector file and no token pickle."""
     names: set[str] = set()
     for root in folder_paths_for(kind):
         if not root.is_dir():
             continue
         for entry in root.rglob("*"):
-            wanted = _is_model_folder(entry) if folders else (entry.is_file() and entry.suffix in WEIGHT_SUFFIXES)
+            wanted = _is_model_folder(entry) if folders else (entry.is_file() and entry.suffix in WEIGHT_SUFFIXES
+                                                               and _candidate_for(kind, entry))
             if wanted:
                 names.add(entry.relative_to(root).as_posix())
     return sorted(names)
 
 
 WEIGHT_SUFFIXES = (".safetensors", ".sft", ".pt", ".pth", ".bin", ".pkl")
+SAFETENSORS_SUFFIXES = (".safetensors", ".sft")
+CONNECTOR_FORMAT = "revise.connector"  # revise_core.connector.omnivideo2.FORMAT_NAME (not imported: start-up cost)
+
+
+def _candidate_for(kind: str, path: Path) -> bool:
+    """Whether a weights file in a shared folder can be a `kind` ("dit" / "connector"; other kinds: any).
+
+    .pkl files are token and context pickles, never weights to pick. A .safetensors written by
+    ReViSE names its content in its header (read without loading the tensors): a connector file is only a
+    connector, anything else (ComfyUI's and Comfy-Org's files carry no such entry) only a DiT. Pickled
+    checkpoints (.pt/.pth/.bin) may hold both, as Omni-Video 2's pytorch_model.pt does, so both lists keep them."""
+    if kind not in ("dit", "connector"):
+        return True
+    if path.suffix == ".pkl":
+        return False
+    if path.suffix not in SAFETENSORS_SUFFIXES:
+        return True
+    is_connector = _safetensors_format(path) == CONNECTOR_FORMAT
+    return is_connector if kind == "connector" else not is_connector
+
+
+def _safetensors_format(path: Path) -> str | None:
+    """The 'revise.format' entry of a safetensors header, or None (no entry, or not readable as safetensors:
+    the loader reports that file properly when it is picked)."""
+    import json
+    import struct
+
+    try:
+        with open(path, "rb") as handle:
+            (length,) = struct.unpack("<Q", handle.read(8))
+            if length > 100_000_000:
+                return None
+            header = json.loads(handle.read(length))
+    except (OSError, ValueError, struct.error):
+        return None
+    metadata = header.get("__metadata__") if isinstance(header, dict) else None
+    return metadata.get("revise.format") if isinstance(metadata, dict) else None
+
+
+def list_token_files() -> list[str]:
+    """The boundary-token pickles (Omni-Video 2's special_tokens.pkl) in the connector's folders."""
+    names: set[str] = set()
+    for root in folder_paths_for("connector"):
+        if root.is_dir():
+            names.update(entry.relative_to(root).as_posix() for entry in root.rglob("*.pkl") if entry.is_file())
+    return sorted(names)
 
 
 def list_model_sets() -> list[str]:
@@ -165,7 +215,7 @@ def progress(total: int, *, preview_latents: bool = False) -> Callable:
         previewer = _wan_previewer() if preview_latents else None
         done = [0]  # counted here: best-of-N runs several samplings through one bar
 
-        def update(info) -> None:
+        def update(info=None) -> None:
             done[0] += 1
             image = None
             if previewer is not None and getattr(info, "denoised", None) is not None:
@@ -178,7 +228,7 @@ def progress(total: int, *, preview_latents: bool = False) -> Callable:
 
     bar = tqdm(total=total, unit="step", leave=False)
 
-    def update(info) -> None:
+    def update(info=None) -> None:
         bar.update(1)
         if bar.n >= total:
             bar.close()
@@ -211,6 +261,20 @@ def _wan_previewer():
     import latent_preview
 
     return latent_preview.get_previewer(mm.get_torch_device(), comfy.latent_formats.Wan21())
+
+
+def diffusion_models_directory() -> Path:
+    """`models/diffusion_models` itself. ComfyUI's folder list for "diffusion_models" starts with the legacy
+    `models/unet`, so its first entry is not the folder users (and the Save node's tooltip) mean. Outside
+    ComfyUI: the first configured diffusion_models folder."""
+    if in_comfyui():
+        import folder_paths
+
+        return Path(folder_paths.models_dir) / "diffusion_models"
+    folders = folder_paths_for("dit")
+    if not folders:
+        raise ValueError("no diffusion_models folder configured (REVISE_MODEL_DIRS=diffusion_models=PATH)")
+    return folders[0]
 
 
 def output_directory() -> Path:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
-
-
+from revise_core import jsonio
 from revise_core.connector import ContextConnector
 from revise_core.critic import CriticConfig, SelfCritic
 from revise_core.editor import EditModels, EditSettings, ReviseEditor
@@ -44,7 +42,7 @@ class ReViSESelfCritic:
         device = bridge.compute_device_of(vlm.model)
         with using(vlm):
             report = critic.report(source.float().to(device), edited.float().to(device), instruction)
-        return (report.p_yes, report.relative_delta, json.dumps(report.to_dict(), indent=2))
+        return (report.p_yes, report.relative_delta, jsonio.dumps(report.to_dict(), indent=2))
 
 
 class ReViSEBestOfEdit:
@@ -72,19 +70,28 @@ class ReViSEBestOfEdit:
             "shift": ("FLOAT", {"default": 5.0, "min": 0.1, "max": 20.0, "step": 0.1, "tooltip": "Flow shift."}),
             "seed": ("INT", {"default": 0, "min": 0, "max": 2**63 - 1, "control_after_generate": True,
                              "tooltip": "First seed; candidates use seed, seed+1, ..."}),
+        }, "optional": {
+            "num_frames": ("INT", {"default": 0, "min": 0, "max": 1025, "step": 1,
+                                   "tooltip": "Frames to edit, 4k+1 (e.g. 33, 81); 0 = the source's count made 4k+1."}),
+            "width": ("INT", {"default": 0, "min": 0, "max": 4096, "step": 32,
+                              "tooltip": "Output width, multiple of 32; 0 = the source's width rounded down."}),
+            "height": ("INT", {"default": 0, "min": 0, "max": 4096, "step": 32,
+                               "tooltip": "Output height, multiple of 32; 0 = the source's height rounded down."}),
         }}
 
-    def edit(self, dit, vae, t5, vlm, connector, images, instruction, candidates, steps, guidance, shift, seed):
+    def edit(self, dit, vae, t5, vlm, connector, images, instruction, candidates, steps, guidance, shift, seed,
+             num_frames=0, width=0, height=0):
         expect_dit(dit)
         expect_vae(vae)
         for value, kind, wire in ((t5, TextEncoder, T5), (vlm, VisionLanguageModel, VLM), (connector, ContextConnector, CONNECTOR)):
             expect(value, kind, wire.lower(), wire)
         editor = ReviseEditor(EditModels(dit=dit, vae=vae, text=t5, vlm=vlm, connector=connector))
-        settings = EditSettings(sampler=SamplerConfig(steps=steps, guidance_scale=guidance, shift=shift, seed=seed))
+        settings = EditSettings(sampler=SamplerConfig(steps=steps, guidance_scale=guidance, shift=shift, seed=seed),
+                                num_frames=num_frames or None, width=width or None, height=height or None)
         with using(dit, vae, t5, vlm, connector):
             result = editor.edit(images.float(), instruction, settings, best_of=candidates,
-                                 callback=bridge.progress(steps * candidates))
-        return (result.frames, json.dumps(result.scores, indent=2), result.seed)
+                                 callback=bridge.progress(steps * candidates, preview_latents=True))
+        return (result.frames, jsonio.dumps(result.scores, indent=2), result.seed)
 
 
 NODES = {cls.__name__: cls for cls in (ReViSESelfCritic, ReViSEBestOfEdit)}

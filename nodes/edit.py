@@ -54,8 +54,10 @@ class ReViSEVAEEncode:
             raise video_ops.VideoError(f"the video has {images.shape[0]} frames, all skipped by skip_frames={skip_frames}")
         frames = video_ops.conform(images[skip_frames:].float().cpu(), num_frames=num_frames or None,
                                    height=height or None, width=width or None, resize=resize, frame_policy=frame_policy)
-        with using(vae):
-            latents = vae_ops.encode(vae, video_ops.to_model_space(frames).to(bridge.compute_device_of(vae)))
+        pixels = video_ops.to_model_space(frames)
+        latent_shape = (1, 0, (pixels.shape[2] - 1) // 4 + 1, pixels.shape[3] // 8, pixels.shape[4] // 8)
+        with using(vae), vae_ops.on_each_chunk(vae, bridge.progress(vae_ops.chunk_count(vae, latent_shape))):
+            latents = vae_ops.encode(vae, pixels.to(bridge.compute_device_of(vae)))
         return ({"samples": latents.float().cpu()}, frames)
 
 
@@ -77,8 +79,10 @@ class ReViSEVAEDecode:
 
     def decode(self, vae, latent, tiled):
         expect_vae(vae)
-        with using(vae):
-            pixels = vae_ops.decode(vae, latent["samples"].to(bridge.compute_device_of(vae)), tiled=tiled)
+        samples = latent["samples"]
+        with using(vae), vae_ops.on_each_chunk(vae, bridge.progress(vae_ops.chunk_count(vae, samples.shape,
+                                                                                          tiled=tiled))):
+            pixels = vae_ops.decode(vae, samples.to(bridge.compute_device_of(vae)), tiled=tiled)
         return (video_ops.from_model_space(pixels.float()).cpu(),)
 
 

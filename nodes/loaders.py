@@ -141,11 +141,9 @@ class ReViSEConnectorLoader(_Loader):
 
     @classmethod
     def INPUT_TYPES(cls):
-        files = bridge.list_models("connector")
         return {"required": {
-            "connector_name": ([f for f in files if not f.endswith(".pkl")],
-                               {"tooltip": "File in models/diffusion_models."}),
-            "special_tokens": (["none"] + [f for f in files if f.endswith(".pkl")],
+            "connector_name": (bridge.list_models("connector"), {"tooltip": "File in models/diffusion_models."}),
+            "special_tokens": (["none"] + bridge.list_token_files(),
                                {"default": "none", "tooltip": "Omni-Video 2 special_tokens.pkl (boundary tokens); "
                                                               "'none' for files that carry their own."}),
             "config": _config_input("connector"),
@@ -178,15 +176,22 @@ class ReViSEModelSetLoader(_Loader):
                                       "detected, nothing to convert) or a folder with a models.json (docs/models.md)."}),
             "precision": precision_input(),
             "device": device_input(),
+        }, "optional": {
+            "load_dit": ("BOOLEAN", {"default": True, "label_on": "load", "label_off": "skip (native UNETLoader)",
+                                     "tooltip": "Off: the set's DiT is not loaded (its output is empty), for the native "
+                                                "path where ComfyUI's UNETLoader loads the DiT converted by "
+                                                "python -m revise_core.convert; saves its memory (5.7 GB fp32 for 1.3B)."}),
         }}
 
-    def load(self, model_set, precision, device):
+    def load(self, model_set, precision, device, load_dit=True):
         from revise_core.editor import EditModels
 
         bridge.free_memory_for_loading()
         with weights_outside_inference_mode():
-            models = EditModels.load(bridge.resolve("model_set", model_set), dtype=dtype_of(precision, device))
-        return tuple(_place(getattr(models, name), device) for name in ("dit", "vae", "text", "vlm", "connector"))
+            models = EditModels.load(bridge.resolve("model_set", model_set), dtype=dtype_of(precision, device),
+                                     with_dit=load_dit)
+        return tuple(None if getattr(models, name) is None else _place(getattr(models, name), device)
+                     for name in ("dit", "vae", "text", "vlm", "connector"))
 
 
 NODES = {cls.__name__: cls for cls in (ReViSEDiTLoader, ReViSEVAELoader, ReViSET5Loader, ReViSEVLMLoader,

@@ -163,7 +163,7 @@ class ReViSESaveCheckpoint:
 
     def save(self, dit, filename_prefix, save_to, connector=None):
         expect_dit(dit)
-        root = bridge.output_directory() if save_to == "output" else bridge.folder_paths_for("dit")[0]
+        root = bridge.output_directory() if save_to == "output" else bridge.diffusion_models_directory()
         base = (root / filename_prefix).resolve()
         if root.resolve() not in base.parents:
             raise ValueError(f"filename_prefix '{filename_prefix}' leaves the {save_to} folder")

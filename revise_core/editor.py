@@ -41,9 +41,10 @@ TARGET_CAPTION_PROMPT = "Source video : {source} Edit : {instruction} Describe t
 
 @dataclass
 class EditModels:
-    """The five components of the edit pipeline; `check()` verifies that they belong together."""
+    """The five components of the edit pipeline; `check()` verifies that they belong together. `dit` is
+    None for a set loaded without it (ComfyUI's native path loads the DiT with its own UNETLoader)."""
 
-    dit: nn.Module
+    dit: nn.Module | None
     vae: nn.Module
     text: TextEncoder
     vlm: VisionLanguageModel
@@ -54,32 +55,37 @@ class EditModels:
         problems = []
         if cfg.vlm_dim != self.vlm.hidden_size:
             problems.append(f"connector vlm_dim={cfg.vlm_dim} but the VLM's hidden size is {self.vlm.hidden_size}")
-        if cfg.context_dim != self.dit.config.text_dim:
-            problems.append(f"connector context_dim={cfg.context_dim} but the DiT's text_dim is {self.dit.config.text_dim}")
-        if self.text.model.config.d_model != self.dit.config.text_dim:
-            problems.append(f"umT5 width {self.text.model.config.d_model} but the DiT's text_dim is {self.dit.config.text_dim}")
-        if not cfg.latent_channels == self.vae.config.z_dim == self.dit.config.in_channels:
-            problems.append(
-                f"latent channels disagree: connector {cfg.latent_channels}, VAE {self.vae.config.z_dim}, "
-                f"DiT {self.dit.config.in_channels}"
-            )
+        if self.text.model.config.d_model != cfg.context_dim:
+            problems.append(f"umT5 width {self.text.model.config.d_model} but the connector's context_dim is "
+                            f"{cfg.context_dim}")
+        if cfg.latent_channels != self.vae.config.z_dim:
+            problems.append(f"latent channels disagree: connector {cfg.latent_channels}, VAE {self.vae.config.z_dim}")
+        if self.dit is not None:
+            if cfg.context_dim != self.dit.config.text_dim:
+                problems.append(f"connector context_dim={cfg.context_dim} but the DiT's text_dim is "
+                                f"{self.dit.config.text_dim}")
+            if cfg.latent_channels != self.dit.config.in_channels:
+                problems.append(f"latent channels disagree: connector and VAE {cfg.latent_channels}, DiT "
+                                f"{self.dit.config.in_channels}")
         if problems:
             raise ValueError("mismatched model set: " + "; ".join(problems))
 
     @classmethod
     def load(cls, folder: str | os.PathLike, *, dtype: torch.dtype | str = torch.float32,
-             device: torch.device | str = "cpu", component_dtypes: dict | None = None) -> EditModels:
+             device: torch.device | str = "cpu", component_dtypes: dict | None = None,
+             with_dit: bool = True) -> EditModels:
         """Load a model set: a folder with a `models.json` (paths relative to the folder), or a ReViSE release
         folder (`revise_ckpt/`) as downloaded (`model_sets.py`).
 
         `component_dtypes` overrides `dtype` per component ("dit", "vae", "t5", "vlm", "connector"): the
-        trainer loads what it trains in fp32 and the frozen models in the compute dtype."""
+        trainer loads what it trains in fp32 and the frozen models in the compute dtype. `with_dit=False` leaves
+        the DiT out (None): the encoders of a set whose DiT ComfyUI's own UNETLoader loads."""
         folder = Path(folder)
         dtypes = {name: (component_dtypes or {}).get(name, dtype) for name in ("dit", "vae", "t5", "vlm", "connector")}
         from . import model_sets
 
         if model_sets.detect(folder) == "revise release":
-            return model_sets.load_revise_release(folder, dtypes=dtypes, device=device)
+            return model_sets.load_revise_release(folder, dtypes=dtypes, device=device, with_dit=with_dit)
         spec = ckpt.read_json(folder / MODELS_FILE, what="model set description (models.json)")
         missing = [key for key in ("dit", "vae", "t5", "vlm", "connector") if key not in spec]
         if missing:
@@ -89,7 +95,8 @@ class EditModels:
             return folder / spec[key] if spec.get(key) else None
 
         models = cls(
-            dit=load_dit(path("dit"), config=spec.get("dit_config"), dtype=dtypes["dit"], device=device),
+            dit=load_dit(path("dit"), config=spec.get("dit_config"), dtype=dtypes["dit"], device=device)
+            if with_dit else None,
             vae=load_vae(path("vae"), config=spec.get("vae_config"), dtype=dtypes["vae"], device=device),
             text=load_text_encoder(path("t5"), tokenizer=path("t5_tokenizer"), config=spec.get("t5_config"),
                                    dtype=dtypes["t5"], device=device),
@@ -160,6 +167,8 @@ class ReviseEditor:
     """The inference composition used by the nodes and the CLIs."""
 
     def __init__(self, models: EditModels) -> None:
+        if models.dit is None:
+            raise ValueError("this model set was loaded without its DiT (with_dit=False); the editor samples with it")
         models.check()
         self.models = models
 

@@ -153,8 +153,10 @@ def release_t5_config(path: Path) -> dict:
             "relative_attention_num_buckets": buckets, "relative_attention_max_distance": T5_RELATIVE_MAX_DISTANCE}
 
 
-def load_revise_release(folder: str | os.PathLike, *, dtypes: dict, device: torch.device | str = "cpu"):
-    """The five components of a ReViSE release folder, as `EditModels` (dtypes per component)."""
+def load_revise_release(folder: str | os.PathLike, *, dtypes: dict, device: torch.device | str = "cpu",
+                        with_dit: bool = True):
+    """The five components of a ReViSE release folder, as `EditModels` (dtypes per component; the DiT None
+    without `with_dit`)."""
     from .connector import load_release_connector
     from .editor import EditModels
     from .text import load_text_encoder
@@ -169,7 +171,7 @@ def load_revise_release(folder: str | os.PathLike, *, dtypes: dict, device: torc
             raise ckpt.ModelFileNotFoundError(f"{folder}: missing {WAN_FOLDER}/{relative} (the Wan2.1-T2V-1.3B "
                                               "folder of the release has it); see docs/models.md")
     transformer_state = dict(ckpt.read_state_dict(folder / TRANSFORMER_FILE).tensors)
-    dit = load_release_dit(folder, transformer_state, dtype=dtypes["dit"], device=device)
+    dit = load_release_dit(folder, transformer_state, dtype=dtypes["dit"], device=device) if with_dit else None
     connector = load_release_connector(folder, transformer_state=transformer_state, dtype=dtypes["connector"],
                                        device=device)
     del transformer_state

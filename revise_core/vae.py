@@ -6,7 +6,9 @@ Original layout: `Wan2.1_VAE.pth` (read with weights_only=True) and ComfyUI's
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import nn
@@ -88,6 +90,36 @@ def normalize_latents(vae: nn.Module, latents: torch.Tensor) -> torch.Tensor:
 def denormalize_latents(vae: nn.Module, latents: torch.Tensor) -> torch.Tensor:
     """Normalised latents -> raw VAE latents."""
     return denormalize_with(latents, vae.config.latents_mean, vae.config.latents_std)
+
+
+@contextlib.contextmanager
+def on_each_chunk(vae: nn.Module, callback: Callable[[], None] | None) -> Iterator[None]:
+    """Call `callback()` before each causal chunk the VAE's encoder or decoder processes (diffusers' Wan VAE
+    runs them one at a time: the first frame, then 4 frames per latent frame to encode; one latent frame per
+    call to decode; per tile when tiled). A callback that raises stops the pass there: ComfyUI's Cancel
+    between chunks, and a progress bar that moves during a minutes-long encode or decode."""
+    if callback is None:
+        yield
+        return
+    handles = [module.register_forward_pre_hook(lambda module, args: callback())
+               for module in (vae.encoder, vae.decoder)]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def chunk_count(vae: nn.Module, latent_shape: tuple[int, ...], *, tiled: bool = False) -> int:
+    """How many times `on_each_chunk` fires for a pass over latents of `latent_shape` [B, C, t, h, w]
+    (encode and decode alike: one chunk per latent frame, per tile when tiling applies)."""
+    frames, height, width = latent_shape[2], latent_shape[3], latent_shape[4]
+    ratio = vae.spatial_compression_ratio
+    if tiled and (height * ratio > vae.tile_sample_min_height or width * ratio > vae.tile_sample_min_width):
+        rows = len(range(0, height, vae.tile_sample_stride_height // ratio))
+        columns = len(range(0, width, vae.tile_sample_stride_width // ratio))
+        return frames * rows * columns
+    return frames
 
 
 def encode(vae: nn.Module, video: torch.Tensor) -> torch.Tensor:

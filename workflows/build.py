@@ -29,7 +29,58 @@ BUILTINS: dict[str, dict] = {
     "PreviewAny": {"inputs": [("source", "*")], "widgets": [], "outputs": [("STRING", "STRING")]},
     "PreviewImage": {"inputs": [("images", "IMAGE")], "widgets": [], "outputs": []},
     "MarkdownNote": {"inputs": [], "widgets": ["text"], "outputs": []},
+    # ComfyUI's own Wan path (the native workflow)
+    "UNETLoader": {"inputs": [], "widgets": ["unet_name", "weight_dtype"], "outputs": [("MODEL", "MODEL")]},
+    "VAELoader": {"inputs": [], "widgets": ["vae_name"], "outputs": [("VAE", "VAE")]},
+    "ModelSamplingSD3": {"inputs": [("model", "MODEL")], "widgets": ["shift"], "outputs": [("MODEL", "MODEL")]},
+    "KSampler": {"inputs": [("model", "MODEL"), ("positive", "CONDITIONING"), ("negative", "CONDITIONING"),
+                            ("latent_image", "LATENT")],
+                 "widgets": ["seed", "seed:control_after_generate", "steps", "cfg", "sampler_name", "scheduler",
+                             "denoise"], "outputs": [("LATENT", "LATENT")]},
+    "VAEDecode": {"inputs": [("samples", "LATENT"), ("vae", "VAE")], "widgets": [], "outputs": [("IMAGE", "IMAGE")]},
 }
+# Nodes whose size the frontend sets from their content (a video or image preview, a text box): room for it,
+# and nothing placed below the video previews, whose height follows the video's aspect ratio.
+FIXED_SIZES = {"LoadVideo": (320, 440), "SaveVideo": (420, 440), "PreviewAny": (340, 220), "PreviewImage": (500, 360)}
+TITLE_HEIGHT = 30  # LiteGraph draws a node's title bar above its position
+ROW_GAP, COLUMN_GAP = 40, 60
+
+
+def auto_size(node_type: str, width: int = 320) -> tuple[int, int]:
+    """A node's size with room to spare over what the frontend computes (checked in ComfyUI's frontend:
+    socket rows of 20 px, widget rows of 24 px, a multiline text box of about 100 px)."""
+    if node_type in FIXED_SIZES:
+        return FIXED_SIZES[node_type]
+    spec = node_spec(node_type)
+    rows = max(len(spec["inputs"]), len(spec["outputs"]))
+    multiline = 0
+    if node_type not in BUILTINS:
+        from nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
+
+        for section in NODE_CLASS_MAPPINGS[node_type].INPUT_TYPES().values():
+            multiline += sum(1 for kind, options in section.values() if kind == "STRING" and options.get("multiline"))
+        width = max(width, 8 * len(NODE_DISPLAY_NAME_MAPPINGS.get(node_type, node_type)) + 40)  # the title fits
+    return width, rows * 20 + len(spec["widgets"]) * 24 + multiline * 100 + 40
+
+
+class Column:
+    """Places nodes top to bottom without overlap; `next()` starts the column to the right."""
+
+    def __init__(self, graph: "Graph", x: int = 0) -> None:
+        self.graph, self.x, self.y, self.width = graph, x, 0, 0
+
+    def add(self, node_type: str, size: tuple[int, int] | None = None, title: str | None = None,
+            node_width: int = 320, **widgets) -> "Node":
+        size = size or auto_size(node_type, node_width)
+        node = self.graph.add(node_type, (self.x, self.y), size, title, **widgets)
+        self.y += size[1] + TITLE_HEIGHT + ROW_GAP
+        self.width = max(self.width, size[0])
+        return node
+
+    def next(self) -> "Column":
+        self.x, self.y, self.width = self.x + self.width + COLUMN_GAP, 0, 0
+        return self
+
 
 
 def node_spec(node_type: str) -> dict:
@@ -144,7 +195,7 @@ The connector must match the VLM's width (the loaders say so when it does not)."
 
 
 def readme(graph: Graph, text: str, height: int = 420) -> None:
-    graph.add("MarkdownNote", (-420, 0), (400, height), title="Read me", text=MODELS_NOTE + "\n\n" + text)
+    graph.add("MarkdownNote", (-460, 0), (400, height), title="Read me", text=MODELS_NOTE + "\n\n" + text)
 
 
 def connect_models(graph: Graph, models: dict[str, Node], node: Node) -> None:
@@ -152,72 +203,94 @@ def connect_models(graph: Graph, models: dict[str, Node], node: Node) -> None:
         graph.connect(models[name], name, node, name)
 
 
-def loaders(graph: Graph, x: int = 0) -> dict[str, Node]:
+def loaders(column: Column) -> dict[str, Node]:
     return {
-        "dit": graph.add("ReViSEDiTLoader", (x, 0), dit_name="wan2.1_t2v_1.3B_fp16.safetensors", config="auto",
+        "dit": column.add("ReViSEDiTLoader", dit_name="wan2.1_t2v_1.3B_fp16.safetensors", config="auto",
+                          precision="auto", device="auto"),
+        "vae": column.add("ReViSEVAELoader", vae_name="wan_2.1_vae.safetensors", precision="auto", device="auto"),
+        "t5": column.add("ReViSET5Loader", t5_name="umt5_xxl_fp16.safetensors", tokenizer="umt5-xxl-tokenizer",
                          precision="auto", device="auto"),
-        "vae": graph.add("ReViSEVAELoader", (x, 190), vae_name="wan_2.1_vae.safetensors", precision="auto",
-                         device="auto"),
-        "t5": graph.add("ReViSET5Loader", (x, 350), t5_name="umt5_xxl_fp16.safetensors",
-                        tokenizer="umt5-xxl-tokenizer", precision="auto", device="auto"),
-        "vlm": graph.add("ReViSEVLMLoader", (x, 540), vlm_name="Qwen2.5-VL-7B-Instruct", precision="auto",
-                         device="auto"),
-        "connector": graph.add("ReViSEConnectorLoader", (x, 700), connector_name="omnivideo2/transformer/pytorch_model.pt",
-                               special_tokens="omnivideo2/special_tokens.pkl", config="auto", precision="auto",
-                               device="auto"),
+        "vlm": column.add("ReViSEVLMLoader", vlm_name="Qwen2.5-VL-7B-Instruct", precision="auto", device="auto"),
+        "connector": column.add("ReViSEConnectorLoader", connector_name="omnivideo2/transformer/pytorch_model.pt",
+                                special_tokens="omnivideo2/special_tokens.pkl", config="auto", precision="auto",
+                                device="auto"),
     }
 
 
-def edit_chain(graph: Graph, m: dict[str, Node], video: Node) -> tuple[Node, Node, Node, Node]:
-    """LoadVideo components -> fit/encode -> VLM -> connector -> sampler -> decode."""
-    encode = graph.add("ReViSEVAEEncode", (380, 300), num_frames=33, width=640, height=352, resize="crop",
-                       frame_policy="trim", skip_frames=0)
-    graph.connect(m["vae"], "vae", encode, "vae")
-    graph.connect(video, "images", encode, "images")
-    vlm = graph.add("ReViSEVLMEncode", (760, 0), (360, 240), instruction=INSTRUCTION, reasoning="caption",
-                    vlm_frames=8, caption_tokens=128)
-    graph.connect(m["vlm"], "vlm", vlm, "vlm")
-    graph.connect(encode, "frames", vlm, "frames")
-    connector = graph.add("ReViSEConnector", (760, 300), max_text_len=512)
+def source_video(column: Column) -> Node:
+    """Load Video alone in its column (its preview grows with the video), Get Video Components to its right."""
+    load = column.add("LoadVideo", file="source.mp4")
+    components = column.next().add("GetVideoComponents")
+    column.graph.connect(load, "VIDEO", components, "video")
+    return components
+
+
+def encode_video(column: Column, vae_from: Node, components: Node, **widgets) -> Node:
+    settings = dict(num_frames=33, width=640, height=352, resize="crop", frame_policy="trim", skip_frames=0)
+    encode = column.add("ReViSEVAEEncode", **{**settings, **widgets})
+    column.graph.connect(vae_from, "vae", encode, "vae")
+    column.graph.connect(components, "images", encode, "images")
+    return encode
+
+
+def condition(column: Column, models: Node | dict[str, Node], frames_from: tuple[Node, str], encode: Node,
+              reasoning: str) -> tuple[Node, Node]:
+    """VLM Encode and Connector, stacked in `column`; `models` is a model-set loader or the five loaders."""
+    graph = column.graph
+
+    def model(name: str) -> tuple[Node, str]:
+        return (models[name], name) if isinstance(models, dict) else (models, name)
+
+    vlm = column.add("ReViSEVLMEncode", node_width=360, instruction=INSTRUCTION, reasoning=reasoning, vlm_frames=8,
+                     caption_tokens=128)
+    graph.connect(*model("vlm"), vlm, "vlm")
+    graph.connect(*frames_from, vlm, "frames")
+    connector = column.add("ReViSEConnector", max_text_len=512)
     for name in ("connector", "t5", "vae"):
-        graph.connect(m[name], name, connector, name)
+        graph.connect(*model(name), connector, name)
     graph.connect(vlm, "vlm_cond", connector, "vlm_cond")
     graph.connect(encode, "latent", connector, "source_latent")
-    sampler = graph.add("ReViSESampler", (1160, 0), (320, 260), steps=40, guidance=3.0, shift=5.0, scheduler="unipc",
-                        seed=0, guidance_mode="standard", sigma_schedule="diffusers")
-    graph.connect(m["dit"], "dit", sampler, "dit")
+    return vlm, connector
+
+
+def sample_and_decode(column: Column, models: Node | dict[str, Node], connector: Node, **sampler_widgets) -> Node:
+    graph = column.graph
+    dit, vae = (models["dit"], models["vae"]) if isinstance(models, dict) else (models, models)
+    settings = dict(steps=40, guidance=3.0, shift=5.0, scheduler="unipc", seed=0, guidance_mode="standard",
+                    sigma_schedule="diffusers")
+    sampler = column.add("ReViSESampler", **{**settings, **sampler_widgets})
+    graph.connect(dit, "dit", sampler, "dit")
     graph.connect(connector, "cond", sampler, "cond")
-    decode = graph.add("ReViSEVAEDecode", (1160, 300), tiled=False)
-    graph.connect(m["vae"], "vae", decode, "vae")
+    decode = column.add("ReViSEVAEDecode", tiled=False)
+    graph.connect(vae, "vae", decode, "vae")
     graph.connect(sampler, "latent", decode, "latent")
-    return encode, vlm, sampler, decode
+    return decode
 
 
-def save_video(graph: Graph, frames_from: Node, frames_output: str, components: Node, x: int, prefix: str) -> None:
-    create = graph.add("CreateVideo", (x, 0), fps=16.0)
-    graph.connect(frames_from, frames_output, create, "images")
-    graph.connect(components, "fps", create, "fps")
-    save = graph.add("SaveVideo", (x, 220), (400, 400), filename_prefix=prefix, format="auto", codec="auto")
-    graph.connect(create, "VIDEO", save, "video")
-
-
-def source_video(graph: Graph) -> Node:
-    load = graph.add("LoadVideo", (380, 0), (300, 260), file="source.mp4")
-    components = graph.add("GetVideoComponents", (380, 560))
-    graph.connect(load, "VIDEO", components, "video")
-    return components
+def save_video(column: Column, frames_from: Node, frames_output: str, prefix: str, fps_from: Node | None = None,
+               fps: float = 16.0) -> None:
+    """Create Video above Save Video, whose preview grows with the video: nothing goes below it."""
+    create = column.add("CreateVideo", fps=fps)
+    column.graph.connect(frames_from, frames_output, create, "images")
+    if fps_from is not None:
+        column.graph.connect(fps_from, "fps", create, "fps")
+    save = column.add("SaveVideo", filename_prefix=prefix, format="auto", codec="auto")
+    column.graph.connect(create, "VIDEO", save, "video")
 
 
 def edit_workflow() -> dict:
     graph = Graph()
     readme(graph, """**Reason-informed edit.** The VLM reads the source and the instruction (and, with reasoning = caption, writes
 what the result should show); the connector fuses that with umT5 and the source latents; the Wan DiT edits.""")
-    m = loaders(graph)
-    components = source_video(graph)
-    _, vlm, _, decode = edit_chain(graph, m, components)
-    reasoning = graph.add("PreviewAny", (760, 560), title="VLM reasoning")
+    column = Column(graph)
+    m = loaders(column)
+    components = source_video(column.next())
+    encode = encode_video(column, m["vae"], components)
+    vlm, connector = condition(column.next(), m, (encode, "frames"), encode, "caption")
+    reasoning = column.add("PreviewAny", title="VLM reasoning")
     graph.connect(vlm, "reasoning", reasoning, "source")
-    save_video(graph, decode, "frames", components, 1540, "revise/edit")
+    decode = sample_and_decode(column.next(), m, connector)
+    save_video(column.next(), decode, "frames", "revise/edit", fps_from=components)
     return graph.to_ui()
 
 
@@ -225,17 +298,20 @@ def critic_workflow() -> dict:
     graph = Graph()
     readme(graph, """**Edit + SelfCritic.** After the edit, the same VLM judges it on edit accuracy, preservation, naturalness and
 realism: P(Yes) and the relative score Δ − Δ(source, source) (> 0: better than leaving the video unchanged).""")
-    m = loaders(graph)
-    components = source_video(graph)
-    encode, _, _, decode = edit_chain(graph, m, components)
-    critic = graph.add("ReViSESelfCritic", (1540, 500), (360, 260), instruction=INSTRUCTION, chain_of_thought=False,
-                       frames=4)
+    column = Column(graph)
+    m = loaders(column)
+    components = source_video(column.next())
+    encode = encode_video(column, m["vae"], components)
+    _, connector = condition(column.next(), m, (encode, "frames"), encode, "caption")
+    decode = sample_and_decode(column.next(), m, connector)
+    critic = column.next().add("ReViSESelfCritic", node_width=360, instruction=INSTRUCTION, chain_of_thought=False,
+                               frames=4)
     graph.connect(m["vlm"], "vlm", critic, "vlm")
     graph.connect(encode, "frames", critic, "source")
     graph.connect(decode, "frames", critic, "edited")
-    report = graph.add("PreviewAny", (1940, 500), title="critic report")
+    report = column.add("PreviewAny", title="critic report")
     graph.connect(critic, "report", report, "source")
-    save_video(graph, decode, "frames", components, 1540, "revise/edit_critic")
+    save_video(column.next(), decode, "frames", "revise/edit_critic", fps_from=components)
     return graph.to_ui()
 
 
@@ -243,15 +319,16 @@ def best_of_workflow() -> dict:
     graph = Graph()
     readme(graph, """**Best-of-N.** Samples N seeds and keeps the edit the model's own critic scores highest (a test-time use of
 the critic, beyond the paper). The scores of every candidate are shown.""")
-    m = loaders(graph)
-    components = source_video(graph)
-    best = graph.add("ReViSEBestOfEdit", (760, 0), (380, 420), instruction=INSTRUCTION, candidates=4, steps=40,
-                     guidance=3.0, shift=5.0, seed=0)
+    column = Column(graph)
+    m = loaders(column)
+    components = source_video(column.next())
+    best = column.next().add("ReViSEBestOfEdit", node_width=380, instruction=INSTRUCTION, candidates=4, steps=40,
+                             guidance=3.0, shift=5.0, seed=0, num_frames=33, width=640, height=352)
     connect_models(graph, m, best)
     graph.connect(components, "images", best, "images")
-    scores = graph.add("PreviewAny", (760, 460), title="candidate scores")
+    scores = column.add("PreviewAny", title="candidate scores")
     graph.connect(best, "scores", scores, "source")
-    save_video(graph, best, "frames", components, 1200, "revise/best_of")
+    save_video(column.next(), best, "frames", "revise/best_of", fps_from=components)
     return graph.to_ui()
 
 
@@ -260,19 +337,20 @@ def finetune_workflow() -> dict:
     readme(graph, """**USO fine-tune.** Trains the DiT (LoRA or full) and the visual adapter on a triplet manifest (JSONL of
 source, target, instruction; docs/training.md) with flow matching + λ·L_reason from the VLM's own verdict.
 Checkpoints: output/revise_training/<name>; tick 'resume' to continue an interrupted run.""", height=460)
-    m = loaders(graph)
-    trainer = graph.add("ReViSEUSOTrainer", (380, 0), (400, 620), manifest="data/train.jsonl", output_name="uso_run",
-                        objective="uso", steps=1000, reason_weight=0.25, sigma_max=0.5, learning_rate=1e-4,
-                        train="lora", lora_rank=32, global_batch=8, num_frames=17, width=640, height=352, training_seed=0,
-                        resume=False)
+    column = Column(graph)
+    m = loaders(column)
+    trainer = column.next().add("ReViSEUSOTrainer", node_width=400, manifest="data/train.jsonl", output_name="uso_run",
+                                objective="uso", steps=1000, reason_weight=0.25, sigma_max=0.5, learning_rate=1e-4,
+                                train="lora", lora_rank=32, global_batch=8, num_frames=17, width=640, height=352,
+                                training_seed=0, resume=False)
     connect_models(graph, m, trainer)
-    save = graph.add("ReViSESaveCheckpoint", (820, 0), filename_prefix="revise/uso_finetuned", save_to="output")
+    save = column.next().add("ReViSESaveCheckpoint", filename_prefix="revise/uso_finetuned", save_to="output")
     graph.connect(trainer, "dit", save, "dit")
     graph.connect(trainer, "connector", save, "connector")
-    curves = graph.add("PreviewImage", (820, 220), (500, 320))
-    graph.connect(trainer, "curves", curves, "images")
-    report = graph.add("PreviewAny", (820, 580), title="training report")
+    report = column.add("PreviewAny", title="training report")
     graph.connect(trainer, "report", report, "source")
+    curves = column.add("PreviewImage")
+    graph.connect(trainer, "curves", curves, "images")
     return graph.to_ui()
 
 
@@ -285,39 +363,62 @@ connector (docs/models.md lists every file)."""
 
 def official_edit_workflow() -> dict:
     graph = Graph()
-    graph.add("MarkdownNote", (-420, 0), (400, 460), title="Read me", text=RELEASE_NOTE + """
+    graph.add("MarkdownNote", (-460, 0), (400, 460), title="Read me", text=RELEASE_NOTE + """
 
 **The release's own settings** (`--preset revise-official`): 17 frames at 640x352 from frame 1 (skip 1), centre crop
 then bilinear resize; VILA reads frame 0 of the video; UniPC, 40 steps, shift 5, the release's sigmas,
 guidance cond + 3·(cond − uncond) (`official` mode) against its unconditioned context; written at 8 fps, seed 1818.""")
-    models = graph.add("ReViSEModelSetLoader", (0, 0), (320, 200), model_set="revise_ckpt", precision="auto",
-                       device="auto")
-    components = source_video(graph)
-    encode = graph.add("ReViSEVAEEncode", (380, 300), num_frames=17, width=640, height=352, resize="official",
-                       frame_policy="trim", skip_frames=1)
-    graph.connect(models, "vae", encode, "vae")
-    graph.connect(components, "images", encode, "images")
-    vlm = graph.add("ReViSEVLMEncode", (760, 0), (360, 240), instruction=INSTRUCTION, reasoning="none",
-                    vlm_frames=8, caption_tokens=128)
-    graph.connect(models, "vlm", vlm, "vlm")
-    graph.connect(components, "images", vlm, "frames")  # the video itself: VILA reads its frame 0
-    connector = graph.add("ReViSEConnector", (760, 300), max_text_len=512)
-    for name in ("connector", "t5", "vae"):
-        graph.connect(models, name, connector, name)
-    graph.connect(vlm, "vlm_cond", connector, "vlm_cond")
-    graph.connect(encode, "latent", connector, "source_latent")
-    sampler = graph.add("ReViSESampler", (1160, 0), (320, 260), steps=40, guidance=3.0, shift=5.0, scheduler="unipc",
-                        seed=1818, guidance_mode="official", sigma_schedule="official")
-    graph.connect(models, "dit", sampler, "dit")
-    graph.connect(connector, "cond", sampler, "cond")
-    decode = graph.add("ReViSEVAEDecode", (1160, 300), tiled=False)
-    graph.connect(models, "vae", decode, "vae")
-    graph.connect(sampler, "latent", decode, "latent")
-    create = graph.add("CreateVideo", (1540, 0), fps=8.0)
-    graph.connect(decode, "frames", create, "images")
-    save = graph.add("SaveVideo", (1540, 220), (400, 400), filename_prefix="revise/official_edit", format="auto",
-                     codec="auto")
-    graph.connect(create, "VIDEO", save, "video")
+    column = Column(graph)
+    models = column.add("ReViSEModelSetLoader", model_set="revise_ckpt", precision="auto", device="auto",
+                        load_dit=True)
+    components = source_video(column.next())
+    encode = encode_video(column, models, components, num_frames=17, resize="official", skip_frames=1)
+    # the video itself: VILA reads its frame 0
+    _, connector = condition(column.next(), models, (components, "images"), encode, "none")
+    decode = sample_and_decode(column.next(), models, connector, seed=1818, guidance_mode="official",
+                               sigma_schedule="official")
+    save_video(column.next(), decode, "frames", "revise/official_edit", fps=8.0)
+    return graph.to_ui()
+
+
+NATIVE_NOTE = RELEASE_NOTE + """
+
+**ComfyUI's own sampler.** Convert the release's DiT once into a file `UNETLoader` reads as Wan2.1:
+`python -m revise_core.convert models/revise/revise_ckpt models/diffusion_models/revise_dit.safetensors`
+and put **wan_2.1_vae.safetensors** (Comfy-Org/Wan_2.1_ComfyUI_repackaged, the same VAE) into **models/vae**."""
+
+
+def native_workflow() -> dict:
+    graph = Graph()
+    graph.add("MarkdownNote", (-460, 0), (400, 560), title="Read me", text=NATIVE_NOTE + """
+
+The ReViSE nodes encode (VLM, umT5, connector; the model set loads without its DiT); **ReViSE → Wan Conditioning**
+hands the context to KSampler as positive and the release's null branch as negative. ComfyUI's cfg is
+uncond + cfg·(cond − uncond): the release's guidance 3 (cond + 3·(cond − uncond)) is **cfg 4**. ModelSamplingSD3
+sets the release's shift 5. For the release's exact sampler (its UniPC and sigmas) use revise_official_edit;
+KSampler brings ComfyUI's samplers, memory management, fp8 weights, LoRAs and caches.""")
+    column = Column(graph)
+    models = column.add("ReViSEModelSetLoader", model_set="revise_ckpt", precision="auto", device="auto",
+                        load_dit=False)
+    unet = column.add("UNETLoader", unet_name="revise_dit.safetensors", weight_dtype="default")
+    vae = column.add("VAELoader", vae_name="wan_2.1_vae.safetensors")
+    components = source_video(column.next())
+    encode = encode_video(column, models, components, num_frames=17, resize="official", skip_frames=1)
+    _, connector = condition(column.next(), models, (components, "images"), encode, "none")
+    native = column.add("ReViSEWanConditioning")
+    graph.connect(connector, "cond", native, "cond")
+    shift = column.next().add("ModelSamplingSD3", shift=5.0)
+    graph.connect(unet, "MODEL", shift, "model")
+    sampler = column.add("KSampler", seed=1818, steps=40, cfg=4.0, sampler_name="uni_pc_bh2", scheduler="simple",
+                         denoise=1.0)
+    graph.connect(shift, "MODEL", sampler, "model")
+    graph.connect(native, "positive", sampler, "positive")
+    graph.connect(native, "negative", sampler, "negative")
+    graph.connect(native, "latent", sampler, "latent_image")
+    decode = column.add("VAEDecode")
+    graph.connect(sampler, "LATENT", decode, "samples")
+    graph.connect(vae, "VAE", decode, "vae")
+    save_video(column.next(), decode, "IMAGE", "revise/native_edit", fps=8.0)
     return graph.to_ui()
 
 
@@ -327,6 +428,7 @@ WORKFLOWS = {
     "revise_edit_and_critic.json": critic_workflow,
     "revise_best_of_n.json": best_of_workflow,
     "revise_uso_finetune.json": finetune_workflow,
+    "revise_native_ksampler.json": native_workflow,
 }
 
 
