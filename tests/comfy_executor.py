@@ -108,8 +108,71 @@ class PreviewImage:
         return {"ui": {"images": [list(images.shape)]}}
 
 
+class _ComfyOnly:
+    """ComfyUI's own Wan nodes (the native workflow): their inputs, for conversion and validation; running
+    them needs ComfyUI itself (tests/test_real_comfyui.py)."""
+
+    FUNCTION = "run"
+
+    def run(self, **kwargs):
+        raise NotImplementedError(f"{type(self).__name__} is ComfyUI's own node; tests/test_real_comfyui.py runs it")
+
+
+class UNETLoader(_ComfyOnly):
+    RETURN_TYPES = ("MODEL",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"unet_name": (["revise_dit.safetensors"], {}),
+                             "weight_dtype": (["default", "fp8_e4m3fn", "fp8_e4m3fn_fast", "fp8_e5m2"], {})}}
+
+
+class VAELoader(_ComfyOnly):
+    RETURN_TYPES = ("VAE",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"vae_name": (["wan_2.1_vae.safetensors"], {})}}
+
+
+class ModelSamplingSD3(_ComfyOnly):
+    RETURN_TYPES = ("MODEL",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"model": ("MODEL", {}), "shift": ("FLOAT", {"default": 3.0, "min": 0.0, "max": 100.0})}}
+
+
+class KSampler(_ComfyOnly):
+    RETURN_TYPES = ("LATENT",)
+    # a part of ComfyUI 0.8.0's lists, with every value the shipped workflow and the docs use
+    SAMPLERS = ["euler", "euler_ancestral", "heun", "dpmpp_2m", "uni_pc", "uni_pc_bh2", "res_multistep"]
+    SCHEDULERS = ["simple", "sgm_uniform", "karras", "exponential", "ddim_uniform", "beta", "normal",
+                  "linear_quadratic", "kl_optimal"]
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "model": ("MODEL", {}), "seed": ("INT", {"default": 0, "min": 0, "max": 0xffffffffffffffff,
+                                                    "control_after_generate": True}),
+            "steps": ("INT", {"default": 20, "min": 1, "max": 10000}),
+            "cfg": ("FLOAT", {"default": 8.0, "min": 0.0, "max": 100.0}),
+            "sampler_name": (cls.SAMPLERS, {}), "scheduler": (cls.SCHEDULERS, {}),
+            "positive": ("CONDITIONING", {}), "negative": ("CONDITIONING", {}), "latent_image": ("LATENT", {}),
+            "denoise": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0})}}
+
+
+class VAEDecode(_ComfyOnly):
+    RETURN_TYPES = ("IMAGE",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"samples": ("LATENT", {}), "vae": ("VAE", {})}}
+
+
 BUILTIN_STAND_INS = {cls.__name__: cls for cls in (LoadVideo, GetVideoComponents, CreateVideo, SaveVideo, PreviewAny,
-                                                    PreviewImage)}
+                                                    PreviewImage, UNETLoader, VAELoader, ModelSamplingSD3, KSampler,
+                                                    VAEDecode)}
 
 
 def _widgets(cls) -> list[tuple[str, object, dict]]:
@@ -183,8 +246,9 @@ def validate(api: dict, classes: dict[str, type]) -> None:
                 raise ValueError(f"node {node_id}: '{name}'={value} outside [{options.get('min')}, {options.get('max')}]")
 
 
-def execute(api: dict, classes: dict[str, type]) -> dict[str, object]:
-    """Run output nodes and their ancestors, each once, under inference mode; returns outputs by node id."""
+def execute(api: dict, classes: dict[str, type], outputs: list[str] | None = None) -> dict[str, object]:
+    """Run output nodes (or the nodes `outputs` names) and their ancestors, each once, under inference mode;
+    returns outputs by node id."""
     validate(api, classes)
     results: dict[str, object] = {}
 
@@ -204,7 +268,7 @@ def execute(api: dict, classes: dict[str, type]) -> dict[str, object]:
         return results[node_id]
 
     for node_id, node in api.items():
-        if getattr(classes[node["class_type"]], "OUTPUT_NODE", False):
+        if node_id in outputs if outputs is not None else getattr(classes[node["class_type"]], "OUTPUT_NODE", False):
             run(node_id)
     return results
 

@@ -41,10 +41,21 @@ def test_readme_install_pins_cpu_torch_but_pyproject_does_not():
 def test_pyproject_declares_the_required_stack_and_comfy_metadata():
     data = tomllib.loads((ROOT / "pyproject.toml").read_text())
     names = {re.split(r"[<>=!\[ ]", d, maxsplit=1)[0].lower() for d in data["project"]["dependencies"]}
-    required = {"torch", "diffusers", "transformers", "safetensors", "einops", "kornia", "numpy", "tqdm", "av",
-                "comfyui-frontend-package"}
+    required = {"torch", "diffusers", "transformers", "safetensors", "einops", "kornia", "numpy", "tqdm", "av"}
     assert required <= names, required - names
     assert "pytest" in " ".join(data["project"]["optional-dependencies"]["test"])
+    assert any(d.startswith("comfyui-frontend-package") for d in data["project"]["optional-dependencies"]["frontend"])
+
+
+# What ComfyUI 0.8.0's requirements.txt pins with == (the rest it asks for with >= or not at all).
+COMFYUI_PINNED = {"comfyui-frontend-package", "comfyui-workflow-templates", "comfyui-embedded-docs"}
+
+
+def test_installing_the_extension_cannot_change_comfyuis_pinned_packages():
+    data = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    names = {re.split(r"[<>=!~\[ ;]", d, maxsplit=1)[0].lower().replace("_", "-") for d in data["project"]["dependencies"]}
+    assert not names & COMFYUI_PINNED, names & COMFYUI_PINNED
+    assert "comfyui-frontend-package" not in " ".join(data["project"]["optional-dependencies"]["test"])
     assert {"PublisherId", "DisplayName"} <= set(data["tool"]["comfy"])
     # `nodes` must never be installed as a top-level package: ComfyUI owns that module name.
     assert "nodes*" not in data["tool"]["setuptools"]["packages"]["find"]["include"]

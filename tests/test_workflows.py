@@ -15,16 +15,62 @@ from revise_core.checkpoints import compute_dtype, resolve_dtype
 
 WORKFLOWS = sorted((ROOT / "workflows").glob("*.json"))
 BUILTINS_ALLOWED = {"LoadVideo", "GetVideoComponents", "CreateVideo", "SaveVideo", "PreviewAny", "PreviewImage",
-                    "MarkdownNote", "Note"}
+                    "MarkdownNote", "Note", "UNETLoader", "VAELoader", "ModelSamplingSD3", "KSampler", "VAEDecode"}
+NATIVE = "revise_native_ksampler.json"
 
 
 def _classes():
     return {**ROOT_PACKAGE.NODE_CLASS_MAPPINGS, **executor.BUILTIN_STAND_INS}
 
 
-def test_five_workflows_ship():
+def test_six_workflows_ship_each_with_a_thumbnail():
+    from PIL import Image
+
     assert {p.name for p in WORKFLOWS} == {"revise_edit.json", "revise_edit_and_critic.json", "revise_best_of_n.json",
-                                           "revise_uso_finetune.json", "revise_official_edit.json"}
+                                           "revise_uso_finetune.json", "revise_official_edit.json", NATIVE}
+    for path in WORKFLOWS:
+        # ComfyUI serves <name>.jpg next to the template as its thumbnail in the Templates dialog
+        with Image.open(path.with_suffix(".jpg")) as thumbnail:
+            assert thumbnail.format == "JPEG" and thumbnail.size == (480, 360), (path.name, thumbnail.size)
+
+
+TITLE_HEIGHT = 30  # LiteGraph draws the title bar above a node's position
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
+def test_workflow_nodes_do_not_overlap(path):
+    """Stored boxes (title bar included) are disjoint; the sizes are at least what the frontend computes
+    (checked in ComfyUI 0.8.0's frontend 1.35.9: no node grew on loading), and nothing sits below a video
+    preview, whose height follows the video."""
+    nodes = json.loads(path.read_text())["nodes"]
+    boxes = [(n["type"], n["pos"][0], n["pos"][1] - TITLE_HEIGHT, n["pos"][0] + n["size"][0], n["pos"][1] + n["size"][1])
+             for n in nodes]
+    for index, a in enumerate(boxes):
+        for b in boxes[index + 1:]:
+            assert not (a[1] < b[3] and b[1] < a[3] and a[2] < b[4] and b[2] < a[4]), f"{a[0]} overlaps {b[0]}"
+    for preview in (box for box in boxes if box[0] in ("LoadVideo", "SaveVideo")):
+        below = [b[0] for b in boxes if b[2] >= preview[4] and b[1] < preview[3] and preview[1] < b[3]]
+        assert not below, f"{below} below {preview[0]}, whose preview grows with the video"
+
+
+def test_native_workflow_reproduces_the_release_settings_through_comfyuis_sampler():
+    from revise_core.presets import get_preset
+
+    preset = get_preset("revise-official")
+    api = executor.ui_to_api(json.loads((ROOT / "workflows" / NATIVE).read_text()), _classes())
+    nodes = {node["class_type"]: node["inputs"] for node in api.values()}
+    by_id = {node_id: node["class_type"] for node_id, node in api.items()}
+    sampler = nodes["KSampler"]
+    # ComfyUI's cfg: uncond + cfg·(cond − uncond); the release's guidance s: cond + s·(cond − uncond) = cfg s + 1
+    assert sampler["cfg"] == preset.sampler["guidance_scale"] + 1
+    assert (sampler["steps"], sampler["seed"], sampler["denoise"]) == (preset.sampler["steps"], preset.sampler["seed"], 1.0)
+    assert nodes["ModelSamplingSD3"]["shift"] == preset.sampler["shift"]
+    assert {by_id[sampler[name][0]] for name in ("positive", "negative", "latent_image")} == {"ReViSEWanConditioning"}
+    assert nodes["ReViSEModelSetLoader"]["load_dit"] is False
+    encode = nodes["ReViSEVAEEncode"]
+    assert (encode["num_frames"], encode["resize"], encode["skip_frames"]) == (
+        preset.settings["num_frames"], preset.settings["resize"], preset.settings["skip_frames"])
+    assert nodes["CreateVideo"]["fps"] == preset.output_fps
 
 
 def test_official_edit_workflow_has_the_presets_settings():
@@ -111,18 +157,20 @@ def comfy_dirs(tiny_model_dirs, tiny_dir, tmp_path, monkeypatch, request):
     return {"manifest": str(manifest), "output": tmp_path / "output"}
 
 
-def tiny_api(path: Path, manifest: str, precision: str = "fp32") -> dict:
-    """A shipped workflow in API form, pointed at the tiny models, the test video and a demo manifest, with
-    every loader in `precision` (clips shrunk for half precision, see SIZES)."""
+def tiny_api(path: Path, manifest: str, precision: str = "fp32", names: dict | None = None) -> dict:
+    """A shipped workflow in API form, pointed at the tiny models (`names` overrides TINY_NAMES per node
+    class), the test video and a demo manifest, with every loader in `precision` (clips shrunk for half
+    precision, see SIZES)."""
     api = executor.ui_to_api(json.loads(path.read_text()), _classes())
     size = SIZES[precision]
     for node in api.values():
         node["inputs"].update(TINY_NAMES.get(node["class_type"], {}))
+        node["inputs"].update((names or {}).get(node["class_type"], {}))
         if "precision" in node["inputs"]:
             node["inputs"]["precision"] = precision
-        if node["class_type"] in ("ReViSEVAEEncode", "ReViSEUSOTrainer"):
+        if node["class_type"] in ("ReViSEVAEEncode", "ReViSEUSOTrainer", "ReViSEBestOfEdit"):
             node["inputs"].update(width=size["side"], height=size["side"])
-            if node["class_type"] == "ReViSEVAEEncode":
+            if node["class_type"] in ("ReViSEVAEEncode", "ReViSEBestOfEdit"):
                 node["inputs"]["num_frames"] = size["frames"]
         if node["class_type"] == "LoadVideo":
             node["inputs"]["file"] = "source.mp4"
@@ -144,8 +192,17 @@ def test_workflow_runs_on_the_tiny_models(path, comfy_dirs, request):
     precision = request.node.callspec.params["comfy_dirs"]
     size = SIZES[precision]
     api = tiny_api(path, comfy_dirs["manifest"], precision)
-    results = executor.execute(api, _classes())
-    kinds = {node["class_type"]: results.get(node_id) for node_id, node in api.items()}
+    # The native workflow's sampler and decoder are ComfyUI's own (run in tests/test_real_comfyui.py): here
+    # its ReViSE part runs, up to the CONDITIONING it hands to KSampler.
+    outputs = [i for i, node in api.items() if node["class_type"] == "ReViSEWanConditioning"] if path.name == NATIVE else None
+    results = executor.execute(api, _classes(), outputs)
+    kinds = {node["class_type"]: results[node_id] for node_id, node in api.items() if node_id in results}
+    if "ReViSEWanConditioning" in kinds:
+        positive, negative, latent = kinds["ReViSEWanConditioning"]
+        assert positive[0][0].shape == negative[0][0].shape and positive[0][0].shape[0] == 1
+        assert latent["samples"].shape[2] == (size["frames"] - 1) // 4 + 1 and not latent["samples"].any()
+        loaded = [results[i] for i, node in api.items() if node["class_type"] == "ReViSEModelSetLoader"]
+        assert loaded and loaded[0][0] is None  # load_dit off: the native path never holds our DiT
     loaded = [results[node_id][0] for node_id, node in api.items() if node["class_type"] == "ReViSEDiTLoader"]
     assert all(compute_dtype(dit) == resolve_dtype(precision) for dit in loaded)
     if "SaveVideo" in kinds:
