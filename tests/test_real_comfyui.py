@@ -4,20 +4,26 @@ server process only. Only loopback traffic, to the server the test starts."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
+import shutil
 import socket
+import struct
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
+import uuid
 from pathlib import Path
 
 import pytest
+import torch
 
 import comfy_executor as executor
 from conftest import ROOT
-from test_workflows import WORKFLOWS, _classes, tiny_api
+from test_workflows import NATIVE, WORKFLOWS, _classes, tiny_api
 
 COMFYUI = os.environ.get("COMFYUI_PATH")
 pytestmark = pytest.mark.skipif(not COMFYUI or not (Path(COMFYUI) / "main.py").is_file(),
@@ -46,11 +52,28 @@ def _get(url: str) -> dict:
 def _post(url: str, payload: dict) -> dict:
     request = urllib.request.Request(url, data=json.dumps(payload).encode(), headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=30) as response:
-        return json.loads(response.read())
+        body = response.read()
+    return json.loads(body) if body.strip() else {}  # POST /free answers with an empty body
 
 
 @pytest.fixture(scope="module")
-def server(tiny_dir, tmp_path_factory):
+def native_kit(tmp_path_factory) -> dict:
+    """The native-shaped tiny set, its Omni-Video 2 DiT converted by the CLI for UNETLoader (as a user does)
+    and the VAE under the name the native workflow uses."""
+    from revise_core.testing import write_native_models
+
+    root = tmp_path_factory.mktemp("native")
+    paths = write_native_models(root)
+    dit_file = root / "dm" / "revise_dit.safetensors"
+    subprocess.run([sys.executable, "-m", "revise_core.convert", str(paths["omnivideo2"]), str(dit_file), "--config",
+                    str(paths["dit_config"])], cwd=ROOT, check=True, capture_output=True)
+    (root / "vae").mkdir()
+    shutil.copy(paths["vae"], root / "vae" / "wan_2.1_vae.safetensors")
+    return {"root": root, "dit_file": dit_file, **paths}
+
+
+@pytest.fixture(scope="module")
+def server(tiny_dir, native_kit, tmp_path_factory):
     from revise_core.video import synthetic_clip, write_video
     from trainer.demo import write_demo_data
 
@@ -64,14 +87,17 @@ def server(tiny_dir, tmp_path_factory):
         "revise:\n"
         f"    base_path: {tiny_dir}\n"
         "    diffusion_models: |\n        dit\n        connector\n        omnivideo2\n"
-        "    vae: vae\n    text_encoders: t5\n    vlm: vlm\n"
+        "    vae: vae\n    text_encoders: t5\n    vlm: vlm\n    revise: .\n"
         f"    custom_nodes: {work / 'custom_nodes'}\n"
+        "native:\n"
+        f"    base_path: {native_kit['root']}\n"
+        "    diffusion_models: dm\n    vae: vae\n    revise: .\n"
     )
     port = _free_port()
     process = subprocess.Popen(
         [os.environ.get("COMFYUI_PYTHON", sys.executable), "main.py", "--cpu", "--listen", "127.0.0.1", "--port",
          str(port), "--extra-model-paths-config", str(work / "paths.yaml"), "--input-directory", str(work / "input"),
-         "--output-directory", str(work / "output"), "--disable-auto-launch"],
+         "--output-directory", str(work / "output"), "--disable-auto-launch", "--preview-method", "latent2rgb"],
         cwd=COMFYUI, stdout=open(work / "server.log", "w"), stderr=subprocess.STDOUT, env=_server_env(),
     )
     base = f"http://127.0.0.1:{port}"
@@ -84,7 +110,7 @@ def server(tiny_dir, tmp_path_factory):
                 time.sleep(1)
         else:
             pytest.fail("ComfyUI did not start:\n" + (work / "server.log").read_text()[-3000:])
-        yield {"url": base, "manifest": str(manifest), "log": work / "server.log"}
+        yield {"url": base, "port": port, "manifest": str(manifest), "log": work / "server.log"}
     finally:
         process.terminate()
         process.wait(timeout=30)
@@ -98,18 +124,145 @@ def test_nodes_register_and_workflows_are_templates(server):
     assert sorted(templates["ComfyUI-ReViSE"]) == sorted(p.stem for p in WORKFLOWS), templates
 
 
+class _Messages(threading.Thread):
+    """ComfyUI's websocket (/ws?clientId=...), read with the standard library: text events and binary
+    (preview) frames. Only loopback, to the server the test started."""
+
+    def __init__(self, port: int, client_id: str) -> None:
+        super().__init__(daemon=True)
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=600)
+        key = base64.b64encode(os.urandom(16)).decode()
+        self.sock.sendall((f"GET /ws?clientId={client_id} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+                           f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+        self.buffer = b""
+        while b"\r\n\r\n" not in self.buffer:
+            self.buffer += self.sock.recv(4096)
+        head, self.buffer = self.buffer.split(b"\r\n\r\n", 1)
+        assert b" 101 " in head.split(b"\r\n")[0], head
+        self.text: list[dict] = []
+        self.binary: list[bytes] = []
+
+    def _read(self, count: int) -> bytes:
+        while len(self.buffer) < count:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise EOFError
+            self.buffer += chunk
+        data, self.buffer = self.buffer[:count], self.buffer[count:]
+        return data
+
+    def run(self) -> None:
+        try:
+            while True:
+                first, second = self._read(2)
+                length = second & 0x7F
+                if length == 126:
+                    length = struct.unpack(">H", self._read(2))[0]
+                elif length == 127:
+                    length = struct.unpack(">Q", self._read(8))[0]
+                payload = self._read(length)  # server frames are unmasked
+                opcode = first & 0x0F
+                if opcode == 1:
+                    self.text.append(json.loads(payload))
+                elif opcode == 2:
+                    self.binary.append(payload)
+                elif opcode == 8:
+                    return
+        except (OSError, EOFError):
+            return
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+# Workflows whose sampling should send latent previews (the ReViSE Sampler, best-of-N, ComfyUI's KSampler).
+SAMPLING = {"revise_edit.json", "revise_edit_and_critic.json", "revise_best_of_n.json", "revise_official_edit.json",
+            NATIVE}
+NATIVE_NAMES = {"ReViSEModelSetLoader": {"model_set": "encoders"}, "KSampler": {"steps": 3}}
+
+
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
 def test_workflow_runs_in_comfyui(server, path):
-    api = tiny_api(path, server["manifest"])
-    prompt_id = _post(f"{server['url']}/prompt", {"prompt": api})["prompt_id"]
-    for _ in range(600):
-        history = _get(f"{server['url']}/history/{prompt_id}")
-        if prompt_id in history and history[prompt_id]["status"].get("completed") is not None:
-            status = history[prompt_id]["status"]
-            if status["status_str"] == "success":
-                break
-            pytest.fail(json.dumps(status["messages"], indent=1)[-4000:])
+    api = tiny_api(path, server["manifest"], names=NATIVE_NAMES if path.name == NATIVE else None)
+    # ComfyUI caches outputs across prompts: without this, a sampler shared with an earlier workflow never runs
+    _post(f"{server['url']}/free", {"unload_models": True, "free_memory": True})
+    client_id = uuid.uuid4().hex
+    messages = _Messages(server["port"], client_id)
+    messages.start()
+    try:
+        prompt_id = _post(f"{server['url']}/prompt", {"prompt": api, "client_id": client_id})["prompt_id"]
+        for _ in range(600):
+            history = _get(f"{server['url']}/history/{prompt_id}")
+            if prompt_id in history and history[prompt_id]["status"].get("completed") is not None:
+                status = history[prompt_id]["status"]
+                if status["status_str"] == "success":
+                    break
+                pytest.fail(json.dumps(status["messages"], indent=1)[-4000:])
+            time.sleep(0.5)
+        else:
+            pytest.fail("workflow did not finish")
+    finally:
         time.sleep(0.5)
-    else:
-        pytest.fail("workflow did not finish")
+        messages.close()
     assert history[prompt_id]["status"]["status_str"] == "success"
+    progress = [m for m in messages.text if m.get("type") in ("progress", "progress_state")]
+    assert progress, "no progress events"
+    if path.name in SAMPLING:
+        # ComfyUI's preview frames: a 4-byte event type, then the image (JPEG here: latent2rgb)
+        previews = [frame for frame in messages.binary if b"\xff\xd8" in frame[:64]]
+        assert previews, f"no latent previews among {len(messages.binary)} binary messages"
+    if path.name == NATIVE:
+        outputs = history[prompt_id]["outputs"]
+        assert any("images" in out or "video" in out or "animated" in out for out in outputs.values()), outputs
+
+
+def test_native_wan_call_and_sampling_equal_ours(native_kit, tmp_path):
+    """One call of ComfyUI's Wan (the converted file through its own loader, latent format and flow
+    parameterisation) on our conditioning equals our DiT call (fp32: |diff| <= 1e-4 of the output's scale);
+    KSampler euler + normal equals the ReViSE Sampler's euler (same noise, cfg = guidance + 1 against
+    official guidance). ComfyUI's uni_pc / uni_pc_bh2 are other UniPC variants: reported, not asserted."""
+    from safetensors.torch import load_file, save_file
+
+    from revise_core.dit import load_dit
+    from revise_core.editor import EditModels, EditSettings, ReviseEditor
+    from revise_core.sampler import SamplerConfig, initial_noise, sample
+    from revise_core.video import synthetic_clip
+
+    if not (Path(COMFYUI) / "comfy" / "sd.py").is_file():
+        pytest.skip("COMFYUI_PATH has no comfy package")
+    encoders = EditModels.load(native_kit["model_set"], with_dit=False)
+    dit = load_dit(native_kit["dit_file"])
+    encoders.dit = dit
+    with torch.no_grad():
+        condition = ReviseEditor(encoders).condition(synthetic_clip(num_frames=9, height=64, width=64).frames,
+                                                     "make the sky red", EditSettings())
+    positive, negative, _ = _classes()["ReViSEWanConditioning"]().convert(condition)
+    shape = tuple(condition.source_latents.shape)
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(3))
+    sigma, steps, guidance, shift = 0.7, 4, 3.0, 5.0
+    noise = initial_noise(shape, 7)
+    inputs = tmp_path / "inputs.safetensors"
+    save_file({"x": x, "sigma": torch.tensor([sigma]), "cond": positive[0][0], "uncond": negative[0][0],
+               "noise": noise, "steps": torch.tensor([steps]), "cfg": torch.tensor([guidance + 1.0])}, str(inputs))
+    out = tmp_path / "outputs.safetensors"
+    run = subprocess.run([os.environ.get("COMFYUI_PYTHON", sys.executable), str(ROOT / "tests" / "comfy_native_check.py"),
+                          COMFYUI, str(native_kit["dit_file"]), str(inputs), str(out), str(shift)],
+                         capture_output=True, text=True, env=_server_env(), cwd=COMFYUI)
+    assert run.returncode == 0, run.stderr[-4000:]
+    comfy = load_file(str(out))
+    with torch.no_grad():
+        velocity = dit(hidden_states=x, timestep=torch.tensor([sigma * 1000]), encoder_hidden_states=condition.cond,
+                       return_dict=False)[0]
+        ours = x - sigma * velocity  # ComfyUI's apply_model returns the denoised estimate in its model space
+        scale = ours.abs().max()
+        assert (comfy["denoised"] - ours).abs().max() <= 1e-4 * scale
+        config = SamplerConfig(steps=steps, guidance_scale=guidance, shift=shift, scheduler="euler",
+                               guidance_mode="official")
+        euler = condition.denormalize(sample(dit, condition.cond, condition.uncond, noise=noise, config=config))
+        assert (comfy["sample_euler_normal"] - euler).abs().max() <= 1e-4 * euler.abs().max()
+        unipc = condition.denormalize(sample(dit, condition.cond, condition.uncond, noise=noise,
+                                             config=SamplerConfig(steps=steps, guidance_scale=guidance, shift=shift,
+                                                                  guidance_mode="official", sigma_schedule="official")))
+    for name in ("sample_uni_pc_bh2_simple", "sample_uni_pc_simple", "sample_euler_simple"):
+        print(f"{name} vs ReViSE Sampler (unipc, official sigmas): max |diff| "
+              f"{(comfy[name] - unipc).abs().max():.3g} of {unipc.abs().max():.3g}")
