@@ -5,6 +5,7 @@ server process only. Only loopback traffic, to the server the test starts."""
 from __future__ import annotations
 
 import base64
+import io
 import json
 import os
 import shutil
@@ -69,6 +70,10 @@ def native_kit(tmp_path_factory) -> dict:
                     str(paths["dit_config"])], cwd=ROOT, check=True, capture_output=True)
     (root / "vae").mkdir()
     shutil.copy(paths["vae"], root / "vae" / "wan_2.1_vae.safetensors")
+    (root / "vae_approx").mkdir()
+    subprocess.run([os.environ.get("COMFYUI_PYTHON", sys.executable), str(ROOT / "tests" / "comfy_write_taehv.py"),
+                    COMFYUI, str(root / "vae_approx" / "lighttaew2_1.safetensors")], check=True, capture_output=True,
+                   env=_server_env(), cwd=COMFYUI)
     return {"root": root, "dit_file": dit_file, **paths}
 
 
@@ -91,7 +96,7 @@ def server(tiny_dir, native_kit, tmp_path_factory):
         f"    custom_nodes: {work / 'custom_nodes'}\n"
         "native:\n"
         f"    base_path: {native_kit['root']}\n"
-        "    diffusion_models: dm\n    vae: vae\n    revise: .\n"
+        "    diffusion_models: dm\n    vae: vae\n    revise: .\n    vae_approx: vae_approx\n"
     )
     port = _free_port()
     process = subprocess.Popen(
@@ -181,39 +186,70 @@ SAMPLING = {"revise_edit.json", "revise_edit_and_critic.json", "revise_best_of_n
 NATIVE_NAMES = {"ReViSEModelSetLoader": {"model_set": "encoders"}, "KSampler": {"steps": 3}}
 
 
-@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
-def test_workflow_runs_in_comfyui(server, path):
-    api = tiny_api(path, server["manifest"], names=NATIVE_NAMES if path.name == NATIVE else None)
+def _run(server: dict, api: dict, extra_data: dict | None = None) -> tuple[dict, _Messages]:
+    """Queue `api` (ComfyUI's output cache freed first, so every node runs), wait for it, return its history
+    entry and the websocket messages sent meanwhile."""
     # ComfyUI caches outputs across prompts: without this, a sampler shared with an earlier workflow never runs
     _post(f"{server['url']}/free", {"unload_models": True, "free_memory": True})
     client_id = uuid.uuid4().hex
     messages = _Messages(server["port"], client_id)
     messages.start()
     try:
-        prompt_id = _post(f"{server['url']}/prompt", {"prompt": api, "client_id": client_id})["prompt_id"]
+        payload = {"prompt": api, "client_id": client_id, "extra_data": extra_data or {}}
+        prompt_id = _post(f"{server['url']}/prompt", payload)["prompt_id"]
         for _ in range(600):
             history = _get(f"{server['url']}/history/{prompt_id}")
             if prompt_id in history and history[prompt_id]["status"].get("completed") is not None:
                 status = history[prompt_id]["status"]
                 if status["status_str"] == "success":
-                    break
+                    return history[prompt_id], messages
                 pytest.fail(json.dumps(status["messages"], indent=1)[-4000:])
             time.sleep(0.5)
-        else:
-            pytest.fail("workflow did not finish")
+        pytest.fail("workflow did not finish")
     finally:
         time.sleep(0.5)
         messages.close()
-    assert history[prompt_id]["status"]["status_str"] == "success"
-    progress = [m for m in messages.text if m.get("type") in ("progress", "progress_state")]
-    assert progress, "no progress events"
+
+
+def _previews(messages: _Messages) -> list[tuple[int, int]]:
+    """Sizes of the preview images sent (ComfyUI's binary frames: a 4-byte event type, then a JPEG)."""
+    from PIL import Image
+
+    sizes = []
+    for frame in messages.binary:
+        start = frame.find(b"\xff\xd8", 0, 64)
+        if start >= 0:
+            with Image.open(io.BytesIO(frame[start:])) as image:
+                sizes.append(image.size)
+    return sizes
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
+def test_workflow_runs_in_comfyui(server, path):
+    api = tiny_api(path, server["manifest"], names=NATIVE_NAMES if path.name == NATIVE else None)
+    entry, messages = _run(server, api)
+    assert [m for m in messages.text if m.get("type") in ("progress", "progress_state")], "no progress events"
     if path.name in SAMPLING:
-        # ComfyUI's preview frames: a 4-byte event type, then the image (JPEG here: latent2rgb)
-        previews = [frame for frame in messages.binary if b"\xff\xd8" in frame[:64]]
-        assert previews, f"no latent previews among {len(messages.binary)} binary messages"
+        assert _previews(messages), f"no latent previews among {len(messages.binary)} binary messages"
     if path.name == NATIVE:
-        outputs = history[prompt_id]["outputs"]
-        assert any("images" in out or "video" in out or "animated" in out for out in outputs.values()), outputs
+        assert any("images" in out or "video" in out or "animated" in out for out in entry["outputs"].values())
+
+
+def test_previews_switch_to_taehv_when_lighttaew2_1_is_present(server):
+    """With the preview method 'taesd' and models/vae_approx/lighttaew2_1*, ComfyUI's previewer for Wan2.1 is
+    TAEHV (ComfyUI builds it as a VAE, which it logs; the ReViSE edit workflow builds no other ComfyUI VAE);
+    with latent2rgb no VAE is built. Both for the ReViSE Sampler, through ComfyUI's own previewer."""
+    api = tiny_api(ROOT / "workflows" / "revise_edit.json", server["manifest"])
+
+    def vaes_built() -> int:
+        return server["log"].read_text().count("VAE load device")
+
+    before = vaes_built()
+    _, latent2rgb = _run(server, api, {"preview_method": "latent2rgb"})
+    assert _previews(latent2rgb) and vaes_built() == before
+    _, taehv = _run(server, api, {"preview_method": "taesd"})
+    assert _previews(taehv) and vaes_built() > before, "no TAEHV previewer was built"
+    assert "could not find models/vae_approx" not in server["log"].read_text()
 
 
 def test_native_wan_call_and_sampling_equal_ours(native_kit, tmp_path):
