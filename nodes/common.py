@@ -21,6 +21,18 @@ def precision_input(tooltip: str = "Compute dtype the weights are cast to (fp8 f
     return (PRECISIONS, {"default": "auto", "tooltip": tooltip})
 
 
+def clip_size_inputs(what: str = "keep") -> dict[str, tuple]:
+    """num_frames / width / height widgets of the nodes that fit a clip to Wan's shape (0 = from the source)."""
+    return {
+        "num_frames": ("INT", {"default": 0, "min": 0, "max": 1025, "step": 1,
+                               "tooltip": f"Frames to {what}, 4k+1 (e.g. 33, 81); 0 = the source's count made 4k+1."}),
+        "width": ("INT", {"default": 0, "min": 0, "max": 4096, "step": 32,
+                          "tooltip": "Output width, multiple of 32; 0 = the source's width rounded down."}),
+        "height": ("INT", {"default": 0, "min": 0, "max": 4096, "step": 32,
+                           "tooltip": "Output height, multiple of 32; 0 = the source's height rounded down."}),
+    }
+
+
 def device_input() -> tuple:
     return (DEVICES, {"default": "auto", "tooltip": "Where the model computes; 'auto' follows ComfyUI's device."})
 

@@ -11,7 +11,7 @@ from revise_core.text import TextEncoder
 from revise_core.vlm import VisionLanguageModel
 
 from . import comfy_bridge as bridge
-from .common import CATEGORY, CONNECTOR, DIT, T5, VAE, VLM, expect, expect_dit, expect_vae, using
+from .common import CATEGORY, CONNECTOR, DIT, T5, VAE, VLM, clip_size_inputs, expect, expect_dit, expect_vae, using
 
 
 class ReViSESelfCritic:
@@ -70,14 +70,7 @@ class ReViSEBestOfEdit:
             "shift": ("FLOAT", {"default": 5.0, "min": 0.1, "max": 20.0, "step": 0.1, "tooltip": "Flow shift."}),
             "seed": ("INT", {"default": 0, "min": 0, "max": 2**63 - 1, "control_after_generate": True,
                              "tooltip": "First seed; candidates use seed, seed+1, ..."}),
-        }, "optional": {
-            "num_frames": ("INT", {"default": 0, "min": 0, "max": 1025, "step": 1,
-                                   "tooltip": "Frames to edit, 4k+1 (e.g. 33, 81); 0 = the source's count made 4k+1."}),
-            "width": ("INT", {"default": 0, "min": 0, "max": 4096, "step": 32,
-                              "tooltip": "Output width, multiple of 32; 0 = the source's width rounded down."}),
-            "height": ("INT", {"default": 0, "min": 0, "max": 4096, "step": 32,
-                               "tooltip": "Output height, multiple of 32; 0 = the source's height rounded down."}),
-        }}
+        }, "optional": clip_size_inputs("edit")}
 
     def edit(self, dit, vae, t5, vlm, connector, images, instruction, candidates, steps, guidance, shift, seed,
              num_frames=0, width=0, height=0):

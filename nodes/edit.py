@@ -12,7 +12,8 @@ from revise_core.text import TextEncoder
 from revise_core.vlm import VisionLanguageModel
 
 from . import comfy_bridge as bridge
-from .common import CATEGORY, COND, CONNECTOR, DIT, T5, VAE, VLM, VLM_COND, expect, expect_dit, expect_vae, using
+from .common import CATEGORY, COND, CONNECTOR, DIT, T5, VAE, VLM, VLM_COND, clip_size_inputs, expect, expect_dit, \
+    expect_vae, using
 
 FRAMES_TOOLTIP = "Video frames (IMAGE batch [T, H, W, 3]), e.g. from Get Video Components."
 
@@ -31,12 +32,7 @@ class ReViSEVAEEncode:
         return {"required": {
             "vae": (VAE, {"tooltip": "From ReViSE Load VAE."}),
             "images": ("IMAGE", {"tooltip": FRAMES_TOOLTIP}),
-            "num_frames": ("INT", {"default": 0, "min": 0, "max": 1025, "step": 1,
-                                   "tooltip": "Frames to keep, 4k+1 (e.g. 33, 81); 0 = the source's count made 4k+1."}),
-            "width": ("INT", {"default": 0, "min": 0, "max": 4096, "step": 32,
-                              "tooltip": "Output width, multiple of 32; 0 = the source's width rounded down."}),
-            "height": ("INT", {"default": 0, "min": 0, "max": 4096, "step": 32,
-                               "tooltip": "Output height, multiple of 32; 0 = the source's height rounded down."}),
+            **clip_size_inputs("keep"),
             "resize": (list(video_ops.RESIZE_POLICIES), {"default": "crop",
                        "tooltip": "crop: cover and centre-crop; pad: fit and letterbox; stretch: ignore aspect ratio; "
                                   "official: centre-crop to the aspect, then bilinear (the ReViSE release)."}),
