@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import json
 import logging
 import os
+import struct
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -78,26 +80,37 @@ CONNECTOR_FORMAT = "revise.connector"  # revise_core.connector.omnivideo2.FORMAT
 def _candidate_for(kind: str, path: Path) -> bool:
     """Whether a weights file in a shared folder can be a `kind` ("dit" / "connector"; other kinds: any).
 
-    .pkl files are token and context pickles, never weights to pick. A .safetensors written by
-    ReViSE names its content in its header (read without loading the tensors): a connector file is only a
-    connector, anything else (ComfyUI's and Comfy-Org's files carry no such entry) only a DiT. Pickled
-    checkpoints (.pt/.pth/.bin) may hold both, as Omni-Video 2's pytorch_model.pt does, so both lists keep them."""
+    .pkl files are token and context pickles, never weights to pick. A .safetensors header (read without
+    the tensors) tells: ReViSE's files name their content ('revise.format'); otherwise the tensor names do
+    (connector modules, with or without an Omni-Video-style `wan_model.` DiT beside them; anything else, as
+    ComfyUI's and Comfy-Org's Wan files, is a DiT). Pickled checkpoints (.pt/.pth/.bin) cannot be read without
+    loading them and may hold both, as Omni-Video 2's pytorch_model.pt does, so both lists keep them. A file
+    whose header cannot be read stays in both lists: the loader reports it properly when it is picked."""
     if kind not in ("dit", "connector"):
         return True
     if path.suffix == ".pkl":
         return False
     if path.suffix not in SAFETENSORS_SUFFIXES:
         return True
-    is_connector = _safetensors_format(path) == CONNECTOR_FORMAT
-    return is_connector if kind == "connector" else not is_connector
+    header = _safetensors_header(path)
+    if header is None:
+        return True
+    metadata = header.get("__metadata__") or {}
+    if metadata.get("revise.format"):
+        is_connector = metadata["revise.format"] == CONNECTOR_FORMAT
+        return is_connector if kind == "connector" else not is_connector
+    names = [name for name in header if name != "__metadata__"]
+    has_connector = any(name.split(".", 1)[0] in CONNECTOR_MODULES for name in names)
+    has_dit = not has_connector or any(name.startswith("wan_model.") for name in names)
+    return has_connector if kind == "connector" else has_dit
 
 
-def _safetensors_format(path: Path) -> str | None:
-    """The 'revise.format' entry of a safetensors header, or None (no entry, or not readable as safetensors:
-    the loader reports that file properly when it is picked)."""
-    import json
-    import struct
+# Top-level module names of the connector families' state dicts (connector/omnivideo2.py, connector/revise.py).
+CONNECTOR_MODULES = ("vlm_proj", "vlm_norm", "visual_context_adapter", "vision_head", "dm_adapter")
 
+
+def _safetensors_header(path: Path) -> dict | None:
+    """The JSON header of a safetensors file (tensor names, metadata), or None if it cannot be read."""
     try:
         with open(path, "rb") as handle:
             (length,) = struct.unpack("<Q", handle.read(8))
@@ -106,8 +119,7 @@ def _safetensors_format(path: Path) -> str | None:
             header = json.loads(handle.read(length))
     except (OSError, ValueError, struct.error):
         return None
-    metadata = header.get("__metadata__") if isinstance(header, dict) else None
-    return metadata.get("revise.format") if isinstance(metadata, dict) else None
+    return header if isinstance(header, dict) else None
 
 
 def list_token_files() -> list[str]:

@@ -40,8 +40,8 @@ def device_input() -> tuple:
 def expect(value: object, expected: type | tuple[type, ...], what: str, wire: str) -> None:
     """Clear error when a wrong object arrives (e.g. a ComfyUI MODEL plugged into a ReViSE socket)."""
     if value is None:
-        hint = (" (a ReViSE Load Model Set with load_dit off gives no DiT: sample with ComfyUI's UNETLoader and "
-                "KSampler, or turn load_dit on)") if wire == DIT else ""
+        hint = (" (a ReViSE Load Model Set with load_dit off gives no DiT: turn load_dit on for this node; "
+                "sampling alone can use ComfyUI's UNETLoader and KSampler instead)") if wire == DIT else ""
         raise TypeError(f"{what}: nothing arrived on the {wire} input{hint}")
     if not isinstance(value, expected):
         raise TypeError(

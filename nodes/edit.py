@@ -51,8 +51,7 @@ class ReViSEVAEEncode:
         frames = video_ops.conform(images[skip_frames:].float().cpu(), num_frames=num_frames or None,
                                    height=height or None, width=width or None, resize=resize, frame_policy=frame_policy)
         pixels = video_ops.to_model_space(frames)
-        latent_shape = (1, 0, (pixels.shape[2] - 1) // 4 + 1, pixels.shape[3] // 8, pixels.shape[4] // 8)
-        with using(vae), vae_ops.on_each_chunk(vae, bridge.progress(vae_ops.chunk_count(vae, latent_shape))):
+        with using(vae), vae_ops.on_each_chunk(vae, bridge.progress(vae_ops.encode_chunk_count(pixels.shape[2]))):
             latents = vae_ops.encode(vae, pixels.to(bridge.compute_device_of(vae)))
         return ({"samples": latents.float().cpu()}, frames)
 

@@ -180,7 +180,7 @@ class ReViSEModelSetLoader(_Loader):
             "load_dit": ("BOOLEAN", {"default": True, "label_on": "load", "label_off": "skip (native UNETLoader)",
                                      "tooltip": "Off: the set's DiT is not loaded (its output is empty), for the native "
                                                 "path where ComfyUI's UNETLoader loads the DiT converted by "
-                                                "python -m revise_core.convert; saves its memory (5.7 GB fp32 for 1.3B)."}),
+                                                "python -m revise_core.convert; the DiT then takes no memory here (5.7 GB in fp32 for 1.3B)."}),
         }}
 
     def load(self, model_set, precision, device, load_dit=True):

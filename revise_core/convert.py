@@ -8,8 +8,10 @@ The source may be a ReViSE release folder (`revise_ckpt/`: Wan's folder with `tr
 `wan_model.*` on top, the official load order), a folder with a `models.json`, or any single DiT file the
 loaders read (an Omni-Video 2 `pytorch_model.pt`, whose `wan_model.*` part is the DiT; diffusers keys;
 ComfyUI files). The DiT is loaded strictly into diffusers' Wan model (so a missing or mis-shaped tensor is an
-error here, not a silent random weight in ComfyUI), then written in original Wan keys: ComfyUI detects
-Wan2.1 by `head.modulation` and reads every size from the tensors. Nothing but the DiT is written: the
+error here, not a silent random weight in ComfyUI), then written in original Wan keys. ComfyUI detects
+Wan2.1 by `head.modulation` and reads most sizes from the tensors, but fixes four (`COMFYUI_WAN_FIXED`):
+a DiT that differs there would load wrongly without an error in ComfyUI, so it is refused here
+(`--skip-comfyui-check` writes it anyway, for our own loaders). Nothing but the DiT is written: the
 connector's tensors stay in the source.
 
 `--dtype fp32` (the default) keeps the weights exact; ComfyUI casts them to its own compute dtype when it
@@ -32,6 +34,22 @@ from .cli import add_debug_flag, run, writable_output
 logger = logging.getLogger(__name__)
 
 OUTPUT_DTYPES = ("fp32", "bf16", "fp16")
+# What ComfyUI 0.8.0's Wan2.1 detection (comfy/model_detection.py) fixes instead of reading from the tensors:
+# num_heads = dim // 128, freq_dim 256, patch (1, 2, 2), and text_dim 4096 (WanModel's default, never set).
+COMFYUI_WAN_FIXED = {"attention_head_dim": 128, "freq_dim": 256, "patch_size": [1, 2, 2], "text_dim": 4096}
+
+
+def check_comfyui_compatible(config: dict, *, source: Path) -> None:
+    """Refuse a DiT whose sizes ComfyUI's Wan detection would get wrong (it assumes COMFYUI_WAN_FIXED)."""
+    def value(key: str):
+        found = config.get(key)
+        return list(found) if isinstance(found, (list, tuple)) else found
+
+    wrong = {key: value(key) for key, expected in COMFYUI_WAN_FIXED.items() if value(key) != expected}
+    if wrong:
+        raise ValueError(f"{source}: ComfyUI's Wan loader assumes {COMFYUI_WAN_FIXED} but this DiT has {wrong}; "
+                         "the file would load wrongly in ComfyUI (use --skip-comfyui-check to write it for ReViSE's "
+                         "own loaders)")
 
 
 def load_release_or_set_dit(source: str | os.PathLike, *, config: str | None = None) -> nn.Module:
@@ -46,6 +64,9 @@ def load_release_or_set_dit(source: str | os.PathLike, *, config: str | None = N
         return load_dit(source, config=config, dtype=torch.float32)
     kind = model_sets.detect(source)
     if kind == "revise release":
+        if config is not None:
+            raise ValueError(f"{source}: a ReViSE release folder carries its DiT config "
+                             f"({model_sets.WAN_FOLDER}/config.json); --config applies to single files only")
         transformer_state = dict(ckpt.read_state_dict(source / model_sets.TRANSFORMER_FILE).tensors)
         return model_sets.load_release_dit(source, transformer_state, dtype=torch.float32, device="cpu")
     from .editor import MODELS_FILE
@@ -57,8 +78,9 @@ def load_release_or_set_dit(source: str | os.PathLike, *, config: str | None = N
 
 
 def convert(source: str | os.PathLike, output: str | os.PathLike, *, dtype: str = "fp32",
-            config: str | None = None, comfyui_prefix: bool = False) -> Path:
-    """Load the DiT of `source` and write it to `output` (safetensors, original Wan keys) in `dtype`."""
+            config: str | None = None, comfyui_prefix: bool = False, check_comfyui: bool = True) -> Path:
+    """Load the DiT of `source` and write it to `output` (safetensors, original Wan keys) in `dtype`;
+    `check_comfyui` refuses a DiT ComfyUI's Wan loader would read wrongly."""
     from .dit import save_dit
 
     if dtype not in OUTPUT_DTYPES:
@@ -66,8 +88,12 @@ def convert(source: str | os.PathLike, output: str | os.PathLike, *, dtype: str 
     output = Path(output)
     if output.suffix not in (".safetensors", ".sft"):
         raise ValueError(f"{output}: the output must be a .safetensors file (ComfyUI's UNETLoader lists those)")
+    if not Path(source).exists():  # before the output folder is created
+        raise ckpt.ModelFileNotFoundError(f"convert: source not found: {source}")
     writable_output(output, what="converted DiT")
     dit = load_release_or_set_dit(source, config=config)
+    if check_comfyui:
+        check_comfyui_compatible(dict(dit.config), source=Path(source))
     save_dit(dit, output, comfyui_prefix=comfyui_prefix, dtype=ckpt.resolve_dtype(dtype))
     count = sum(p.numel() for p in dit.parameters())
     logger.info("wrote %s: %d parameters (%.2f B) in %s", output, count, count / 1e9, dtype)
@@ -86,6 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", default=None,
                         help="DiT variant or config.json, for a file that carries no config and matches no known "
                              "variant (default: from the file)")
+    parser.add_argument("--skip-comfyui-check", action="store_true",
+                        help="write a DiT whose head width, text width, freq_dim or patch ComfyUI's Wan loader would "
+                             "assume wrongly (the file is then for ReViSE's own loaders only)")
     parser.add_argument("--comfyui-prefix", action="store_true",
                         help="prefix the keys with 'model.diffusion_model.' as Comfy-Org's repackaged files do "
                              "(UNETLoader reads both)")
@@ -96,7 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    path = convert(args.source, args.output, dtype=args.dtype, config=args.config, comfyui_prefix=args.comfyui_prefix)
+    path = convert(args.source, args.output, dtype=args.dtype, config=args.config, comfyui_prefix=args.comfyui_prefix,
+                   check_comfyui=not args.skip_comfyui_check)
     print(f"wrote {path}")
     return 0
 

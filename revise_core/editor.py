@@ -87,7 +87,8 @@ class EditModels:
         if model_sets.detect(folder) == "revise release":
             return model_sets.load_revise_release(folder, dtypes=dtypes, device=device, with_dit=with_dit)
         spec = ckpt.read_json(folder / MODELS_FILE, what="model set description (models.json)")
-        missing = [key for key in ("dit", "vae", "t5", "vlm", "connector") if key not in spec]
+        needed = ("dit", "vae", "t5", "vlm", "connector") if with_dit else ("vae", "t5", "vlm", "connector")
+        missing = [key for key in needed if key not in spec]
         if missing:
             raise ValueError(f"{folder / MODELS_FILE}: missing entries {missing}; see docs/models.md")
 

@@ -537,8 +537,9 @@ def write_tiny_models(out_dir: str | Path, seed: int = 0) -> dict:
 def write_native_models(out_dir: str | Path, seed: int = 0) -> dict[str, Path]:
     """A tiny set that ComfyUI's own Wan nodes load too (sizes: NATIVE_TEXT_DIM, NATIVE_HEAD_DIM): an
     Omni-Video 2 checkpoint (`omnivideo2/transformer/pytorch_model.pt`: DiT under `wan_model.` and the
-    connector; `special_tokens.pkl`) with its DiT's config, and a `models.json` folder of the encoders (VAE in
-    original keys, umT5, a Qwen2.5-VL folder, our connector file). Returns the paths by role."""
+    connector; `special_tokens.pkl`) with its DiT's config, and a `models.json` folder of the encoders only
+    (VAE in original keys, umT5, a Qwen2.5-VL folder, our connector file; no DiT: ComfyUI's UNETLoader loads
+    it, `EditModels.load(..., with_dit=False)`). Returns the paths by role."""
     out = Path(out_dir)
     dit = tiny_dit(seed, heads=1, head_dim=NATIVE_HEAD_DIM, text_dim=NATIVE_TEXT_DIM, freq_dim=256)
     text = tiny_text_encoder(seed + 2, d_model=NATIVE_TEXT_DIM)
@@ -561,8 +562,7 @@ def write_native_models(out_dir: str | Path, seed: int = 0) -> dict[str, Path]:
     vlm.model.save_pretrained(str(encoders / "vlm"), safe_serialization=True)
     vlm.tokenizer.save_pretrained(str(encoders / "vlm"))
     (encoders / "vlm" / "preprocessor_config.json").write_text(json.dumps(TINY_PREPROCESS.to_processor_config()))
-    save_dit(dit, encoders / "dit.safetensors")  # the set is complete; the native workflow does not load it
-    write_models_file(encoders, {"dit": "dit.safetensors", "vae": "wan_2.1_vae_native_tiny.safetensors", "t5": "t5",
+    write_models_file(encoders, {"vae": "wan_2.1_vae_native_tiny.safetensors", "t5": "t5",
                                  "t5_tokenizer": "t5_tokenizer", "vlm": "vlm", "connector": "connector.safetensors"})
     return {"omnivideo2": omni / "transformer" / "pytorch_model.pt", "dit_config": omni / "dit_config.json",
             "model_set": encoders, "vae": encoders / "wan_2.1_vae_native_tiny.safetensors"}

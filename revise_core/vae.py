@@ -101,18 +101,31 @@ def on_each_chunk(vae: nn.Module, callback: Callable[[], None] | None) -> Iterat
     if callback is None:
         yield
         return
-    handles = [module.register_forward_pre_hook(lambda module, args: callback())
-               for module in (vae.encoder, vae.decoder)]
+
+    def before_chunk(module: nn.Module, args: tuple) -> None:
+        callback()
+        return None  # a forward pre-hook that returns something replaces the module's input
+
+    handles = [module.register_forward_pre_hook(before_chunk) for module in (vae.encoder, vae.decoder)]
     try:
         yield
     finally:
         for handle in handles:
             handle.remove()
+        # a pass stopped mid-way leaves diffusers' causal caches (activations, on the GPU) filled until the
+        # next pass; after a finished pass they are empty already
+        vae.clear_cache()
+
+
+def encode_chunk_count(num_frames: int) -> int:
+    """How many times `on_each_chunk` fires while encoding `num_frames` pixel frames (untiled, as `encode`
+    runs): the first frame, then 4 frames per chunk (diffusers' `_encode` loop)."""
+    return 1 + (num_frames - 1) // 4
 
 
 def chunk_count(vae: nn.Module, latent_shape: tuple[int, ...], *, tiled: bool = False) -> int:
-    """How many times `on_each_chunk` fires for a pass over latents of `latent_shape` [B, C, t, h, w]
-    (encode and decode alike: one chunk per latent frame, per tile when tiling applies)."""
+    """How many times `on_each_chunk` fires while decoding latents of `latent_shape` [B, C, t, h, w]: one
+    chunk per latent frame, per tile when tiling applies."""
     frames, height, width = latent_shape[2], latent_shape[3], latent_shape[4]
     ratio = vae.spatial_compression_ratio
     if tiled and (height * ratio > vae.tile_sample_min_height or width * ratio > vae.tile_sample_min_width):

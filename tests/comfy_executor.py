@@ -267,9 +267,10 @@ def execute(api: dict, classes: dict[str, type], outputs: list[str] | None = Non
             results[node_id] = getattr(cls(), cls.FUNCTION)(**kwargs)
         return results[node_id]
 
-    for node_id, node in api.items():
-        if node_id in outputs if outputs is not None else getattr(classes[node["class_type"]], "OUTPUT_NODE", False):
-            run(node_id)
+    if outputs is None:
+        outputs = [node_id for node_id, node in api.items() if getattr(classes[node["class_type"]], "OUTPUT_NODE", False)]
+    for node_id in outputs:
+        run(node_id)
     return results
 
 

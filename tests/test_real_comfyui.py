@@ -53,8 +53,11 @@ def _get(url: str) -> dict:
 def _post(url: str, payload: dict) -> dict:
     request = urllib.request.Request(url, data=json.dumps(payload).encode(), headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=30) as response:
-        body = response.read()
-    return json.loads(body) if body.strip() else {}  # POST /free answers with an empty body
+        return json.loads(response.read())
+
+
+def _check(run: subprocess.CompletedProcess) -> None:
+    assert run.returncode == 0, f"{' '.join(map(str, run.args))} failed:\n{run.stderr[-4000:]}"
 
 
 @pytest.fixture(scope="module")
@@ -66,14 +69,14 @@ def native_kit(tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("native")
     paths = write_native_models(root)
     dit_file = root / "dm" / "revise_dit.safetensors"
-    subprocess.run([sys.executable, "-m", "revise_core.convert", str(paths["omnivideo2"]), str(dit_file), "--config",
-                    str(paths["dit_config"])], cwd=ROOT, check=True, capture_output=True)
+    _check(subprocess.run([sys.executable, "-m", "revise_core.convert", str(paths["omnivideo2"]), str(dit_file),
+                           "--config", str(paths["dit_config"])], cwd=ROOT, capture_output=True, text=True))
     (root / "vae").mkdir()
     shutil.copy(paths["vae"], root / "vae" / "wan_2.1_vae.safetensors")
     (root / "vae_approx").mkdir()
-    subprocess.run([os.environ.get("COMFYUI_PYTHON", sys.executable), str(ROOT / "tests" / "comfy_write_taehv.py"),
-                    COMFYUI, str(root / "vae_approx" / "lighttaew2_1.safetensors")], check=True, capture_output=True,
-                   env=_server_env(), cwd=COMFYUI)
+    _check(subprocess.run([os.environ.get("COMFYUI_PYTHON", sys.executable), str(ROOT / "tests" / "comfy_write_taehv.py"),
+                           COMFYUI, str(root / "vae_approx" / "lighttaew2_1.safetensors")], capture_output=True,
+                          text=True, env=_server_env(), cwd=COMFYUI))
     return {"root": root, "dit_file": dit_file, **paths}
 
 
@@ -102,7 +105,10 @@ def server(tiny_dir, native_kit, tmp_path_factory):
     process = subprocess.Popen(
         [os.environ.get("COMFYUI_PYTHON", sys.executable), "main.py", "--cpu", "--listen", "127.0.0.1", "--port",
          str(port), "--extra-model-paths-config", str(work / "paths.yaml"), "--input-directory", str(work / "input"),
-         "--output-directory", str(work / "output"), "--disable-auto-launch", "--preview-method", "latent2rgb"],
+         "--output-directory", str(work / "output"), "--disable-auto-launch", "--preview-method", "latent2rgb",
+         # every prompt runs every node (ComfyUI caches outputs across prompts otherwise: a sampler shared with
+         # an earlier workflow would not run, and send no progress or previews)
+         "--cache-none"],
         cwd=COMFYUI, stdout=open(work / "server.log", "w"), stderr=subprocess.STDOUT, env=_server_env(),
     )
     base = f"http://127.0.0.1:{port}"
@@ -187,10 +193,8 @@ NATIVE_NAMES = {"ReViSEModelSetLoader": {"model_set": "encoders"}, "KSampler": {
 
 
 def _run(server: dict, api: dict, extra_data: dict | None = None) -> tuple[dict, _Messages]:
-    """Queue `api` (ComfyUI's output cache freed first, so every node runs), wait for it, return its history
+    """Queue `api` (the server runs with --cache-none: every node runs), wait for it, return its history
     entry and the websocket messages sent meanwhile."""
-    # ComfyUI caches outputs across prompts: without this, a sampler shared with an earlier workflow never runs
-    _post(f"{server['url']}/free", {"unload_models": True, "free_memory": True})
     client_id = uuid.uuid4().hex
     messages = _Messages(server["port"], client_id)
     messages.start()
@@ -264,8 +268,6 @@ def test_native_wan_call_and_sampling_equal_ours(native_kit, tmp_path):
     from revise_core.sampler import SamplerConfig, initial_noise, sample
     from revise_core.video import synthetic_clip
 
-    if not (Path(COMFYUI) / "comfy" / "sd.py").is_file():
-        pytest.skip("COMFYUI_PATH has no comfy package")
     encoders = EditModels.load(native_kit["model_set"], with_dit=False)
     dit = load_dit(native_kit["dit_file"])
     encoders.dit = dit
@@ -284,7 +286,7 @@ def test_native_wan_call_and_sampling_equal_ours(native_kit, tmp_path):
     run = subprocess.run([os.environ.get("COMFYUI_PYTHON", sys.executable), str(ROOT / "tests" / "comfy_native_check.py"),
                           COMFYUI, str(native_kit["dit_file"]), str(inputs), str(out), str(shift)],
                          capture_output=True, text=True, env=_server_env(), cwd=COMFYUI)
-    assert run.returncode == 0, run.stderr[-4000:]
+    _check(run)
     comfy = load_file(str(out))
     with torch.no_grad():
         velocity = dit(hidden_states=x, timestep=torch.tensor([sigma * 1000]), encoder_hidden_states=condition.cond,
@@ -299,6 +301,8 @@ def test_native_wan_call_and_sampling_equal_ours(native_kit, tmp_path):
         unipc = condition.denormalize(sample(dit, condition.cond, condition.uncond, noise=noise,
                                              config=SamplerConfig(steps=steps, guidance_scale=guidance, shift=shift,
                                                                   guidance_mode="official", sigma_schedule="official")))
+    print(f"one Wan call: max |diff| {(comfy['denoised'] - ours).abs().max():.3g} of {scale:.3g}; "
+          f"euler + normal: {(comfy['sample_euler_normal'] - euler).abs().max():.3g} of {euler.abs().max():.3g}")
     for name in ("sample_uni_pc_bh2_simple", "sample_uni_pc_simple", "sample_euler_simple"):
         print(f"{name} vs ReViSE Sampler (unipc, official sigmas): max |diff| "
               f"{(comfy[name] - unipc).abs().max():.3g} of {unipc.abs().max():.3g}")

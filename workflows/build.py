@@ -78,6 +78,7 @@ class Column:
         return node
 
     def next(self) -> "Column":
+        """Moves this column to the right of its widest node (the same object, returned for chaining)."""
         self.x, self.y, self.width = self.x + self.width + COLUMN_GAP, 0, 0
         return self
 
