@@ -39,6 +39,7 @@ from .vae import save_vae
 from .variants import get_variant
 from .vlm import vila
 from .vlm.qwen2_vl import Qwen2VLModel, VisionPreprocessConfig
+from .vlm.qwen3_vl import Qwen3VLModel, VideoPreprocessConfig
 from .vlm.vila import VilaModel
 
 logger = logging.getLogger(__name__)
@@ -228,6 +229,63 @@ def tiny_vlm(seed: int = 0, extra_text: tuple[str, ...] = ()) -> Qwen2VLModel:
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.eval().requires_grad_(False)
     return Qwen2VLModel(model=model, tokenizer=tokenizer, preprocess=TINY_PREPROCESS)
+
+
+TINY_QWEN3_PREPROCESS = VideoPreprocessConfig(min_pixels=4 * 32 * 32, max_pixels=32 * 32 * 32)
+TIMESTAMP_TEXT = ("< > . seconds " + " ".join(str(digit) for digit in range(10)),)  # "<0.5 seconds>" tokens
+
+
+def tiny_qwen3_vl_config(tokenizer, *, moe: bool = False) -> dict:
+    """Qwen3-VL (or Qwen3-VL-MoE) scaled down: 2 LLM layers, a 3-block vision tower with DeepStack after
+    blocks 0 and 1, interleaved MRoPE sections summing to head_dim / 2."""
+    ids = {name: tokenizer.convert_tokens_to_ids(name) for name in VLM_SPECIAL_TOKENS}
+    head_dim = VLM_HIDDEN // 4
+    text = dict(vocab_size=len(tokenizer), hidden_size=VLM_HIDDEN, intermediate_size=128, num_hidden_layers=2,
+                num_attention_heads=4, num_key_value_heads=2, head_dim=head_dim, max_position_embeddings=4096,
+                rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_interleaved": True,
+                                 "mrope_section": [head_dim // 2 - 4, 2, 2]},
+                bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"])
+    if moe:
+        text.update(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32, decoder_sparse_step=1,
+                    mlp_only_layers=[])
+    return dict(
+        model_type="qwen3_vl_moe" if moe else "qwen3_vl",
+        text_config=text,
+        vision_config=dict(depth=3, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=VLM_HIDDEN,
+                           patch_size=TINY_QWEN3_PREPROCESS.patch_size,
+                           spatial_merge_size=TINY_QWEN3_PREPROCESS.merge_size,
+                           temporal_patch_size=TINY_QWEN3_PREPROCESS.temporal_patch_size, num_position_embeddings=64,
+                           deepstack_visual_indexes=[0, 1]),
+        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
+        tie_word_embeddings=False,
+    )
+
+
+def tiny_qwen3_vl(seed: int = 0, *, moe: bool = False, extra_text: tuple[str, ...] = ()) -> Qwen3VLModel:
+    from transformers import (Qwen3VLConfig, Qwen3VLForConditionalGeneration, Qwen3VLMoeConfig,
+                              Qwen3VLMoeForConditionalGeneration)
+
+    tokenizer = train_tokenizer("vlm", TIMESTAMP_TEXT + tuple(extra_text))
+    config_class, model_class = ((Qwen3VLMoeConfig, Qwen3VLMoeForConditionalGeneration) if moe
+                                 else (Qwen3VLConfig, Qwen3VLForConditionalGeneration))
+    config = config_class(**{k: v for k, v in tiny_qwen3_vl_config(tokenizer, moe=moe).items() if k != "model_type"})
+    with seeded(seed):
+        model = model_class(config)
+        _randomize(model)  # the MoE router and some norms start at constants
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.eval().requires_grad_(False)
+    return Qwen3VLModel(model=model, tokenizer=tokenizer, preprocess=TINY_QWEN3_PREPROCESS)
+
+
+def write_qwen3_vl_folder(vlm: Qwen3VLModel, folder: str | Path) -> Path:
+    """A Hugging Face Qwen3-VL folder as released: weights, config, tokenizer, video_preprocessor_config.json."""
+    folder = Path(folder)
+    vlm.model.save_pretrained(str(folder), safe_serialization=True)
+    vlm.tokenizer.save_pretrained(str(folder))
+    (folder / "video_preprocessor_config.json").write_text(json.dumps(vlm.preprocess.to_processor_config(), indent=2))
+    return folder
 
 
 def tiny_vila(seed: int = 0, extra_text: tuple[str, ...] = ()) -> VilaModel:

@@ -72,6 +72,17 @@ KNOWN_VARIANTS: tuple[Variant, ...] = (
         "real-size benchmarks)", "qwen2.5-vl-7b", ("Qwen/Qwen2.5-VL-7B-Instruct/",),
     ),
     Variant(
+        "qwen3-vl-30b-a3b", "vlm",
+        "Qwen3-VL-30B-A3B-Instruct architecture, Omni-Video 2's VLM (MoE, 128 experts / 8 active, width 2048; config "
+        "only: real VLMs load from their own HF folder; meta-device sizes)", "qwen3-vl-30b-a3b",
+        ("Qwen/Qwen3-VL-30B-A3B-Instruct/",),
+    ),
+    Variant(
+        "qwen3-vl-2b", "vlm",
+        "Qwen3-VL-2B-Instruct architecture (dense, width 2048, the smallest Qwen3-VL critic; config only)",
+        "qwen3-vl-2b", ("Qwen/Qwen3-VL-2B-Instruct/",),
+    ),
+    Variant(
         "revise-vila-8b", "vlm",
         "VILA of the ReViSE release: Llama-3-8B + SigLIP-so400m-384 + mlp_downsample (config only: the release "
         "loads from its own ar_model/checkpoint folder; used for meta-device sizes and cost models)",

@@ -1,6 +1,7 @@
 """The VLM U: model families behind one interface (`VisionLanguageModel`, see base.py).
 
     qwen2_vl.py   Qwen2-VL / Qwen2.5-VL (Hugging Face folders)
+    qwen3_vl.py   Qwen3-VL dense and MoE (Hugging Face folders), Omni-Video 2's VLM
     vila.py       VILA: Llama-3 + SigLIP + projector, the ReViSE release's encoder and critic
 
 `load_vlm(folder)` reads the folder's config.json and hands it to the one family that recognises it;
@@ -16,10 +17,10 @@ from pathlib import Path
 import torch
 
 from .. import checkpoints as ckpt
-from . import qwen2_vl, vila
+from . import qwen2_vl, qwen3_vl, vila
 from .base import VisionLanguageModel, VLMError, VLMInputs, VLMOutput, to_vlm_frames
 
-FAMILIES = (qwen2_vl, vila)
+FAMILIES = (qwen2_vl, qwen3_vl, vila)
 
 __all__ = ["FAMILIES", "VLMError", "VLMInputs", "VLMOutput", "VisionLanguageModel", "load_vlm", "to_vlm_frames"]
 
@@ -47,5 +48,6 @@ def load_vlm(
     raise ckpt.UnknownLayoutError(
         f"{folder / 'config.json'}: model_type {config.get('model_type')!r} (architectures "
         f"{config.get('architectures')}) is not a supported VLM family; supported: Qwen2-VL / Qwen2.5-VL "
-        f"(model_type {', '.join(qwen2_vl.MODEL_TYPES)}) and VILA (model_type llava_llama)"
+        f"(model_type {', '.join(qwen2_vl.MODEL_TYPES)}), Qwen3-VL (model_type {', '.join(qwen3_vl.MODEL_TYPES)}) "
+        "and VILA (model_type llava_llama)"
     )

@@ -265,12 +265,20 @@ def frames_to_patches(frames: torch.Tensor, config: VisionPreprocessConfig) -> t
     mean = frames.new_tensor(config.image_mean).view(1, 3, 1, 1)
     std = frames.new_tensor(config.image_std).view(1, 3, 1, 1)
     frames = (frames - mean) / std
-    remainder = frames.shape[0] % tp
+    return patchify(frames, p, m, tp)
+
+
+def patchify(frames: torch.Tensor, patch: int, merge: int, temporal_patch: int
+             ) -> tuple[torch.Tensor, tuple[int, int, int]]:
+    """Normalised frames [T, 3, H, W] -> (patches [N, 3·tp·p·p], grid (t, h, w)) in the Qwen-VL processors'
+    order (Qwen2-VL, Qwen2.5-VL and Qwen3-VL alike): the last frame repeated up to a multiple of the temporal
+    patch, then merge-window-major patches."""
+    remainder = frames.shape[0] % temporal_patch
     if remainder:
-        frames = torch.cat([frames, frames[-1:].expand(tp - remainder, -1, -1, -1)])
-    grid = (frames.shape[0] // tp, height // p, width // p)
+        frames = torch.cat([frames, frames[-1:].expand(temporal_patch - remainder, -1, -1, -1)])
+    grid = (frames.shape[0] // temporal_patch, frames.shape[2] // patch, frames.shape[3] // patch)
     patches = rearrange(
         frames, "(gt tp) c (gh mh ph) (gw mw pw) -> (gt gh gw mh mw) (c tp ph pw)",
-        tp=tp, mh=m, ph=p, mw=m, pw=p,
+        tp=temporal_patch, mh=merge, ph=patch, mw=merge, pw=patch,
     )
     return patches, grid

@@ -1,0 +1,165 @@
+"""Qwen3-VL family (dense and MoE) on tiny models: preprocessing against the transformers processor's own
+functions, hidden states against an independent forward, gradients, loading, sizes of the released models."""
+
+from __future__ import annotations
+
+import json
+import types
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from revise_core.testing import TINY_QWEN3_PREPROCESS, tiny_qwen3_vl, write_qwen3_vl_folder
+from revise_core.vlm import load_vlm, qwen3_vl
+
+
+@pytest.fixture(scope="module")
+def dense():
+    return tiny_qwen3_vl(seed=11)
+
+
+@pytest.fixture(scope="module")
+def moe():
+    return tiny_qwen3_vl(seed=12, moe=True)
+
+
+def _reference_patches(frames: torch.Tensor, config: qwen3_vl.VideoPreprocessConfig):
+    """The processor's steps with its own functions: `smart_resize` for the size, a float bicubic antialiased
+    resize (what torchvision does on float tensors), rescale-free normalisation (frames are already 0..1),
+    and `Qwen3VLVideoProcessor.patchify` (which pads odd frame counts with the last frame)."""
+    from transformers.models.qwen3_vl.video_processing_qwen3_vl import Qwen3VLVideoProcessor, smart_resize
+
+    height, width = smart_resize(frames.shape[0], frames.shape[2], frames.shape[3],
+                                 temporal_factor=config.temporal_patch_size, factor=config.patch_size * config.merge_size,
+                                 min_pixels=config.min_pixels, max_pixels=config.max_pixels)
+    resized = F.interpolate(frames.float(), size=(height, width), mode="bicubic", align_corners=False, antialias=True)
+    normalised = (resized - 0.5) / 0.5
+    patches, t, h, w = Qwen3VLVideoProcessor.patchify(None, normalised[None], patch_size=config.patch_size,
+                                                      merge_size=config.merge_size,
+                                                      temporal_patch_size=config.temporal_patch_size)
+    return patches[0], (t, h, w)
+
+
+@pytest.mark.parametrize("num_frames, height, width", [(6, 64, 96), (5, 70, 50), (9, 200, 120)])
+def test_preprocessing_equals_the_processors_steps(num_frames, height, width):
+    frames = torch.rand(num_frames, 3, height, width, generator=torch.Generator().manual_seed(num_frames))
+    patches, grid = qwen3_vl.frames_to_patches(frames, TINY_QWEN3_PREPROCESS)
+    expected, expected_grid = _reference_patches(frames, TINY_QWEN3_PREPROCESS)
+    assert grid == expected_grid and grid[0] == (num_frames + 1) // 2
+    assert patches.shape[1] == 3 * 2 * 16 * 16
+    assert torch.equal(patches, expected)
+
+
+def test_timestamps_and_video_tokens_as_the_processor_writes_them(dense):
+    from transformers.models.qwen3_vl.processing_qwen3_vl import Qwen3VLProcessor
+    from transformers.video_utils import VideoMetadata
+
+    frames = torch.rand(33, 48, 64, 3, generator=torch.Generator().manual_seed(0))
+    video = dense.prepare_frames(frames, 5)
+    assert video.indices == [0, 8, 16, 24, 32]
+    inputs = dense.build_inputs([{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "go"}]}],
+                                [video], fps=8.0)
+    grid = inputs.kwargs["video_grid_thw"]
+    # the processor's own replacement text (replace_video_token with its _calculate_timestamps)
+    fake = types.SimpleNamespace(video_processor=types.SimpleNamespace(merge_size=2, temporal_patch_size=2),
+                                 vision_start_token="<|vision_start|>", vision_end_token="<|vision_end|>",
+                                 video_token="<|video_pad|>")
+    fake._calculate_timestamps = lambda indices, fps, merge: Qwen3VLProcessor._calculate_timestamps(None, indices, fps, merge)
+    metadata = VideoMetadata(total_num_frames=33, fps=8.0, frames_indices=video.indices)
+    replacement = Qwen3VLProcessor.replace_video_token(fake, {"video_grid_thw": grid, "video_metadata": [metadata]}, 0)
+    assert replacement.startswith("<0.5 seconds><|vision_start|>") and replacement.count("seconds>") == 3
+    template = dense.tokenizer.apply_chat_template(
+        [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "go"}]}], tokenize=False,
+        add_generation_prompt=True)
+    expected = dense.tokenizer(template.replace("<|video_pad|>", replacement), add_special_tokens=False)["input_ids"]
+    assert inputs.token_ids.tolist() == expected
+    video_id = dense.model.config.video_token_id
+    types_ = inputs.kwargs["mm_token_type_ids"][0]
+    assert torch.equal(types_ == 2, inputs.token_ids == video_id) and set(types_.tolist()) == {0, 2}
+
+
+@pytest.mark.parametrize("family", ["dense", "moe"])
+def test_encode_equals_an_independent_forward(family, request):
+    vlm = request.getfixturevalue(family)
+    frames = torch.rand(13, 40, 72, 3, generator=torch.Generator().manual_seed(1))
+    u = vlm.encode(frames, "make the sky red", fps=16.0)
+    # independent: Omni-Video 2's steps written out (6 frames, feature-pass pixels, system prefix dropped)
+    indices = torch.linspace(0, 12, 6).round().long().tolist()
+    config = TINY_QWEN3_PREPROCESS.with_pixels(*qwen3_vl.OMNIVIDEO2_FEATURE_PIXELS)
+    patches, grid = _reference_patches(frames[indices].permute(0, 3, 1, 2), config)
+    times = [(indices[i] + indices[i + 1]) / 2 / 16.0 for i in range(0, 6, 2)]
+    per_step = grid[1] * grid[2] // 4
+    replacement = "".join(f"<{t:.1f} seconds><|vision_start|>{'<|video_pad|>' * per_step}<|vision_end|>" for t in times)
+    system = qwen3_vl.OMNIVIDEO2_FEATURE_SYSTEM_PROMPT
+    text = vlm.tokenizer.apply_chat_template(
+        [{"role": "system", "content": system},
+         {"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "make the sky red"}]}],
+        tokenize=False, add_generation_prompt=True).replace("<|video_pad|>", replacement)
+    ids = torch.tensor([vlm.tokenizer(text, add_special_tokens=False)["input_ids"]])
+    drop = len(vlm.tokenizer(f"<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n",
+                             add_special_tokens=False)["input_ids"])
+    vlm.reset_state()
+    with torch.no_grad():
+        out = vlm.model(input_ids=ids, attention_mask=torch.ones_like(ids), pixel_values_videos=patches,
+                        video_grid_thw=torch.tensor([grid]), mm_token_type_ids=(ids == vlm.model.config.video_token_id).long() * 2,
+                        output_hidden_states=True)
+    expected = out.hidden_states[-1][0, drop:]
+    assert u.shape == expected.shape and u.shape[1] == vlm.hidden_size
+    torch.testing.assert_close(u, expected, rtol=0, atol=1e-5)
+
+
+def test_critic_gradients_reach_the_pixels_not_the_weights(dense):
+    frames = torch.rand(8, 48, 48, 3, generator=torch.Generator().manual_seed(2)).requires_grad_(True)
+    messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "is it red"}]}]
+    logits = dense.answer_logits(messages, [frames], num_frames=4)
+    logits[dense.tokenizer.convert_tokens_to_ids("Yes")].backward()
+    assert frames.grad is not None and frames.grad.abs().sum() > 0
+    assert all(p.grad is None for p in dense.model.parameters())
+
+
+@pytest.mark.parametrize("family", ["dense", "moe"])
+def test_loads_from_a_released_folder_layout(family, request, tmp_path):
+    vlm = request.getfixturevalue(family)
+    folder = write_qwen3_vl_folder(vlm, tmp_path / family)
+    loaded = load_vlm(folder, dtype="fp32")
+    assert type(loaded).__name__ == "Qwen3VLModel" and loaded.preprocess == vlm.preprocess
+    frames = torch.rand(9, 40, 40, 3, generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(loaded.encode(frames, "turn it blue"), vlm.encode(frames, "turn it blue"), rtol=0, atol=0)
+
+
+def test_a_folder_without_its_video_preprocessor_config_is_refused(dense, tmp_path):
+    folder = write_qwen3_vl_folder(dense, tmp_path / "qwen3")
+    (folder / "video_preprocessor_config.json").unlink()
+    with pytest.raises(FileNotFoundError, match="no video_preprocessor_config.json"):
+        load_vlm(folder)
+
+
+def test_a_connector_of_another_width_is_a_clear_error(tiny_models):
+    from revise_core.editor import EditModels
+
+    wide = tiny_qwen3_vl(seed=1)
+    width = tiny_models.connector.config.vlm_dim
+    wide.model.config.text_config.hidden_size = 2 * width  # a bigger Qwen3-VL than the connector was trained on
+    with pytest.raises(ValueError, match=f"connector vlm_dim={width} but the VLM's hidden size is {2 * width}"):
+        EditModels(dit=tiny_models.dit, vae=tiny_models.vae, text=tiny_models.text, vlm=wide,
+                   connector=tiny_models.connector).check()
+
+
+def test_released_omnivideo2_configs_instantiate_on_the_meta_device():
+    """Omni-Video 2 1.3B: Wan2.1-1.3B + its connector (u width 2048) + Qwen3-VL-30B-A3B; sizes in the note."""
+    from transformers import AutoModelForImageTextToText, Qwen3VLMoeConfig
+
+    from revise_core.connector import Connector, ConnectorConfig
+    from revise_core.variants import get_variant
+
+    data = get_variant("qwen3-vl-30b-a3b").load_config()
+    config = Qwen3VLMoeConfig(**{k: v for k, v in data.items() if k not in ("model_type", "architectures")})
+    with torch.device("meta"):
+        vlm = AutoModelForImageTextToText.from_config(config)
+        connector = Connector(ConnectorConfig.from_dict(get_variant("omnivideo2-1.3b").load_config()))
+    count = sum(p.numel() for p in vlm.parameters())
+    assert 31.0e9 < count < 31.2e9, count  # "31B" (Qwen3-VL-30B-A3B-Instruct)
+    assert config.text_config.hidden_size == connector.config.vlm_dim == 2048
+    assert sum(p.numel() for p in connector.parameters()) > 0
+    assert json.dumps(data)  # the shipped config is plain JSON
