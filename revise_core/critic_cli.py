@@ -3,6 +3,7 @@
     python -m revise_core.critic --models DIR --source A.mp4 --edited B.mp4 --instruction TEXT [--cot] [--json]
     python -m revise_core.critic --demo --json            # tiny random Qwen2.5-VL
     python -m revise_core.critic --demo revise --json     # tiny random VILA in the ReViSE release's format
+    python -m revise_core.critic --demo qwen3 --json      # tiny random Qwen3-VL in a Hugging Face folder
 """
 
 from __future__ import annotations
@@ -18,14 +19,14 @@ from .checkpoints import DTYPE_CHOICES, auto_dtype
 from .cli import add_debug_flag
 from .critic import CriticConfig, CriticError, SelfCritic
 
-DEMOS = ("qwen2", "revise")
+DEMOS = ("qwen2", "revise", "qwen3")
 
 
 def _demo_vlm(kind: str, dtype: str, device: str):
     """The tiny VLM of a demo, written to disk in its release's folder format and loaded back like a user's."""
     import tempfile
 
-    from .testing import tiny_vila, tiny_vlm
+    from .testing import tiny_qwen3_vl, tiny_vila, tiny_vlm, write_qwen3_vl_folder
     from .vlm import load_vlm, vila
 
     with tempfile.TemporaryDirectory() as folder:
@@ -34,6 +35,8 @@ def _demo_vlm(kind: str, dtype: str, device: str):
             tiny.model.save_pretrained(folder)
             tiny.tokenizer.save_pretrained(folder)
             (Path(folder) / "preprocessor_config.json").write_text(json.dumps(tiny.preprocess.to_processor_config()))
+        elif kind == "qwen3":
+            write_qwen3_vl_folder(tiny_qwen3_vl(), folder)
         else:
             vila.save(tiny_vila(), folder)
         return load_vlm(folder, dtype=dtype, device=device)
@@ -60,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--demo", nargs="?", const="qwen2", choices=DEMOS,
                         help="tiny random VLM + synthetic videos (random weights: the numbers mean nothing): 'qwen2' "
                              "(the default) a Qwen2.5-VL, 'revise' a VILA written and loaded in the ReViSE release's "
-                             "folder format")
+                             "folder format, 'qwen3' a Qwen3-VL folder")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from .checkpoints import read_json

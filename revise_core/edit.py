@@ -3,6 +3,7 @@
     python -m revise_core.edit --models DIR --video IN.mp4 --instruction "..." --out OUT.mp4
     python -m revise_core.edit --demo            # tiny random models + a synthetic video, on CPU
     python -m revise_core.edit --demo revise     # the tiny ReViSE release folder, --preset revise-official
+    python -m revise_core.edit --demo qwen3      # the tiny set with a Qwen3-VL as its VLM
 
 DIR holds a models.json naming the five components, or is a ReViSE release folder (revise_ckpt/) as
 downloaded (see docs/models.md). `--preset revise-official` reproduces the release's own settings;
@@ -47,10 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--video", type=Path, help="source video file (any container FFmpeg reads)")
     parser.add_argument("--instruction", help="the edit instruction (may need reasoning)")
     parser.add_argument("--out", type=Path, help="output .mp4 (default with --demo: a temporary folder)")
-    parser.add_argument("--demo", nargs="?", const="tiny", choices=("tiny", "revise"),
+    parser.add_argument("--demo", nargs="?", const="tiny", choices=("tiny", "revise", "qwen3"),
                         help="write tiny random models and a synthetic video to a temporary folder and edit it "
                              "on CPU; random weights produce noise: this checks the pipeline, not quality. "
-                             "'--demo revise': the kit's tiny ReViSE release folder with --preset revise-official")
+                             "'--demo revise': the kit's tiny ReViSE release folder with --preset revise-official; "
+                             "'--demo qwen3': the tiny set with a Qwen3-VL (dense) as its VLM")
     parser.add_argument("--preset", choices=sorted(PRESET_NAMES), default=None,
                         help="named settings reproducing a release (revise-official: the ReViSE release's "
                              "inference.sh); explicit flags override it")
@@ -111,11 +113,13 @@ def main(argv: list[str] | None = None) -> int:
     settings = presets.edit_settings(preset, **{**base, **given}, tiled_decode=args.tiled_decode)
     workdir, vlm_source = None, None
     if args.demo:
-        from .testing import write_tiny_models
+        from .testing import write_qwen3_model_set, write_tiny_models
 
         workdir = Path(tempfile.mkdtemp(prefix="revise-demo-"))
         write_tiny_models(workdir / "models")
-        models_dir = workdir / ("models/revise_ckpt" if args.demo == "revise" else "models")
+        models_dir = workdir / {"revise": "models/revise_ckpt", "qwen3": "models/qwen3"}.get(args.demo, "models")
+        if args.demo == "qwen3":
+            write_qwen3_model_set(workdir / "models")
         clip = synthetic_clip(num_frames=(settings.num_frames or 9) + settings.skip_frames, height=64, width=64)
         instruction = args.instruction or DEMO_INSTRUCTION
         out = args.out or workdir / "edited.mp4"

@@ -288,6 +288,21 @@ def write_qwen3_vl_folder(vlm: Qwen3VLModel, folder: str | Path) -> Path:
     return folder
 
 
+def write_qwen3_model_set(out_dir: str | Path, seed: int = 0) -> Path:
+    """`<out_dir>/qwen3/models.json`: the tiny set of `write_tiny_models(out_dir)` with a tiny Qwen3-VL folder as
+    its VLM (same width as the tiny connector's u). Call after write_tiny_models."""
+    out = Path(out_dir)
+    write_qwen3_vl_folder(tiny_qwen3_vl(seed + 9), out / "vlm" / "tiny-qwen3-vl")
+    folder = out / "qwen3"
+    folder.mkdir(parents=True, exist_ok=True)
+    write_models_file(folder, {
+        "dit": "../dit/wan_tiny_comfyui.safetensors", "vae": "../vae/wan_2.1_vae_tiny.safetensors",
+        "t5": "../t5/umt5_tiny.safetensors", "t5_tokenizer": "../t5/tokenizer", "vlm": "../vlm/tiny-qwen3-vl",
+        "connector": "../connector/revise_connector_tiny.safetensors",
+    })
+    return folder
+
+
 def tiny_vila(seed: int = 0, extra_text: tuple[str, ...] = ()) -> VilaModel:
     """A tiny VILA as the ReViSE release builds it: Llama LLM, SigLIP tower (select layer -2, all tokens),
     mlp_downsample projector, llama_3-style tokenizer."""

@@ -163,3 +163,16 @@ def test_released_omnivideo2_configs_instantiate_on_the_meta_device():
     assert config.text_config.hidden_size == connector.config.vlm_dim == 2048
     assert sum(p.numel() for p in connector.parameters()) > 0
     assert json.dumps(data)  # the shipped config is plain JSON
+
+
+def test_edit_and_critic_demos_run_with_a_qwen3_vl(tmp_path, capsys):
+    from revise_core import critic_cli, edit
+    from revise_core.video import read_video
+
+    out = tmp_path / "edited.mp4"
+    assert edit.main(["--demo", "qwen3", "--out", str(out)]) == 0
+    assert read_video(out).frames.shape[0] == 9
+    capsys.readouterr()
+    assert critic_cli.main(["--demo", "qwen3", "--json", "--no-per-dimension"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert 0 < report["p_yes"] < 1
