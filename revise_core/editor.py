@@ -35,8 +35,6 @@ logger = logging.getLogger(__name__)
 
 REASONING_MODES = ("none", "caption")
 MODELS_FILE = "models.json"
-SOURCE_CAPTION_PROMPT = "Describe the source video ."
-TARGET_CAPTION_PROMPT = "Source video : {source} Edit : {instruction} Describe the target video after the edit ."
 
 
 @dataclass
@@ -306,12 +304,15 @@ def assemble_condition(connector: ContextConnector, text: TextEncoder, vae: nn.M
 
 def caption_reasoning(vlm: VisionLanguageModel, source: torch.Tensor, instruction: str,
                       settings: EditSettings) -> tuple[str, list[str]]:
-    """Omni-Video 2's reasoning: a source caption, then a target caption from it and the instruction."""
-    source_caption = vlm.generate(source, SOURCE_CAPTION_PROMPT, max_new_tokens=settings.caption_tokens,
-                                  num_frames=settings.vlm_frames, fps=settings.fps)
+    """Omni-Video 2's reasoning: a source caption, then a target caption from it and the instruction, with the
+    family's prompts (`VisionLanguageModel.caption_prompts`: Omni-Video 2's own for Qwen3-VL)."""
+    prompts = vlm.caption_prompts()
+    source_caption = vlm.generate(source, prompts.source_user, system_prompt=prompts.source_system,
+                                  max_new_tokens=settings.caption_tokens, num_frames=settings.vlm_frames,
+                                  fps=settings.fps)
     target_caption = vlm.generate(
-        None, TARGET_CAPTION_PROMPT.format(source=source_caption, instruction=instruction),
-        max_new_tokens=settings.caption_tokens,
+        None, prompts.target_user.format(source=source_caption, instruction=instruction),
+        system_prompt=prompts.target_system, max_new_tokens=settings.caption_tokens,
     )
     reasoning = f"source: {source_caption}\ntarget: {target_caption}"
     if not target_caption.strip():

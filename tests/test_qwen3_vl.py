@@ -91,7 +91,7 @@ def test_encode_equals_an_independent_forward(family, request):
     times = [(indices[i] + indices[i + 1]) / 2 / 16.0 for i in range(0, 6, 2)]
     per_step = grid[1] * grid[2] // 4
     replacement = "".join(f"<{t:.1f} seconds><|vision_start|>{'<|video_pad|>' * per_step}<|vision_end|>" for t in times)
-    system = qwen3_vl.OMNIVIDEO2_FEATURE_SYSTEM_PROMPT
+    system = qwen3_vl.omnivideo2_prompts()["feature_extraction_system"]
     text = vlm.tokenizer.apply_chat_template(
         [{"role": "system", "content": system},
          {"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "make the sky red"}]}],
@@ -176,3 +176,28 @@ def test_edit_and_critic_demos_run_with_a_qwen3_vl(tmp_path, capsys):
     assert critic_cli.main(["--demo", "qwen3", "--json", "--no-per-dimension"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert 0 < report["p_yes"] < 1
+
+
+def test_caption_reasoning_uses_omnivideo2s_own_prompts(dense, monkeypatch):
+    from revise_core.editor import EditSettings, caption_reasoning
+
+    prompts = qwen3_vl.omnivideo2_prompts()
+    assert prompts["feature_extraction_system"].startswith("You are a multimodal generation and editing assistant.")
+    seen = []
+    original = dense.build_inputs
+
+    def record(messages, videos=(), **kwargs):
+        seen.append(messages)
+        return original(messages, videos, **kwargs)
+
+    monkeypatch.setattr(dense, "build_inputs", record)
+    frames = torch.rand(9, 40, 40, 3, generator=torch.Generator().manual_seed(4))
+    reasoning, conditioning = caption_reasoning(dense, frames, "make it red", EditSettings(caption_tokens=3))
+    source_turn, target_turn = seen
+    assert source_turn[0] == {"role": "system", "content": prompts["source_caption_system"]}
+    assert source_turn[1]["content"][1]["text"] == "Please provide a detailed, fine-grained caption for this video."
+    assert target_turn[0] == {"role": "system", "content": prompts["target_caption_system"]}
+    source_caption = reasoning.split("\n")[0][len("source: "):]
+    assert target_turn[1]["content"][0]["text"] == prompts["target_caption_user"].format(
+        source=source_caption, instruction="make it red")
+    assert conditioning[-1] == "make it red"

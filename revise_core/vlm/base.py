@@ -57,6 +57,18 @@ class VLMOutput:
     hidden_states: torch.Tensor | None = None
 
 
+@dataclass(frozen=True)
+class CaptionPrompts:
+    """The two turns of caption reasoning (a source caption, then a target caption from it and the
+    instruction); `target_user` is formatted with {source} and {instruction}. Families whose release writes
+    its own prompts (Omni-Video 2 for Qwen3-VL) return those from `VisionLanguageModel.caption_prompts`."""
+
+    source_user: str = "Describe the source video ."
+    target_user: str = "Source video : {source} Edit : {instruction} Describe the target video after the edit ."
+    source_system: str | None = None
+    target_system: str | None = None
+
+
 class VisionLanguageModel(abc.ABC):
     """A VLM with its tokenizer and preprocessing; frozen unless a caller trains it on purpose.
 
@@ -98,6 +110,10 @@ class VisionLanguageModel(abc.ABC):
                fps: float = 16.0) -> torch.Tensor:
         """u = hidden states [L_u, H] for (source video frames [T, H, W, 3] in 0..1, instruction), built as
         the family's release builds them. Differentiable in `frames` when gradients are enabled."""
+
+    def caption_prompts(self) -> CaptionPrompts:
+        """The prompts of caption reasoning; the generic ones unless the family's release has its own."""
+        return CaptionPrompts()
 
     def reset_state(self) -> None:
         """Forget state cached between calls (Qwen-VL keeps rope deltas on the model)."""

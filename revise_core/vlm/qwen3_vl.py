@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from .. import chat_text
 from .. import checkpoints as ckpt
-from .base import VLMError, VLMInputs, check_instruction
+from .base import CaptionPrompts, VLMError, VLMInputs, check_instruction
 from .qwen2_vl import TOKEN_TYPE_VIDEO, Qwen2VLModel, load_image_text_model, patchify
 
 MODEL_TYPES = ("qwen3_vl", "qwen3_vl_moe")
@@ -37,21 +37,12 @@ VIDEO_CONFIG_FILE = "video_preprocessor_config.json"
 # clip (a quirk of the release: frames of about 32 x 32; kept for parity).
 OMNIVIDEO2_FEATURE_FRAMES = 6
 OMNIVIDEO2_FEATURE_PIXELS = (480, 1920)
-# omnivideo/configs/shared_config.py: feature_extraction_system_prompt (Omni-Video 2 release)
-OMNIVIDEO2_FEATURE_SYSTEM_PROMPT = (
-    "You are a multimodal generation and editing assistant. Given the input visual content(images/videos) and "
-    "user's instruction, predict and describe what the output should look like in detail.\n\nYour task:\n"
-    "1. Understand the input: Analyze key visual elements (objects, colors, textures, composition, motion, "
-    "camera angles)\n2. Interpret the instruction: What changes or generation the user wants\n"
-    "3. Predict the output: Describe the target visual content that should be generated, including:\n"
-    "   - What objects/elements should appear in the result\n"
-    "   - Their colors, positions, sizes, and relationships\n"
-    "   - The overall style, mood, and atmosphere\n"
-    "   - For video: motion trajectories, camera movements, temporal changes, etc.\n"
-    "   - Editing requirements: what to add, remove, modify, or preserve\n\n"
-    "Focus on PREDICTING THE TARGET OUTPUT rather than just describing the input. Your representation should "
-    "guide the generation of the desired visual content."
-)
+# Omni-Video 2's prompts, verbatim (configs/prompts/omnivideo2.json names where each comes from).
+PROMPTS_FILE = Path(__file__).resolve().parents[2] / "configs" / "prompts" / "omnivideo2.json"
+
+
+def omnivideo2_prompts() -> dict[str, str]:
+    return ckpt.read_json(PROMPTS_FILE, what="Omni-Video 2 prompts")
 
 
 @dataclass(frozen=True)
@@ -250,14 +241,21 @@ class Qwen3VLModel(Qwen2VLModel):
         pieces = [("<|im_start|>system\n", False), (system, True), ("<|im_end|>\n<|im_start|>user\n", False)]
         return len(chat_text.tokenize(self.tokenizer, pieces))
 
-    def encode(self, frames, instruction, *, num_frames=OMNIVIDEO2_FEATURE_FRAMES, fps=16.0,
-               system_prompt=OMNIVIDEO2_FEATURE_SYSTEM_PROMPT):
+    def caption_prompts(self) -> CaptionPrompts:
+        """Omni-Video 2's source- and target-caption turns (omnivideo/vllm_model.py). The release samples
+        those captions (temperature 0.7); here they are greedy, so only the prompts are the release's."""
+        prompts = omnivideo2_prompts()
+        return CaptionPrompts(source_user=prompts["source_caption_user"], target_user=prompts["target_caption_user"],
+                              source_system=prompts["source_caption_system"],
+                              target_system=prompts["target_caption_system"])
+
+    def encode(self, frames, instruction, *, num_frames=OMNIVIDEO2_FEATURE_FRAMES, fps=16.0, system_prompt=None):
         """u as Omni-Video 2 extracts it: (feature system prompt, video + instruction, generation prompt),
         the processor's 6 frames at its feature-pass pixel budget, `hidden_states[-1]`, the system turn and
         the user header dropped."""
         check_instruction(instruction)
         messages = [
-            {"role": "system", "content": system_prompt},
+            {"role": "system", "content": system_prompt or omnivideo2_prompts()["feature_extraction_system"]},
             {"role": "user", "content": [{"type": "video"}, {"type": "text", "text": instruction}]},
         ]
         video = self.prepare_frames(frames, num_frames, fps)
