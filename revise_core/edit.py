@@ -28,7 +28,7 @@ from .cli import run as run_cli
 logger = logging.getLogger(__name__)
 
 DEMO_INSTRUCTION = "what will the ice cube look like after an hour in the sun ?"
-PRESET_NAMES = ("revise-official",)  # revise_core.presets.PRESETS (not imported here: --help stays fast)
+PRESET_NAMES = ("revise-official", "omnivideo2-official")  # revise_core.presets.PRESETS (not imported: fast --help)
 # Without a preset: the settings these flags take when not given.
 DEFAULTS = dict(steps=40, guidance_scale=3.0, guidance_mode="standard", sigma_schedule="diffusers", shift=5.0,
                 scheduler="unipc", seed=0,
@@ -55,7 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "'--demo qwen3': the tiny set with a Qwen3-VL (dense) as its VLM")
     parser.add_argument("--preset", choices=sorted(PRESET_NAMES), default=None,
                         help="named settings reproducing a release (revise-official: the ReViSE release's "
-                             "inference.sh); explicit flags override it")
+                             "inference.sh; omnivideo2-official: the Omni-Video 2 1.3B release's v2v script, with a "
+                             "Qwen3-VL-30B-A3B and its connector); explicit flags override it")
     # --- sampling (defaults: DEFAULTS below, or the preset's) ---
     parser.add_argument("--steps", type=int, help="denoising steps (default 40)")
     parser.add_argument("--guidance", type=float, help="guidance scale; 1 disables it (default 3)")

@@ -126,12 +126,25 @@ class EditSettings:
     # Source frames left out before the edited clip (the ReViSE release skips 1: the VAE sees frames 1..17
     # while its VLM sees frame 0). The VLM sees the source from its first frame either way.
     skip_frames: int = 0
+    # Every frame_stride-th source frame makes the clip (Omni-Video 2's sampling_rate 3); lowered, as the
+    # release does, while the video is too short for num_frames at that stride.
+    frame_stride: int = 1
+    # Guidance against umT5 of this prompt (Omni-Video 2's inference null branch: with u as 2 tokens of 1e-6,
+    # the source kept) instead of the connector's fixed null branch. Only for connectors that take one.
+    negative_prompt: str | None = None
+    # Rows the contexts are zero-padded to (the DiT attends to all); None: the connector's max_context_len.
+    # Omni-Video 2's inference script pads to 6272.
+    context_len: int | None = None
 
     def __post_init__(self) -> None:
         if self.reasoning not in REASONING_MODES:
             raise ValueError(f"reasoning must be one of {REASONING_MODES}, got '{self.reasoning}'")
         if self.skip_frames < 0:
             raise ValueError(f"skip_frames must be >= 0, got {self.skip_frames}")
+        if self.frame_stride < 1:
+            raise ValueError(f"frame_stride must be >= 1, got {self.frame_stride}")
+        if self.context_len is not None and self.context_len < 1:
+            raise ValueError(f"context_len must be >= 1, got {self.context_len}")
 
 
 @dataclass
@@ -188,7 +201,8 @@ class ReviseEditor:
             raw = vae_ops.encode(m.vae, video_ops.to_model_space(source).to(self.device))
         vlm_frames = source if vlm_source is None else vlm_source.float()
         vlm_condition = encode_instruction(m.vlm, vlm_frames, instruction, settings, timings)
-        return assemble_condition(m.connector, m.text, m.vae, raw, vlm_condition, settings.max_text_len, timings)
+        return assemble_condition(m.connector, m.text, m.vae, raw, vlm_condition, settings.max_text_len, timings,
+                                  negative_prompt=settings.negative_prompt, context_len=settings.context_len)
 
 
     def edit(
@@ -222,8 +236,10 @@ class ReviseEditor:
         if settings.skip_frames >= frames.shape[0]:
             raise video_ops.VideoError(f"the source has {frames.shape[0]} frames, all skipped by "
                                        f"skip_frames={settings.skip_frames}")
+        clip = frames[settings.skip_frames:]
+        stride = clip_stride(clip.shape[0], settings.num_frames, settings.frame_stride)
         source = video_ops.conform(
-            frames[settings.skip_frames:].float(), num_frames=settings.num_frames, frame_policy=settings.frame_policy,
+            clip[::stride].float(), num_frames=settings.num_frames, frame_policy=settings.frame_policy,
             height=settings.height, width=settings.width, resize=settings.resize,
         )
         if best_of > 1 and critic is None:
@@ -285,19 +301,40 @@ def encode_instruction(vlm: VisionLanguageModel, source: torch.Tensor, instructi
     return VLMCondition(u, prompts, reasoning)
 
 
+def clip_stride(available: int, num_frames: int | None, stride: int) -> int:
+    """Omni-Video 2's read_video_frames: the stride, lowered while `available` frames cannot give
+    `num_frames` at it (never below 1)."""
+    if num_frames is None:
+        return stride
+    asked = stride
+    while stride > 1 and available < num_frames * stride:
+        stride -= 1
+    if stride != asked:
+        logger.warning("the source has %d frames, too few for %d at a stride of %d: stride %d instead", available,
+                       num_frames, asked, stride)
+    return stride
+
+
 def assemble_condition(connector: ContextConnector, text: TextEncoder, vae: nn.Module, source_latents_raw: torch.Tensor,
                        vlm_condition: VLMCondition, max_text_len: int = 512,
-                       timings: dict[str, float] | None = None) -> Condition:
-    """umT5 over the prompts, then f_C: cond from u, T5 and v; uncond = the family's null context; both padded."""
+                       timings: dict[str, float] | None = None, *, negative_prompt: str | None = None,
+                       context_len: int | None = None) -> Condition:
+    """umT5 over the prompts, then f_C: cond from u, T5 and v; uncond = the family's null context (or, with a
+    `negative_prompt`, its negative context); both zero-padded to `context_len` (default max_context_len)."""
     timings = timings if timings is not None else {}
     source_latents = vae_ops.normalize_latents(vae, source_latents_raw.float())
     video_tokens = connector.adapt_video(source_latents.to(_dtype(connector)))[0]
     with _timed(timings, "text_encode"):
         text_tokens = torch.cat(encode_text(text, vlm_condition.prompts, max_length=max_text_len))
     vlm_tokens = connector.project_vlm(vlm_condition.u.to(video_tokens))
-    length = connector.config.max_context_len
+    length = context_len or connector.config.max_context_len
     cond = pad_context(connector.assemble(vlm_tokens, text_tokens.to(vlm_tokens), video_tokens), length)
-    uncond = pad_context(connector.null_context(video_tokens), length)
+    if negative_prompt is not None:
+        with _timed(timings, "text_encode"):
+            negative_tokens = torch.cat(encode_text(text, [negative_prompt], max_length=max_text_len))
+        uncond = pad_context(connector.negative_context(negative_tokens.to(video_tokens), video_tokens), length)
+    else:
+        uncond = pad_context(connector.null_context(video_tokens), length)
     return Condition(cond[None], uncond[None], source_latents, vlm_condition.reasoning,
                      latents_mean=list(vae.config.latents_mean), latents_std=list(vae.config.latents_std))
 

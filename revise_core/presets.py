@@ -11,6 +11,14 @@
 - written at 8 fps; seed 1818 (the release draws its noise on CUDA, which a CPU generator cannot
   reproduce: the noise here comes from our CPU generator, so edits match the release's only with injected
   noise).
+
+`omnivideo2-official` is the Omni-Video 2 1.3B release's `tools/inference/inference_omni_v2v_1_3B.sh` with
+`omnivideo/x2x_gen_unified.py`: FlowUniPC 40 steps, shift 5, standard guidance 3; the null branch is umT5 of
+its English negative prompt with u = 2 tokens of 1e-6 and the source kept; 41 frames at 832×480 from every
+3rd source frame (`sampling_rate 3`, lowered for short videos), centre crop then resize; the VLM writes a
+source then a target caption and umT5 reads [target caption; instruction]; contexts padded to
+`MAX_CONTEXT_LEN` 6272; 8 fps; seed 1818 (CUDA noise, as above). Its captions are sampled (temperature 0.7)
+in the release, greedy here.
 """
 
 from __future__ import annotations
@@ -19,6 +27,15 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from .sampler import SamplerConfig
+
+# omnivideo/configs/shared_config.py: sample_neg_prompt_en (the Omni-Video 2 release's negative prompt)
+OMNIVIDEO2_NEGATIVE_PROMPT = (
+    "overly vivid colors, overexposed, static, blurry and unclear details, subtitles, text overlays, stylized "
+    "artwork, painting, illustration, still image, frozen frame, grayish overall tone, worst quality, low quality, "
+    "JPEG compression artifacts, ugly, incomplete, extra fingers, poorly drawn hands, poorly drawn face, deformed, "
+    "disfigured, malformed anatomy, distorted limbs, fused fingers, motionless frame, cluttered background, three "
+    "legs, walking backward, expression drift, teeth flickering, uneven facial muscles, facial shivering"
+)
 
 
 @dataclass(frozen=True)
@@ -42,6 +59,19 @@ PRESETS: dict[str, Preset] = {
                       reasoning="none", max_text_len=512),
         output_fps=8.0,
         vlm_sees_native_frames=True,
+    ),
+    "omnivideo2-official": Preset(
+        name="omnivideo2-official",
+        description="the Omni-Video 2 1.3B release's inference_omni_v2v_1_3B.sh: UniPC 40 steps, shift 5, release "
+                    "sigmas, uncond + 3·(cond − uncond) against its negative prompt with u = 2 tokens of 1e-6, 41 "
+                    "frames 832x480 at a source stride of 3, captions first, contexts padded to 6272, 8 fps",
+        sampler=dict(steps=40, guidance_scale=3.0, guidance_mode="standard", shift=5.0, scheduler="unipc",
+                     sigma_schedule="official", seed=1818),
+        settings=dict(num_frames=41, height=480, width=832, resize="official", frame_policy="trim", skip_frames=0,
+                      frame_stride=3, reasoning="caption", max_text_len=512, vlm_frames=6,
+                      negative_prompt=OMNIVIDEO2_NEGATIVE_PROMPT, context_len=6272),
+        output_fps=8.0,
+        vlm_sees_native_frames=True,  # the release hands the VLM the video file: 6 frames over the whole video
     ),
 }
 

@@ -50,6 +50,12 @@ class ContextConnector(nn.Module, abc.ABC):
     def null_context(self, video_tokens: torch.Tensor) -> torch.Tensor:
         """The unconditional sequence of guidance and of the training-time condition drop."""
 
+    def negative_context(self, text_tokens: torch.Tensor, video_tokens: torch.Tensor) -> torch.Tensor:
+        """The unconditional sequence of a release that encodes a negative prompt at inference (its umT5
+        tokens `text_tokens`); families whose release fixes its null branch refuse."""
+        raise ValueError(f"{type(self).__name__}: this connector family's null branch is fixed by its release "
+                         "(null_context); a negative prompt does not apply to it")
+
     def condition(self, u: torch.Tensor, text_tokens: torch.Tensor, video_tokens: torch.Tensor) -> torch.Tensor:
         """The conditional sequence from raw u, umT5 tokens [L, context_dim] and video tokens [N, context_dim]."""
         vlm_tokens = self.project_vlm(u.to(video_tokens))

@@ -29,6 +29,8 @@ logger = logging.getLogger(__name__)
 BOUNDARY_NAMES = ("img_st", "img_ed", "prp_st", "prp_ed")
 CONNECTOR_KEYS = ("vlm_norm.", "vlm_proj.", "visual_context_adapter.", "boundary.")
 FORMAT_NAME = "revise.connector"
+# Omni-Video 2's null u at inference and in training's condition drop: torch.zeros(2, vlm_dim) + 1e-6
+NULL_U_TOKENS, NULL_U_VALUE = 2, 1e-6
 
 
 @dataclass
@@ -138,6 +140,14 @@ class Connector(ContextConnector):
     def null_context(self, video_tokens: torch.Tensor) -> torch.Tensor:
         """Omni-Video 2's null condition: the source video alone (with its boundary tokens)."""
         return self.assemble(None, None, video_tokens)
+
+    def negative_context(self, text_tokens: torch.Tensor, video_tokens: torch.Tensor) -> torch.Tensor:
+        """Omni-Video 2's inference null branch (omnivideo/x2x_gen_unified.py): umT5 of the negative prompt, u
+        replaced by 2 tokens of 1e-6 (in the VLM's width, then vlm_norm and vlm_proj as any u), the source
+        video kept."""
+        null_u = video_tokens.new_full((NULL_U_TOKENS, self.config.vlm_dim), NULL_U_VALUE)
+        vlm_tokens = self.project_vlm(null_u)
+        return self.assemble(vlm_tokens, text_tokens.to(vlm_tokens), video_tokens)
 
 
 # --- loading / saving ---------------------------------------------------------------------------

@@ -1,0 +1,85 @@
+"""The Omni-Video 2 release's inference settings: its null branch (negative prompt, u = 2 tokens of 1e-6, the
+source kept), its frame stride, its context padding, and the preset that gathers them."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from revise_core import presets
+from revise_core.editor import EditModels, EditSettings, ReviseEditor, assemble_condition, clip_stride
+from revise_core.text import encode_text, pad_context
+from revise_core.video import synthetic_clip
+
+
+def test_negative_context_is_the_releases_null_branch(tiny_models):
+    """Written out as omnivideo/modules/unified_model.py composes it for the null pass."""
+    connector = tiny_models.connector
+    torch.manual_seed(0)
+    text = torch.randn(5, connector.config.context_dim)
+    video = torch.randn(7, connector.config.context_dim)
+    with torch.no_grad():
+        null_u = torch.zeros(2, connector.config.vlm_dim) + 1e-6
+        u = connector.vlm_proj(connector.vlm_norm(null_u))
+        token = connector.boundary_token
+        expected = torch.cat([u, token("prp_st"), text, token("prp_ed"), token("img_st"), video, token("img_ed")])
+        assert torch.equal(connector.negative_context(text, video), expected)
+
+
+def test_a_fixed_null_branch_refuses_a_negative_prompt(tiny_models):
+    with pytest.raises(ValueError, match="null branch is fixed by its release"):
+        tiny_models.release_connector.negative_context(torch.zeros(2, 32), torch.zeros(3, 32))
+
+
+def test_condition_with_a_negative_prompt_and_the_releases_padding(tiny_models):
+    models = EditModels(dit=tiny_models.dit, vae=tiny_models.vae, text=tiny_models.text, vlm=tiny_models.vlm,
+                        connector=tiny_models.connector)
+    clip = synthetic_clip(num_frames=9, height=64, width=64).frames
+    negative = "blurry static"
+    with torch.no_grad():
+        condition = ReviseEditor(models).condition(clip, "make it red",
+                                                   EditSettings(negative_prompt=negative, context_len=300))
+        source = models.vae.encode(clip.permute(3, 0, 1, 2)[None] * 2 - 1).latent_dist.mode()
+        plain = assemble_condition(models.connector, models.text, models.vae, source,
+                                   _vlm_condition(models, clip), context_len=300)
+        video = models.connector.adapt_video(condition.source_latents)[0]
+        negative_tokens = torch.cat(encode_text(models.text, [negative], max_length=512))
+        expected = pad_context(models.connector.negative_context(negative_tokens, video), 300)
+    assert condition.cond.shape == condition.uncond.shape == (1, 300, models.connector.config.context_dim)
+    torch.testing.assert_close(condition.uncond[0], expected, rtol=0, atol=1e-6)
+    torch.testing.assert_close(condition.cond, plain.cond, rtol=0, atol=1e-5)  # the negative prompt leaves cond alone
+    assert not torch.allclose(plain.uncond, condition.uncond)  # and changes the null branch
+
+
+def _vlm_condition(models, clip):
+    from revise_core.editor import encode_instruction
+
+    return encode_instruction(models.vlm, clip, "make it red", EditSettings())
+
+
+@pytest.mark.parametrize("available, expected", [(130, 3), (123, 3), (122, 2), (82, 2), (81, 1), (30, 1)])
+def test_frame_stride_is_lowered_for_short_videos_as_the_release_does(available, expected):
+    # read_video_frames: while total < frame_num * sampling_rate + skip: sampling_rate -= 1
+    assert clip_stride(available, 41, 3) == expected
+
+
+def test_omnivideo2_official_preset_has_the_release_scripts_values():
+    settings = presets.edit_settings("omnivideo2-official")
+    sampler = settings.sampler
+    assert (sampler.scheduler, sampler.steps, sampler.shift, sampler.guidance_scale, sampler.guidance_mode,
+            sampler.sigma_schedule, sampler.seed) == ("unipc", 40, 5.0, 3.0, "standard", "official", 1818)
+    assert (settings.num_frames, settings.height, settings.width, settings.frame_stride, settings.skip_frames) == (
+        41, 480, 832, 3, 0)
+    assert (settings.reasoning, settings.vlm_frames, settings.context_len) == ("caption", 6, 6272)
+    assert settings.negative_prompt.startswith("overly vivid colors, overexposed, static")
+    assert presets.get_preset("omnivideo2-official").output_fps == 8.0
+
+
+def test_edit_demo_runs_the_omnivideo2_preset_with_a_qwen3_vl(tmp_path):
+    from revise_core import edit
+    from revise_core.video import read_video
+
+    out = tmp_path / "edited.mp4"
+    assert edit.main(["--demo", "qwen3", "--preset", "omnivideo2-official", "--out", str(out)]) == 0
+    clip = read_video(out)
+    assert clip.frames.shape[0] == 41 and float(clip.fps) == 8.0
