@@ -459,3 +459,22 @@ def test_demo_flag_takes_a_name_or_leaves_an_override_alone():
     assert uso.parse_args(parser, ["--demo"]).demo == "tiny"
     with pytest.raises(SystemExit):
         uso.parse_args(parser, ["--demo", "bogus"])
+
+
+def test_a_critic_that_differs_from_the_encoder_vlm_judges_and_receives_no_gradient(tiny_dir, manifest, tmp_path):
+    """critic_vlm: the SelfCritic runs on another VLM folder (here a Qwen3-VL, the encoder a Qwen2.5-VL); the
+    reward's gradient reaches the DiT through it, never its weights; the default is the encoder itself."""
+    from revise_core.testing import tiny_qwen3_vl, write_qwen3_vl_folder
+
+    folder = write_qwen3_vl_folder(tiny_qwen3_vl(seed=5), tmp_path / "critic-qwen3")
+    trainer = make_trainer(tiny_dir, manifest, tmp_path / "run", sigma_max=1.0, cfg_drop=0.0, critic_vlm=str(folder))
+    trainer.setup()
+    assert trainer.critic.vlm.family == "qwen3_vl" and trainer.models.vlm.family == "qwen2_vl"
+    result = trainer._loss_step(0, 0)
+    assert result.triggered
+    result.loss.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in trainer.generator.dit.parameters())
+    assert all(p.grad is None for p in trainer.critic.vlm.model.parameters())
+    default = make_trainer(tiny_dir, manifest, tmp_path / "default")
+    default.setup()
+    assert default.critic.vlm is default.models.vlm

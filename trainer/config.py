@@ -47,6 +47,8 @@ class USOConfig:
                                        "alone to one frame; the memory of critic_frames single frames)")
     decode_latent_frames: int = _opt(0, "critic_decode=video: decode only this many leading latent frames (0 = all)")
     cot: bool = _opt(False, "critic writes a chain of thought before the verdict (slower)")
+    critic_vlm: str = _opt("", "a VLM folder for the SelfCritic that differs from the encoder VLM (any supported "
+                               "family, e.g. a Qwen3-VL-8B-Instruct folder); '' = the encoder VLM itself (the paper)")
     cfg_drop: float = _opt(0.2, "probability of dropping T5 and u together (source tokens kept)")
     # --- optimisation ---
     lr: float = _opt(3e-6, "AdamW learning rate (paper: 3e-6)")

@@ -136,7 +136,15 @@ class USOTrainer:
             self.generator.dit.enable_gradient_checkpointing()
         if cfg.checkpointing_vlm:
             models.vlm.set_gradient_checkpointing(True)
-        self.critic = SelfCritic(models.vlm, CriticConfig(num_frames=cfg.critic_frames, cot=cfg.cot))
+        critic_vlm = models.vlm
+        if cfg.critic_vlm:  # a separate judge (frozen like the encoder; the paper uses the encoder VLM itself)
+            from revise_core.vlm import load_vlm
+
+            critic_vlm = load_vlm(cfg.critic_vlm, dtype=frozen_dtype, device=self.device)
+            if cfg.checkpointing_vlm:
+                critic_vlm.set_gradient_checkpointing(True)
+            logger.info("critic: %s (%s), not the encoder VLM", cfg.critic_vlm, critic_vlm.family)
+        self.critic = SelfCritic(critic_vlm, CriticConfig(num_frames=cfg.critic_frames, cot=cfg.cot))
         self.features = FeatureStore(models, num_frames=cfg.num_frames, height=cfg.height, width=cfg.width,
                                      resize=cfg.resize, max_text_len=cfg.max_text_len, vlm_frames=cfg.vlm_frames,
                                      cache_dir=cfg.feature_cache or None, text_device=self.device)
