@@ -201,3 +201,18 @@ def test_caption_reasoning_uses_omnivideo2s_own_prompts(dense, monkeypatch):
     assert target_turn[1]["content"][0]["text"] == prompts["target_caption_user"].format(
         source=source_caption, instruction="make it red")
     assert conditioning[-1] == "make it red"
+
+
+@pytest.mark.parametrize("family", ["dense", "moe"])
+def test_a_qwen3_vl_serves_as_the_local_rve_bench_judge(family, request):
+    """The local judge goes through the family interface: two videos in one chat (timestamps per video), the
+    expected score over the digit tokens at the answer position."""
+    from revise_core.evaluation.judge import LocalJudge, _number_tokens
+
+    vlm = request.getfixturevalue(family)
+    source = torch.rand(5, 40, 40, 3, generator=torch.Generator().manual_seed(5))
+    edited = torch.rand(5, 40, 40, 3, generator=torch.Generator().manual_seed(6))
+    judge = LocalJudge(vlm, num_frames=2, mode="expected", retries=0)
+    verdict = judge.score("EA", "make it red", source, edited)
+    numbers = _number_tokens(vlm.tokenizer)
+    assert numbers and not verdict.error and 0 <= verdict.score <= 10
