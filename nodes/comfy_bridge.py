@@ -26,6 +26,7 @@ FOLDERS = {"dit": "diffusion_models", "vae": "vae", "t5": "text_encoders", "vlm"
 VLM_FOLDER = "vlm"
 MODEL_SET_FOLDER = "revise"  # models/revise/<set>/: a ReViSE release folder (revise_ckpt/) or a models.json set
 RELEASE_MARKERS = ("wan/wanxiang1_3b", "transformer/model.pt", "ar_model/checkpoint")  # revise_core.model_sets
+OMNIVIDEO2_MARKERS = ("transformer/pytorch_model.pt", "special_tokens.pkl")  # revise_core.model_sets
 
 
 def in_comfyui() -> bool:
@@ -144,7 +145,8 @@ def list_model_sets() -> list[str]:
 
 
 def _is_model_set(path: Path) -> bool:
-    return (path / "models.json").is_file() or all((path / marker).exists() for marker in RELEASE_MARKERS)
+    return (path / "models.json").is_file() or any(all((path / marker).exists() for marker in markers)
+                                                    for markers in (RELEASE_MARKERS, OMNIVIDEO2_MARKERS))
 
 
 def _is_model_folder(path: Path) -> bool:

@@ -2,6 +2,7 @@
 
     python -m revise_core.convert models/revise/revise_ckpt models/diffusion_models/revise_dit.safetensors
     python -m revise_core.convert omnivideo2/transformer/pytorch_model.pt ov2_dit.safetensors --dtype bf16
+    python -m revise_core.convert OMNIVIDEO2_1.3B_FOLDER ov2_dit.safetensors  # the Omni-Video 2 release folder
     python -m revise_core.convert MODEL_SET_FOLDER out.safetensors          # a folder with a models.json
 
 The source may be a ReViSE release folder (`revise_ckpt/`: Wan's folder with `transformer/model.pt`'s
@@ -63,12 +64,17 @@ def load_release_or_set_dit(source: str | os.PathLike, *, config: str | None = N
     if source.is_file():
         return load_dit(source, config=config, dtype=torch.float32)
     kind = model_sets.detect(source)
+    if kind in ("revise release", "omnivideo2 release") and config is not None:
+        raise ValueError(f"{source}: a release folder's DiT config comes from the release itself; --config applies "
+                         "to single files only")
     if kind == "revise release":
-        if config is not None:
-            raise ValueError(f"{source}: a ReViSE release folder carries its DiT config "
-                             f"({model_sets.WAN_FOLDER}/config.json); --config applies to single files only")
         transformer_state = dict(ckpt.read_state_dict(source / model_sets.TRANSFORMER_FILE).tensors)
         return model_sets.load_release_dit(source, transformer_state, dtype=torch.float32, device="cpu")
+    if kind == "omnivideo2 release":
+        path = source / model_sets.OMNIVIDEO2_FILE
+        tensors = ckpt.read_state_dict(path).tensors
+        dit_tensors = {k[len("wan_model."):]: v for k, v in tensors.items() if k.startswith("wan_model.")}
+        return load_dit(path, config=model_sets.wan_config_from_tensors(dit_tensors, path=path), dtype=torch.float32)
     from .editor import MODELS_FILE
 
     spec = ckpt.read_json(source / MODELS_FILE, what="model set description (models.json)")

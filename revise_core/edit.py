@@ -45,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     # --- inputs ---
     parser.add_argument("--models", type=Path,
                         help="folder with models.json describing the model set, or a ReViSE release folder")
+    parser.add_argument("--vlm", type=Path, default=None,
+                        help="the VLM folder of an Omni-Video 2 release folder given as --models, when it is not "
+                             "inside it (its Qwen3-VL-30B-A3B-Instruct)")
     parser.add_argument("--video", type=Path, help="source video file (any container FFmpeg reads)")
     parser.add_argument("--instruction", help="the edit instruction (may need reasoning)")
     parser.add_argument("--out", type=Path, help="output .mp4 (default with --demo: a temporary folder)")
@@ -153,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     conform(clip.frames[settings.skip_frames:], num_frames=settings.num_frames, frame_policy=settings.frame_policy,
             height=settings.height, width=settings.width, resize=settings.resize)
     steps = settings.sampler.steps
-    editor = ReviseEditor(EditModels.load(models_dir, dtype=dtype, device=device))
+    editor = ReviseEditor(EditModels.load(models_dir, dtype=dtype, device=device, vlm=args.vlm))
     from tqdm import tqdm
 
     with tqdm(total=steps * args.best_of, desc="sampling", unit="step") as bar:

@@ -71,7 +71,7 @@ class EditModels:
     @classmethod
     def load(cls, folder: str | os.PathLike, *, dtype: torch.dtype | str = torch.float32,
              device: torch.device | str = "cpu", component_dtypes: dict | None = None,
-             with_dit: bool = True) -> EditModels:
+             with_dit: bool = True, vlm: str | os.PathLike | None = None) -> EditModels:
         """Load a model set: a folder with a `models.json` (paths relative to the folder), or a ReViSE release
         folder (`revise_ckpt/`) as downloaded (`model_sets.py`).
 
@@ -82,8 +82,11 @@ class EditModels:
         dtypes = {name: (component_dtypes or {}).get(name, dtype) for name in ("dit", "vae", "t5", "vlm", "connector")}
         from . import model_sets
 
-        if model_sets.detect(folder) == "revise release":
+        kind = model_sets.detect(folder)
+        if kind == "revise release":
             return model_sets.load_revise_release(folder, dtypes=dtypes, device=device, with_dit=with_dit)
+        if kind == "omnivideo2 release":  # `vlm`: its Qwen3-VL folder when it is not inside the release folder
+            return model_sets.load_omnivideo2_release(folder, dtypes=dtypes, device=device, with_dit=with_dit, vlm=vlm)
         spec = ckpt.read_json(folder / MODELS_FILE, what="model set description (models.json)")
         needed = ("dit", "vae", "t5", "vlm", "connector") if with_dit else ("vae", "t5", "vlm", "connector")
         missing = [key for key in needed if key not in spec]

@@ -41,6 +41,12 @@ WAN_VAE_FILE = "Wan2.1_VAE.pth"
 VILA_FOLDER = "ar_model/checkpoint"
 TRANSFORMER_FILE = "transformer/model.pt"
 RELEASE_MARKERS = (WAN_FOLDER, TRANSFORMER_FILE, VILA_FOLDER)
+# The Omni-Video 2 1.3B release (omnivideo/x2x_gen_unified_1_3B.py reads its checkpoint_dir): the DiT and the
+# connector in one file, the boundary tokens, and Wan's umT5 / tokenizer / VAE beside them; its VLM
+# (Qwen3-VL-30B-A3B-Instruct) is a separate download, found as the one Qwen3-VL folder inside or named.
+OMNIVIDEO2_FILE, OMNIVIDEO2_TOKENS = "transformer/pytorch_model.pt", "special_tokens.pkl"
+OMNIVIDEO2_MARKERS = (OMNIVIDEO2_FILE, OMNIVIDEO2_TOKENS)
+WAN_HEAD_DIM = 128  # every released Wan2.1 / 2.2 DiT (1.3B: 1536 / 12, 14B: 5120 / 40)
 # Original WanModel.__init__ defaults (Wan2.1 `wan/modules/model.py`), for fields a config.json leaves out.
 WAN_MODEL_DEFAULTS = dict(model_type="t2v", patch_size=(1, 2, 2), text_len=512, in_dim=16, dim=2048, ffn_dim=8192,
                           freq_dim=256, text_dim=4096, out_dim=16, num_heads=16, num_layers=32, window_size=(-1, -1),
@@ -61,13 +67,15 @@ def detect(folder: str | os.PathLike) -> str:
     present = [marker for marker in RELEASE_MARKERS if (folder / marker).exists()]
     if present and len(present) == len(RELEASE_MARKERS):
         return "revise release"
+    if all((folder / marker).exists() for marker in OMNIVIDEO2_MARKERS):
+        return "omnivideo2 release"
     if present:
         missing = [m for m in RELEASE_MARKERS if m not in present]
         raise ckpt.ModelFileNotFoundError(
             f"{folder}: looks like a ReViSE release folder (has {present}) but lacks {missing}; see docs/models.md")
     raise ckpt.ModelFileNotFoundError(
-        f"{folder}: neither a {MODELS_FILE} nor a ReViSE release folder ({', '.join(RELEASE_MARKERS)}); "
-        "see docs/models.md")
+        f"{folder}: neither a {MODELS_FILE} nor a ReViSE release folder ({', '.join(RELEASE_MARKERS)}) nor an "
+        f"Omni-Video 2 release folder ({', '.join(OMNIVIDEO2_MARKERS)}); see docs/models.md")
 
 
 def wan_model_config_to_diffusers(data: dict, *, path: Path) -> dict:
@@ -182,6 +190,81 @@ def load_revise_release(folder: str | os.PathLike, *, dtypes: dict, device: torc
         text=load_text_encoder(t5_path, tokenizer=wan_dir / WAN_T5_TOKENIZER, config=release_t5_config(t5_path),
                                dtype=dtypes["t5"], device=device),
         vlm=load_vlm(folder / VILA_FOLDER, dtype=dtypes["vlm"], device=device),
+        connector=connector,
+    )
+    models.check()
+    return models
+
+
+def wan_config_from_tensors(tensors: dict[str, torch.Tensor], *, path: Path) -> dict:
+    """A `WanTransformer3DModel` config from original-key DiT tensors, for releases that ship none (Omni-Video 2
+    builds its Wan from code): every size from the tensors, heads of WAN_HEAD_DIM, Wan's eps."""
+    try:
+        dim, in_dim = tensors["patch_embedding.weight"].shape[:2]
+        layers = 1 + max(int(key.split(".")[1]) for key in tensors if key.startswith("blocks."))
+        data = {"dim": int(dim), "in_dim": int(in_dim), "ffn_dim": int(tensors["blocks.0.ffn.0.weight"].shape[0]),
+                "freq_dim": int(tensors["time_embedding.0.weight"].shape[1]),
+                "text_dim": int(tensors["text_embedding.0.weight"].shape[1]),
+                "out_dim": int(tensors["head.head.weight"].shape[0]) // 4, "num_layers": layers,
+                "num_heads": int(dim) // WAN_HEAD_DIM}
+    except (KeyError, ValueError) as error:
+        raise ckpt.UnknownLayoutError(f"{path}: not an original-key Wan DiT ({error})") from error
+    return wan_model_config_to_diffusers(data, path=path)
+
+
+def find_qwen3_vl(folder: Path) -> Path:
+    """The one Qwen3-VL folder inside an Omni-Video 2 release folder (its VLM), or an error saying what to do."""
+    found = []
+    for config in sorted(folder.rglob("config.json")):
+        try:
+            model_type = ckpt.read_json(config, what="config").get("model_type")
+        except ValueError:
+            continue
+        if model_type in ("qwen3_vl", "qwen3_vl_moe"):
+            found.append(config.parent)
+    if len(found) != 1:
+        what = "no Qwen3-VL folder" if not found else f"{len(found)} Qwen3-VL folders {[str(f) for f in found]}"
+        raise ckpt.ModelFileNotFoundError(
+            f"{folder}: an Omni-Video 2 release folder with {what}; put the Qwen3-VL-30B-A3B-Instruct folder (its "
+            "VLM) inside it, or name it (vlm= in Python, --vlm on the command line)")
+    return found[0]
+
+
+def load_omnivideo2_release(folder: str | os.PathLike, *, dtypes: dict, device: torch.device | str = "cpu",
+                            with_dit: bool = True, vlm: str | os.PathLike | None = None):
+    """The five components of an Omni-Video 2 1.3B release folder as `EditModels` (dtypes per component)."""
+    from .connector import load_connector
+    from .connector.omnivideo2 import config_from_tensors
+    from .editor import EditModels
+    from .text import load_text_encoder
+    from .vae import load_vae
+    from .vlm import load_vlm
+
+    folder = Path(folder)
+    dtypes = {name: ckpt.resolve_dtype(value) for name, value in dtypes.items()}
+    for relative in (WAN_T5_FILE, WAN_T5_TOKENIZER, WAN_VAE_FILE):
+        if not (folder / relative).exists():
+            raise ckpt.ModelFileNotFoundError(f"{folder}: missing {relative} (the Omni-Video 2 release keeps Wan's "
+                                              "umT5, its tokenizer and VAE beside its model); see docs/models.md")
+    vlm_folder = Path(vlm) if vlm is not None else find_qwen3_vl(folder)
+    state = ckpt.read_state_dict(folder / OMNIVIDEO2_FILE).tensors
+    dit_tensors = {k[len("wan_model."):]: v for k, v in state.items() if k.startswith("wan_model.")}
+    dit = None
+    if with_dit:
+        from .dit import load_dit
+
+        dit = load_dit(folder / OMNIVIDEO2_FILE, config=wan_config_from_tensors(dit_tensors, path=folder / OMNIVIDEO2_FILE),
+                       dtype=dtypes["dit"], device=device)
+    connector = load_connector(folder / OMNIVIDEO2_FILE, config=config_from_tensors(state, path=folder / OMNIVIDEO2_FILE),
+                               special_tokens=folder / OMNIVIDEO2_TOKENS, dtype=dtypes["connector"], device=device)
+    del state, dit_tensors
+    vae_path, t5_path = folder / WAN_VAE_FILE, folder / WAN_T5_FILE
+    models = EditModels(
+        dit=dit,
+        vae=load_vae(vae_path, config=release_vae_config(vae_path), dtype=dtypes["vae"], device=device),
+        text=load_text_encoder(t5_path, tokenizer=folder / WAN_T5_TOKENIZER, config=release_t5_config(t5_path),
+                               dtype=dtypes["t5"], device=device),
+        vlm=load_vlm(vlm_folder, dtype=dtypes["vlm"], device=device),
         connector=connector,
     )
     models.check()

@@ -609,8 +609,9 @@ def write_tiny_models(out_dir: str | Path, seed: int = 0) -> dict:
 
 def write_native_models(out_dir: str | Path, seed: int = 0) -> dict[str, Path]:
     """A tiny set that ComfyUI's own Wan nodes load too (sizes: NATIVE_TEXT_DIM, NATIVE_HEAD_DIM): an
-    Omni-Video 2 checkpoint (`omnivideo2/transformer/pytorch_model.pt`: DiT under `wan_model.` and the
-    connector; `special_tokens.pkl`) with its DiT's config, and a `models.json` folder of the encoders only
+    Omni-Video 2 1.3B release folder `omnivideo2/` (`transformer/pytorch_model.pt`: DiT under `wan_model.` and
+    the connector; `special_tokens.pkl`; Wan's umT5 .pth + tokenizer and VAE .pth; a Qwen3-VL folder inside;
+    plus `dit_config.json`, not part of the release), and a `models.json` folder of the encoders only
     (VAE in original keys, umT5, a Qwen2.5-VL folder, our connector file; no DiT: ComfyUI's UNETLoader loads
     it, `EditModels.load(..., with_dit=False)`). Returns the paths by role."""
     out = Path(out_dir)
@@ -627,6 +628,11 @@ def write_native_models(out_dir: str | Path, seed: int = 0) -> dict[str, Path]:
         pickle.dump({f"<{name}>": connector.boundary_token(name).clone() for name in BOUNDARY_NAMES}, handle)
     (omni / "dit_config.json").write_text(json.dumps(
         {k: v for k, v in dict(dit.config).items() if not k.startswith("_")}, indent=2) + "\n")
+    # the rest of an Omni-Video 2 1.3B release folder: Wan's umT5 (+ tokenizer) and VAE, and its Qwen3-VL inside
+    torch.save(hf_t5_to_wan(text.model.state_dict()), omni / "models_t5_umt5-xxl-enc-bf16.pth")
+    text.tokenizer.save_pretrained(str(omni / "google" / "umt5-xxl"))
+    torch.save(wan_keys.vae_diffusers_to_original(vae.state_dict()), omni / "Wan2.1_VAE.pth")
+    write_qwen3_vl_folder(tiny_qwen3_vl(seed + 9), omni / "Qwen3-VL-tiny")
     encoders = out / "encoders"
     save_vae(vae, encoders / "wan_2.1_vae_native_tiny.safetensors")
     save_text_encoder(text, encoders / "t5")
@@ -637,7 +643,7 @@ def write_native_models(out_dir: str | Path, seed: int = 0) -> dict[str, Path]:
     (encoders / "vlm" / "preprocessor_config.json").write_text(json.dumps(TINY_PREPROCESS.to_processor_config()))
     write_models_file(encoders, {"vae": "wan_2.1_vae_native_tiny.safetensors", "t5": "t5",
                                  "t5_tokenizer": "t5_tokenizer", "vlm": "vlm", "connector": "connector.safetensors"})
-    return {"omnivideo2": omni / "transformer" / "pytorch_model.pt", "dit_config": omni / "dit_config.json",
+    return {"omnivideo2": omni / "transformer" / "pytorch_model.pt", "release": omni, "dit_config": omni / "dit_config.json",
             "model_set": encoders, "vae": encoders / "wan_2.1_vae_native_tiny.safetensors"}
 
 

@@ -83,3 +83,66 @@ def test_edit_demo_runs_the_omnivideo2_preset_with_a_qwen3_vl(tmp_path):
     assert edit.main(["--demo", "qwen3", "--preset", "omnivideo2-official", "--out", str(out)]) == 0
     clip = read_video(out)
     assert clip.frames.shape[0] == 41 and float(clip.fps) == 8.0
+
+
+# --- the Omni-Video 2 release folder -------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def release(tmp_path_factory):
+    from revise_core.testing import write_native_models
+
+    return write_native_models(tmp_path_factory.mktemp("ov2"))
+
+
+def test_the_omnivideo2_release_folder_loads_as_downloaded(release):
+    """transformer/pytorch_model.pt (DiT + connector), special_tokens.pkl, Wan's umT5 / tokenizer / VAE, and
+    the one Qwen3-VL folder inside: no models.json; every size read off the tensors."""
+    import json
+
+    from revise_core.dit import load_dit
+    from revise_core import model_sets
+
+    assert model_sets.detect(release["release"]) == "omnivideo2 release"
+    models = EditModels.load(release["release"])
+    assert type(models.vlm).__name__ == "Qwen3VLModel"
+    config = models.connector.config
+    assert (config.max_context_len, config.boundary_token_len, config.vlm_dim) == (6272, 1, models.vlm.hidden_size)
+    reference = load_dit(release["omnivideo2"], config=json.loads(release["dit_config"].read_text()))
+    for key, value in reference.state_dict().items():
+        assert torch.equal(models.dit.state_dict()[key], value), key
+    encoders = EditModels.load(release["release"], with_dit=False)
+    assert encoders.dit is None
+
+
+def test_the_release_folders_vlm_must_be_unambiguous(release, tmp_path):
+    import shutil
+
+    from revise_core.checkpoints import ModelFileNotFoundError
+
+    folder = tmp_path / "ov2"
+    shutil.copytree(release["release"], folder)
+    shutil.copytree(folder / "Qwen3-VL-tiny", folder / "Qwen3-VL-other")
+    with pytest.raises(ModelFileNotFoundError, match="2 Qwen3-VL folders"):
+        EditModels.load(folder, with_dit=False)
+    models = EditModels.load(folder, with_dit=False, vlm=folder / "Qwen3-VL-other")  # named explicitly
+    assert models.vlm.source.endswith("Qwen3-VL-other")
+    shutil.rmtree(folder / "Qwen3-VL-tiny")
+    shutil.rmtree(folder / "Qwen3-VL-other")
+    with pytest.raises(ModelFileNotFoundError, match="no Qwen3-VL folder.*--vlm"):
+        EditModels.load(folder, with_dit=False)
+    (folder / "Wan2.1_VAE.pth").unlink()
+    with pytest.raises(ModelFileNotFoundError, match="missing Wan2.1_VAE.pth"):
+        EditModels.load(folder, with_dit=False, vlm=release["release"] / "Qwen3-VL-tiny")
+
+
+def test_convert_reads_the_omnivideo2_release_folder(release, tmp_path):
+    from safetensors import safe_open
+
+    from revise_core import convert
+
+    out = convert.convert(release["release"], tmp_path / "ov2.safetensors")
+    reference = convert.convert(release["omnivideo2"], tmp_path / "file.safetensors",
+                                config=str(release["dit_config"]))
+    with safe_open(str(out), "pt") as a, safe_open(str(reference), "pt") as b:
+        assert set(a.keys()) == set(b.keys())
+        assert all(torch.equal(a.get_tensor(k), b.get_tensor(k)) for k in a.keys())

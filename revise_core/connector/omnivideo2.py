@@ -31,6 +31,8 @@ CONNECTOR_KEYS = ("vlm_norm.", "vlm_proj.", "visual_context_adapter.", "boundary
 FORMAT_NAME = "revise.connector"
 # Omni-Video 2's null u at inference and in training's condition drop: torch.zeros(2, vlm_dim) + 1e-6
 NULL_U_TOKENS, NULL_U_VALUE = 2, 1e-6
+# tools/inference/inference_omni_v2v_1_3B.sh: MAX_CONTEXT_LEN (Wan's text_len is set to it: contexts padded to it)
+RELEASE_MAX_CONTEXT_LEN = 6272
 
 
 @dataclass
@@ -164,6 +166,20 @@ CONNECTOR_LAYOUTS = (
         ("vlm_proj.weight", "visual_context_adapter.projection.weight"),
     ),
 )
+
+
+def config_from_tensors(tensors: dict[str, torch.Tensor], *, path: os.PathLike | str,
+                        max_context_len: int = RELEASE_MAX_CONTEXT_LEN) -> dict:
+    """An Omni-Video 2 connector's config read off its tensors (the release ships none: its code fixes it);
+    eps is the release's 1e-6 and `max_context_len` its inference script's."""
+    needed = ("vlm_proj.weight", "visual_context_adapter.patch_embedding.weight")
+    missing = [key for key in needed if key not in tensors]
+    if missing:
+        raise ckpt.UnknownLayoutError(f"{path}: no Omni-Video 2 connector tensors {missing}")
+    proj, patch = tensors["vlm_proj.weight"], tensors["visual_context_adapter.patch_embedding.weight"]
+    return {"vlm_dim": int(proj.shape[1]), "context_dim": int(proj.shape[0]), "latent_channels": int(patch.shape[1]),
+            "adapter_hidden_dim": int(patch.shape[0]), "adapter_patch_size": [int(x) for x in patch.shape[2:]],
+            "eps": 1e-6, "max_context_len": max_context_len, "boundary_token_len": 0}
 
 
 def load_connector(
