@@ -349,10 +349,10 @@ def caption_reasoning(vlm: VisionLanguageModel, source: torch.Tensor, instructio
     prompts = vlm.caption_prompts()
     source_caption = vlm.generate(source, prompts.source_user, system_prompt=prompts.source_system,
                                   max_new_tokens=settings.caption_tokens, num_frames=settings.vlm_frames,
-                                  fps=settings.fps)
+                                  fps=settings.fps, options=prompts.options)
     target_caption = vlm.generate(
         None, prompts.target_user.format(source=source_caption, instruction=instruction),
-        system_prompt=prompts.target_system, max_new_tokens=settings.caption_tokens,
+        system_prompt=prompts.target_system, max_new_tokens=settings.caption_tokens, options=prompts.options,
     )
     reasoning = f"source: {source_caption}\ntarget: {target_caption}"
     if not target_caption.strip():

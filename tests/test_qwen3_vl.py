@@ -158,10 +158,14 @@ def test_released_omnivideo2_configs_instantiate_on_the_meta_device():
     with torch.device("meta"):
         vlm = AutoModelForImageTextToText.from_config(config)
         connector = Connector(ConnectorConfig.from_dict(get_variant("omnivideo2-1.3b").load_config()))
+        from diffusers import WanTransformer3DModel
+
+        dit = WanTransformer3DModel.from_config(get_variant("wan2.1-t2v-1.3b").load_config())
     count = sum(p.numel() for p in vlm.parameters())
-    assert 31.0e9 < count < 31.2e9, count  # "31B" (Qwen3-VL-30B-A3B-Instruct)
+    assert 31.0e9 < count < 31.2e9, count  # "31B" (Qwen3-VL-30B-A3B-Instruct): 31.07 B
     assert config.text_config.hidden_size == connector.config.vlm_dim == 2048
-    assert sum(p.numel() for p in connector.parameters()) > 0
+    assert sum(p.numel() for p in connector.parameters()) == 15_085_056  # vlm_norm, vlm_proj, visual adapter
+    assert 1.41e9 < sum(p.numel() for p in dit.parameters()) < 1.43e9  # Wan2.1-1.3B: 1.419 B
     assert json.dumps(data)  # the shipped config is plain JSON
 
 
@@ -188,6 +192,7 @@ def test_caption_reasoning_uses_omnivideo2s_own_prompts(dense, monkeypatch):
 
     def record(messages, videos=(), **kwargs):
         seen.append(messages)
+        assert kwargs["video_pixels"] == qwen3_vl.OMNIVIDEO2_CAPTION_PIXELS  # the release's caption-pass size
         return original(messages, videos, **kwargs)
 
     monkeypatch.setattr(dense, "build_inputs", record)

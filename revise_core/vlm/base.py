@@ -67,6 +67,8 @@ class CaptionPrompts:
     target_user: str = "Source video : {source} Edit : {instruction} Describe the target video after the edit ."
     source_system: str | None = None
     target_system: str | None = None
+    # family-specific keyword arguments of build_inputs for the caption turns (Qwen3-VL: Omni-Video 2's pixels)
+    options: dict = field(default_factory=dict)
 
 
 class VisionLanguageModel(abc.ABC):
@@ -147,26 +149,28 @@ class VisionLanguageModel(abc.ABC):
             return self.forward(inputs).logits[-1].float()
 
     def chat(self, messages: list[dict], videos: list[torch.Tensor] = (), *, max_new_tokens: int = 128,
-             num_frames: int | None = 8, fps: float = 16.0) -> str:
-        """Greedy answer to a chat with `{"type": "video"}` placeholders; `videos` are [T, H, W, 3] in 0..1."""
+             num_frames: int | None = 8, fps: float = 16.0, options: dict | None = None) -> str:
+        """Greedy answer to a chat with `{"type": "video"}` placeholders; `videos` are [T, H, W, 3] in 0..1.
+        `options`: family-specific keyword arguments of `build_inputs` (e.g. CaptionPrompts.options)."""
         if max_new_tokens < 1:
             raise VLMError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
         with torch.no_grad():
             inputs = self.build_inputs(messages, [self.prepare_frames(v.detach(), num_frames) for v in videos],
-                                       fps=fps)
+                                       fps=fps, **(options or {}))
             self.reset_state()
             new_tokens = self.generate_from(inputs, max_new_tokens=max_new_tokens)
             self.reset_state()
         return self.tokenizer.decode(new_tokens, skip_special_tokens=True).strip()
 
     def generate(self, frames: torch.Tensor | None, prompt: str, *, system_prompt: str | None = None,
-                 max_new_tokens: int = 128, num_frames: int | None = 8, fps: float = 16.0) -> str:
+                 max_new_tokens: int = 128, num_frames: int | None = 8, fps: float = 16.0,
+                 options: dict | None = None) -> str:
         """Greedy text about an optional video (no gradient); returns the new text only."""
         content = ([{"type": "video"}] if frames is not None else []) + [{"type": "text", "text": prompt}]
         messages = ([{"role": "system", "content": system_prompt}] if system_prompt else []) + [
             {"role": "user", "content": content}]
         return self.chat(messages, [frames] if frames is not None else [], max_new_tokens=max_new_tokens,
-                         num_frames=num_frames, fps=fps)
+                         num_frames=num_frames, fps=fps, options=options)
 
     @property
     def device(self) -> torch.device:

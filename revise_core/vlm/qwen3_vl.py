@@ -37,6 +37,9 @@ VIDEO_CONFIG_FILE = "video_preprocessor_config.json"
 # clip (a quirk of the release: frames of about 32 x 32; kept for parity).
 OMNIVIDEO2_FEATURE_FRAMES = 6
 OMNIVIDEO2_FEATURE_PIXELS = (480, 1920)
+# Its caption turns (load_qwen3vl_model_and_processor, target_short_side 480): the video processor's size set to
+# {shortest_edge: 480², longest_edge: 480 · 1920}, again for the whole clip.
+OMNIVIDEO2_CAPTION_PIXELS = (480 * 480, 480 * 480 * 4)
 # Omni-Video 2's prompts, verbatim (configs/prompts/omnivideo2.json names where each comes from).
 PROMPTS_FILE = Path(__file__).resolve().parents[2] / "configs" / "prompts" / "omnivideo2.json"
 
@@ -184,11 +187,12 @@ class Qwen3VLModel(Qwen2VLModel):
         return SampledVideo(chosen.permute(0, 3, 1, 2), indices, fps)
 
     def build_inputs(self, messages, videos=(), *, fps=16.0, add_generation_prompt=True, assistant_prefix="",
-                     preprocess: VideoPreprocessConfig | None = None):
+                     video_pixels: tuple[int, int] | None = None):
+        """`video_pixels` (min, max) replaces the folder's pixel budget (Omni-Video 2 sets its own per pass)."""
         config = self.model.config
         if config.model_type not in MODEL_TYPES:
             raise VLMError(f"'{config.model_type}' is not a Qwen3-VL family model; expected one of {MODEL_TYPES}")
-        preprocess = preprocess or self.preprocess
+        preprocess = self.preprocess.with_pixels(*video_pixels) if video_pixels else self.preprocess
         tokenizer = self.tokenizer
         pieces = chat_text.render_chat(tokenizer, messages, add_generation_prompt=add_generation_prompt)
         if assistant_prefix:
@@ -247,7 +251,8 @@ class Qwen3VLModel(Qwen2VLModel):
         prompts = omnivideo2_prompts()
         return CaptionPrompts(source_user=prompts["source_caption_user"], target_user=prompts["target_caption_user"],
                               source_system=prompts["source_caption_system"],
-                              target_system=prompts["target_caption_system"])
+                              target_system=prompts["target_caption_system"],
+                              options={"video_pixels": OMNIVIDEO2_CAPTION_PIXELS})
 
     def encode(self, frames, instruction, *, num_frames=OMNIVIDEO2_FEATURE_FRAMES, fps=16.0, system_prompt=None):
         """u as Omni-Video 2 extracts it: (feature system prompt, video + instruction, generation prompt),
@@ -259,8 +264,7 @@ class Qwen3VLModel(Qwen2VLModel):
             {"role": "user", "content": [{"type": "video"}, {"type": "text", "text": instruction}]},
         ]
         video = self.prepare_frames(frames, num_frames, fps)
-        inputs = self.build_inputs(messages, [video], fps=fps,
-                                   preprocess=self.preprocess.with_pixels(*OMNIVIDEO2_FEATURE_PIXELS))
+        inputs = self.build_inputs(messages, [video], fps=fps, video_pixels=OMNIVIDEO2_FEATURE_PIXELS)
         self.reset_state()
         return self.forward(inputs, hidden_states=True).hidden_states[inputs.prefix_len:]
 
