@@ -14,6 +14,7 @@ from revise_core.connector import ContextConnector, save_connector
 from revise_core.dit import save_dit
 from revise_core.editor import EditModels
 from revise_core.losses import OBJECTIVES
+from revise_core.vlm import VisionLanguageModel
 
 from . import comfy_bridge as bridge
 from .common import CATEGORY, CONNECTOR, DIT, T5, VAE, VLM, expect, expect_dit, training_mode, using
@@ -56,16 +57,22 @@ class ReViSEUSOTrainer:
             # Not named "seed": the frontend would add a randomize-after-run control to it.
             "training_seed": ("INT", {"default": 0, "min": 0, "max": 2**31 - 1, "tooltip": "Seed of data order and noise."}),
             "resume": ("BOOLEAN", {"default": False, "tooltip": "Continue the run in output_name from its last checkpoint."}),
+        }, "optional": {
+            "critic_vlm": (VLM, {"tooltip": "A different VLM as the SelfCritic (e.g. a Qwen3-VL instruct from ReViSE "
+                                            "Load VLM); unconnected: the encoder VLM judges, as in the paper."}),
         }}
 
     def train(self, dit, vae, t5, vlm, connector, manifest, output_name, objective, steps, reason_weight, sigma_max,
-              learning_rate, train, lora_rank, global_batch, num_frames, width, height, training_seed, resume):
+              learning_rate, train, lora_rank, global_batch, num_frames, width, height, training_seed, resume,
+              critic_vlm=None):
         from trainer.config import USOConfig
         from trainer.loop import USOTrainer
         from trainer.state import ResumeError, RunExistsError
 
         expect_dit(dit)
         expect(connector, ContextConnector, "connector", CONNECTOR)
+        if critic_vlm is not None:
+            expect(critic_vlm, VisionLanguageModel, "critic_vlm", VLM)
         if not manifest.strip():
             raise ValueError("manifest: give the path of a triplet manifest (JSONL); see docs/training.md")
         out = bridge.output_directory() / "revise_training" / output_name
@@ -77,8 +84,9 @@ class ReViSEUSOTrainer:
                            reason_weight=reason_weight, sigma_max=sigma_max, lr=learning_rate, train=train,
                            lora_rank=lora_rank, global_batch=global_batch, num_frames=num_frames, width=width,
                            height=height, seed=training_seed, tensorboard=False, device=str(bridge.compute_device_of(dit)),
-                           dtype=precision,
-                           checkpoint_every=max(1, min(100, steps)))
+                           dtype=precision, checkpoint_every=max(1, min(100, steps)),
+                           # recorded in the run's config (a resume with another critic is refused)
+                           critic_vlm=(getattr(critic_vlm, "source", "") or "comfyui-critic") if critic_vlm else "")
         progress = bridge.progress(steps)
 
         def on_step(step, metrics):
@@ -96,7 +104,7 @@ class ReViSEUSOTrainer:
         with training_mode(), using(vae, t5, vlm):
             # Copies: the loaders' cached models must stay as loaded for the rest of the graph.
             models = EditModels(dit=copy.deepcopy(dit), vae=vae, text=t5, vlm=vlm, connector=copy.deepcopy(connector))
-            trainer = USOTrainer(config, models=models)
+            trainer = USOTrainer(config, models=models, critic_vlm=critic_vlm)
             try:
                 trainer.setup(resume=resume)
             except RunExistsError as error:

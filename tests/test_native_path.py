@@ -319,3 +319,12 @@ def test_dropdowns_classify_safetensors_without_revise_metadata_by_tensor_names(
     families = {k.split(".", 1)[0] for m in (tiny_models.connector, tiny_models.release_connector)
                 for k in m.state_dict()} - {"boundary", "null"}
     assert families == set(BRIDGE.CONNECTOR_MODULES)
+
+
+def test_trainer_node_takes_an_optional_critic_vlm_and_checks_its_type(tiny_models):
+    node = NODES["ReViSEUSOTrainer"]
+    assert node.INPUT_TYPES()["optional"]["critic_vlm"][0] == "REVISE_VLM"
+    with pytest.raises(TypeError, match="critic_vlm: expected a REVISE_VLM"):
+        node().train(tiny_models.dit, tiny_models.vae, tiny_models.text, tiny_models.vlm, tiny_models.connector,
+                     "m.jsonl", "run", "uso", 1, 0.25, 0.5, 1e-4, "lora", 4, 1, 5, 64, 64, 0, False,
+                     critic_vlm=object())

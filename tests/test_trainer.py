@@ -478,3 +478,15 @@ def test_a_critic_that_differs_from_the_encoder_vlm_judges_and_receives_no_gradi
     default = make_trainer(tiny_dir, manifest, tmp_path / "default")
     default.setup()
     assert default.critic.vlm is default.models.vlm
+
+
+def test_a_loaded_critic_vlm_is_used_as_given(tiny_dir, manifest, tmp_path):
+    """ComfyUI's trainer node hands an already loaded VLM (its optional critic_vlm socket)."""
+    from revise_core.testing import tiny_qwen3_vl
+
+    critic = tiny_qwen3_vl(seed=6)
+    trainer = USOTrainer(USOConfig(models=str(tiny_dir), manifest=str(manifest), output_dir=str(tmp_path), num_frames=5,
+                                   height=64, width=64, global_batch=2, steps=1, critic_vlm="comfyui-critic",
+                                   tensorboard=False), critic_vlm=critic)
+    trainer.setup()
+    assert trainer.critic.vlm is critic and not any(p.requires_grad for p in critic.model.parameters())

@@ -82,9 +82,10 @@ class USOTrainer:
     """setup() -> train() -> cleanup(); `_loss_step` is one sample's forward (and the tests' hook)."""
 
     def __init__(self, config: USOConfig, *, models: EditModels | None = None,
-                 triplets: list[Triplet] | None = None) -> None:
+                 triplets: list[Triplet] | None = None, critic_vlm=None) -> None:
         self.config = config
         self._models, self._triplets = models, triplets
+        self._critic_vlm = critic_vlm  # an already loaded critic VLM (ComfyUI); else config.critic_vlm is loaded
         self.rank, self.world = 0, 1
         self.history: list[dict] = []
 
@@ -137,10 +138,11 @@ class USOTrainer:
         if cfg.checkpointing_vlm:
             models.vlm.set_gradient_checkpointing(True)
         critic_vlm = models.vlm
-        if cfg.critic_vlm:  # a separate judge (frozen like the encoder; the paper uses the encoder VLM itself)
+        if self._critic_vlm is not None or cfg.critic_vlm:  # a separate judge (the paper uses the encoder itself)
             from revise_core.vlm import load_vlm
 
-            critic_vlm = load_vlm(cfg.critic_vlm, dtype=frozen_dtype, device=self.device)
+            critic_vlm = self._critic_vlm or load_vlm(cfg.critic_vlm, dtype=frozen_dtype, device=self.device)
+            critic_vlm.model.to(device=self.device).eval().requires_grad_(False)
             if cfg.checkpointing_vlm:
                 critic_vlm.set_gradient_checkpointing(True)
             logger.info("critic: %s (%s), not the encoder VLM", cfg.critic_vlm, critic_vlm.family)
