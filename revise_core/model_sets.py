@@ -161,14 +161,25 @@ def release_t5_config(path: Path) -> dict:
             "relative_attention_num_buckets": buckets, "relative_attention_max_distance": T5_RELATIVE_MAX_DISTANCE}
 
 
+def load_wan_vae_and_text(wan_dir: Path, *, dtypes: dict, device: torch.device | str):
+    """Wan2.1's VAE and umT5 (+ tokenizer) as Wan-AI ships them (`Wan2.1_VAE.pth`,
+    `models_t5_umt5-xxl-enc-bf16.pth`, `google/umt5-xxl/`), which both releases keep."""
+    from .text import load_text_encoder
+    from .vae import load_vae
+
+    vae_path, t5_path = wan_dir / WAN_VAE_FILE, wan_dir / WAN_T5_FILE
+    vae = load_vae(vae_path, config=release_vae_config(vae_path), dtype=dtypes["vae"], device=device)
+    text = load_text_encoder(t5_path, tokenizer=wan_dir / WAN_T5_TOKENIZER, config=release_t5_config(t5_path),
+                             dtype=dtypes["t5"], device=device)
+    return vae, text
+
+
 def load_revise_release(folder: str | os.PathLike, *, dtypes: dict, device: torch.device | str = "cpu",
                         with_dit: bool = True):
     """The five components of a ReViSE release folder, as `EditModels` (dtypes per component; the DiT None
     without `with_dit`)."""
     from .connector import load_release_connector
     from .editor import EditModels
-    from .text import load_text_encoder
-    from .vae import load_vae
     from .vlm import load_vlm
 
     folder = Path(folder)
@@ -183,12 +194,9 @@ def load_revise_release(folder: str | os.PathLike, *, dtypes: dict, device: torc
     connector = load_release_connector(folder, transformer_state=transformer_state, dtype=dtypes["connector"],
                                        device=device)
     del transformer_state
-    vae_path, t5_path = wan_dir / WAN_VAE_FILE, wan_dir / WAN_T5_FILE
+    vae, text = load_wan_vae_and_text(wan_dir, dtypes=dtypes, device=device)
     models = EditModels(
-        dit=dit,
-        vae=load_vae(vae_path, config=release_vae_config(vae_path), dtype=dtypes["vae"], device=device),
-        text=load_text_encoder(t5_path, tokenizer=wan_dir / WAN_T5_TOKENIZER, config=release_t5_config(t5_path),
-                               dtype=dtypes["t5"], device=device),
+        dit=dit, vae=vae, text=text,
         vlm=load_vlm(folder / VILA_FOLDER, dtype=dtypes["vlm"], device=device),
         connector=connector,
     )
@@ -236,8 +244,6 @@ def load_omnivideo2_release(folder: str | os.PathLike, *, dtypes: dict, device: 
     from .connector import load_connector
     from .connector.omnivideo2 import config_from_tensors
     from .editor import EditModels
-    from .text import load_text_encoder
-    from .vae import load_vae
     from .vlm import load_vlm
 
     folder = Path(folder)
@@ -258,12 +264,9 @@ def load_omnivideo2_release(folder: str | os.PathLike, *, dtypes: dict, device: 
     connector = load_connector(folder / OMNIVIDEO2_FILE, config=config_from_tensors(state, path=folder / OMNIVIDEO2_FILE),
                                special_tokens=folder / OMNIVIDEO2_TOKENS, dtype=dtypes["connector"], device=device)
     del state, dit_tensors
-    vae_path, t5_path = folder / WAN_VAE_FILE, folder / WAN_T5_FILE
+    vae, text = load_wan_vae_and_text(folder, dtypes=dtypes, device=device)
     models = EditModels(
-        dit=dit,
-        vae=load_vae(vae_path, config=release_vae_config(vae_path), dtype=dtypes["vae"], device=device),
-        text=load_text_encoder(t5_path, tokenizer=folder / WAN_T5_TOKENIZER, config=release_t5_config(t5_path),
-                               dtype=dtypes["t5"], device=device),
+        dit=dit, vae=vae, text=text,
         vlm=load_vlm(vlm_folder, dtype=dtypes["vlm"], device=device),
         connector=connector,
     )

@@ -109,23 +109,13 @@ class Qwen2VLModel(VisionLanguageModel):
         if assistant_prefix:
             pieces.append((assistant_prefix, True))
         video_token = tokenizer.convert_ids_to_tokens(self.model.config.video_token_id)
-        placeholders = sum(text.count(video_token) for text, literal in pieces if not literal)
-        if placeholders != len(videos):
-            raise VLMError(f"the chat has {placeholders} video placeholders but {len(videos)} videos were given")
-        patches, grids, expanded = [], [], []
         merge = self.preprocess.merge_size ** 2
-        remaining = iter(videos)
-        for text, literal in pieces:
-            if literal:
-                expanded.append((text, True))
-                continue
-            parts = text.split(video_token)
-            expanded.append((parts[0], False))
-            for part in parts[1:]:
-                video_patches, grid = frames_to_patches(next(remaining), self.preprocess)
-                patches.append(video_patches)
-                grids.append(grid)
-                expanded.append((video_token * (grid[0] * grid[1] * grid[2] // merge) + part, False))
+
+        def video_text(video: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int, int], str]:
+            video_patches, grid = frames_to_patches(video, self.preprocess)
+            return video_patches, grid, video_token * (grid[0] * grid[1] * grid[2] // merge)
+
+        expanded, patches, grids = expand_video_placeholders(pieces, video_token, videos, video_text)
         device = self.device
         input_ids = torch.tensor([chat_text.tokenize(tokenizer, expanded)], device=device)
         limit = getattr(getattr(self.model.config, "text_config", self.model.config), "max_position_embeddings", None)
@@ -189,6 +179,13 @@ def matches(config: dict) -> bool:
 
 def load(folder: Path, *, dtype: torch.dtype, device: torch.device | str) -> Qwen2VLModel:
     """Load a Qwen2-VL / Qwen2.5-VL Hugging Face folder; missing or unexpected weights are an error."""
+    preprocess = VisionPreprocessConfig.from_folder(folder)
+    model, tokenizer = load_model_and_tokenizer(folder, dtype=dtype, device=device)
+    return Qwen2VLModel(model=model, tokenizer=tokenizer, preprocess=preprocess, source=str(folder))
+
+
+def load_model_and_tokenizer(folder: Path, *, dtype: torch.dtype, device: torch.device | str):
+    """A Hugging Face image-text folder's model (frozen, eval, on `device`) and tokenizer."""
     from transformers import AutoConfig
 
     from ..text import load_tokenizer
@@ -199,9 +196,7 @@ def load(folder: Path, *, dtype: torch.dtype, device: torch.device | str) -> Qwe
         raise ckpt.CheckpointError(f"{folder}/config.json: unsupported VLM config ({error})") from error
     model = load_image_text_model(folder, config, dtype=dtype)
     model.to(device).eval().requires_grad_(False)
-    tokenizer = load_tokenizer(folder, what="VLM tokenizer")
-    return Qwen2VLModel(model=model, tokenizer=tokenizer, preprocess=VisionPreprocessConfig.from_folder(folder),
-                        source=str(folder))
+    return model, load_tokenizer(folder, what="VLM tokenizer")
 
 
 def load_image_text_model(folder: Path, config, *, dtype: torch.dtype) -> nn.Module:
@@ -226,6 +221,30 @@ def load_image_text_model(folder: Path, config, *, dtype: torch.dtype) -> nn.Mod
             f"{len(mismatched)} wrong shape {list(mismatched)[:8]}"
         )
     return model
+
+
+def expand_video_placeholders(pieces: list, video_token: str, videos, video_text
+                              ) -> tuple[list, list[torch.Tensor], list[tuple[int, int, int]]]:
+    """Replace each video placeholder of the template's own text (never of literal user text) by the
+    family's text for the next video; `video_text(video) -> (patches, grid, text)`. Returns the expanded
+    pieces, the patches and the grids, in order; a placeholder count that differs from the videos is an error."""
+    placeholders = sum(text.count(video_token) for text, literal in pieces if not literal)
+    if placeholders != len(videos):
+        raise VLMError(f"the chat has {placeholders} video placeholders but {len(videos)} videos were given")
+    patches, grids, expanded = [], [], []
+    remaining = iter(videos)
+    for text, literal in pieces:
+        if literal:
+            expanded.append((text, True))
+            continue
+        parts = text.split(video_token)
+        expanded.append((parts[0], False))
+        for part in parts[1:]:
+            video_patches, grid, replacement = video_text(next(remaining))
+            patches.append(video_patches)
+            grids.append(grid)
+            expanded.append((replacement + part, False))
+    return expanded, patches, grids
 
 
 # --- differentiable preprocessing --------------------------------------------------------------------

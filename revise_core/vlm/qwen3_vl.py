@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from .. import chat_text
 from .. import checkpoints as ckpt
 from .base import CaptionPrompts, VLMError, VLMInputs, check_instruction
-from .qwen2_vl import TOKEN_TYPE_VIDEO, Qwen2VLModel, load_image_text_model, patchify
+from .qwen2_vl import TOKEN_TYPE_VIDEO, Qwen2VLModel, expand_video_placeholders, load_model_and_tokenizer, patchify
 
 MODEL_TYPES = ("qwen3_vl", "qwen3_vl_moe")
 IMAGENET_STANDARD = (0.5, 0.5, 0.5)
@@ -200,28 +200,17 @@ class Qwen3VLModel(Qwen2VLModel):
         video_token = tokenizer.convert_ids_to_tokens(config.video_token_id)
         start = tokenizer.convert_ids_to_tokens(config.vision_start_token_id)
         end = tokenizer.convert_ids_to_tokens(config.vision_end_token_id)
-        placeholders = sum(text.count(video_token) for text, literal in pieces if not literal)
-        if placeholders != len(videos):
-            raise VLMError(f"the chat has {placeholders} video placeholders but {len(videos)} videos were given")
-        patches, grids, expanded = [], [], []
-        remaining = iter(videos)
-        for text, literal in pieces:
-            if literal:
-                expanded.append((text, True))
-                continue
-            parts = text.split(video_token)
-            expanded.append((parts[0], False))
-            for part in parts[1:]:
-                video = next(remaining)
-                if not isinstance(video, SampledVideo):  # frames given directly: consecutive frames at `fps`
-                    video = SampledVideo(video, list(range(video.shape[0])))
-                video_patches, grid = frames_to_patches(video.frames, preprocess)
-                patches.append(video_patches)
-                grids.append(grid)
-                per_step = grid[1] * grid[2] // preprocess.merge_size ** 2
-                stamps = patch_timestamps(video.indices, video.fps or fps, preprocess.temporal_patch_size)
-                replacement = "".join(f"<{t:.1f} seconds>{start}{video_token * per_step}{end}" for t in stamps)
-                expanded.append((replacement + part, False))
+
+        def video_text(video) -> tuple[torch.Tensor, tuple[int, int, int], str]:
+            if not isinstance(video, SampledVideo):  # frames given directly: consecutive frames at `fps`
+                video = SampledVideo(video, list(range(video.shape[0])))
+            video_patches, grid = frames_to_patches(video.frames, preprocess)
+            per_step = grid[1] * grid[2] // preprocess.merge_size ** 2
+            stamps = patch_timestamps(video.indices, video.fps or fps, preprocess.temporal_patch_size)
+            return video_patches, grid, "".join(f"<{t:.1f} seconds>{start}{video_token * per_step}{end}"
+                                                for t in stamps)
+
+        expanded, patches, grids = expand_video_placeholders(pieces, video_token, videos, video_text)
         device = self.device
         input_ids = torch.tensor([chat_text.tokenize(tokenizer, expanded)], device=device)
         kwargs = {
@@ -278,16 +267,6 @@ def matches(config: dict) -> bool:
 
 def load(folder: Path, *, dtype: torch.dtype, device: torch.device | str) -> Qwen3VLModel:
     """Load a Qwen3-VL / Qwen3-VL-MoE Hugging Face folder; missing or unexpected weights are an error."""
-    from transformers import AutoConfig
-
-    from ..text import load_tokenizer
-
     preprocess = VideoPreprocessConfig.from_folder(folder)  # before the weights: a missing file fails fast
-    try:
-        config = AutoConfig.from_pretrained(str(folder), local_files_only=True)
-    except (ValueError, KeyError) as error:
-        raise ckpt.CheckpointError(f"{folder}/config.json: unsupported VLM config ({error})") from error
-    model = load_image_text_model(folder, config, dtype=dtype)
-    model.to(device).eval().requires_grad_(False)
-    tokenizer = load_tokenizer(folder, what="VLM tokenizer")
+    model, tokenizer = load_model_and_tokenizer(folder, dtype=dtype, device=device)
     return Qwen3VLModel(model=model, tokenizer=tokenizer, preprocess=preprocess, source=str(folder))
