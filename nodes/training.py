@@ -101,7 +101,7 @@ class ReViSEUSOTrainer:
                     raise KeyboardInterrupt from error
                 raise
 
-        with training_mode(), using(vae, t5, vlm):
+        with training_mode(), using(vae, t5, vlm, *([critic_vlm] if critic_vlm is not None else [])):
             # Copies: the loaders' cached models must stay as loaded for the rest of the graph.
             models = EditModels(dit=copy.deepcopy(dit), vae=vae, text=t5, vlm=vlm, connector=copy.deepcopy(connector))
             trainer = USOTrainer(config, models=models, critic_vlm=critic_vlm)

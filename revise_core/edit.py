@@ -37,7 +37,8 @@ DEFAULTS = dict(steps=40, guidance_scale=3.0, guidance_mode="standard", sigma_sc
 FLAG_FIELDS = dict(steps="steps", guidance="guidance_scale", guidance_mode="guidance_mode",
                    sigma_schedule="sigma_schedule", shift="shift",
                    scheduler="scheduler", seed="seed", frames="num_frames", height="height", width="width",
-                   resize="resize", frame_policy="frame_policy", reasoning="reasoning")
+                   resize="resize", frame_policy="frame_policy", reasoning="reasoning",
+                   caption_tokens="caption_tokens")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -82,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--frame-policy", choices=("trim", "pad"),
                         help="make the frame count 4k+1 by trimming (default) or by repeating the last frame")
     # --- reasoning and runtime ---
+    parser.add_argument("--caption-tokens", type=int, default=None,
+                        help="bound on each caption the VLM writes with --reasoning caption (default 128; the "
+                             "omnivideo2-official preset: 512)")
     parser.add_argument("--reasoning", choices=("none", "caption"),
                         help="'caption': the VLM writes source and target captions first (Omni-Video 2)")
     parser.add_argument("--dtype", choices=DTYPE_CHOICES, default="auto",
@@ -100,15 +104,16 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from . import presets
     from .editor import EditModels, ReviseEditor
-    from .video import conform, read_video, synthetic_clip, write_video
+    from .video import conform, count_frames, read_video, synthetic_clip, write_video
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = auto_dtype(args.dtype, device)
     given = {field: getattr(args, flag) for flag, field in FLAG_FIELDS.items() if getattr(args, flag) is not None}
     if args.demo == "revise" and not args.preset:
         args.preset = "revise-official"
-    if args.demo:  # tiny models on the CPU: few steps, a small frame
+    if args.demo:  # tiny models on the CPU: few steps, a small frame, short captions
         given["steps"] = min(given.get("steps", 4), 4)
+        given.setdefault("caption_tokens", 8)
         if args.preset:
             given.setdefault("height", 64)
             given.setdefault("width", 96)
@@ -137,9 +142,18 @@ def main(argv: list[str] | None = None) -> int:
         # Decode only what the edit uses: the skipped frames and at most --frames frames, each fitted to the size
         # on the fly.
         size = (settings.height, settings.width) if settings.height and settings.width else None
-        wanted = settings.num_frames + settings.skip_frames if settings.num_frames else None
+        # with a frame stride, enough frames for it (the editor lowers it for a short video, as the release does)
+        wanted = settings.num_frames * settings.frame_stride + settings.skip_frames if settings.num_frames else None
         clip = read_video(args.video, max_frames=wanted, size=size, resize=settings.resize)
-        if preset.vlm_sees_native_frames:  # the release's VLM reads frame 0 at the video's own size
+        if preset.vlm_sees_native_frames and preset.vlm_reads == "whole video":
+            # Omni-Video 2: its processor samples the VLM's frames over the whole file, at the video's own size
+            from .vlm.base import SampledFrames
+
+            total = count_frames(args.video)
+            indices = torch.linspace(0, total - 1, settings.vlm_frames).round().long().tolist()
+            native = read_video(args.video, indices=indices)
+            vlm_source = SampledFrames(native.frames, indices, float(native.fps))
+        elif preset.vlm_sees_native_frames:  # the ReViSE release's VLM reads frame 0 at the video's own size
             vlm_source = read_video(args.video, max_frames=1).frames
         models_dir, instruction, out = args.models, args.instruction, args.out
     settings.fps = float(clip.fps)
@@ -157,6 +171,12 @@ def main(argv: list[str] | None = None) -> int:
             height=settings.height, width=settings.width, resize=settings.resize)
     steps = settings.sampler.steps
     editor = ReviseEditor(EditModels.load(models_dir, dtype=dtype, device=device, vlm=args.vlm))
+    from .connector import ContextConnector
+
+    if settings.negative_prompt is not None and \
+            type(editor.models.connector).negative_context is ContextConnector.negative_context:
+        raise ValueError(f"{models_dir}: the preset guides against a negative prompt, which this connector family "
+                         "does not take (its null branch is fixed by its release); use its own preset")
     from tqdm import tqdm
 
     with tqdm(total=steps * args.best_of, desc="sampling", unit="step") as bar:

@@ -83,6 +83,9 @@ class EditModels:
         from . import model_sets
 
         kind = model_sets.detect(folder)
+        if vlm is not None and kind != "omnivideo2 release":
+            raise ValueError(f"{folder}: vlm= (--vlm) names the VLM of an Omni-Video 2 release folder; this is a "
+                             f"{kind} folder, whose VLM is set in it")
         if kind == "revise release":
             return model_sets.load_revise_release(folder, dtypes=dtypes, device=device, with_dit=with_dit)
         if kind == "omnivideo2 release":  # `vlm`: its Qwen3-VL folder when it is not inside the release folder
@@ -241,6 +244,8 @@ class ReviseEditor:
                                        f"skip_frames={settings.skip_frames}")
         clip = frames[settings.skip_frames:]
         stride = clip_stride(clip.shape[0], settings.num_frames, settings.frame_stride)
+        if stride > 1 and vlm_source is None:  # the VLM reads the video itself, at its frame rate (Omni-Video 2)
+            vlm_source = frames.float()
         source = video_ops.conform(
             clip[::stride].float(), num_frames=settings.num_frames, frame_policy=settings.frame_policy,
             height=settings.height, width=settings.width, resize=settings.resize,

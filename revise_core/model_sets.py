@@ -223,13 +223,19 @@ def wan_config_from_tensors(tensors: dict[str, torch.Tensor], *, path: Path) -> 
 def find_qwen3_vl(folder: Path) -> Path:
     """The one Qwen3-VL folder inside an Omni-Video 2 release folder (its VLM), or an error saying what to do."""
     found = []
-    for config in sorted(folder.rglob("config.json")):
+    # os.walk follows links (a ~60 GB VLM folder is usually linked in; Path.rglob does not descend into links)
+    for root, dirs, files in os.walk(folder, followlinks=True):
+        if len(Path(root).relative_to(folder).parts) >= 3:
+            dirs.clear()  # a VLM folder sits at most two levels down
+        if "config.json" not in files:
+            continue
         try:
-            model_type = ckpt.read_json(config, what="config").get("model_type")
+            data = ckpt.read_json(Path(root) / "config.json", what="config")
         except ValueError:
             continue
-        if model_type in ("qwen3_vl", "qwen3_vl_moe"):
-            found.append(config.parent)
+        if isinstance(data, dict) and data.get("model_type") in ("qwen3_vl", "qwen3_vl_moe"):
+            found.append(Path(root))
+    found.sort()
     if len(found) != 1:
         what = "no Qwen3-VL folder" if not found else f"{len(found)} Qwen3-VL folders {[str(f) for f in found]}"
         raise ckpt.ModelFileNotFoundError(

@@ -17,8 +17,9 @@
 its English negative prompt with u = 2 tokens of 1e-6 and the source kept; 41 frames at 832×480 from every
 3rd source frame (`sampling_rate 3`, lowered for short videos), centre crop then resize; the VLM writes a
 source then a target caption and umT5 reads [target caption; instruction]; contexts padded to
-`MAX_CONTEXT_LEN` 6272; 8 fps; seed 1818 (CUDA noise, as above). Its captions are sampled (temperature 0.7)
-in the release, greedy here.
+`MAX_CONTEXT_LEN` 6272; captions of up to 512 tokens; the VLM reads 6 frames sampled over the whole video
+(its file), with their times; 8 fps; seed 1818 (CUDA noise, as above). Its target caption is greedy
+(QWEN3VL_TEMPERATURE 0), its source caption follows the Qwen3-VL folder's generation defaults (greedy here).
 """
 
 from __future__ import annotations
@@ -46,6 +47,9 @@ class Preset:
     settings: dict = field(default_factory=dict)  # EditSettings fields (not the sampler)
     output_fps: float | None = None  # None: the source's frame rate
     vlm_sees_native_frames: bool = False  # the VLM gets the video's own frames, not the fitted clip
+    # with vlm_sees_native_frames: "first frame" (the ReViSE release's VILA reads frame 0) or "whole video"
+    # (Omni-Video 2's processor samples vlm_frames frames over the whole file and writes their times)
+    vlm_reads: str = "first frame"
 
 
 PRESETS: dict[str, Preset] = {
@@ -68,10 +72,11 @@ PRESETS: dict[str, Preset] = {
         sampler=dict(steps=40, guidance_scale=3.0, guidance_mode="standard", shift=5.0, scheduler="unipc",
                      sigma_schedule="official", seed=1818),
         settings=dict(num_frames=41, height=480, width=832, resize="official", frame_policy="trim", skip_frames=0,
-                      frame_stride=3, reasoning="caption", max_text_len=512, vlm_frames=6,
+                      frame_stride=3, reasoning="caption", max_text_len=512, vlm_frames=6, caption_tokens=512,
                       negative_prompt=OMNIVIDEO2_NEGATIVE_PROMPT, context_len=6272),
         output_fps=8.0,
-        vlm_sees_native_frames=True,  # the release hands the VLM the video file: 6 frames over the whole video
+        vlm_sees_native_frames=True,
+        vlm_reads="whole video",  # the release hands the VLM the video file: 6 frames over the whole video
     ),
 }
 

@@ -61,7 +61,8 @@ def check_frames(frames: torch.Tensor, *, what: str = "frames", min_frames: int 
 
 
 def read_video(path: str | os.PathLike, *, max_frames: int | None = None, stride: int = 1,
-               size: tuple[int, int] | None = None, resize: str = "crop") -> VideoClip:
+               size: tuple[int, int] | None = None, resize: str = "crop",
+               indices: list[int] | None = None) -> VideoClip:
     """Decode a video file (any container PyAV/FFmpeg reads) into float frames [T, H, W, 3] in 0..1.
 
     Only what is asked for is kept, while decoding: every `stride`-th frame, at most `max_frames` (decoding
@@ -69,7 +70,8 @@ def read_video(path: str | os.PathLike, *, max_frames: int | None = None, stride
     decoded. Peak memory is the kept frames at their final size plus one decoded frame, not the whole clip
     in float (a 300-frame 720p clip is 3.3 GB as float). Frames are turned upright by the rotation in the
     stream's display matrix (phone videos). A variable frame rate is reported with a warning: frames are
-    used in decode order, at the average rate.
+    used in decode order, at the average rate. `indices`: keep exactly these frames (decode order; repeats
+    allowed), instead of a stride; the clip's fps is then the file's.
     """
     if stride < 1:
         raise VideoError(f"stride must be >= 1, got {stride}")
@@ -78,20 +80,28 @@ def read_video(path: str | os.PathLike, *, max_frames: int | None = None, stride
     if size is not None and resize not in RESIZE_POLICIES:
         raise ValueError(f"resize policy must be one of {RESIZE_POLICIES}, got '{resize}'")
     frames: list[torch.Tensor] = []
+    wanted = None if indices is None else {index: indices.count(index) for index in indices}
     with _decoder(path) as decoded:
         for index, frame in enumerate(decoded):
-            if index % stride:
+            if wanted is not None:
+                if index not in wanted:
+                    if index > max(wanted):
+                        break
+                    continue
+            elif index % stride:
                 continue
             pixels = torch.from_numpy(_upright(frame)).float().div_(255.0)
             if size is not None:
                 pixels = resize_frames(pixels[None], size[0], size[1], resize)[0]
-            frames.append(pixels)
+            frames.extend([pixels] * (wanted[index] if wanted is not None else 1))
             if max_frames is not None and len(frames) >= max_frames:
                 break
         fps = decoded.fps
     if not frames:
         raise VideoError(f"{path}: the video stream has no decodable frames")
-    return VideoClip(torch.stack(frames), Fraction(fps) / stride)
+    if wanted is not None and len(frames) != len(indices):
+        raise VideoError(f"{path}: frames {sorted(set(indices))} asked for, the video has fewer")
+    return VideoClip(torch.stack(frames), Fraction(fps) if wanted is not None else Fraction(fps) / stride)
 
 
 def count_frames(path: str | os.PathLike) -> int:

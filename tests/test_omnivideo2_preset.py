@@ -146,3 +146,50 @@ def test_convert_reads_the_omnivideo2_release_folder(release, tmp_path):
     with safe_open(str(out), "pt") as a, safe_open(str(reference), "pt") as b:
         assert set(a.keys()) == set(b.keys())
         assert all(torch.equal(a.get_tensor(k), b.get_tensor(k)) for k in a.keys())
+
+
+def test_the_cli_runs_the_release_folder_with_its_preset_on_a_real_file(release, tmp_path, monkeypatch):
+    """Not the demo path: a 130-frame file, the clip at a stride of 3 (41 x 3 <= 130), and the VLM's 6 frames
+    sampled over the whole file at its own size and frame rate, as the release's processor reads the file."""
+    from revise_core import edit, editor
+    from revise_core.video import read_video, synthetic_clip, write_video
+    from revise_core.vlm import qwen3_vl
+
+    source = synthetic_clip(num_frames=130, height=48, width=80)
+    write_video(tmp_path / "in.mp4", source.frames, source.fps)
+    strides, videos = [], []
+    original_stride, original_build = editor.clip_stride, qwen3_vl.Qwen3VLModel.build_inputs
+    monkeypatch.setattr(editor, "clip_stride", lambda *a: strides.append(original_stride(*a)) or strides[-1])
+
+    def build(self, messages, videos_=(), **kwargs):
+        videos.extend(videos_)
+        return original_build(self, messages, videos_, **kwargs)
+
+    monkeypatch.setattr(qwen3_vl.Qwen3VLModel, "build_inputs", build)
+    out = tmp_path / "out.mp4"
+    assert edit.main(["--models", str(release["release"]), "--video", str(tmp_path / "in.mp4"), "--instruction",
+                      "make it red", "--out", str(out), "--preset", "omnivideo2-official", "--height", "64",
+                      "--width", "96", "--steps", "1", "--caption-tokens", "2"]) == 0
+    assert strides == [3]
+    expected = torch.linspace(0, 129, 6).round().long().tolist()
+    assert videos and all(v.indices == expected for v in videos if v.frames.shape[0] == 6)
+    assert any(v.frames.shape[0] == 6 and tuple(v.frames.shape[2:]) == (48, 80) for v in videos)  # native size
+    assert all(v.fps == float(source.fps) for v in videos)
+    clip = read_video(out)
+    assert clip.frames.shape[0] == 41 and float(clip.fps) == 8.0
+
+
+def test_mismatched_options_are_refused_clearly(tiny_dir, release, tmp_path, capsys):
+    from revise_core import edit
+    from revise_core.cli import run
+    from revise_core.video import synthetic_clip, write_video
+
+    with pytest.raises(ValueError, match="names the VLM of an Omni-Video 2 release folder"):
+        EditModels.load(tiny_dir, vlm=release["release"] / "Qwen3-VL-tiny")
+    source = synthetic_clip(num_frames=12, height=48, width=64)
+    write_video(tmp_path / "in.mp4", source.frames, source.fps)
+    argv = ["--models", str(tiny_dir / "revise_ckpt"), "--video", str(tmp_path / "in.mp4"), "--instruction", "red",
+            "--out", str(tmp_path / "out.mp4"), "--preset", "omnivideo2-official", "--height", "64", "--width", "64",
+            "--frames", "9"]
+    assert run(edit.main, argv) == 2
+    assert "does not take (its null branch is fixed by its release)" in capsys.readouterr().err

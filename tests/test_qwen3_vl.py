@@ -72,8 +72,13 @@ def test_timestamps_and_video_tokens_as_the_processor_writes_them(dense):
     template = dense.tokenizer.apply_chat_template(
         [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "go"}]}], tokenize=False,
         add_generation_prompt=True)
-    expected = dense.tokenizer(template.replace("<|video_pad|>", replacement), add_special_tokens=False)["input_ids"]
+    # transformers 4.57 (Omni-Video 2's pinned version) replaces the template's start + pad + end as a whole
+    triple = "<|vision_start|><|video_pad|><|vision_end|>"
+    assert triple in template
+    expected = dense.tokenizer(template.replace(triple, replacement), add_special_tokens=False)["input_ids"]
     assert inputs.token_ids.tolist() == expected
+    start_id = dense.model.config.vision_start_token_id
+    assert int((inputs.token_ids == start_id).sum()) == int(grid[0][0]) == 3  # one start per temporal patch
     video_id = dense.model.config.video_token_id
     types_ = inputs.kwargs["mm_token_type_ids"][0]
     assert torch.equal(types_ == 2, inputs.token_ids == video_id) and set(types_.tolist()) == {0, 2}
@@ -95,7 +100,7 @@ def test_encode_equals_an_independent_forward(family, request):
     text = vlm.tokenizer.apply_chat_template(
         [{"role": "system", "content": system},
          {"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "make the sky red"}]}],
-        tokenize=False, add_generation_prompt=True).replace("<|video_pad|>", replacement)
+        tokenize=False, add_generation_prompt=True).replace("<|vision_start|><|video_pad|><|vision_end|>", replacement)
     ids = torch.tensor([vlm.tokenizer(text, add_special_tokens=False)["input_ids"]])
     drop = len(vlm.tokenizer(f"<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n",
                              add_special_tokens=False)["input_ids"])
@@ -221,3 +226,10 @@ def test_a_qwen3_vl_serves_as_the_local_rve_bench_judge(family, request):
     verdict = judge.score("EA", "make it red", source, edited)
     numbers = _number_tokens(vlm.tokenizer)
     assert numbers and not verdict.error and 0 <= verdict.score <= 10
+
+
+def test_a_single_frame_is_repeated_to_a_temporal_patch(dense):
+    frame = torch.rand(1, 3, 40, 40, generator=torch.Generator().manual_seed(8))
+    patches, grid = qwen3_vl.frames_to_patches(frame, TINY_QWEN3_PREPROCESS)
+    expected, expected_grid = _reference_patches(frame.expand(2, -1, -1, -1), TINY_QWEN3_PREPROCESS)
+    assert grid == expected_grid and torch.equal(patches, expected)

@@ -142,7 +142,9 @@ class USOTrainer:
             from revise_core.vlm import load_vlm
 
             critic_vlm = self._critic_vlm or load_vlm(cfg.critic_vlm, dtype=frozen_dtype, device=self.device)
-            critic_vlm.model.to(device=self.device).eval().requires_grad_(False)
+            if self._critic_vlm is None:  # loaded here; a given one is placed by its owner (ComfyUI's using())
+                critic_vlm.model.to(device=self.device)
+            critic_vlm.model.eval().requires_grad_(False)
             if cfg.checkpointing_vlm:
                 critic_vlm.set_gradient_checkpointing(True)
             logger.info("critic: %s (%s), not the encoder VLM", cfg.critic_vlm, critic_vlm.family)

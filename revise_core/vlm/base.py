@@ -57,6 +57,23 @@ class VLMOutput:
     hidden_states: torch.Tensor | None = None
 
 
+@dataclass
+class SampledFrames:
+    """Frames [T, H, W, 3] in 0..1 taken at `indices` of a video of `fps` frames per second (the Omni-Video 2
+    release hands its VLM the video file, whose processor samples frames over the whole video and writes
+    their times). Families without timestamps use the frames alone."""
+
+    frames: torch.Tensor
+    indices: list[int]
+    fps: float
+
+    def detach(self) -> SampledFrames:
+        return SampledFrames(self.frames.detach(), self.indices, self.fps)
+
+    def float(self) -> SampledFrames:
+        return SampledFrames(self.frames.float(), self.indices, self.fps)
+
+
 @dataclass(frozen=True)
 class CaptionPrompts:
     """The two turns of caption reasoning (a source caption, then a target caption from it and the
@@ -134,8 +151,10 @@ class VisionLanguageModel(abc.ABC):
 
     # --- shared ---------------------------------------------------------------------------------
 
-    def prepare_frames(self, frames: torch.Tensor, num_frames: int | None) -> torch.Tensor:
-        """ComfyUI frames [T, H, W, 3] -> the [F, 3, H, W] a video placeholder takes."""
+    def prepare_frames(self, frames: torch.Tensor | SampledFrames, num_frames: int | None) -> torch.Tensor:
+        """ComfyUI frames [T, H, W, 3] (or SampledFrames) -> the [F, 3, H, W] a video placeholder takes."""
+        if isinstance(frames, SampledFrames):
+            frames = frames.frames
         return to_vlm_frames(frames, num_frames)
 
     def answer_logits(self, messages: list[dict], videos: list[torch.Tensor], *, num_frames: int | None = 4,

@@ -6,8 +6,9 @@ What differs from Qwen2-VL (qwen2_vl.py, whose forward / generate / loading this
   the whole clip (`size.longest_edge` counts every frame, not one), as `Qwen3VLVideoProcessor` resizes.
 - The prompt: each temporal patch of a video is written as `<{t:.1f} seconds>` followed by
   `<|vision_start|>` + its tokens + `<|vision_end|>`, where t is the mean time of the patch's two frames
-  (the processor's `replace_video_token`; the chat template's own `<|vision_start|>` / `<|vision_end|>`
-  around the placeholder stay, as the processor leaves them). `mm_token_type_ids` marks the video tokens.
+  (the processor's `replace_video_token`, which in transformers 4.57, the release's version, replaces the
+  template's `<|vision_start|><|video_pad|><|vision_end|>` as a whole). `mm_token_type_ids` marks the video
+  tokens.
 - DeepStack and interleaved MRoPE come from the model's own forward.
 
 The processors are not used (the transformers video processor needs torchvision, and the critic needs
@@ -25,7 +26,7 @@ import torch.nn.functional as F
 
 from .. import chat_text
 from .. import checkpoints as ckpt
-from .base import CaptionPrompts, VLMError, VLMInputs, check_instruction
+from .base import CaptionPrompts, SampledFrames, VLMError, VLMInputs, check_instruction
 from .qwen2_vl import TOKEN_TYPE_VIDEO, Qwen2VLModel, expand_video_placeholders, load_model_and_tokenizer, patchify
 
 MODEL_TYPES = ("qwen3_vl", "qwen3_vl_moe")
@@ -145,6 +146,8 @@ def frames_to_patches(frames: torch.Tensor, config: VideoPreprocessConfig
     resize (antialiased bicubic, as torchvision does on float input), normalise, pad, patchify."""
     if frames.ndim != 4 or frames.shape[1] != 3:
         raise VLMError(f"expected frames [F, 3, H, W], got shape {tuple(frames.shape)}")
+    if frames.shape[0] < config.temporal_patch_size:  # a single frame (an image): repeated, as the pad would
+        frames = torch.cat([frames, frames[-1:].expand(config.temporal_patch_size - frames.shape[0], -1, -1, -1)])
     height, width = video_smart_resize(frames.shape[0], frames.shape[2], frames.shape[3], config)
     frames = frames.float()
     if (height, width) != tuple(frames.shape[2:]):
@@ -165,8 +168,9 @@ def patch_timestamps(indices: list[int], fps: float, temporal_patch: int) -> lis
 
 
 def sample_indices(total: int, num_frames: int | None) -> list[int]:
-    """The processor's uniform sampling: linspace(0, total - 1, n), rounded (all frames when n is None)."""
-    if num_frames is None or num_frames >= total:
+    """The processor's uniform sampling: linspace(0, total - 1, n), rounded, repeating frames of a shorter
+    video as it does (all frames when n is None)."""
+    if num_frames is None:
         return list(range(total))
     return torch.linspace(0, total - 1, num_frames).round().long().tolist()
 
@@ -178,13 +182,18 @@ class Qwen3VLModel(Qwen2VLModel):
     family = "qwen3_vl"
     preprocess: VideoPreprocessConfig = VideoPreprocessConfig()
 
-    def prepare_frames(self, frames: torch.Tensor, num_frames: int | None, fps: float | None = None) -> SampledVideo:
-        """ComfyUI frames [T, H, W, 3] -> the sampled video (frames and their indices) a placeholder takes."""
+    def prepare_frames(self, frames, num_frames: int | None, fps: float | None = None) -> SampledVideo:
+        """ComfyUI frames [T, H, W, 3] (or SampledFrames, whose indices and fps are kept) -> the sampled video
+        (frames and their indices in the source) a placeholder takes."""
+        known = None
+        if isinstance(frames, SampledFrames):
+            known, fps, frames = frames.indices, frames.fps, frames.frames
         if frames.ndim != 4 or frames.shape[-1] != 3:
             raise VLMError(f"expected frames [T, H, W, 3], got shape {tuple(frames.shape)}")
-        indices = sample_indices(frames.shape[0], num_frames)
-        chosen = frames[torch.tensor(indices, device=frames.device)]
-        return SampledVideo(chosen.permute(0, 3, 1, 2), indices, fps)
+        chosen = sample_indices(frames.shape[0], num_frames if known is None or num_frames != len(known) else None)
+        indices = [known[i] for i in chosen] if known is not None else chosen
+        picked = frames[torch.tensor(chosen, device=frames.device)]
+        return SampledVideo(picked.permute(0, 3, 1, 2), indices, fps)
 
     def build_inputs(self, messages, videos=(), *, fps=16.0, add_generation_prompt=True, assistant_prefix="",
                      video_pixels: tuple[int, int] | None = None):
@@ -200,6 +209,11 @@ class Qwen3VLModel(Qwen2VLModel):
         video_token = tokenizer.convert_ids_to_tokens(config.video_token_id)
         start = tokenizer.convert_ids_to_tokens(config.vision_start_token_id)
         end = tokenizer.convert_ids_to_tokens(config.vision_end_token_id)
+        # transformers 4.57 (the version the Omni-Video 2 release pins) replaces the template's whole
+        # `<|vision_start|><|video_pad|><|vision_end|>` by the per-patch text, so each temporal patch has one
+        # start / end pair; 5.x replaces the pad alone and keeps an outer pair. The release's is kept.
+        pieces = [(text if literal else text.replace(f"{start}{video_token}{end}", video_token), literal)
+                  for text, literal in pieces]
 
         def video_text(video) -> tuple[torch.Tensor, tuple[int, int, int], str]:
             if not isinstance(video, SampledVideo):  # frames given directly: consecutive frames at `fps`
@@ -235,8 +249,9 @@ class Qwen3VLModel(Qwen2VLModel):
         return len(chat_text.tokenize(self.tokenizer, pieces))
 
     def caption_prompts(self) -> CaptionPrompts:
-        """Omni-Video 2's source- and target-caption turns (omnivideo/vllm_model.py). The release samples
-        those captions (temperature 0.7); here they are greedy, so only the prompts are the release's."""
+        """Omni-Video 2's source- and target-caption turns (omnivideo/vllm_model.py), with its caption-pass
+        pixels. Its inference script asks for greedy target captions (temperature 0); its source caption uses the
+        Qwen3-VL folder's generation defaults, here greedy."""
         prompts = omnivideo2_prompts()
         return CaptionPrompts(source_user=prompts["source_caption_user"], target_user=prompts["target_caption_user"],
                               source_system=prompts["source_caption_system"],
