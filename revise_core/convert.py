@@ -72,9 +72,8 @@ def load_release_or_set_dit(source: str | os.PathLike, *, config: str | None = N
         return model_sets.load_release_dit(source, transformer_state, dtype=torch.float32, device="cpu")
     if kind == "omnivideo2 release":
         path = source / model_sets.OMNIVIDEO2_FILE
-        tensors = ckpt.read_state_dict(path).tensors
-        dit_tensors = {k[len("wan_model."):]: v for k, v in tensors.items() if k.startswith("wan_model.")}
-        return load_dit(path, config=model_sets.wan_config_from_tensors(dit_tensors, path=path), dtype=torch.float32)
+        return model_sets.load_omnivideo2_dit(path, ckpt.read_state_dict(path).tensors, dtype=torch.float32,
+                                              device="cpu")
     from .editor import MODELS_FILE
 
     spec = ckpt.read_json(source / MODELS_FILE, what="model set description (models.json)")

@@ -220,6 +220,20 @@ def wan_config_from_tensors(tensors: dict[str, torch.Tensor], *, path: Path) -> 
     return wan_model_config_to_diffusers(data, path=path)
 
 
+def load_omnivideo2_dit(path: Path, state: dict[str, torch.Tensor], *, dtype, device):
+    """The DiT (`wan_model.*`) of an Omni-Video 2 checkpoint already read into `state`, its config read off the
+    tensors (the release ships none)."""
+    from diffusers import WanTransformer3DModel
+
+    tensors = {k[len("wan_model."):]: v for k, v in state.items() if k.startswith("wan_model.")}
+    tensors.pop("freqs", None)  # WanModel's RoPE table, recomputed by diffusers
+    config = wan_config_from_tensors(tensors, path=path)
+    keep_fp32 = tuple(getattr(WanTransformer3DModel, "_keep_in_fp32_modules", None) or ())
+    return ckpt.load_into(lambda: WanTransformer3DModel.from_config(config), wan_keys.dit_original_to_diffusers(tensors),
+                          path=path, component="DiT", layout="omnivideo", dtype=dtype, device=device,
+                          keep_fp32=keep_fp32)
+
+
 def find_qwen3_vl(folder: Path) -> Path:
     """The one Qwen3-VL folder inside an Omni-Video 2 release folder (its VLM), or an error saying what to do."""
     found = []
@@ -259,17 +273,12 @@ def load_omnivideo2_release(folder: str | os.PathLike, *, dtypes: dict, device: 
             raise ckpt.ModelFileNotFoundError(f"{folder}: missing {relative} (the Omni-Video 2 release keeps Wan's "
                                               "umT5, its tokenizer and VAE beside its model); see docs/models.md")
     vlm_folder = Path(vlm) if vlm is not None else find_qwen3_vl(folder)
-    state = ckpt.read_state_dict(folder / OMNIVIDEO2_FILE).tensors
-    dit_tensors = {k[len("wan_model."):]: v for k, v in state.items() if k.startswith("wan_model.")}
-    dit = None
-    if with_dit:
-        from .dit import load_dit
-
-        dit = load_dit(folder / OMNIVIDEO2_FILE, config=wan_config_from_tensors(dit_tensors, path=folder / OMNIVIDEO2_FILE),
-                       dtype=dtypes["dit"], device=device)
-    connector = load_connector(folder / OMNIVIDEO2_FILE, config=config_from_tensors(state, path=folder / OMNIVIDEO2_FILE),
+    path = folder / OMNIVIDEO2_FILE
+    state = ckpt.read_state_dict(path).tensors
+    dit = load_omnivideo2_dit(path, state, dtype=dtypes["dit"], device=device) if with_dit else None
+    connector = load_connector(path, config=config_from_tensors(state, path=path),
                                special_tokens=folder / OMNIVIDEO2_TOKENS, dtype=dtypes["connector"], device=device)
-    del state, dit_tensors
+    del state
     vae, text = load_wan_vae_and_text(folder, dtypes=dtypes, device=device)
     models = EditModels(
         dit=dit, vae=vae, text=text,
