@@ -26,7 +26,8 @@ def _demo_vlm(kind: str, dtype: str, device: str):
     """The tiny VLM of a demo, written to disk in its release's folder format and loaded back like a user's."""
     import tempfile
 
-    from .testing import tiny_qwen3_vl, tiny_vila, tiny_vlm, write_qwen3_vl_folder
+    from .testing import tiny_vila, tiny_vlm
+    from .testing_omnivideo2 import tiny_qwen3_vl, write_qwen3_vl_folder
     from .vlm import load_vlm, vila
 
     with tempfile.TemporaryDirectory() as folder:

@@ -122,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     settings = presets.edit_settings(preset, **{**base, **given}, tiled_decode=args.tiled_decode)
     workdir, vlm_source = None, None
     if args.demo:
-        from .testing import write_qwen3_model_set, write_tiny_models
+        from .testing import write_tiny_models
+        from .testing_omnivideo2 import write_qwen3_model_set
 
         workdir = Path(tempfile.mkdtemp(prefix="revise-demo-"))
         write_tiny_models(workdir / "models")
