@@ -47,13 +47,23 @@ def test_smoke_experiment_runs_and_reports_finite_numbers(tmp_path):
 
     from bench.toy_rve.__main__ import main
 
-    assert main(["--smoke", "--out", str(tmp_path / "out"), "--workdir", str(tmp_path / "work")]) == 0
-    results = json.loads((tmp_path / "out" / "toy_rve.json").read_text())
-    for objective in ("sft", "rwr", "uso"):
-        for metric, value in results["objectives"][objective].items():
-            if isinstance(value, dict):
-                assert math.isfinite(value["mean"]), (objective, metric)
-    assert (tmp_path / "out" / "toy_rve.png").is_file()
+    outputs = {}
+    for workers in (1, 2):  # in this process, and spread over two spawned processes: the same numbers
+        out = tmp_path / f"out{workers}"
+        assert main(["--smoke", "--workers", str(workers), "--out", str(out),
+                     "--workdir", str(tmp_path / f"work{workers}")]) == 0
+        outputs[workers] = json.loads((out / "toy_rve.json").read_text())
+        assert (out / "toy_rve.png").is_file() and "USO − SFT Overall" in (out / "toy_rve.md").read_text()
+    results = outputs[1]
+    assert set(results["conditions"]) == {"exact targets", "40% flawed targets", "unseen rule: semantic inference"}
+    for name, section in results["conditions"].items():
+        for objective in ("sft", "rwr", "uso"):
+            for metric, value in section["objectives"][objective].items():
+                if isinstance(value, dict) and "mean" in value:
+                    assert math.isfinite(value["mean"]), (name, objective, metric)
+        other = outputs[2]["conditions"][name]
+        assert [(r["name"], r["scores"]) for r in section["runs"]] == [(r["name"], r["scores"]) for r in other["runs"]]
+        assert section["reward_gradient_share"] == other["reward_gradient_share"]
 
 
 def test_spearman_matches_the_definition():
@@ -67,7 +77,8 @@ def test_spearman_matches_the_definition():
 def test_negative_edits_are_what_their_kind_says():
     import random
 
-    from bench.toy_rve.models import STAGE1_NEGATIVES, STAGE2_NEGATIVES, negative_edit
+    from bench.toy_rve.models import STAGE1_NEGATIVES, STAGE2_NEGATIVES
+    from bench.toy_rve.task import negative_edit
 
     sample = make_samples(4, "train", 3)[0]
     source, target = render(sample.scene), target_of(sample)
@@ -123,3 +134,119 @@ def test_graded_critic_stage_moves_the_weights_and_leaves_the_vlm_frozen():
     assert report["graded_steps"] == 2 and math.isfinite(report["graded_final_loss"])
     assert any(not torch.equal(before[n], p) for n, p in vlm.model.named_parameters())
     assert not any(p.requires_grad for p in vlm.model.parameters()) and not vlm.model.training
+
+
+def test_conditions_flaw_exactly_their_share_and_hide_the_unseen_rule():
+    from bench.toy_rve.conditions import EXACT, FLAWED, UNSEEN, flaw_counts, training_targets
+
+    samples = make_samples(40, "train", 0)
+    exact = training_targets(samples, EXACT)
+    assert flaw_counts(exact) == {"correct": 40}
+    assert all(torch.equal(frames, target_of(s)) for s, (frames, _) in zip(samples, exact.values()))
+    flawed = training_targets(samples, FLAWED)
+    assert sum(n for kind, n in flaw_counts(flawed).items() if kind != "correct") == 16  # 40 % of 40
+    assert set(flaw_counts(flawed)) <= {"correct", "partial", "wrong rule", "unchanged"}
+    for sample in samples:
+        frames, kind = flawed[sample.id]
+        assert torch.equal(frames, target_of(sample)) == (kind == "correct")
+    again = training_targets(samples, FLAWED)  # deterministic: one dataset per condition
+    assert all(torch.equal(again[i][0], flawed[i][0]) for i in flawed)
+    unseen = training_targets(samples, UNSEEN)
+    for sample in samples:
+        frames, kind = unseen[sample.id]
+        if sample.category == UNSEEN.unseen_category:
+            assert kind == "unchanged" and torch.equal(frames, render(sample.scene))
+        else:
+            assert kind == "correct"
+
+
+def test_condition_rejects_impossible_settings():
+    from bench.toy_rve.conditions import Condition
+
+    with pytest.raises(ValueError, match="'bad': flawed_fraction must be in \\[0, 1\\], got 1.5"):
+        Condition("bad", flawed_fraction=1.5)
+    with pytest.raises(ValueError, match="flaw_kinds must be a non-empty subset"):
+        Condition("bad", flaw_kinds=("blurred",))
+    with pytest.raises(ValueError, match="unseen_category must be one of"):
+        Condition("bad", unseen_category="chemistry")
+
+
+def test_verdict_needs_more_than_twice_the_larger_seed_std():
+    from bench.toy_rve.experiment import verdict
+
+    def row(mean, std):
+        return {"Overall": {"mean": mean, "std": std}}
+
+    assert verdict({"uso": row(4.2, 0.01), "sft": row(4.1, 0.04)})["uso_beats_sft"]  # +0.1 > 0.08
+    assert not verdict({"uso": row(4.2, 0.06), "sft": row(4.1, 0.01)})["uso_beats_sft"]  # +0.1 < 0.12
+    assert not verdict({"uso": row(4.0, 0.0), "sft": row(4.1, 0.0)})["uso_beats_sft"]
+
+
+def _estimate_bank(count=2):
+    from bench.toy_rve.models import Estimate
+
+    bank = []
+    for sample in make_samples(count, "eval", 0):
+        edited = render(sample.scene) * 0.5 + target_of(sample) * 0.5
+        bank.append(Estimate(sample, sample.instruction, edited, 0.3, score(sample, edited).metrics["EA"]))
+    return bank
+
+
+def test_estimate_alignment_reports_the_exact_direction_gain_on_estimates():
+    from bench.toy_rve.models import estimate_alignment
+    from bench.toy_rve.task import all_phrasings
+    from revise_core.testing import tiny_vlm
+
+    result = estimate_alignment(tiny_vlm(3, extra_text=tuple(all_phrasings())), _estimate_bank(),
+                                lambda s, e: score(s, e).metrics["EA"])
+    assert result["edits"] == 2 and -1.0 <= result["cosine_mean"] <= 1.0
+    assert result["ea_gain_of_exact_step"] == pytest.approx(2.5, abs=1e-3)  # from half-way, half the rest
+
+
+def test_estimate_stage_moves_the_critic_and_leaves_it_frozen():
+    import math
+
+    from bench.toy_rve.models import grade_on_estimates
+    from bench.toy_rve.task import all_phrasings
+    from revise_core.testing import tiny_vlm
+
+    vlm = tiny_vlm(3, extra_text=tuple(all_phrasings()))
+    before = {n: p.clone() for n, p in vlm.model.named_parameters()}
+    report = grade_on_estimates(vlm, _estimate_bank(), steps=2, seed=0)
+    assert report["estimate_steps"] == 2 and report["estimate_bank"] == 2
+    assert math.isfinite(report["estimate_final_loss"])
+    assert any(not torch.equal(before[n], p) for n, p in vlm.model.named_parameters())
+    assert not any(p.requires_grad for p in vlm.model.parameters()) and not vlm.model.training
+    with pytest.raises(ValueError, match="non-empty bank"):
+        grade_on_estimates(vlm, [], steps=1, seed=0)
+
+
+def test_plan_runs_covers_every_condition_and_refuses_repeated_sweep_points():
+    from dataclasses import replace
+
+    from bench.toy_rve.experiment import QUICK, plan_runs
+
+    runs = plan_runs(QUICK)
+    seeds = len(QUICK.seeds)
+    for condition in QUICK.conditions:
+        mine = [r for r in runs if r.condition == condition.name]
+        for objective in ("sft", "rwr", "uso"):
+            main = [r for r in mine if r.objective == objective and r.critic == "shaped"
+                    and r.reason_weight == QUICK.reason_weight and r.sigma_max == 0.5]
+            assert sorted(r.seed for r in main) == sorted(QUICK.seeds)
+        swept = condition.name == QUICK.sweep_condition
+        assert len([r for r in mine if r.critic == "renders"]) == (seeds if swept else 0)
+        assert len([r for r in mine if r.reason_weight != QUICK.reason_weight]) == (len(QUICK.lambdas) if swept else 0)
+        assert len([r for r in mine if r.sigma_max != 0.5]) == (len(QUICK.sigma_maxes) if swept else 0)
+    assert seeds >= 5  # sft / rwr / uso over at least five seeds
+    with pytest.raises(ValueError, match="must not repeat the main runs' values"):
+        plan_runs(replace(QUICK, lambdas=(QUICK.reason_weight,)))
+
+
+def test_executor_runs_in_process_for_one_worker_and_refuses_zero():
+    from bench.toy_rve.experiment import _executor
+
+    with _executor(1) as pool:
+        assert pool.submit(lambda a, b=0: a + b, 2, b=3).result() == 5
+    with pytest.raises(ValueError, match="workers must be >= 1, got 0"):
+        _executor(0)

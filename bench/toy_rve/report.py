@@ -12,49 +12,81 @@ def write(results: dict, out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     json_path = out / "toy_rve.json"
     json_path.write_text(json.dumps(results, indent=2, default=float) + "\n")
-    lines = [f"# Toy-RVE ({results['preset']})", "", f"Device: {results['device']}. Command: `{results['command']}`. "
-             f"Total {results['total_seconds'] / 60:.1f} min.", "",
-             "Held-out instructions and scenes; oracle scores 0-10, mean ± std over seeds "
-             f"{results['config']['seeds']}.", "",
+    seeds = results["config"]["seeds"]
+    lines = [f"# Toy-RVE ({results['preset']})", "", f"Device: {results['device']}, {results['workers']} worker "
+             f"process(es). Command: `{results['command']}`. Total {results['total_seconds'] / 60:.1f} min.", "",
+             "Held-out instructions and scenes, scored against their correct targets; oracle scores 0-10, "
+             f"mean ± std over seeds {tuple(seeds)}.", "", "## Bounds", "",
              "| model | " + " | ".join(METRICS) + " |", "|" + "---|" * (len(METRICS) + 1)]
     for name, row in results["references"].items():
         lines.append(f"| {name} | " + " | ".join(f"{row[m]:.3f}" for m in METRICS) + " |")
-    for name, row in results["objectives"].items():
-        lines.append(f"| fine-tuned: {name} | " + " | ".join(
-            f"{row[m]['mean']:.3f} ± {row[m]['std']:.3f}" for m in METRICS) + " |")
-    critic = results["prepare"]["critic"]
-    lines += ["", f"Critic on held-out edits ({critic['pairs']} pairs): Spearman ρ of P(Yes) with oracle EA "
-              f"{critic['spearman_p_yes']:.3f}, of the hard-decoded verdict {critic['spearman_hard']:.3f}. "
-              f"VAE reconstruction MAE {results['prepare']['vae']['reconstruction_mae']:.4f}.", "",
-              *_alignment(critic), *_gradient_share(results.get("reward_gradient_share")),
-              "## λ sweep (USO, seed 0)", "", "| λ | Overall | EA | triggered |", "|---|---|---|---|"]
-    lines += [f"| {r['reason_weight']} | {r['scores']['Overall']:.3f} | {r['scores']['EA']:.3f} | {r['triggered']:.3f} |"
-              for r in results["lambda_sweep"]]
-    lines += ["", "## σ_max sweep (USO, seed 0)", "", "| σ_max | Overall | EA | triggered |", "|---|---|---|---|"]
-    lines += [f"| {r['sigma_max']} | {r['scores']['Overall']:.3f} | {r['scores']['EA']:.3f} | {r['triggered']:.3f} |"
-              for r in results["sigma_sweep"]]
+    lines += ["", *_critics(results)]
+    for name, section in results["conditions"].items():
+        lines += _condition(name, section)
     md_path = out / "toy_rve.md"
     md_path.write_text("\n".join(lines) + "\n")
     return [json_path, md_path, _plot(results, out / "toy_rve.png")]
 
 
-def _alignment(critic: dict) -> list[str]:
-    alignment = critic.get("gradient_alignment")
-    if not alignment:
-        return []
-    return [f"Critic gradient on {alignment['edits']} held-out edits: cosine of ∂Δ/∂pixels with (target − edit) "
-            f"{alignment['cosine_mean']:.4f} (positive for {alignment['cosine_positive_share']:.0%}); a pixel step "
-            "along it, half the distance to the target long, changes EA by "
-            f"{alignment['ea_gain_of_gradient_step']:+.3f} "
-            f"(the same step straight at the target: {alignment['ea_gain_of_exact_step']:+.3f}).", ""]
+def _critics(results: dict) -> list[str]:
+    prepared = results["prepare"]
+    reports = {name: report for name, report in prepared["critics"].items() if isinstance(report, dict)}
+    reports["estimates"] = prepared["estimate_stage"]["estimates"]
+    on_estimates = prepared["estimate_stage"]["alignment_on_estimates"]
+    lines = ["## Critics", "",
+             "`renders`: Yes/No curriculum, then graded renders. `shaped`: a copy of it graded further with "
+             "input-gradient regularisation (the gradient's energy outside the changed region, and 1 − its cosine "
+             "with the direction to the correct edit). `estimates`: a copy graded on decoded one-step estimates x̂0 "
+             "of the pre-trained generator. Alignment: cosine of ∂Δ/∂pixels with (correct target − edit) on "
+             "held-out edits, and the EA change of a pixel step along that gradient half the distance to the "
+             "target long (a step straight at the target gains the last column).", "",
+             "| critic | ρ(P(Yes), EA) | alignment on renders | EA gain | ρ on estimates | alignment on estimates "
+             "| EA gain | straight step |", "|---|---|---|---|---|---|---|---|"]
+    for name, report in reports.items():
+        clean, estimate = report["gradient_alignment"], on_estimates[name]
+        lines.append(f"| {name} | {report['spearman_p_yes']:.3f} | {clean['cosine_mean']:.4f} | "
+                     f"{clean['ea_gain_of_gradient_step']:+.3f} | {estimate['spearman_p_yes']:.3f} | "
+                     f"{estimate['cosine_mean']:.4f} | {estimate['ea_gain_of_gradient_step']:+.3f} | "
+                     f"{estimate['ea_gain_of_exact_step']:+.3f} |")
+    return lines + ["", f"VAE reconstruction MAE {prepared['vae']['reconstruction_mae']:.4f}.", ""]
 
 
-def _gradient_share(share: dict | None) -> list[str]:
-    if not share:
-        return []
-    return [f"Reward's share of USO's update (pre-trained generator, {share['samples']} training samples at "
-            f"σ = {share['sigma']}, λ = {share['reason_weight']}): ‖∇λ·L_reason‖ / ‖∇L_FM‖ = "
-            f"{share['norm_ratio_mean']:.2e}, cosine between the two {share['cosine_with_fm_mean']:+.3f}.", ""]
+def _condition(name: str, section: dict) -> list[str]:
+    flaws = ", ".join(f"{kind} {count}" for kind, count in section["flaws"].items())
+    unseen = section["condition"]["unseen_category"]
+    header = "| model | " + " | ".join(METRICS) + (f" | {unseen} |" if unseen else " |")
+    lines = [f"## Condition: {name}", "", f"Training targets: {flaws}.", "", header,
+             "|" + "---|" * (len(METRICS) + 1 + bool(unseen))]
+    pretrained = section["pretrained"]
+    lines.append("| pre-trained | " + " | ".join(f"{pretrained[m]:.3f}" for m in METRICS)
+                 + (f" | {pretrained['per_category'][unseen]:.3f} |" if unseen else " |"))
+    for row_name, row in section["objectives"].items():
+        cells = [f"{row[m]['mean']:.3f} ± {row[m]['std']:.3f}" for m in METRICS]
+        if unseen:
+            category = row["per_category"][unseen]
+            cells.append(f"{category['mean']:.3f} ± {category['std']:.3f}")
+        lines.append(f"| {row_name} | " + " | ".join(cells) + " |")
+    check = section["verdict"]
+    lines += ["", f"Per-seed Overall, sft: {_values(section['objectives']['sft'])}; "
+              f"uso: {_values(section['objectives']['uso'])}.", "", f"USO − SFT Overall {check['uso_minus_sft']:+.3f} against 2 × the larger std "
+              f"{check['twice_larger_std']:.3f}: **{'USO beats SFT' if check['uso_beats_sft'] else 'no win'}**.", ""]
+    for critic, share in section["reward_gradient_share"].items():
+        lines.append(f"- reward's share of USO's update ({critic} critic, σ = {share['sigma']}, "
+                     f"λ = {share['reason_weight']}): ‖∇λ·L_reason‖ / ‖∇L_FM‖ = {share['norm_ratio_mean']:.2e}, "
+                     f"cosine with ∇L_FM {share['cosine_with_fm_mean']:+.3f}")
+    lines.append("")
+    for title, key, field in (("λ sweep", "lambda_sweep", "reason_weight"), ("σ_max sweep", "sigma_sweep", "sigma_max")):
+        if section[key]:
+            lines += [f"### {title} (USO, seed {section[key][0]['seed']})", "",
+                      f"| {field} | Overall | EA | triggered |", "|---|---|---|---|"]
+            lines += [f"| {r[field]} | {r['scores']['Overall']:.3f} | {r['scores']['EA']:.3f} | {r['triggered']:.3f} |"
+                      for r in section[key]]
+            lines.append("")
+    return lines
+
+
+def _values(row: dict) -> str:
+    return ", ".join(f"{v:.3f}" for v in row["per_seed_overall"])
 
 
 def _plot(results: dict, path: Path) -> Path:
@@ -63,21 +95,28 @@ def _plot(results: dict, path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(1, 3, figsize=(15, 4))
-    names = list(results["objectives"])
-    for offset, metric in enumerate(METRICS):
-        means = [results["objectives"][n][metric]["mean"] for n in names]
-        stds = [results["objectives"][n][metric]["std"] for n in names]
-        axes[0].bar([i + offset * 0.16 for i in range(len(names))], means, 0.16, yerr=stds, label=metric)
-    axes[0].set_xticks([i + 0.32 for i in range(len(names))], names)
-    axes[0].set_title("held-out oracle scores by objective")
+    figure, axes = plt.subplots(1, 3, figsize=(16, 4.5))
+    conditions = list(results["conditions"])
+    rows = list(results["conditions"][conditions[0]]["objectives"])
+    width = 0.8 / len(rows)
+    for offset, row in enumerate(rows):
+        means = [results["conditions"][c]["objectives"][row]["Overall"]["mean"] for c in conditions]
+        stds = [results["conditions"][c]["objectives"][row]["Overall"]["std"] for c in conditions]
+        axes[0].bar([i + offset * width for i in range(len(conditions))], means, width, yerr=stds, label=row)
+    axes[0].set_xticks([i + 0.4 - width / 2 for i in range(len(conditions))], conditions, fontsize=7)
+    axes[0].set_title("held-out Overall by condition and objective")
     axes[0].legend(fontsize=7)
-    sweep = results["lambda_sweep"]
-    axes[1].plot([r["reason_weight"] for r in sweep], [r["scores"]["Overall"] for r in sweep], marker="o")
-    axes[1].set_title("λ sweep (Overall)")
-    sweep = results["sigma_sweep"]
-    axes[2].plot([r["sigma_max"] for r in sweep], [r["scores"]["Overall"] for r in sweep], marker="o")
-    axes[2].set_title("σ_max sweep (Overall)")
+    sweeps = [s for s in results["conditions"].values() if s["lambda_sweep"] or s["sigma_sweep"]]
+    for axis, key, field, title in ((axes[1], "lambda_sweep", "reason_weight", "λ sweep (Overall)"),
+                                    (axes[2], "sigma_sweep", "sigma_max", "σ_max sweep (Overall)")):
+        for section in sweeps:
+            runs = section[key]
+            axis.plot([r[field] for r in runs], [r["scores"]["Overall"] for r in runs], marker="o",
+                      label=section["condition"]["name"])
+            sft = section["objectives"]["sft"]["Overall"]["mean"]
+            axis.axhline(sft, linestyle="--", color="grey", label="sft (mean over seeds)")
+        axis.set_title(title)
+        axis.legend(fontsize=7)
     for axis in axes:
         axis.grid(alpha=0.3)
     figure.tight_layout()

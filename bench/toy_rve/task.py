@@ -109,3 +109,16 @@ def make_samples(count: int, split: str, seed: int) -> list[Sample]:
 
 def all_phrasings() -> list[str]:
     return [p for train, held_out in PHRASINGS.values() for p in train + held_out]
+
+
+def negative_edit(sample: Sample, kind: str, rng: random.Random) -> torch.Tensor:
+    """An incorrect edit of `sample`: the source unchanged, the target blended in partly, or another rule."""
+    source, target = render(sample.scene), render(sample.scene, category=sample.category)
+    if kind == "unchanged":
+        return source
+    if kind == "partial":
+        alpha = rng.uniform(0.1, 0.45)
+        return source * (1 - alpha) + target * alpha
+    if kind == "wrong rule":
+        return render(sample.scene, category=rng.choice([c for c in CATEGORIES if c != sample.category]))
+    raise ValueError(f"unknown negative kind '{kind}'")
