@@ -490,3 +490,23 @@ def test_a_loaded_critic_vlm_is_used_as_given(tiny_dir, manifest, tmp_path):
                                    tensorboard=False), critic_vlm=critic)
     trainer.setup()
     assert trainer.critic.vlm is critic and not any(p.requires_grad for p in critic.model.parameters())
+
+
+def test_feature_cache_key_is_the_same_in_every_process():
+    """The encoders' fingerprint must not depend on the hash seed: diffusers keeps `_use_default_values`, a
+    list made from a set, in its configs, and a key built on it missed the cache in every new process."""
+    import os
+    import subprocess
+    import sys
+
+    script = ("from revise_core.editor import EditModels\n"
+              "from revise_core.testing import tiny_text_encoder, tiny_vae, tiny_vlm\n"
+              "from trainer.data import _encoder_fingerprint\n"
+              "print(_encoder_fingerprint(EditModels(dit=None, vae=tiny_vae(0), text=tiny_text_encoder(0), "
+              "vlm=tiny_vlm(0), connector=None)))\n")
+    keys = set()
+    for seed in ("1", "2", "3"):
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, check=True)
+        keys.add(done.stdout.strip().splitlines()[-1])
+    assert len(keys) == 1, keys

@@ -132,7 +132,10 @@ def _encoder_fingerprint(models) -> str:
     digest = hashlib.sha256()
     for module in (models.vae, models.text.model, models.vlm.model):
         config = getattr(module, "config", None)
-        digest.update(repr(sorted(dict(config).items()) if isinstance(config, dict) else
+        # diffusers' private entries (`_use_default_values` is a list made from a set) change order from one
+        # process to the next with the hash seed; keyed on them, the cache missed in every new process
+        digest.update(repr(sorted((k, v) for k, v in dict(config).items() if not k.startswith("_"))
+                           if isinstance(config, dict) else
                            (config.to_json_string() if hasattr(config, "to_json_string") else config)).encode())
         params = list(module.parameters())
         for tensor in (params[0], params[-1]):

@@ -61,7 +61,8 @@ def toy_generator(seed: int) -> tuple[torch.nn.Module, Connector]:
     return dit, connector.eval()
 
 
-def train_vae(vae: torch.nn.Module, samples: list[Sample], *, steps: int, seed: int, lr: float = 2e-3) -> dict:
+def train_vae(vae: torch.nn.Module, samples: list[Sample], *, steps: int, seed: int, lr: float = 2e-3,
+              batch_size: int = 4) -> dict:
     """Reconstruction training on sources and targets; sets the latent statistics in the VAE's config."""
     clips = torch.stack([render(s.scene, category=c) for s in samples for c in (None, s.category)])
     pixels = clips.permute(0, 4, 1, 2, 3) * 2 - 1  # [N, 3, T, H, W] in -1..1
@@ -70,7 +71,7 @@ def train_vae(vae: torch.nn.Module, samples: list[Sample], *, steps: int, seed: 
     optimizer = torch.optim.Adam(vae.parameters(), lr=lr)
     loss = torch.tensor(float("nan"))
     for _ in range(steps):
-        batch = pixels[torch.randint(0, pixels.shape[0], (4,), generator=generator)]
+        batch = pixels[torch.randint(0, pixels.shape[0], (batch_size,), generator=generator)]
         latents = vae.encode(batch).latent_dist.mode()
         loss = F.mse_loss(vae_ops.decode(vae, latents, clamp=False), batch) + 1e-4 * latents.pow(2).mean()
         optimizer.zero_grad()
