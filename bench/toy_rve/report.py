@@ -8,8 +8,15 @@ from pathlib import Path
 from .experiment import METRICS
 
 
+V1 = "toy_rve_v1.json"  # the first Toy-RVE bench's results (exact targets, its own critic), kept beside these
+
+
 def write(results: dict, out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
+    if (out / V1).is_file():
+        first = json.loads((out / V1).read_text())
+        results["v1"] = {"file": V1, "command": first["command"], "seeds": first["config"]["seeds"],
+                         "references": first["references"], "objectives": first["objectives"]}
     json_path = out / "toy_rve.json"
     json_path.write_text(json.dumps(results, indent=2, default=float) + "\n")
     seeds = results["config"]["seeds"]
@@ -23,6 +30,7 @@ def write(results: dict, out: Path) -> list[Path]:
     lines += ["", *_critics(results)]
     for name, section in results["conditions"].items():
         lines += _condition(name, section)
+    lines += _v1(results.get("v1"))
     md_path = out / "toy_rve.md"
     md_path.write_text("\n".join(lines) + "\n")
     return [json_path, md_path, _plot(results, out / "toy_rve.png")]
@@ -77,12 +85,28 @@ def _condition(name: str, section: dict) -> list[str]:
     lines.append("")
     for title, key, field in (("λ sweep", "lambda_sweep", "reason_weight"), ("σ_max sweep", "sigma_sweep", "sigma_max")):
         if section[key]:
-            lines += [f"### {title} (USO, seed {section[key][0]['seed']})", "",
+            lines += [f"### {title} (USO, seed {section[key][0]['seed']}; SFT on that seed: "
+                      f"{section['objectives']['sft']['per_seed_overall'][0]:.3f})", "",
                       f"| {field} | Overall | EA | triggered |", "|---|---|---|---|"]
             lines += [f"| {r[field]} | {r['scores']['Overall']:.3f} | {r['scores']['EA']:.3f} | {r['triggered']:.3f} |"
                       for r in section[key]]
             lines.append("")
     return lines
+
+
+def _v1(first: dict | None) -> list[str]:
+    if not first:
+        return []
+    lines = [f"## Kept: the first bench (`{first['file']}`, exact targets, seeds {tuple(first['seeds'])})", "",
+             "Its own critic (the encoder VLM itself, trained on renders), λ 0.25, 16 held-out samples at 10 "
+             "sampling steps, different evaluation noise per seed: its numbers do not compare one to one with "
+             "the conditions above.", "",
+             "| model | " + " | ".join(METRICS) + " |", "|" + "---|" * (len(METRICS) + 1)]
+    for name, row in first["references"].items():
+        lines.append(f"| {name} | " + " | ".join(f"{row[m]:.3f}" for m in METRICS) + " |")
+    for name, row in first["objectives"].items():
+        lines.append(f"| {name} | " + " | ".join(f"{row[m]['mean']:.3f} ± {row[m]['std']:.3f}" for m in METRICS) + " |")
+    return lines + [""]
 
 
 def _values(row: dict) -> str:
@@ -97,14 +121,17 @@ def _plot(results: dict, path: Path) -> Path:
 
     figure, axes = plt.subplots(1, 3, figsize=(16, 4.5))
     conditions = list(results["conditions"])
-    rows = list(results["conditions"][conditions[0]]["objectives"])
+    rows = list(dict.fromkeys(row for c in conditions for row in results["conditions"][c]["objectives"]))
     width = 0.8 / len(rows)
     for offset, row in enumerate(rows):
-        means = [results["conditions"][c]["objectives"][row]["Overall"]["mean"] for c in conditions]
-        stds = [results["conditions"][c]["objectives"][row]["Overall"]["std"] for c in conditions]
-        axes[0].bar([i + offset * width for i in range(len(conditions))], means, width, yerr=stds, label=row)
+        present = [(i, results["conditions"][c]["objectives"][row]["Overall"]) for i, c in enumerate(conditions)
+                   if row in results["conditions"][c]["objectives"]]
+        sft = [results["conditions"][conditions[i]]["objectives"]["sft"]["Overall"]["mean"] for i, _ in present]
+        axes[0].bar([i + offset * width for i, _ in present], [v["mean"] - base for (_, v), base in zip(present, sft)],
+                    width, yerr=[v["std"] for _, v in present], label=row)
+    axes[0].axhline(0, color="black", linewidth=0.8)
     axes[0].set_xticks([i + 0.4 - width / 2 for i in range(len(conditions))], conditions, fontsize=7)
-    axes[0].set_title("held-out Overall by condition and objective")
+    axes[0].set_title("held-out Overall minus SFT's mean (error bars: seed std)")
     axes[0].legend(fontsize=7)
     sweeps = [s for s in results["conditions"].values() if s["lambda_sweep"] or s["sigma_sweep"]]
     for axis, key, field, title in ((axes[1], "lambda_sweep", "reason_weight", "λ sweep (Overall)"),
@@ -113,8 +140,8 @@ def _plot(results: dict, path: Path) -> Path:
             runs = section[key]
             axis.plot([r[field] for r in runs], [r["scores"]["Overall"] for r in runs], marker="o",
                       label=section["condition"]["name"])
-            sft = section["objectives"]["sft"]["Overall"]["mean"]
-            axis.axhline(sft, linestyle="--", color="grey", label="sft (mean over seeds)")
+            sft = section["objectives"]["sft"]["per_seed_overall"][0]  # the sweeps run on the first seed
+            axis.axhline(sft, linestyle="--", color="grey", label="sft, same seed")
         axis.set_title(title)
         axis.legend(fontsize=7)
     for axis in axes:
