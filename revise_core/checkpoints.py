@@ -432,7 +432,7 @@ def save_safetensors(
     if config is not None:
         metadata[METADATA_CONFIG_KEY] = json.dumps(config, sort_keys=True)
     contiguous = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # per process: two writers never share one file
     save_file(contiguous, str(tmp), metadata=metadata)
     os.replace(tmp, path)
     return path

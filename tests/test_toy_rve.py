@@ -221,32 +221,102 @@ def test_estimate_stage_moves_the_critic_and_leaves_it_frozen():
         grade_on_estimates(vlm, [], steps=1, seed=0)
 
 
-def test_plan_runs_covers_every_condition_and_refuses_repeated_sweep_points():
+@pytest.mark.parametrize("preset", ["QUICK", "FULL"])
+def test_plan_runs_covers_every_condition_and_refuses_repeated_sweep_points(preset):
     from dataclasses import replace
 
-    from bench.toy_rve.experiment import QUICK, plan_runs
+    from bench.toy_rve import experiment
+    from bench.toy_rve.experiment import plan_runs
 
-    runs = plan_runs(QUICK)
-    seeds = len(QUICK.seeds)
-    for condition in QUICK.conditions:
+    config = getattr(experiment, preset)
+    runs = plan_runs(config)
+    seeds = len(config.seeds)
+    for condition in config.conditions:
         mine = [r for r in runs if r.condition == condition.name]
         for objective in ("sft", "rwr", "uso"):
             main = [r for r in mine if r.objective == objective and r.critic == "shaped"
-                    and r.reason_weight == QUICK.reason_weight and r.sigma_max == 0.5]
-            assert sorted(r.seed for r in main) == sorted(QUICK.seeds)
-        swept = condition.name == QUICK.sweep_condition
+                    and r.reason_weight == config.reason_weight and r.sigma_max == 0.5]
+            assert sorted(r.seed for r in main) == sorted(config.seeds)
+        swept = condition.name == config.sweep_condition
         assert len([r for r in mine if r.critic == "renders"]) == (seeds if swept else 0)
-        assert len([r for r in mine if r.reason_weight != QUICK.reason_weight]) == (len(QUICK.lambdas) if swept else 0)
-        assert len([r for r in mine if r.sigma_max != 0.5]) == (len(QUICK.sigma_maxes) if swept else 0)
+        assert len([r for r in mine if r.reason_weight != config.reason_weight]) == (len(config.lambdas) if swept else 0)
+        assert len([r for r in mine if r.sigma_max != 0.5]) == (len(config.sigma_maxes) if swept else 0)
     assert seeds >= 5  # sft / rwr / uso over at least five seeds
     with pytest.raises(ValueError, match="must not repeat the main runs' values"):
-        plan_runs(replace(QUICK, lambdas=(QUICK.reason_weight,)))
+        plan_runs(replace(config, lambdas=(config.reason_weight,)))
 
 
-def test_executor_runs_in_process_for_one_worker_and_refuses_zero():
+def test_executor_runs_in_process_at_one_thread_and_refuses_zero():
     from bench.toy_rve.experiment import _executor
 
+    before = torch.get_num_threads()
     with _executor(1) as pool:
-        assert pool.submit(lambda a, b=0: a + b, 2, b=3).result() == 5
+        assert pool.submit(lambda a, b=0: (a + b, torch.get_num_threads()), 2, b=3).result() == (5, 1)
+    assert torch.get_num_threads() == before  # a worker's thread count, then the caller's again
     with pytest.raises(ValueError, match="workers must be >= 1, got 0"):
         _executor(0)
+
+
+def test_plan_runs_refuses_conditions_that_share_a_data_folder():
+    from dataclasses import replace
+
+    from bench.toy_rve.conditions import Condition
+    from bench.toy_rve.experiment import QUICK, plan_runs
+
+    with pytest.raises(ValueError, match="distinct data folders"):
+        plan_runs(replace(QUICK, conditions=(Condition("a b"), Condition("a-b"))))
+    with pytest.raises(ValueError, match="distinct data folders"):
+        plan_runs(replace(QUICK, conditions=(Condition("critic pool"),)))
+
+
+def test_flawed_share_counts_only_the_rules_the_generator_sees():
+    from bench.toy_rve.conditions import Condition, flaw_counts, training_targets
+
+    samples = make_samples(40, "train", 0)  # 10 per rule
+    counts = flaw_counts(training_targets(samples, Condition("mixed", flawed_fraction=0.5,
+                                                             unseen_category="temporal")))
+    assert counts["correct"] == 15  # half of the 30 eligible targets flawed; the 10 unseen ones unchanged
+    assert sum(counts.values()) == 40
+
+
+def test_summarize_condition_puts_each_run_in_its_row():
+    from bench.toy_rve.conditions import UNSEEN
+    from bench.toy_rve.experiment import METRICS, QUICK, RENDER_CRITIC_ROW, Run, summarize_condition
+    from bench.toy_rve.task import CATEGORIES
+
+    def run(objective, seed, overall, **kwargs):
+        scores = {m: overall for m in METRICS} | {"per_category": {c: overall for c in CATEGORIES}}
+        return Run(f"{objective}-{seed}-{overall}", objective, seed, condition=UNSEEN.name, scores=scores, **kwargs)
+
+    runs = [run("sft", s, 4.0 + s / 100) for s in QUICK.seeds] + [run("rwr", s, 3.0) for s in QUICK.seeds]
+    runs += [run("uso", s, 5.0 + s / 100) for s in QUICK.seeds]
+    runs += [run("uso", s, 6.0, critic="renders") for s in QUICK.seeds]
+    runs += [run("uso", 0, 7.0, reason_weight=4.0), run("uso", 0, 8.0, sigma_max=0.9)]
+    section = summarize_condition(QUICK, UNSEEN, {"flaws": {}, "pretrain_seconds": 0.0, "pretrained": {}}, runs, {})
+    rows = section["objectives"]
+    assert rows["sft"]["Overall"]["mean"] == pytest.approx(4.02) and rows["rwr"]["Overall"]["mean"] == 3.0
+    assert rows["uso"]["per_seed_overall"] == [5.0, 5.01, 5.02, 5.03, 5.04]  # no sweep or ablation run inside
+    assert rows[RENDER_CRITIC_ROW]["Overall"]["mean"] == 6.0
+    assert [r["scores"]["Overall"] for r in section["lambda_sweep"]] == [5.0, 7.0]  # seed 0's main run, λ = 4
+    assert [r["sigma_max"] for r in section["sigma_sweep"]] == [0.5, 0.9]
+    assert section["verdict"]["uso_beats_sft"] and section["verdict"]["uso_minus_sft"] == pytest.approx(1.0)
+
+
+def test_followup_refuses_what_it_cannot_pair(tmp_path, capsys):
+    import json
+    from dataclasses import asdict
+
+    from bench.toy_rve.experiment import QUICK
+    from bench.toy_rve.followup import main, run_followup
+
+    results = {"preset": "quick", "config": json.loads(json.dumps(asdict(QUICK))), "conditions": {"exact targets": {}}}
+    with pytest.raises(ValueError, match=r"unknown condition\(s\) \['nope'\]"):
+        run_followup(results, tmp_path, sigma_max=0.9, reason_weight=1.0, conditions=["nope"], workers=1)
+    changed = {**results, "config": {**results["config"], "seeds": [0]}}
+    with pytest.raises(ValueError, match="preset has changed"):
+        run_followup(changed, tmp_path, sigma_max=0.9, reason_weight=1.0, conditions=["exact targets"], workers=1)
+    path = tmp_path / "toy_rve.json"
+    path.write_text(json.dumps(results))
+    assert main(["--workdir", str(tmp_path / "empty"), "--results", str(path)]) == 2
+    assert capsys.readouterr().err.strip().endswith("holds no generators: give the --workdir of a finished "
+                                                    "`python -m bench.toy_rve` run")

@@ -1,4 +1,5 @@
-"""Toy-RVE: a synthetic reasoning-edit task with an exact oracle, on which USO is compared with SFT and RWR.
+"""Toy-RVE: a synthetic reasoning-edit task with an exact oracle, on which USO is compared with SFT and RWR
+in three training-target conditions (exact, flawed, a rule the critic knows but no target carries out).
 
-Run as `python -m bench.toy_rve --quick` (CPU, <= 15 min) or `--full` (GPU). See docs/results.md.
+Run as `python -m bench.toy_rve --quick` (CPU, 2 worker processes) or `--full` (larger). See docs/results.md.
 """

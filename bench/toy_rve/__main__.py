@@ -6,13 +6,14 @@ import argparse
 import json
 import logging
 import os
+import platform
 import sys
 import tempfile
 from pathlib import Path
 
 import torch
 
-from bench.common import RESULTS, device_name
+from bench.common import RESULTS
 from .experiment import FULL, QUICK, SMOKE, run_experiment
 from .report import write
 
@@ -37,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(0)
     results = run_experiment(config, workdir, workers=args.workers)
     results["preset"] = preset
-    results["device"] = f"{device_name(torch.device('cpu')).split(',')[0]}, {os.cpu_count()} cores)"
+    results["device"] = f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
     results["command"] = f"python -m bench.toy_rve --{preset}" + (f" --workers {args.workers}" if args.workers != 2 else "")
     paths = write(results, out)
     summary = {name: {row: round(values["Overall"]["mean"], 3) for row, values in section["objectives"].items()}

@@ -48,11 +48,13 @@ class Condition:
 
 EXACT = Condition("exact targets")
 FLAWED = Condition("40% flawed targets", flawed_fraction=0.4)
+FLAWED_20 = Condition("20% flawed targets", flawed_fraction=0.2)  # in the full preset
 UNSEEN = Condition("unseen rule: semantic inference", unseen_category="semantic inference")
 
 
 def training_targets(samples: list[Sample], condition: Condition) -> dict[str, tuple[torch.Tensor, str]]:
-    """Sample id -> (target frames [T, H, W, 3], kind), kind "correct" or a flaw kind.
+    """Sample id -> (target frames [T, H, W, 3], kind), kind "correct" or a flaw kind (the unseen rule's
+    targets count as "unchanged").
 
     Deterministic per condition: exactly round(fraction · eligible) targets are flawed, where the eligible
     samples are those outside the unseen rule; the choice and the flaw kinds come from the condition's name.

@@ -36,7 +36,7 @@ from trainer.loop import USOTrainer
 from trainer.step import sample_loss
 
 from . import models as toy_models
-from .conditions import EXACT, FLAWED, UNSEEN, Condition, flaw_counts, training_targets
+from .conditions import EXACT, FLAWED, FLAWED_20, UNSEEN, Condition, flaw_counts, training_targets
 from .oracle import score as oracle_score
 from .task import CATEGORIES, Sample, all_phrasings, make_samples, render
 
@@ -45,6 +45,8 @@ METRICS = ("EA", "PC", "GN", "GR", "Overall")
 OBJECTIVES = ("sft", "rwr", "uso")
 CRITICS = ("renders", "shaped", "estimates")
 MAIN_CRITIC = "shaped"
+RENDER_CRITIC_ROW = "uso, render-trained critic"
+RESERVED_DATA = ("critic-pool", "eval-bank")  # data folders of the estimate stage
 
 
 @dataclass
@@ -71,8 +73,8 @@ class ToyConfig:
     lambdas: tuple[float, ...] = (0.25, 4.0)  # besides reason_weight, which the main runs use
     sigma_maxes: tuple[float, ...] = (0.1, 0.9)  # besides 0.5
     # λ: the paper's 0.25 weighs its L_reason against its L_FM; the toy's losses have other scales (the
-    # reward's gradient is 0.06-0.17 of flow matching's at 0.25), and a probe on seeds 0-1 of the unseen-rule
-    # condition (before the 5-seed runs) found 1 and 4 alike; the λ sweep shows the rest
+    # reward's gradient is about 0.05-0.08 of flow matching's at 0.25), and a probe on seeds 0-1 of the
+    # unseen-rule condition (before the 5-seed runs) found 1 and 4 alike; the λ sweep shows the rest
     reason_weight: float = 1.0
     sample_steps: int = 8
     guidance: float = 2.0
@@ -81,7 +83,8 @@ class ToyConfig:
 QUICK = ToyConfig()
 FULL = ToyConfig(train_samples=256, eval_samples=64, vae_steps=1500, critic_steps=20000, critic_stage1_fraction=0.36,
                  critic_graded_steps=8000, critic_shaped_steps=3000, critic_estimate_steps=3000, estimate_bank=1024,
-                 pretrain_steps=5000, finetune_steps=400, global_batch=8, lambdas=(0.1, 0.25, 0.5, 2.0, 4.0),
+                 pretrain_steps=5000, finetune_steps=400, global_batch=8,
+                 conditions=(EXACT, FLAWED_20, FLAWED, UNSEEN), lambdas=(0.1, 0.25, 0.5, 2.0, 4.0),
                  sigma_maxes=(0.1, 0.3, 0.7, 0.9), sample_steps=25)
 SMOKE = ToyConfig(train_samples=8, eval_samples=4, vae_steps=2, critic_steps=2, critic_graded_steps=2,
                   critic_shaped_steps=2, critic_estimate_steps=2, estimate_bank=4, pretrain_steps=2, finetune_steps=2,
@@ -386,8 +389,6 @@ def mean_std(values: list[float]) -> dict:
     return {"mean": mean, "std": std}
 
 
-
-
 def _aggregate(members: list[Run]) -> dict:
     row = {m: mean_std([r.scores[m] for r in members]) for m in METRICS}
     row["per_category"] = {c: mean_std([r.scores["per_category"][c] for r in members]) for c in CATEGORIES}
@@ -459,6 +460,9 @@ def plan_runs(config: ToyConfig) -> list[Run]:
             runs += [Run(f"uso-lambda{lam}", "uso", seed, condition=condition.name, reason_weight=lam)
                      for lam in config.lambdas]
             runs += [Run(f"uso-sigma{sig}", "uso", seed, sigma_max=sig, **common) for sig in config.sigma_maxes]
+    slugs = [c.slug for c in config.conditions]
+    if len(set(slugs)) != len(slugs) or set(slugs) & set(RESERVED_DATA):
+        raise ValueError(f"condition names must give distinct data folders, none of {RESERVED_DATA}; got {slugs}")
     if config.reason_weight in config.lambdas or 0.5 in config.sigma_maxes:
         raise ValueError(f"the sweeps must not repeat the main runs' values (λ {config.reason_weight}, "
                          "σ_max 0.5): those points come from the main runs")
@@ -486,9 +490,6 @@ def summarize_condition(config: ToyConfig, condition: Condition, prepared: dict,
         "runs": [asdict(r) for r in runs],
         "lambda_sweep": [asdict(r) for r in lambda_runs], "sigma_sweep": [asdict(r) for r in sigma_runs],
     }
-
-
-RENDER_CRITIC_ROW = "uso, render-trained critic"
 
 
 def _stage(config: ToyConfig, workdir: Path, method: str, *args, **kwargs):

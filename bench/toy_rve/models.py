@@ -6,8 +6,11 @@ trained for reconstruction first and its per-channel latent statistics are measu
 DiT works in). Like a real VAE and VLM, both frozen parts have seen the whole scene space (every background),
 while the generator is trained on the training backgrounds only. The VLM is taught (plain next-token
 cross-entropy on the answer) to say "Yes" to correct edits and "No" to unchanged, partial and wrong-rule
-ones, then optionally graded edits with soft labels; it plays the VLM "that understands more than the
-generator": it sees every phrasing and background, but never the evaluation samples themselves.
+ones, then graded edits with soft labels; it plays the VLM "that understands more than the generator": it
+sees every phrasing, rule and background, but never the evaluation samples themselves. Two further stages
+make variants of it: input-gradient regularisation (`grade_critic(region_weight=, direction_weight=)`) and
+grading on decoded one-step estimates of a generator (`grade_on_estimates`); `gradient_alignment` and
+`estimate_alignment` measure whether its gradient points toward the correct edit.
 """
 
 from __future__ import annotations
@@ -166,9 +169,8 @@ def grade_critic(vlm, *, steps: int, seed: int, oracle_ea, lr: float = 1e-4, noi
     derivative, so the math kernel runs instead). It stands in for what a VLM pre-trained on natural video
     brings and a 2-layer toy lacks: a verdict that depends on the edited object, not on background pixels.
     `direction_weight` > 0 supervises the gradient's direction itself: the weight times 1 − cos(∂Δ/∂pixels,
-    correct target − edit). That gives the critic, by construction, the property USO relies on (a verdict
-    that rises along the way to the correct edit), so that the experiment can ask whether USO helps *given*
-    such a critic; the note and docs/results.md say so wherever its numbers appear.
+    correct target − edit). It tries to give the critic the property USO relies on (a verdict that rises
+    along the way to the correct edit); how far it gets is measured, not assumed (docs/results.md).
     """
     rng = random.Random(seed)
     pool = make_samples(64, "train", seed + 100) + make_samples(64, "eval", seed + 100)  # not the eval samples
