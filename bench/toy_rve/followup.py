@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shlex
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -97,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError, KeyError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    command = "python -m bench.toy_rve.followup " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = shlex.join(["python", "-m", "bench.toy_rve.followup", *(argv if argv is not None else sys.argv[1:])])
     print(json.dumps({"files": [str(p) for p in write(followup, args.out, command)]}))
     return 0
 
