@@ -505,7 +505,7 @@ def test_feature_cache_key_is_the_same_in_every_process():
               "print(_encoder_fingerprint(EditModels(dit=None, vae=tiny_vae(0), text=tiny_text_encoder(0), "
               "vlm=tiny_vlm(0), connector=None)))\n")
     keys = set()
-    for seed in ("1", "2", "3"):
+    for seed in ("1", "2"):
         env = {**os.environ, "PYTHONHASHSEED": seed}
         done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, check=True)
         keys.add(done.stdout.strip().splitlines()[-1])
