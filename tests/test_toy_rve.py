@@ -247,14 +247,14 @@ def test_plan_runs_covers_every_condition_and_refuses_repeated_sweep_points(pres
 
 
 def test_executor_runs_in_process_at_one_thread_and_refuses_zero():
-    from bench.toy_rve.experiment import _executor
+    from bench.toy_rve.experiment import executor
 
     before = torch.get_num_threads()
-    with _executor(1) as pool:
+    with executor(1) as pool:
         assert pool.submit(lambda a, b=0: (a + b, torch.get_num_threads()), 2, b=3).result() == (5, 1)
     assert torch.get_num_threads() == before  # a worker's thread count, then the caller's again
     with pytest.raises(ValueError, match="workers must be >= 1, got 0"):
-        _executor(0)
+        executor(0)
 
 
 def test_plan_runs_refuses_conditions_that_share_a_data_folder():

@@ -93,24 +93,31 @@ def sample_loss(model: nn.Module, vae: nn.Module, critic: SelfCritic, feats: Fea
                        p_yes=float(parts.p_yes[0]), sigma=float(sigma))
 
 
-def critic_on_estimate(vae, critic: SelfCritic, z_t, sigma, velocity, feats: Features, instruction: str,
-                       latent_frames: int | None, *, checkpoint: bool = False, sampled_frames: int | None = None):
-    """x̂0 = z_t − σ·v, decoded unclamped by the frozen VAE and judged against the source.
+def decode_estimate(vae, z_t, sigma, velocity, *, latent_frames: int | None = None, checkpoint: bool = False,
+                    sampled_frames: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """x̂0 = z_t − σ·v decoded unclamped by the frozen VAE: (frames [T, H, W, 3] in ~[0, 1], the pixel-frame
+    index of each in the clip).
 
     Either the first `latent_frames` latent frames are decoded as a video, or (`sampled_frames`, the paper's
-    section 3.2) that many latent frames spread over the clip are decoded one at a time, each paired with
-    the source frame at the same time.
+    section 3.2) that many latent frames spread over the clip are decoded one at a time.
     """
     estimate = vae_ops.denormalize_latents(vae, losses.one_step_estimate(z_t, sigma, velocity.float()))
     if sampled_frames:
         indices = vae_ops.sampled_latent_frames(estimate.shape[2], sampled_frames)
         pixels = vae_ops.decode_frames(vae, estimate, indices, checkpoint=checkpoint)
-        source_index = torch.tensor([vae_ops.pixel_frame_of(i) for i in indices])
+        frame_index = torch.tensor([vae_ops.pixel_frame_of(i) for i in indices])
     else:
         pixels = vae_ops.decode(vae, estimate, num_latent_frames=latent_frames, clamp=False, checkpoint=checkpoint)
-        source_index = torch.arange(pixels.shape[2])
+        frame_index = torch.arange(pixels.shape[2])
     # [1, 3, T, H, W] in ~[-1, 1] -> [T, H, W, 3] in ~[0, 1]; no clamp, so saturated pixels keep gradient.
-    edited = ((pixels[0].permute(1, 2, 3, 0) + 1.0) / 2.0).float()
-    source = feats.source_frames[source_index].to(edited)
+    return ((pixels[0].permute(1, 2, 3, 0) + 1.0) / 2.0).float(), frame_index
+
+
+def critic_on_estimate(vae, critic: SelfCritic, z_t, sigma, velocity, feats: Features, instruction: str,
+                       latent_frames: int | None, *, checkpoint: bool = False, sampled_frames: int | None = None):
+    """The decoded one-step estimate (`decode_estimate`) judged against the source frames at the same times."""
+    edited, frame_index = decode_estimate(vae, z_t, sigma, velocity, latent_frames=latent_frames,
+                                          checkpoint=checkpoint, sampled_frames=sampled_frames)
+    source = feats.source_frames[frame_index].to(edited)
     relative, verdict = critic.relative(source, edited, instruction)
     return relative, verdict, critic.baseline(source, instruction)

@@ -23,8 +23,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
 
+from revise_core import checkpoints as ckpt
 from revise_core import losses
 from revise_core import vae as vae_ops
 from revise_core.editor import EditModels, EditSettings, ReviseEditor
@@ -33,7 +33,7 @@ from revise_core.testing import tiny_text_encoder, tiny_vlm
 from revise_core.video import from_model_space, to_model_space, write_video
 from trainer.config import USOConfig
 from trainer.loop import USOTrainer
-from trainer.step import sample_loss
+from trainer.step import decode_estimate, sample_loss
 
 from . import models as toy_models
 from .conditions import EXACT, FLAWED, FLAWED_20, UNSEEN, Condition, flaw_counts, training_targets
@@ -127,10 +127,10 @@ class Experiment:
         initial weights. The critics are copies of that VLM taught to judge; the generator conditions on the
         untaught one, so that critics and generators can be prepared side by side."""
         if self._frozen is None:
-            config = json.loads(self.path("frozen", "vae.json").read_text())
+            stored = ckpt.read_state_dict(self.path("frozen", "vae.safetensors"))
             vae = toy_models.toy_vae(1)
-            vae.register_to_config(latents_mean=config["latents_mean"], latents_std=config["latents_std"])
-            vae.load_state_dict(load_file(self.path("frozen", "vae.safetensors")))
+            vae.register_to_config(**stored.embedded_config())  # the latent statistics measured in training
+            vae.load_state_dict(stored.tensors)
             self._frozen = {"vae": vae.eval().requires_grad_(False),
                             "text": tiny_text_encoder(2, extra_text=self.extra_text),
                             "vlm": tiny_vlm(3, extra_text=self.extra_text)}
@@ -139,19 +139,18 @@ class Experiment:
     def critic(self, name: str):
         if name not in self.critics:
             vlm = tiny_vlm(3, extra_text=self.extra_text)
-            vlm.model.load_state_dict(load_file(self.path("frozen", f"critic-{name}.safetensors")))
+            vlm.model.load_state_dict(ckpt.read_state_dict(self.path("frozen", f"critic-{name}.safetensors")).tensors)
             self.critics[name] = vlm
         return self.critics[name]
 
     def save_critic(self, name: str, vlm) -> None:
-        self.path("frozen").mkdir(parents=True, exist_ok=True)
-        save_file({k: v.contiguous() for k, v in vlm.model.state_dict().items()},
-                  self.path("frozen", f"critic-{name}.safetensors"))
+        ckpt.save_safetensors(vlm.model.state_dict(), self.path("frozen", f"critic-{name}.safetensors"),
+                              format_name="toy-rve.critic")
         self.critics[name] = vlm
 
     def generator(self, condition: Condition) -> tuple[torch.nn.Module, torch.nn.Module]:
         dit, connector = toy_models.toy_generator(0)
-        state = load_file(self.path("generators", f"{condition.slug}.safetensors"))
+        state = ckpt.read_state_dict(self.path("generators", f"{condition.slug}.safetensors")).tensors
         dit.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("dit.")})
         connector.load_state_dict({k[10:]: v for k, v in state.items() if k.startswith("connector.")})
         return dit.eval(), connector.eval()
@@ -168,10 +167,9 @@ class Experiment:
         # the training scenes plus scenes on the held-out background (not the evaluation samples themselves)
         vae_pool = self.train + make_samples(cfg.train_samples, "eval", 100)
         vae_report = toy_models.train_vae(vae, vae_pool, steps=cfg.vae_steps, seed=0)
-        self.path("frozen").mkdir(parents=True, exist_ok=True)
-        save_file({k: v.contiguous() for k, v in vae.state_dict().items()}, self.path("frozen", "vae.safetensors"))
-        self.path("frozen", "vae.json").write_text(json.dumps(
-            {"latents_mean": list(vae.config.latents_mean), "latents_std": list(vae.config.latents_std)}))
+        ckpt.save_safetensors(vae.state_dict(), self.path("frozen", "vae.safetensors"), format_name="toy-rve.vae",
+                              config={"latents_mean": list(vae.config.latents_mean),
+                                      "latents_std": list(vae.config.latents_std)})
         report = {"vae": vae_report, "conditions": {}}
         for condition in cfg.conditions:
             flaws = self._write_manifest(condition, self.train, self.manifest(condition))
@@ -181,10 +179,10 @@ class Experiment:
                                     sigma_max=0.5, manifest=self.manifest(condition), critic=None)
             trainer.train()
             dit, connector = trainer.generator.dit, trainer.generator.connector
-            self.path("generators").mkdir(parents=True, exist_ok=True)
             state = {**{f"dit.{k}": v for k, v in dit.state_dict().items()},
                      **{f"connector.{k}": v for k, v in connector.state_dict().items()}}
-            save_file({k: v.contiguous() for k, v in state.items()}, self.path("generators", f"{condition.slug}.safetensors"))
+            ckpt.save_safetensors(state, self.path("generators", f"{condition.slug}.safetensors"),
+                                  format_name="toy-rve.generator")
             report["conditions"][condition.name] = {
                 "flaws": flaws, "pretrain_seconds": time.perf_counter() - begun,
                 "pretrained": self.evaluate(*self.generator(condition))}
@@ -268,10 +266,7 @@ class Experiment:
                 noise = torch.randn(feats.target_latents.shape, generator=generator)
                 z_t = losses.noisy_latents(feats.target_latents, noise, sigma)
                 velocity = trainer.model(z_t, sigma, feats.source_latents, feats.vlm_states, feats.text_tokens, False)
-                estimate = vae_ops.denormalize_latents(self.frozen["vae"],
-                                                       losses.one_step_estimate(z_t, sigma, velocity.float()))
-                pixels = vae_ops.decode(self.frozen["vae"], estimate, clamp=False)
-                edited = ((pixels[0].permute(1, 2, 3, 0) + 1.0) / 2.0).float()
+                edited, _ = decode_estimate(self.frozen["vae"], z_t, sigma, velocity)
                 sample = by_id[triplet.id]
                 bank.append(toy_models.Estimate(sample, triplet.instruction, edited, float(sigma),
                                                 oracle_ea(sample, edited)))
@@ -414,12 +409,12 @@ def run_experiment(config: ToyConfig, workdir: Path, *, workers: int = 2) -> dic
     workdir = Path(workdir)
     runs = plan_runs(config)
     share_critics = ("renders", MAIN_CRITIC)
-    with _executor(workers) as pool:
+    with executor(workers) as pool:
         critics = pool.submit(_stage, config, workdir, "prepare_critics")
         generators = pool.submit(_stage, config, workdir, "prepare_generators")
         generators = generators.result()
         # SFT never calls a critic: its runs fill the generator stage's process while the critics still train
-        chunks = [pool.submit(_finetune_all, config, workdir, chunk)
+        chunks = [pool.submit(finetune_all, config, workdir, chunk)
                   for chunk in _chunks([r for r in runs if r.objective == "sft"], 5)]
         critics = critics.result()
         estimate_stage = pool.submit(_stage, config, workdir, "prepare_estimate_critic")
@@ -427,7 +422,7 @@ def run_experiment(config: ToyConfig, workdir: Path, *, workers: int = 2) -> dic
                                                 reason_weight=config.reason_weight)
                   for c in config.conditions for critic in share_critics
                   if critic == MAIN_CRITIC or c.name == config.sweep_condition}
-        chunks += [pool.submit(_finetune_all, config, workdir, chunk)
+        chunks += [pool.submit(finetune_all, config, workdir, chunk)
                    for chunk in _chunks([r for r in runs if r.objective != "sft"], 6)]
         done = [run for chunk in chunks for run in chunk.result()]
         estimate_stage = estimate_stage.result()
@@ -496,7 +491,7 @@ def _stage(config: ToyConfig, workdir: Path, method: str, *args, **kwargs):
     return getattr(Experiment(config, workdir), method)(*args, **kwargs)
 
 
-def _finetune_all(config: ToyConfig, workdir: Path, runs: list[Run]) -> list[Run]:
+def finetune_all(config: ToyConfig, workdir: Path, runs: list[Run]) -> list[Run]:
     experiment = Experiment(config, workdir)  # loads the frozen parts once for the whole chunk
     return [experiment.finetune(run) for run in runs]
 
@@ -526,7 +521,7 @@ class _InProcess:
         return future
 
 
-def _executor(workers: int):
+def executor(workers: int):
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     if workers == 1:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from bench.common import RESULTS
 
-from .experiment import QUICK, Run, _executor, _finetune_all, mean_std
+from .experiment import QUICK, Run, executor, finetune_all, mean_std
 
 PRESETS = {"quick": QUICK}
 
@@ -35,8 +35,8 @@ def run_followup(results: dict, workdir: Path, *, sigma_max: float, reason_weigh
         raise ValueError(f"unknown condition(s) {sorted(unknown)}; the results have {sorted(results['conditions'])}")
     runs = [Run(f"uso-lambda{reason_weight}-sigma{sigma_max}-s{seed}", "uso", seed, condition=name,
                 reason_weight=reason_weight, sigma_max=sigma_max) for name in conditions for seed in config.seeds]
-    with _executor(workers) as pool:
-        done = [r for chunk in [pool.submit(_finetune_all, config, workdir, [run]) for run in runs]
+    with executor(workers) as pool:
+        done = [r for chunk in [pool.submit(finetune_all, config, workdir, [run]) for run in runs]
                 for r in chunk.result()]
     sections = {}
     for name in conditions:

@@ -230,7 +230,8 @@ def _graded_loss(vlm, critic: SelfCritic, instruction: str, source: torch.Tensor
 
 @dataclass
 class Estimate:
-    """A decoded one-step estimate x̂0 = z_t − σ·v of a generator: what the critic judges during USO."""
+    """An edit the critic judges: a decoded one-step estimate x̂0 = z_t − σ·v of a generator (what it judges
+    during USO), or a render (σ NaN)."""
 
     sample: Sample
     instruction: str
@@ -266,9 +267,9 @@ def grade_on_estimates(vlm, bank: list[Estimate], *, steps: int, seed: int, lr: 
 
 
 def estimate_alignment(vlm, bank: list[Estimate], oracle_ea) -> dict:
-    """The gradient-alignment diagnostic on decoded one-step estimates (what USO differentiates): cosine of
-    ∂Δ/∂(estimate pixels) with (correct target − estimate), the EA gain of a step along it as long as half
-    the distance to the target, and Spearman ρ of P(Yes) with the oracle's EA over the bank."""
+    """Is the critic's gradient a usable direction? Over the edits: the cosine of ∂Δ/∂(edited pixels) with
+    (correct target − edit), the oracle-EA gain of a pixel step along it as long as half the distance to the
+    target, next to the gain of the same step straight at it, and Spearman ρ of P(Yes) with the oracle's EA."""
     critic = SelfCritic(vlm)
     cosines, gains, exact_gains, p_yes, truth = [], [], [], [], []
     for item in bank:
@@ -307,26 +308,14 @@ def critic_correlation(vlm, samples: list[Sample], oracle_ea) -> dict:
 
 
 def gradient_alignment(vlm, samples: list[Sample], oracle_ea) -> dict:
-    """Is the critic's gradient a usable direction? For the unchanged source and a half-way edit of each sample:
-    the cosine between ∂Δ/∂(edited pixels) and (target − edited), and the oracle-EA gain of a pixel step along
-    that gradient as long as half the distance to the target, next to the gain of the same step straight at it."""
-    critic = SelfCritic(vlm)
-    cosines, gains, exact_gains = [], [], []
+    """`estimate_alignment` on renders: the unchanged source and a half-way edit of each sample."""
+    edits = []
     for sample in samples:
         source, target = render(sample.scene), render(sample.scene, category=sample.category)
         for alpha in (0.0, 0.5):
-            edited = (source * (1 - alpha) + target * alpha).requires_grad_(True)
-            (gradient,) = torch.autograd.grad(critic.verdict(source, edited, sample.instruction).delta, edited)
-            wanted = target - edited.detach()
-            cosines.append(F.cosine_similarity(gradient.flatten(), wanted.flatten(), dim=0).item())
-            step = gradient / gradient.norm().clamp(min=1e-12) * wanted.norm() * 0.5
-            before = oracle_ea(sample, edited.detach())
-            gains.append(oracle_ea(sample, edited.detach() + step) - before)
-            exact_gains.append(oracle_ea(sample, edited.detach() + wanted * 0.5) - before)
-    return {"cosine_mean": sum(cosines) / len(cosines),
-            "cosine_positive_share": sum(c > 0 for c in cosines) / len(cosines),
-            "ea_gain_of_gradient_step": sum(gains) / len(gains),
-            "ea_gain_of_exact_step": sum(exact_gains) / len(exact_gains), "edits": len(cosines)}
+            edited = source * (1 - alpha) + target * alpha
+            edits.append(Estimate(sample, sample.instruction, edited, float("nan"), oracle_ea(sample, edited)))
+    return estimate_alignment(vlm, edits, oracle_ea)
 
 
 def spearman(a: list[float], b: list[float]) -> float:
