@@ -5,7 +5,8 @@ is read by `load_revise_release`:
 
     revise_ckpt/
       wan/wanxiang1_3b/            the Wan2.1-T2V-1.3B folder as Wan-AI ships it: config.json of the original
-                                   `WanModel` (no `text_dim` in Wan-AI's: 4096, WanModel's default), the DiT
+                                   `WanModel` (as its save_pretrained writes it: no text_dim, patch_size or
+                                   norm switches, which are read from the tensors), the DiT
                                    weights in original keys, models_t5_umt5-xxl-enc-bf16.pth,
                                    google/umt5-xxl/ (tokenizer) and Wan2.1_VAE.pth
       transformer/model.pt         {"module": ...}: wan_model.* (overrides the DiT weights above), adapter.*,
@@ -47,10 +48,16 @@ RELEASE_MARKERS = (WAN_FOLDER, TRANSFORMER_FILE, VILA_FOLDER)
 OMNIVIDEO2_FILE, OMNIVIDEO2_TOKENS = "transformer/pytorch_model.pt", "special_tokens.pkl"
 OMNIVIDEO2_MARKERS = (OMNIVIDEO2_FILE, OMNIVIDEO2_TOKENS)
 WAN_HEAD_DIM = 128  # every released Wan2.1 / 2.2 DiT (1.3B: 1536 / 12, 14B: 5120 / 40)
-# Original WanModel.__init__ defaults (Wan2.1 `wan/modules/model.py`), for fields a config.json leaves out.
-WAN_MODEL_DEFAULTS = dict(model_type="t2v", patch_size=(1, 2, 2), text_len=512, in_dim=16, dim=2048, ffn_dim=8192,
-                          freq_dim=256, text_dim=4096, out_dim=16, num_heads=16, num_layers=32, window_size=(-1, -1),
-                          qk_norm=True, cross_attn_norm=True, eps=1e-6)
+WAN_EPS = 1e-6  # WanModel's default eps (`wan/modules/model.py`)
+# Fields of an original `WanModel` config.json that its tensors decide, and the tensor each is read from. The
+# official WanModel lists text_dim, patch_size, qk_norm, cross_attn_norm and window_size in
+# `ignore_for_config`, so the config.json its `save_pretrained` writes lacks them: they are read, never guessed.
+WAN_SHAPE_SOURCES = {
+    "dim": "patch_embedding.weight", "in_dim": "patch_embedding.weight", "patch_size": "patch_embedding.weight",
+    "out_dim": "head.head.weight", "text_dim": "text_embedding.0.weight", "freq_dim": "time_embedding.0.weight",
+    "ffn_dim": "blocks.0.ffn.0.weight", "num_layers": "blocks.<N>.*", "qk_norm": "blocks.0.self_attn.norm_q.weight",
+    "cross_attn_norm": "blocks.0.norm3.weight",
+}
 # The official umT5 (`wan/modules/t5.py`, umt5_xxl) fixes these in code; the rest comes from the tensors.
 T5_RELATIVE_MAX_DISTANCE = 128
 
@@ -78,25 +85,77 @@ def detect(folder: str | os.PathLike) -> str:
         f"Omni-Video 2 release folder ({', '.join(OMNIVIDEO2_MARKERS)}); see docs/models.md")
 
 
-def wan_model_config_to_diffusers(data: dict, *, path: Path) -> dict:
-    """An original `WanModel` config.json -> `WanTransformer3DModel` config (missing fields: WanModel's defaults)."""
+def wan_dit_shape(tensors: dict[str, torch.Tensor], *, path: Path) -> dict:
+    """What the tensors of an original-key Wan DiT say about its architecture (WAN_SHAPE_SOURCES)."""
+    try:
+        patch = tensors["patch_embedding.weight"]  # Conv3d [dim, in_dim, pt, ph, pw]
+        patch_size = [int(side) for side in patch.shape[2:]]
+        head_rows = int(tensors["head.head.weight"].shape[0])  # out_dim * pt * ph * pw
+        text_dim = int(tensors["text_embedding.0.weight"].shape[1])
+        freq_dim = int(tensors["time_embedding.0.weight"].shape[1])
+        ffn_dim = int(tensors["blocks.0.ffn.0.weight"].shape[0])
+    except (KeyError, IndexError) as error:
+        raise ckpt.UnknownLayoutError(f"{path}: not an original-key Wan DiT (no tensor {error})") from None
+    if patch.ndim != 5:
+        raise ckpt.UnknownLayoutError(f"{path}: patch_embedding.weight is {list(patch.shape)}, not a Conv3d kernel")
+    patch_volume = patch_size[0] * patch_size[1] * patch_size[2]
+    if head_rows % patch_volume:
+        raise ckpt.CheckpointError(f"{path}: head.head.weight has {head_rows} rows, not a multiple of the patch "
+                                   f"volume {patch_volume} (patch {patch_size})")
+    blocks = {int(key.split(".")[1]) for key in tensors if key.startswith("blocks.")}
+    if not blocks or blocks != set(range(len(blocks))):
+        raise ckpt.CheckpointError(f"{path}: the DiT's blocks are numbered {sorted(blocks)[:8]}..., not 0..N-1")
+    return {"dim": int(patch.shape[0]), "in_dim": int(patch.shape[1]), "patch_size": patch_size,
+            "out_dim": head_rows // patch_volume, "text_dim": text_dim, "freq_dim": freq_dim, "ffn_dim": ffn_dim,
+            "num_layers": len(blocks), "qk_norm": "blocks.0.self_attn.norm_q.weight" in tensors,
+            "cross_attn_norm": "blocks.0.norm3.weight" in tensors}
+
+
+def wan_model_config_to_diffusers(data: dict, tensors: dict[str, torch.Tensor], *, path: Path,
+                                  weights: Path | str = "") -> dict:
+    """An original `WanModel` config.json (`data`, read from `path`; {} when there is none) and the DiT's
+    tensors (original keys, from `weights`) -> a `WanTransformer3DModel` config.
+
+    Every width, count and switch comes from the tensors (`wan_dit_shape`); the config is read only for what
+    tensors cannot decide (num_heads, eps) and checked against them: a config value that contradicts the
+    tensors is an error naming the file, the field and both values. Without num_heads, heads of WAN_HEAD_DIM
+    (every released Wan DiT)."""
+    where = f"{path}" + (f" (weights {weights})" if weights else "")
     if data.get("_class_name") not in (None, "WanModel"):
         raise ckpt.CheckpointError(f"{path}: expected an original Wan 'WanModel' config, found "
                                    f"_class_name={data.get('_class_name')!r}")
     if data.get("model_type", "t2v") != "t2v":
         raise ckpt.CheckpointError(f"{path}: model_type {data['model_type']!r}; the ReViSE release uses a 't2v' Wan")
-    cfg = {**WAN_MODEL_DEFAULTS, **{k: v for k, v in data.items() if not k.startswith("_")}}
-    if cfg["dim"] % cfg["num_heads"]:
-        raise ckpt.CheckpointError(f"{path}: dim {cfg['dim']} is not divisible by num_heads {cfg['num_heads']}")
-    if not cfg["qk_norm"] or not cfg["cross_attn_norm"] or tuple(cfg["window_size"]) != (-1, -1):
-        raise ckpt.CheckpointError(f"{path}: qk_norm, cross_attn_norm and a global window (-1, -1) are what "
-                                   "diffusers' Wan DiT implements; this config asks for something else")
-    return dict(patch_size=list(cfg["patch_size"]), num_attention_heads=cfg["num_heads"],
-                attention_head_dim=cfg["dim"] // cfg["num_heads"], in_channels=cfg["in_dim"],
-                out_channels=cfg["out_dim"], text_dim=cfg["text_dim"], freq_dim=cfg["freq_dim"],
-                ffn_dim=cfg["ffn_dim"], num_layers=cfg["num_layers"], cross_attn_norm=True,
-                qk_norm="rms_norm_across_heads", eps=cfg["eps"], image_dim=None, added_kv_proj_dim=None,
-                rope_max_seq_len=1024, pos_embed_seq_len=None)
+    shape = wan_dit_shape(tensors, path=Path(weights or path))
+    for name, value in shape.items():
+        if name not in data:
+            continue
+        given = [int(v) for v in data[name]] if name == "patch_size" and isinstance(data[name], (list, tuple)) \
+            else data[name]
+        if given != value:
+            raise ckpt.CheckpointError(
+                f"{where}: config field '{name}' is {data[name]!r} but the weights say {value!r} (read from "
+                f"{WAN_SHAPE_SOURCES[name]}); the config does not describe these weights")
+    if tuple(data.get("window_size", (-1, -1))) != (-1, -1):
+        raise ckpt.CheckpointError(f"{path}: config field 'window_size' is {data['window_size']!r}; diffusers' Wan "
+                                   "DiT attends globally, (-1, -1)")
+    if not shape["qk_norm"]:
+        raise ckpt.CheckpointError(f"{where}: the DiT has no q/k RMSNorm (no {WAN_SHAPE_SOURCES['qk_norm']}); "
+                                   "diffusers' Wan DiT always normalises q and k, as every released Wan does")
+    dim = shape["dim"]
+    heads = data.get("num_heads")
+    if heads is None:
+        heads = dim // WAN_HEAD_DIM
+        logger.info("%s: no num_heads in the config; %d heads of %d, as every released Wan", where, heads, WAN_HEAD_DIM)
+    if not isinstance(heads, int) or heads < 1 or dim % heads:
+        raise ckpt.CheckpointError(f"{where}: config field 'num_heads' is {heads!r}; the DiT's width {dim} must be a "
+                                   "positive multiple of it")
+    return dict(patch_size=shape["patch_size"], num_attention_heads=heads, attention_head_dim=dim // heads,
+                in_channels=shape["in_dim"], out_channels=shape["out_dim"], text_dim=shape["text_dim"],
+                freq_dim=shape["freq_dim"], ffn_dim=shape["ffn_dim"], num_layers=shape["num_layers"],
+                cross_attn_norm=shape["cross_attn_norm"], qk_norm="rms_norm_across_heads",
+                eps=float(data.get("eps", WAN_EPS)), image_dim=None, added_kv_proj_dim=None, rope_max_seq_len=1024,
+                pos_embed_seq_len=None)
 
 
 def _wan_dit_tensors(wan_dir: Path) -> dict[str, torch.Tensor]:
@@ -105,12 +164,12 @@ def _wan_dit_tensors(wan_dir: Path) -> dict[str, torch.Tensor]:
 
 
 def load_release_dit(folder: Path, transformer_state: dict[str, torch.Tensor], *, dtype, device):
-    """Wan's own folder, then `wan_model.*` of transformer/model.pt on top (the official load order)."""
+    """Wan's own folder, then `wan_model.*` of transformer/model.pt on top (the official load order); the
+    architecture from the merged tensors, checked against Wan's config.json."""
     from diffusers import WanTransformer3DModel
 
     wan_dir = folder / WAN_FOLDER
     config_path = wan_dir / "config.json"
-    config = wan_model_config_to_diffusers(ckpt.read_json(config_path, what="Wan DiT config"), path=config_path)
     tensors = _wan_dit_tensors(wan_dir)
     tensors.pop("freqs", None)  # WanModel's RoPE table is a buffer some saves include; diffusers recomputes it
     state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in transformer_state.items()}
@@ -123,6 +182,8 @@ def load_release_dit(folder: Path, transformer_state: dict[str, torch.Tensor], *
     logger.info("%s: %d DiT tensors from %s (%d with other values than %s)", folder, len(overrides),
                 TRANSFORMER_FILE, changed, WAN_FOLDER)
     tensors.update(overrides)
+    config = wan_model_config_to_diffusers(ckpt.read_json(config_path, what="Wan DiT config"), tensors,
+                                           path=config_path, weights=f"{wan_dir} + {folder / TRANSFORMER_FILE}")
     keep_fp32 = tuple(getattr(WanTransformer3DModel, "_keep_in_fp32_modules", None) or ())
     return ckpt.load_into(lambda: WanTransformer3DModel.from_config(config), wan_keys.dit_original_to_diffusers(tensors),
                           path=folder / TRANSFORMER_FILE, component="DiT", layout="revise release", dtype=dtype,
@@ -204,22 +265,6 @@ def load_revise_release(folder: str | os.PathLike, *, dtypes: dict, device: torc
     return models
 
 
-def wan_config_from_tensors(tensors: dict[str, torch.Tensor], *, path: Path) -> dict:
-    """A `WanTransformer3DModel` config from original-key DiT tensors, for releases that ship none (Omni-Video 2
-    builds its Wan from code): every size from the tensors, heads of WAN_HEAD_DIM, Wan's eps."""
-    try:
-        dim, in_dim = tensors["patch_embedding.weight"].shape[:2]
-        layers = 1 + max(int(key.split(".")[1]) for key in tensors if key.startswith("blocks."))
-        data = {"dim": int(dim), "in_dim": int(in_dim), "ffn_dim": int(tensors["blocks.0.ffn.0.weight"].shape[0]),
-                "freq_dim": int(tensors["time_embedding.0.weight"].shape[1]),
-                "text_dim": int(tensors["text_embedding.0.weight"].shape[1]),
-                "out_dim": int(tensors["head.head.weight"].shape[0]) // 4, "num_layers": layers,
-                "num_heads": int(dim) // WAN_HEAD_DIM}
-    except (KeyError, ValueError) as error:
-        raise ckpt.UnknownLayoutError(f"{path}: not an original-key Wan DiT ({error})") from error
-    return wan_model_config_to_diffusers(data, path=path)
-
-
 def load_omnivideo2_dit(path: Path, state: dict[str, torch.Tensor], *, dtype, device):
     """The DiT (`wan_model.*`) of an Omni-Video 2 checkpoint already read into `state`, its config read off the
     tensors (the release ships none)."""
@@ -227,7 +272,7 @@ def load_omnivideo2_dit(path: Path, state: dict[str, torch.Tensor], *, dtype, de
 
     tensors = {k[len("wan_model."):]: v for k, v in state.items() if k.startswith("wan_model.")}
     tensors.pop("freqs", None)  # WanModel's RoPE table, recomputed by diffusers
-    config = wan_config_from_tensors(tensors, path=path)
+    config = wan_model_config_to_diffusers({}, tensors, path=path)  # the release ships no config
     keep_fp32 = tuple(getattr(WanTransformer3DModel, "_keep_in_fp32_modules", None) or ())
     return ckpt.load_into(lambda: WanTransformer3DModel.from_config(config), wan_keys.dit_original_to_diffusers(tensors),
                           path=path, component="DiT", layout="omnivideo", dtype=dtype, device=device,

@@ -338,21 +338,41 @@ def tiny_release_text_encoder(seed: int = 0) -> TextEncoder:
     return TextEncoder(model=model.eval(), tokenizer=tokenizer)
 
 
-def write_release_wan_folder(folder: str | Path, dit: nn.Module, vae: nn.Module, text: TextEncoder) -> None:
-    """`revise_ckpt/wan/wanxiang1_3b` as Wan-AI ships it: an original `WanModel` config.json, the DiT in
-    original keys, the umT5 `.pth`, its tokenizer under google/umt5-xxl, and `Wan2.1_VAE.pth`."""
+# How the kit writes the release's Wan config.json: "kit" adds text_dim (what earlier kits wrote); "official" is
+# exactly what the official `WanModel.save_pretrained` writes (ReViSE's copy of Wan2.1's model.py: its __init__
+# arguments without the `ignore_for_config` ones, text_dim among them, plus use_gradient_checkpointing).
+WAN_CONFIG_STYLES = ("kit", "official")
+
+
+def release_wan_config(dit: nn.Module, style: str = "kit") -> dict:
+    """The original `WanModel` config.json of `dit` in one of WAN_CONFIG_STYLES."""
+    if style not in WAN_CONFIG_STYLES:
+        raise ValueError(f"config style must be one of {WAN_CONFIG_STYLES}, got '{style}'")
+    cfg = dit.config
+    data = {"_class_name": "WanModel", "_diffusers_version": "0.30.0", "model_type": "t2v", "text_len": 512,
+            "in_dim": cfg.in_channels, "dim": cfg.num_attention_heads * cfg.attention_head_dim, "ffn_dim": cfg.ffn_dim,
+            "freq_dim": cfg.freq_dim, "out_dim": cfg.out_channels, "num_heads": cfg.num_attention_heads,
+            "num_layers": cfg.num_layers, "eps": cfg.eps}
+    if style == "official":
+        return {**data, "_diffusers_version": "0.31.0", "use_gradient_checkpointing": False}
+    return {**data, "text_dim": cfg.text_dim}
+
+
+def write_release_wan_folder(folder: str | Path, dit: nn.Module, vae: nn.Module, text: TextEncoder, *,
+                             config_style: str = "kit", head_bias_offset: float = 1.0) -> None:
+    """`revise_ckpt/wan/wanxiang1_3b` as Wan-AI ships it: an original `WanModel` config.json (`config_style`, see
+    WAN_CONFIG_STYLES), the DiT in original keys, the umT5 `.pth`, its tokenizer under google/umt5-xxl, and
+    `Wan2.1_VAE.pth`. The DiT's head bias is written off by `head_bias_offset` (transformer/model.pt holds the
+    trained value and must win)."""
     from safetensors.torch import save_file
 
     folder = Path(folder)
     (folder / "google" / "umt5-xxl").mkdir(parents=True, exist_ok=True)
-    cfg = dit.config
-    (folder / "config.json").write_text(json.dumps({
-        "_class_name": "WanModel", "_diffusers_version": "0.30.0", "model_type": "t2v", "text_len": 512,
-        "in_dim": cfg.in_channels, "dim": cfg.num_attention_heads * cfg.attention_head_dim, "ffn_dim": cfg.ffn_dim,
-        "freq_dim": cfg.freq_dim, "out_dim": cfg.out_channels, "num_heads": cfg.num_attention_heads,
-        "num_layers": cfg.num_layers, "eps": cfg.eps, "text_dim": cfg.text_dim}, indent=2) + "\n")
+    # diffusers' save_config writes sorted keys, two-space indent and a final newline
+    (folder / "config.json").write_text(json.dumps(release_wan_config(dit, config_style), indent=2, sort_keys=True)
+                                        + "\n")
     original = wan_keys.dit_diffusers_to_original(dit.state_dict())
-    original["head.head.bias"] = original["head.head.bias"] + 1.0  # transformer/model.pt holds the trained value
+    original["head.head.bias"] = original["head.head.bias"] + head_bias_offset
     save_file({k: v.contiguous() for k, v in original.items()}, str(folder / "diffusion_pytorch_model.safetensors"))
     torch.save(hf_t5_to_wan(text.model.state_dict()), folder / "models_t5_umt5-xxl-enc-bf16.pth")
     text.tokenizer.save_pretrained(str(folder / "google" / "umt5-xxl"))

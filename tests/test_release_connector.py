@@ -249,18 +249,115 @@ def test_the_release_folder_loads_as_a_model_set(release, tiny_models):
     assert type(models.vlm).__name__ == "VilaModel"
 
 
-def test_an_original_wan_config_without_text_dim_takes_wanmodels_default():
+WAN_AI_1_3B = {"_class_name": "WanModel", "_diffusers_version": "0.30.0", "dim": 1536, "eps": 1e-06, "ffn_dim": 8960,
+               "freq_dim": 256, "in_dim": 16, "model_type": "t2v", "num_heads": 12, "num_layers": 30, "out_dim": 16,
+               "text_len": 512}  # Wan2.1-T2V-1.3B's config.json as Wan-AI ships it: no text_dim, no patch size
+
+
+def _wan_1_3b_tensors(**overrides) -> dict:
+    """The 1.3B DiT's tensors that decide its shape, on the meta device (no memory)."""
+    shapes = {"patch_embedding.weight": (1536, 16, 1, 2, 2), "head.head.weight": (64, 1536),
+              "text_embedding.0.weight": (1536, 4096), "time_embedding.0.weight": (1536, 256),
+              "blocks.0.ffn.0.weight": (8960, 1536), "blocks.0.self_attn.norm_q.weight": (1536,),
+              "blocks.0.norm3.weight": (1536,)}
+    shapes.update(overrides)
+    tensors = {k: torch.empty(v, device="meta") for k, v in shapes.items()}
+    tensors.update({f"blocks.{i}.modulation": torch.empty(1, 6, 1536, device="meta") for i in range(30)})
+    return tensors
+
+
+def test_the_dits_architecture_is_read_from_its_tensors_not_from_defaults():
     from revise_core import model_sets
 
-    wan_ai = {"_class_name": "WanModel", "_diffusers_version": "0.30.0", "dim": 1536, "eps": 1e-06, "ffn_dim": 8960,
-              "freq_dim": 256, "in_dim": 16, "model_type": "t2v", "num_heads": 12, "num_layers": 30, "out_dim": 16,
-              "text_len": 512}  # Wan2.1-T2V-1.3B's config.json as Wan-AI ships it
-    config = model_sets.wan_model_config_to_diffusers(wan_ai, path=Path("config.json"))
+    config = model_sets.wan_model_config_to_diffusers(WAN_AI_1_3B, _wan_1_3b_tensors(), path=Path("config.json"))
     shipped = get_variant("wan2.1-t2v-1.3b").load_config()
     assert {k: config[k] for k in config} == {k: shipped[k] if not isinstance(shipped[k], tuple) else list(shipped[k])
                                               for k in config}
+    # another text width and patch, no cross-attention norm: read, whatever the config leaves out
+    tensors = _wan_1_3b_tensors(**{"text_embedding.0.weight": (1536, 768), "patch_embedding.weight": (1536, 16, 1, 4, 4),
+                                   "head.head.weight": (256, 1536)})
+    del tensors["blocks.0.norm3.weight"]
+    other = model_sets.wan_model_config_to_diffusers(
+        {k: v for k, v in WAN_AI_1_3B.items() if k not in ("ffn_dim", "num_heads", "in_dim")}, tensors,
+        path=Path("config.json"))
+    assert (other["text_dim"], other["patch_size"], other["out_channels"], other["cross_attn_norm"]) == (
+        768, [1, 4, 4], 16, False)
+    assert (other["ffn_dim"], other["num_attention_heads"], other["attention_head_dim"]) == (8960, 12, 128)
     with pytest.raises(ckpt.CheckpointError, match="model_type 'i2v'"):
-        model_sets.wan_model_config_to_diffusers({**wan_ai, "model_type": "i2v"}, path=Path("config.json"))
+        model_sets.wan_model_config_to_diffusers({**WAN_AI_1_3B, "model_type": "i2v"}, _wan_1_3b_tensors(),
+                                                 path=Path("config.json"))
+
+
+@pytest.mark.parametrize("field, value, read", [
+    ("text_dim", 4096, 768), ("dim", 2048, 1536), ("num_layers", 32, 30), ("patch_size", [1, 4, 4], [1, 2, 2]),
+    ("cross_attn_norm", False, True)])
+def test_a_config_that_contradicts_its_tensors_names_the_file_the_field_and_both_values(field, value, read):
+    from revise_core import model_sets
+
+    tensors = _wan_1_3b_tensors(**{"text_embedding.0.weight": (1536, 768)})
+    with pytest.raises(ckpt.CheckpointError) as error:
+        model_sets.wan_model_config_to_diffusers({**WAN_AI_1_3B, field: value}, tensors, path=Path("wan/config.json"),
+                                                 weights="wan/diffusion_pytorch_model.safetensors")
+    message = str(error.value)
+    assert "wan/config.json" in message and f"'{field}'" in message
+    assert repr(value) in message and repr(read) in message
+
+
+def test_a_dit_without_qk_norm_or_with_a_window_is_refused():
+    from revise_core import model_sets
+
+    tensors = _wan_1_3b_tensors()
+    with pytest.raises(ckpt.CheckpointError, match="window_size"):
+        model_sets.wan_model_config_to_diffusers({**WAN_AI_1_3B, "window_size": [256, 256]}, tensors,
+                                                 path=Path("config.json"))
+    del tensors["blocks.0.self_attn.norm_q.weight"]
+    with pytest.raises(ckpt.CheckpointError, match="no q/k RMSNorm"):
+        model_sets.wan_model_config_to_diffusers(WAN_AI_1_3B, tensors, path=Path("config.json"))
+
+
+def _release_with_wan_config(release: Path, tmp_path: Path, tiny_models, style: str) -> Path:
+    """The tiny release folder with its Wan folder written again, its config.json in `style`."""
+    from revise_core.testing import write_release_wan_folder
+
+    folder = tmp_path / f"revise_ckpt_{style}"
+    folder.mkdir()
+    for entry in release.iterdir():
+        if entry.name != "wan":
+            (folder / entry.name).symlink_to(entry, target_is_directory=entry.is_dir())
+    write_release_wan_folder(folder / "wan" / "wanxiang1_3b", tiny_models.dit, tiny_models.vae,
+                             tiny_models.release_text, config_style=style)
+    return folder
+
+
+@pytest.mark.parametrize("style", ["kit", "official"])
+def test_the_release_folder_loads_with_either_wan_config(release, tmp_path, tiny_models, style):
+    """"official": config.json as the official WanModel.save_pretrained writes it, without text_dim (the tiny
+    DiT's is 32, not WanModel's default 4096)."""
+    import json
+
+    from revise_core.editor import EditModels
+
+    folder = _release_with_wan_config(release, tmp_path, tiny_models, style)
+    written = json.loads((folder / "wan" / "wanxiang1_3b" / "config.json").read_text())
+    assert ("text_dim" in written) == (style == "kit") and "patch_size" not in written
+    models = EditModels.load(folder, with_dit=True)
+    expected = {k: v for k, v in tiny_models.dit.config.items() if not k.startswith("_")}
+    assert {k: models.dit.config[k] for k in expected} == expected
+    reference = tiny_models.dit.state_dict()
+    for key, value in models.dit.state_dict().items():
+        assert torch.equal(value, reference[key]), key
+
+
+def test_a_release_wan_config_that_contradicts_the_weights_is_named(release, tmp_path, tiny_models):
+    import json
+
+    from revise_core.editor import EditModels
+
+    folder = _release_with_wan_config(release, tmp_path, tiny_models, "official")
+    config_path = folder / "wan" / "wanxiang1_3b" / "config.json"
+    config_path.write_text(json.dumps({**json.loads(config_path.read_text()), "text_dim": 4096}))
+    with pytest.raises(ckpt.CheckpointError, match=r"config\.json.*'text_dim' is 4096 but the weights say 32"):
+        EditModels.load(folder)
 
 
 def test_an_incomplete_release_folder_is_named(release_copy):
