@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .video import preprocessing_for
 from .vlm import VisionLanguageModel
 
 logger = logging.getLogger(__name__)
@@ -62,6 +63,7 @@ class Verdict:
 
     delta: torch.Tensor  # ℓ_Yes − ℓ_No at the verdict position, scalar
     reasoning: str = ""
+    preprocessing: str = "exact"  # the pixel path both videos took (video.PREPROCESSING)
 
     @property
     def p_yes(self) -> torch.Tensor:
@@ -135,44 +137,54 @@ class SelfCritic:
 
     # --- verdicts ---
 
-    def verdict(self, source: torch.Tensor, edited: torch.Tensor, instruction: str, *, dimension: str | None = None) -> Verdict:
-        """Δ for (source, edited); differentiable in `edited` ([T, H, W, 3], roughly 0..1)."""
+    def verdict(self, source: torch.Tensor, edited: torch.Tensor, instruction: str, *, dimension: str | None = None,
+                preprocessing: str | None = None) -> Verdict:
+        """Δ for (source, edited); differentiable in `edited` ([T, H, W, 3], roughly 0..1). `preprocessing`
+        (video.PREPROCESSING) is the pixel path of both videos, by default `preprocessing_for(source, edited)`."""
         self._check(source, edited, instruction)
+        preprocessing = preprocessing or preprocessing_for(source, edited)
         if dimension is not None and dimension not in DIMENSIONS:
             raise CriticError(f"unknown dimension '{dimension}'; known: {list(DIMENSIONS)}")
         question = ALL_QUESTION if dimension is None else DIMENSION_QUESTION.format(text=DIMENSIONS[dimension])
         messages = self._messages(instruction, question)
         reasoning, prefix = "", ""
         if self.config.cot:
-            reasoning = self._reason(messages, source, edited)
+            reasoning = self._reason(messages, source, edited, preprocessing)
             prefix = reasoning + VERDICT_CUE
         logits = self.vlm.answer_logits(messages, [source, edited], num_frames=self.config.num_frames,
-                                        fps=self.config.fps, assistant_prefix=prefix)
+                                        fps=self.config.fps, assistant_prefix=prefix, preprocessing=preprocessing)
         # After the generation prompt the answer starts a line ("Yes"); after "Verdict :" it follows a
         # space (" Yes"). Tokenizers with byte-level BPE give these different ids.
         spaced = bool(prefix) and not prefix[-1].isspace()
         delta = logits[self.yes_ids[spaced]] - logits[self.no_ids[spaced]]
-        return Verdict(delta=delta, reasoning=reasoning)
+        return Verdict(delta=delta, reasoning=reasoning, preprocessing=preprocessing)
 
-    def _reason(self, messages: list[dict], source: torch.Tensor, edited: torch.Tensor) -> str:
+    def _reason(self, messages: list[dict], source: torch.Tensor, edited: torch.Tensor, preprocessing: str) -> str:
         # Generated without gradient (vlm.chat runs under no_grad); only the verdict keeps the graph.
         return self.vlm.chat(messages, [source.detach(), edited.detach()], max_new_tokens=self.config.cot_tokens,
-                             num_frames=self.config.num_frames, fps=self.config.fps)
+                             num_frames=self.config.num_frames, fps=self.config.fps, preprocessing=preprocessing)
 
-    def baseline(self, source: torch.Tensor, instruction: str, *, dimension: str | None = None) -> torch.Tensor:
-        """Δ_base of the (source, source) pair: no gradient, computed once per (source, instruction)."""
-        key = (_fingerprint(source), instruction, dimension or "all")
+    def baseline(self, source: torch.Tensor, instruction: str, *, dimension: str | None = None,
+                 preprocessing: str = "exact") -> torch.Tensor:
+        """Δ_base of the (source, source) pair: no gradient, computed once per (source, instruction, pixel path);
+        `preprocessing` must be the path of the Δ it is subtracted from (`relative` sees to it)."""
+        key = (_fingerprint(source), instruction, dimension or "all", preprocessing)
         cached = self._baseline_cache.get(key)
         if cached is None:
             with torch.no_grad():
-                cached = self.verdict(source.detach(), source.detach(), instruction, dimension=dimension).delta.detach()
+                cached = self.verdict(source.detach(), source.detach(), instruction, dimension=dimension,
+                                      preprocessing=preprocessing).delta.detach()
             self._baseline_cache[key] = cached
         return cached
 
     def relative(self, source: torch.Tensor, edited: torch.Tensor, instruction: str, *, dimension: str | None = None) -> tuple[torch.Tensor, Verdict]:
-        """(Δ − Δ_base, the verdict on the edit): the zero-centred reward of section 4.2.3."""
-        verdict = self.verdict(source, edited, instruction, dimension=dimension)
-        return verdict.delta - self.baseline(source, instruction, dimension=dimension), verdict
+        """(Δ − Δ_base, the verdict on the edit): the zero-centred reward of section 4.2.3. Both verdicts take one
+        pixel path: differentiable when the edit carries a gradient (training), else the release's exact one, so
+        an unedited video scores exactly 0 either way."""
+        preprocessing = preprocessing_for(source, edited)
+        verdict = self.verdict(source, edited, instruction, dimension=dimension, preprocessing=preprocessing)
+        return verdict.delta - self.baseline(source, instruction, dimension=dimension,
+                                             preprocessing=preprocessing), verdict
 
     def report(self, source: torch.Tensor, edited: torch.Tensor, instruction: str, *, per_dimension: bool = True) -> CriticReport:
         """All numbers for one edit, without gradient (for the CLI, nodes and best-of-N)."""

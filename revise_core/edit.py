@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     with tqdm(total=steps * args.best_of, desc="sampling", unit="step") as bar:
         result = editor.edit(clip.frames, instruction, settings, callback=lambda info: bar.update(1),
                              best_of=args.best_of, vlm_source=vlm_source)
-    write_video(out, result.frames, output_fps)
+    write_video(out, result.frames, output_fps, quantization=preset.output_quantization)
     summary = {
         "output": str(out), "frames": list(result.frames.shape), "instruction": instruction,
         "reasoning": result.reasoning, "seed": result.seed,

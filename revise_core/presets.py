@@ -8,7 +8,9 @@
   unconditioned umT5 and VLM states with the real source latents (the connector's `null_context`);
 - 17 frames at 640×352, source frames 1..17 for the VAE (`--skip_num 1`) and frame 0 for the VLM at its
   native size, each frame centre-cropped to the aspect then resized (bilinear);
-- written at 8 fps; seed 1818 (the release draws its noise on CUDA, which a CPU generator cannot
+- every frame preprocessed with the release's own arithmetic (PIL on 8-bit frames: video.PREPROCESSING "exact");
+- written at 8 fps, 8-bit pixels truncated as the release's cache_video does (not rounded); the release's
+  encoder settings (imageio, libx264 at quality 8) are not copied: the codec is ours (crf 19); seed 1818 (the release draws its noise on CUDA, which a CPU generator cannot
   reproduce: the noise here comes from our CPU generator, so edits match the release's only with injected
   noise).
 
@@ -50,6 +52,8 @@ class Preset:
     # with vlm_sees_native_frames: "first frame" (the ReViSE release's VILA reads frame 0) or "whole video"
     # (Omni-Video 2's processor samples vlm_frames frames over the whole file and writes their times)
     vlm_reads: str = "first frame"
+    # how the written video's 8-bit pixels are made (video.QUANTIZATIONS)
+    output_quantization: str = "round"
 
 
 PRESETS: dict[str, Preset] = {
@@ -63,6 +67,7 @@ PRESETS: dict[str, Preset] = {
                       reasoning="none", max_text_len=512),
         output_fps=8.0,
         vlm_sees_native_frames=True,
+        output_quantization="truncate",  # cache_video: (x * 255).type(torch.uint8)
     ),
     "omnivideo2-official": Preset(
         name="omnivideo2-official",

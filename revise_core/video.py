@@ -24,6 +24,13 @@ logger = logging.getLogger(__name__)
 FRAME_POLICIES = ("trim", "pad")
 RESIZE_POLICIES = ("crop", "pad", "stretch", "official")
 DEFAULT_FPS = Fraction(16)
+# The two ways frames are preprocessed where a release fixes the arithmetic (the "official" resize here, SigLIP's
+# pixels in vlm/vila.py). "exact": the release's own, PIL on 8-bit frames, bit for bit; "differentiable": the same
+# geometry in torch on floats, for frames that carry a gradient (PIL cannot). `preprocessing_for` picks one.
+PREPROCESSING = ("exact", "differentiable")
+# How float frames become 8-bit pixels when written: "round" (nearest, the default) or "truncate" (the ReViSE
+# release's `(x * 255).type(torch.uint8)` in wan/utils/utils.py cache_video).
+QUANTIZATIONS = ("round", "truncate")
 
 
 class VideoError(ValueError):
@@ -188,14 +195,16 @@ def _ffmpeg_reason(error: Exception) -> str:
     return getattr(error, "strerror", None) or str(error).splitlines()[0]
 
 
-def write_video(path: str | os.PathLike, frames: torch.Tensor, fps: Fraction | float = DEFAULT_FPS, *, crf: int = 19) -> Path:
-    """Write frames [T, H, W, 3] in 0..1 as an H.264 mp4 (yuv420p, so sides are made even)."""
+def write_video(path: str | os.PathLike, frames: torch.Tensor, fps: Fraction | float = DEFAULT_FPS, *, crf: int = 19,
+                quantization: str = "round") -> Path:
+    """Write frames [T, H, W, 3] in 0..1 as an H.264 mp4 (yuv420p, so sides are made even); `quantization`
+    (QUANTIZATIONS) says how floats become 8-bit pixels."""
     import av
 
     check_frames(frames, what="frames to write")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    pixels = (frames.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+    pixels = quantize(frames, quantization).cpu().numpy()
     height, width = pixels.shape[1] - pixels.shape[1] % 2, pixels.shape[2] - pixels.shape[2] % 2
     rate = Fraction(fps).limit_denominator(1001)
     with av.open(str(path), mode="w") as container:
@@ -207,6 +216,46 @@ def write_video(path: str | os.PathLike, frames: torch.Tensor, fps: Fraction | f
             container.mux(stream.encode(frame))
         container.mux(stream.encode())
     return path
+
+
+def quantize(frames: torch.Tensor, quantization: str = "round") -> torch.Tensor:
+    """Float frames in 0..1 -> uint8 by the named rule (QUANTIZATIONS); values outside 0..1 are clamped first."""
+    if quantization not in QUANTIZATIONS:
+        raise ValueError(f"quantization must be one of {QUANTIZATIONS}, got '{quantization}'")
+    scaled = frames.detach().float().clamp(0, 1) * 255
+    return (scaled.round() if quantization == "round" else scaled).to(torch.uint8)
+
+
+def preprocessing_for(*frames: torch.Tensor) -> str:
+    """The one rule for PREPROCESSING: "differentiable" when any of `frames` carries a gradient (only the
+    critic's view of a one-step estimate in training does), "exact" for everything else, which is data."""
+    grad = torch.is_grad_enabled() and any(isinstance(f, torch.Tensor) and f.requires_grad for f in frames)
+    return "differentiable" if grad else "exact"
+
+
+def check_preprocessing(preprocessing: str, *frames: torch.Tensor) -> str:
+    """`preprocessing` validated against the frames it is used on ("exact" cannot carry a gradient)."""
+    if preprocessing not in PREPROCESSING:
+        raise ValueError(f"preprocessing must be one of {PREPROCESSING}, got '{preprocessing}'")
+    if preprocessing == "exact" and preprocessing_for(*frames) == "differentiable":
+        raise ValueError("exact preprocessing works on 8-bit pixels (PIL) and cannot carry the gradient these frames "
+                         "need; use preprocessing 'differentiable'")
+    return preprocessing
+
+
+def to_pil_images(images: torch.Tensor) -> list:
+    """Images [N, 3, H, W] in 0..1 -> 8-bit PIL images, rounded to the nearest level: exact for frames decoded
+    from 8-bit video (k / 255 in float32 rounds back to k), the release's own input."""
+    from PIL import Image
+
+    pixels = quantize(images.permute(0, 2, 3, 1)).cpu().numpy()
+    return [Image.fromarray(np.ascontiguousarray(array)) for array in pixels]
+
+
+def from_pil_images(images: list) -> torch.Tensor:
+    """8-bit PIL images -> [N, 3, H, W] float32 in 0..1 (torchvision's ToTensor: uint8 / 255 in float32)."""
+    arrays = np.stack([np.asarray(image, dtype=np.uint8) for image in images])
+    return torch.from_numpy(arrays).permute(0, 3, 1, 2).float().div(255)
 
 
 def valid_frame_count(num_frames: int, policy: str = "trim") -> int:
@@ -280,16 +329,21 @@ def conform(
     return resize_frames(frames, target_h, target_w, resize)
 
 
-def resize_frames(frames: torch.Tensor, height: int, width: int, policy: str = "crop") -> torch.Tensor:
-    """Frames [T, H, W, 3] to (height, width) by the named policy (crop | pad | stretch)."""
+def resize_frames(frames: torch.Tensor, height: int, width: int, policy: str = "crop", *,
+                  preprocessing: str | None = None) -> torch.Tensor:
+    """Frames [T, H, W, 3] to (height, width) by the named policy (crop | pad | stretch | official).
+
+    "official" is the ReViSE release's arithmetic, in the `preprocessing` mode (PREPROCESSING; default:
+    `preprocessing_for(frames)`, exact for data). crop / pad / stretch are this project's own fits, in torch."""
     if policy not in RESIZE_POLICIES:
         raise ValueError(f"resize policy must be one of {RESIZE_POLICIES}, got '{policy}'")
+    chw = frames.permute(0, 3, 1, 2)
+    if policy == "official":  # exact even at the target size: the release's frames are 8-bit pixels
+        mode = check_preprocessing(preprocessing or preprocessing_for(frames), frames)
+        return _official_resize(chw, height, width, mode).permute(0, 2, 3, 1).contiguous()
     if (frames.shape[1], frames.shape[2]) == (height, width):
         return frames.contiguous()
-    chw = frames.permute(0, 3, 1, 2)
     src_h, src_w = chw.shape[-2:]
-    if policy == "official":
-        return _official_resize(chw, height, width).permute(0, 2, 3, 1).contiguous()
     if policy == "stretch":
         out = _interpolate(chw, height, width)
     else:
@@ -306,20 +360,36 @@ def resize_frames(frames: torch.Tensor, height: int, width: int, policy: str = "
     return out.permute(0, 2, 3, 1).clamp(0, 1).contiguous()
 
 
-def _official_resize(chw: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """The ReViSE release's frame preprocessing (`generative.py: transform_image_to_tensor`): a centre crop
-    to the target aspect with its integer arithmetic and torchvision's CenterCrop rounding (exact), then PIL's
-    antialiased bilinear resize of 8-bit frames: torch's antialiased bilinear follows PIL's filter, rounded
-    to 8 bits; PIL's fixed-point arithmetic makes 15-25 % of values differ by 1 of 255."""
-    src_h, src_w = chw.shape[-2:]
+def official_crop_box(src_h: int, src_w: int, height: int, width: int) -> tuple[int, int, int, int]:
+    """(top, left, crop_h, crop_w) of the ReViSE release's centre crop to the target aspect
+    (`generative.py: transform_image_to_tensor`, then torchvision's CenterCrop rounding)."""
     ratio = float(width) / float(height)
     crop_h, crop_w = (int(float(src_w) / ratio), src_w) if src_w < src_h * ratio else (src_h, int(float(src_h) * ratio))
     top, left = int(round((src_h - crop_h) / 2.0)), int(round((src_w - crop_w) / 2.0))
+    return top, left, crop_h, crop_w
+
+
+def _official_resize(chw: torch.Tensor, height: int, width: int, preprocessing: str) -> torch.Tensor:
+    """The ReViSE release's frame preprocessing (`generative.py: transform_image_to_tensor`): the centre crop of
+    `official_crop_box`, then torchvision's Resize of a PIL image, i.e. PIL's bilinear (antialiased when
+    shrinking) on 8-bit frames, then ToTensor (uint8 / 255).
+
+    exact: that, through PIL, bit for bit. differentiable: the same crop, then torch's antialiased bilinear on
+    floats, which follows PIL's filter without its 8-bit fixed-point arithmetic (docs/models.md gives the
+    measured difference)."""
+    top, left, crop_h, crop_w = official_crop_box(chw.shape[-2], chw.shape[-1], height, width)
+    if preprocessing == "exact":
+        from PIL import Image
+
+        images = [image.crop((left, top, left + crop_w, top + crop_h)) for image in to_pil_images(chw)]
+        if (crop_h, crop_w) != (height, width):
+            images = [image.resize((width, height), Image.BILINEAR) for image in images]
+        return from_pil_images(images).to(chw.device)
     cropped = chw[..., top:top + crop_h, left:left + crop_w]
     if (crop_h, crop_w) == (height, width):
         return cropped
     out = F.interpolate(cropped, size=(height, width), mode="bilinear", align_corners=False, antialias=True)
-    return (out.clamp(0, 1) * 255.0).round() / 255.0
+    return out.clamp(0, 1)
 
 
 def _interpolate(chw: torch.Tensor, height: int, width: int) -> torch.Tensor:

@@ -104,10 +104,17 @@ def test_cli_edits_a_file(tiny_dir, tmp_path):
     assert read_video(out).num_frames == 9
 
 
-def test_cli_demo_revise_edits_the_release_folder_with_the_official_preset(capsys):
+def test_cli_demo_revise_edits_the_release_folder_with_the_official_preset(capsys, monkeypatch):
+    from revise_core import video
+
+    written = []
+    write = video.write_video
+    monkeypatch.setattr(video, "write_video", lambda path, frames, fps, **kw: written.append(kw) or write(path, frames,
+                                                                                                       fps, **kw))
     assert edit_cli.main(["--demo", "revise", "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["frames"] == [17, 64, 96, 3]  # the preset's 17 frames (a small frame on the CPU)
+    assert written[-1] == {"quantization": "truncate"}  # the release's (x * 255).type(torch.uint8)
 
 
 def test_cli_requires_inputs_without_demo(capsys):

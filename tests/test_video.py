@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fractions import Fraction
 
+import numpy as np
 import pytest
 import torch
 
@@ -92,3 +93,59 @@ def test_model_space_round_trip():
     model = video.to_model_space(frames)
     assert model.shape == (1, 3, 5, 32, 32) and model.min() >= -1 and model.max() <= 1
     assert torch.allclose(video.from_model_space(model), frames, atol=1e-6)
+
+
+# --- the release's frame arithmetic ----------------------------------------------------------------
+
+def _frames8(count: int, height: int, width: int, seed: int = 0) -> torch.Tensor:
+    """8-bit frames as decoded from a video file: k / 255 in float32."""
+    pixels = torch.randint(0, 256, (count, height, width, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed))
+    return pixels.float() / 255
+
+
+@pytest.mark.parametrize("size, target", [((90, 150), (64, 128)), ((150, 90), (64, 96)), ((64, 128), (64, 128)),
+                                          ((40, 50), (64, 96))])
+def test_official_resize_is_pil_on_8_bit_frames_bit_for_bit(size, target):
+    """generative.py transform_image_to_tensor: CenterCrop((h, int(h * r)) or (int(w / r), w)) with torchvision's
+    rounding of the offsets, PIL bilinear to the target, ToTensor. Written out with PIL calls here."""
+    from PIL import Image
+
+    frames = _frames8(2, *size)
+    height, width = target
+    ratio = width / height
+    src_h, src_w = size
+    crop_h, crop_w = (int(src_w / ratio), src_w) if src_w < src_h * ratio else (src_h, int(src_h * ratio))
+    top, left = int(round((src_h - crop_h) / 2.0)), int(round((src_w - crop_w) / 2.0))
+    expected = []
+    for frame in frames:
+        image = Image.fromarray((frame * 255).round().to(torch.uint8).numpy()).crop((left, top, left + crop_w,
+                                                                                     top + crop_h))
+        expected.append(torch.from_numpy(np.array(image.resize((width, height), Image.BILINEAR))).float() / 255)
+    ours = video.resize_frames(frames, height, width, "official")
+    assert torch.equal(ours, torch.stack(expected))
+
+
+def test_official_resize_of_frames_with_a_gradient_is_differentiable_and_close():
+    rows, cols = torch.meshgrid(torch.linspace(0, 1, 90), torch.linspace(0, 1, 150), indexing="ij")
+    smooth = ((torch.stack([cols, rows, (rows + cols) / 2], dim=-1) * 255).round() / 255)[None].repeat(2, 1, 1, 1)
+    exact = video.resize_frames(smooth, 64, 128, "official")
+    frames = smooth.clone().requires_grad_(True)
+    differentiable = video.resize_frames(frames, 64, 128, "official")
+    differentiable.sum().backward()
+    assert frames.grad is not None and frames.grad.abs().sum() > 0
+    assert 0 < (differentiable - exact).abs().max() <= 1.5 / 255  # PIL's 8-bit rounding, no more
+    assert torch.equal(video.resize_frames(smooth, 64, 128, "official", preprocessing="differentiable"),
+                       differentiable.detach())
+    with pytest.raises(ValueError, match="cannot carry the gradient"):
+        video.resize_frames(frames, 64, 128, "official", preprocessing="exact")
+    assert video.preprocessing_for(smooth, frames) == "differentiable"
+    with torch.no_grad():
+        assert video.preprocessing_for(frames) == "exact"  # no gradient flows: data
+
+
+def test_quantization_rounds_or_truncates_as_asked():
+    frames = torch.tensor([0.0, 0.5, 254.6 / 255, 1.0, 1.3, -0.2]).view(1, 1, 6, 1).expand(1, 1, 6, 3)
+    assert video.quantize(frames, "round")[0, 0, :, 0].tolist() == [0, 128, 255, 255, 255, 0]
+    assert video.quantize(frames, "truncate")[0, 0, :, 0].tolist() == [0, 127, 254, 255, 255, 0]
+    with pytest.raises(ValueError, match="quantization must be one of"):
+        video.quantize(frames, "floor")

@@ -143,18 +143,45 @@ def test_projector_keys_are_the_official_names(kind, keys):
     assert projector(torch.randn(2, tokens, 8)).shape == (2, 4 if kind == "mlp_downsample" else 5, 16)
 
 
-def test_preprocessing_equals_the_siglip_processor_without_resize():
+def _siglip_processor(size: int):
     from transformers.models.siglip.image_processing_pil_siglip import SiglipImageProcessorPil
 
+    return SiglipImageProcessorPil(size={"height": size, "width": size})
+
+
+def test_differentiable_preprocessing_equals_the_siglip_processor_without_resize():
     image = torch.rand(3, VILA_IMAGE_SIZE, VILA_IMAGE_SIZE, generator=torch.Generator().manual_seed(0))
-    processor = SiglipImageProcessorPil(size={"height": VILA_IMAGE_SIZE, "width": VILA_IMAGE_SIZE})
-    expected = processor(images=[image.numpy()], do_rescale=False, do_resize=False, return_tensors="pt",
-                         input_data_format="channels_first")["pixel_values"]
-    ours = vila.preprocess_images(image[None], vila.SiglipPreprocess(height=VILA_IMAGE_SIZE, width=VILA_IMAGE_SIZE))
+    expected = _siglip_processor(VILA_IMAGE_SIZE)(images=[image.numpy()], do_rescale=False, do_resize=False,
+                                                  return_tensors="pt", input_data_format="channels_first")["pixel_values"]
+    ours = vila.preprocess_images(image[None], vila.SiglipPreprocess(height=VILA_IMAGE_SIZE, width=VILA_IMAGE_SIZE),
+                                  preprocessing="differentiable")
     assert_close(ours, expected, atol=1e-6)
 
 
-def test_preprocessing_resizes_like_pil_within_uint8_rounding():
+@pytest.mark.parametrize("aspect", ["resize", "pad", "none"])
+def test_exact_preprocessing_is_the_releases_pil_path_bit_for_bit(aspect):
+    """llava's process_image on an 8-bit PIL frame (PIL bicubic to the size, or expand2square on the mean
+    colour), then SigLIP's own processor (PIL backend): equal to the last bit."""
+    from PIL import Image
+
+    frame = torch.randint(0, 256, (90, 150, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    image = Image.fromarray(frame.numpy())
+    if aspect == "resize":
+        image = image.resize((VILA_IMAGE_SIZE, VILA_IMAGE_SIZE))  # PIL's default filter, as mm_utils.py calls it
+    elif aspect == "pad":
+        square = Image.new("RGB", (150, 150), (127, 127, 127))
+        square.paste(image, (0, (150 - 90) // 2))
+        image = square
+    expected = _siglip_processor(VILA_IMAGE_SIZE)(images=[image], return_tensors="pt")["pixel_values"]
+    config = vila.SiglipPreprocess(height=VILA_IMAGE_SIZE, width=VILA_IMAGE_SIZE, image_aspect_ratio=aspect)
+    ours = vila.preprocess_images(frame.permute(2, 0, 1)[None].float() / 255, config)  # data: exact by default
+    assert torch.equal(ours, expected)
+    differentiable = vila.preprocess_images(frame.permute(2, 0, 1)[None].float() / 255, config,
+                                            preprocessing="differentiable")
+    assert 0 < (differentiable - expected).abs().max() <= 2 * 40 / 255  # random pixels: no smooth image to agree on
+
+
+def test_differentiable_preprocessing_resizes_like_pil_within_uint8_rounding():
     """A smooth 240x320 frame to 42x42: torch's antialiased bicubic against PIL's on uint8 (the release)."""
     from PIL import Image
 
@@ -162,14 +189,27 @@ def test_preprocessing_resizes_like_pil_within_uint8_rounding():
     image = (torch.stack([cols, rows, (cols + rows) / 2]) * 255).round().to(torch.uint8)
     pil = Image.fromarray(image.permute(1, 2, 0).numpy()).resize((42, 42), Image.BICUBIC)
     expected = (torch.from_numpy(np.array(pil)).permute(2, 0, 1).float() / 255 - 0.5) / 0.5
-    ours = vila.preprocess_images(image[None].float() / 255, vila.SiglipPreprocess(height=42, width=42))[0]
+    config = vila.SiglipPreprocess(height=42, width=42)
+    ours = vila.preprocess_images(image[None].float() / 255, config, preprocessing="differentiable")[0]
     assert (ours - expected).abs().max() <= 2 * 1.5 / 255  # at most 1.5 uint8 steps, in normalised units
+    assert_close(vila.preprocess_images(image[None].float() / 255, config)[0], expected, atol=1e-7)
+
+
+def test_frames_with_a_gradient_take_the_differentiable_path_and_exact_refuses_them():
+    image = torch.rand(1, 3, 50, 60, requires_grad=True)
+    config = vila.SiglipPreprocess(height=VILA_IMAGE_SIZE, width=VILA_IMAGE_SIZE)
+    vila.preprocess_images(image, config).sum().backward()
+    assert image.grad is not None and image.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="exact preprocessing .* cannot carry the gradient"):
+        vila.preprocess_images(image, config, preprocessing="exact")
+    with pytest.raises(ValueError, match="preprocessing must be one of"):
+        vila.preprocess_images(image.detach(), config, preprocessing="pil")
 
 
 def test_pad_aspect_pastes_on_the_mean_colour():
     image = torch.rand(1, 3, 20, VILA_IMAGE_SIZE)
     out = vila.preprocess_images(image, vila.SiglipPreprocess(height=VILA_IMAGE_SIZE, width=VILA_IMAGE_SIZE,
-                                                               image_aspect_ratio="pad"))
+                                                               image_aspect_ratio="pad"), preprocessing="differentiable")
     top = (VILA_IMAGE_SIZE - 20) // 2
     assert_close(out[:, :, top:top + 20], (image - 0.5) / 0.5, atol=1e-6)
     assert_close(out[:, :, 0], torch.full_like(out[:, :, 0], (127 / 255 - 0.5) / 0.5), atol=1e-6)
@@ -206,9 +246,11 @@ def _independent_embeddings(model, ids: torch.Tensor, images: torch.Tensor) -> t
 def test_hidden_states_equal_an_independent_composition(model):
     frames = _frames(2)
     ids = torch.tensor(_hand_conditioning_ids(model.tokenizer, INSTRUCTION, end=False))
-    first = frames[0].permute(2, 0, 1)[None]
-    pixels = (F.interpolate(first, size=(VILA_IMAGE_SIZE,) * 2, mode="bicubic", antialias=True, align_corners=False)
-              .clamp(0, 1) - 0.5) / 0.5
+    from PIL import Image
+
+    # the release's pixels: the 8-bit frame, PIL's bicubic to the size, SigLIP's processor
+    first = Image.fromarray((frames[0] * 255).round().to(torch.uint8).numpy()).resize((VILA_IMAGE_SIZE,) * 2)
+    pixels = _siglip_processor(VILA_IMAGE_SIZE)(images=[first], return_tensors="pt")["pixel_values"]
     with torch.no_grad():
         embeds = _independent_embeddings(model, ids, pixels)
         expected = model.model.llm(inputs_embeds=embeds[None], output_hidden_states=True).hidden_states[-1][0]
@@ -225,11 +267,12 @@ def _critic_messages(critic):
 
 def test_critic_p_yes_is_the_softmax_of_an_independent_forward(model):
     critic = SelfCritic(model)
-    source, edited = _frames(3, count=5, height=VILA_IMAGE_SIZE, width=VILA_IMAGE_SIZE), _frames(4, count=5,
-                                                                                          height=VILA_IMAGE_SIZE,
-                                                                                          width=VILA_IMAGE_SIZE)
+    # 8-bit frames (as decoded from a file) at the tower's size: the exact path only rescales and normalises
+    source, edited = ((_frames(seed, count=5, height=VILA_IMAGE_SIZE, width=VILA_IMAGE_SIZE) * 255).round() / 255
+                      for seed in (3, 4))
     with torch.no_grad():
         verdict = critic.verdict(source, edited, INSTRUCTION)
+    assert verdict.preprocessing == "exact"
     inputs = model.build_inputs(_critic_messages(critic), [model.prepare_frames(v, 4) for v in (source, edited)])
     ids = inputs.token_ids
     assert (ids == vila.IMAGE_TOKEN_INDEX).sum() == 8  # 4 frames of each video, one image each
@@ -252,6 +295,23 @@ def test_critic_gradient_reaches_pixels_and_no_vila_parameter(model):
     reason_loss(relative).backward()
     assert edited.grad is not None and edited.grad.abs().sum() > 0
     assert all(p.grad is None and not p.requires_grad for p in model.model.parameters())
+
+
+def test_one_critic_call_takes_one_pixel_path_for_delta_and_delta_base(model):
+    """An edit with a gradient (the one-step estimate in training) sends both videos of Δ and of Δ_base through
+    the differentiable path; without one (data), both through the release's exact path. Either way an edit equal
+    to its source scores exactly 0."""
+    critic = SelfCritic(model)
+    source = (_frames(8, count=5) * 255).round() / 255
+    for edited, path in ((source.clone().requires_grad_(True), "differentiable"), (source.clone(), "exact")):
+        relative, verdict = critic.relative(source, edited, INSTRUCTION)
+        assert verdict.preprocessing == path and relative.item() == 0.0
+    deltas = {key[-1]: value for key, value in critic._baseline_cache.items()}
+    assert set(deltas) == {"differentiable", "exact"}  # one Δ_base per path, never mixed
+    assert deltas["differentiable"] != deltas["exact"]  # the two paths differ (by 8-bit rounding)
+    with torch.no_grad():
+        assert critic.verdict(source, source, INSTRUCTION, preprocessing="differentiable").delta == \
+            deltas["differentiable"]
 
 
 def test_u_is_differentiable_in_frame_zero_only(model):

@@ -120,4 +120,4 @@ def critic_on_estimate(vae, critic: SelfCritic, z_t, sigma, velocity, feats: Fea
                                           checkpoint=checkpoint, sampled_frames=sampled_frames)
     source = feats.source_frames[frame_index].to(edited)
     relative, verdict = critic.relative(source, edited, instruction)
-    return relative, verdict, critic.baseline(source, instruction)
+    return relative, verdict, critic.baseline(source, instruction, preprocessing=verdict.preprocessing)

@@ -109,12 +109,14 @@ class VisionLanguageModel(abc.ABC):
 
     @abc.abstractmethod
     def build_inputs(self, messages: list[dict], videos: list[torch.Tensor] = (), *, fps: float = 16.0,
-                     add_generation_prompt: bool = True, assistant_prefix: str = "") -> VLMInputs:
+                     add_generation_prompt: bool = True, assistant_prefix: str = "",
+                     preprocessing: str | None = None) -> VLMInputs:
         """Render `messages` (roles system / user / assistant; content a string or a list of
         `{"type": "text", "text": ...}` and `{"type": "video"}` parts) and attach `videos`, frames
         [F, 3, H, W] in 0..1, one per placeholder, in order. `assistant_prefix` is text placed after the
-        generation prompt (e.g. a chain of thought before the verdict position). Differentiable in the
-        videos."""
+        generation prompt (e.g. a chain of thought before the verdict position). `preprocessing`
+        (video.PREPROCESSING) is the pixel path of every video, by default `video.preprocessing_for(*videos)`;
+        families with one path serve both. Differentiable in the videos (with "differentiable")."""
 
     @abc.abstractmethod
     def forward(self, inputs: VLMInputs, *, last: int = 1, hidden_states: bool = False) -> VLMOutput:
@@ -158,24 +160,25 @@ class VisionLanguageModel(abc.ABC):
         return to_vlm_frames(frames, num_frames)
 
     def answer_logits(self, messages: list[dict], videos: list[torch.Tensor], *, num_frames: int | None = 4,
-                      fps: float = 16.0, assistant_prefix: str = "") -> torch.Tensor:
+                      fps: float = 16.0, assistant_prefix: str = "", preprocessing: str | None = None) -> torch.Tensor:
         """Logits [V] of the token that answers the chat (the verdict position), differentiable in the
         videos ([T, H, W, 3] in 0..1); gradients never reach the VLM's weights while it is frozen."""
         inputs = self.build_inputs(messages, [self.prepare_frames(v, num_frames) for v in videos], fps=fps,
-                                   assistant_prefix=assistant_prefix)
+                                   assistant_prefix=assistant_prefix, preprocessing=preprocessing)
         self.reset_state()
         with _checkpointing_active(self.checkpointable_modules()):
             return self.forward(inputs).logits[-1].float()
 
     def chat(self, messages: list[dict], videos: list[torch.Tensor] = (), *, max_new_tokens: int = 128,
-             num_frames: int | None = 8, fps: float = 16.0, options: dict | None = None) -> str:
+             num_frames: int | None = 8, fps: float = 16.0, options: dict | None = None,
+             preprocessing: str | None = None) -> str:
         """Greedy answer to a chat with `{"type": "video"}` placeholders; `videos` are [T, H, W, 3] in 0..1.
         `options`: family-specific keyword arguments of `build_inputs` (e.g. CaptionPrompts.options)."""
         if max_new_tokens < 1:
             raise VLMError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
         with torch.no_grad():
             inputs = self.build_inputs(messages, [self.prepare_frames(v.detach(), num_frames) for v in videos],
-                                       fps=fps, **(options or {}))
+                                       fps=fps, preprocessing=preprocessing, **(options or {}))
             self.reset_state()
             new_tokens = self.generate_from(inputs, max_new_tokens=max_new_tokens)
             self.reset_state()

@@ -98,7 +98,9 @@ class Qwen2VLModel(VisionLanguageModel):
         config = self.model.config
         return int(getattr(config, "text_config", config).hidden_size)
 
-    def build_inputs(self, messages, videos=(), *, fps=16.0, add_generation_prompt=True, assistant_prefix=""):
+    def build_inputs(self, messages, videos=(), *, fps=16.0, add_generation_prompt=True, assistant_prefix="",
+                     preprocessing=None):
+        # One preprocessing path (torch, equal to the transformers processor) serves both video.PREPROCESSING modes.
         model_type = self.model.config.model_type
         if model_type not in MODEL_TYPES:
             raise VLMError(f"'{model_type}' is not a Qwen2-VL family model; expected one of {MODEL_TYPES}")

@@ -196,8 +196,9 @@ class Qwen3VLModel(Qwen2VLModel):
         return SampledVideo(picked.permute(0, 3, 1, 2), indices, fps)
 
     def build_inputs(self, messages, videos=(), *, fps=16.0, add_generation_prompt=True, assistant_prefix="",
-                     video_pixels: tuple[int, int] | None = None):
-        """`video_pixels` (min, max) replaces the folder's pixel budget (Omni-Video 2 sets its own per pass)."""
+                     video_pixels: tuple[int, int] | None = None, preprocessing=None):
+        """`video_pixels` (min, max) replaces the folder's pixel budget (Omni-Video 2 sets its own per pass). One
+        preprocessing path (torch, equal to the transformers processor) serves both video.PREPROCESSING modes."""
         config = self.model.config
         if config.model_type not in MODEL_TYPES:
             raise VLMError(f"'{config.model_type}' is not a Qwen3-VL family model; expected one of {MODEL_TYPES}")

@@ -27,6 +27,7 @@ from torch import nn
 
 from .. import chat_text
 from .. import checkpoints as ckpt
+from ..video import preprocessing_for
 from .base import VisionLanguageModel, VLMError, VLMInputs, VLMOutput, check_instruction, message_parts
 
 logger = logging.getLogger(__name__)
@@ -254,25 +255,31 @@ class VilaModules(nn.Module):
 
 # --- preprocessing -------------------------------------------------------------------------------
 
-def preprocess_images(images: torch.Tensor, config: SiglipPreprocess) -> torch.Tensor:
-    """Images [N, 3, H, W] in 0..1 -> SigLIP pixel values [N, 3, height, width]; differentiable.
+def preprocess_images(images: torch.Tensor, config: SiglipPreprocess, *, preprocessing: str | None = None) -> torch.Tensor:
+    """Images [N, 3, H, W] in 0..1 -> SigLIP pixel values [N, 3, height, width].
 
-    The release's PIL path: "pad" pastes the image centred on a square of the mean colour
-    (int(mean * 255)); "resize" and the processor both resize to the processor's size (bicubic);
-    then rescale and normalise. Resampling here is torch's antialiased bicubic, which computes PIL's
-    bicubic filter (a = -0.5, support scaled when downsampling) in float, whereas PIL works on uint8
-    frames: the two differ by PIL's uint8 rounding (docs/models.md gives the measured difference). No resize
-    is needed when frames already have the processor's size, and then the result equals the processor's.
+    `preprocessing` (video.PREPROCESSING; default `video.preprocessing_for(images)`, exact for data):
+    - exact: the release's own path, bit for bit: 8-bit PIL images; "resize" resizes with PIL's default
+      (bicubic) to `(height, width)` given as PIL's (width, height) (official quirk, seen only for non-square
+      sizes); "pad" pastes the image centred on a square of the mean colour (int(mean * 255)); then the SigLIP
+      processor's PIL path: resize to the processor's size (a copy when already there), rescale in float64 then
+      float32, normalise in float32.
+    - differentiable: the same steps in torch on floats (antialiased bicubic, which computes PIL's bicubic
+      filter without its 8-bit rounding); docs/models.md gives the measured difference.
     """
+    from ..video import check_preprocessing
+
     if images.ndim != 4 or images.shape[1] != 3:
         raise VLMError(f"expected images [N, 3, H, W], got shape {tuple(images.shape)}")
+    mode = check_preprocessing(preprocessing or preprocessing_for(images), images)
+    if mode == "exact":
+        return _preprocess_exact(images, config).to(images.device)
     images = images.float()
     if config.image_aspect_ratio == "pad":
         images = _expand_to_square(images, config.image_mean)
     if config.do_resize and tuple(images.shape[2:]) != (config.height, config.width):
-        # Official quirk: process_images calls PIL's resize((height, width)), which PIL reads as (width,
-        # height); the processor then resizes to (height, width). Only non-square sizes would see it, and
-        # SigLIP's are square, so one resize to (height, width) is the same.
+        # The official (height, width) quirk of "resize" only shows for non-square sizes, and SigLIP's are square:
+        # one resize to (height, width) is the same.
         images = F.interpolate(images, size=(config.height, config.width), mode=config.resample,
                                align_corners=False, antialias=True)
         # PIL resizes uint8 frames and so clips the bicubic overshoot at edges; do the same.
@@ -285,6 +292,47 @@ def preprocess_images(images: torch.Tensor, config: SiglipPreprocess) -> torch.T
         std = values.new_tensor(config.image_std).view(1, 3, 1, 1)
         values = (values - mean) / std
     return values
+
+
+def _preprocess_exact(images: torch.Tensor, config: SiglipPreprocess) -> torch.Tensor:
+    """llava/mm_utils.py process_image + SigLIP's image processor (PIL backend), on 8-bit PIL images."""
+    import numpy as np
+    from PIL import Image
+
+    from ..video import to_pil_images
+
+    resample = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC}[config.resample]
+    out = []
+    for image in to_pil_images(images):
+        if config.image_aspect_ratio == "resize":
+            image = image.resize((config.height, config.width), Image.BICUBIC)  # official quirk: (h, w) as (w, h)
+        elif config.image_aspect_ratio == "pad":
+            image = _expand_to_square_pil(image, tuple(int(m * 255) for m in config.image_mean))
+        if config.do_resize:
+            image = image.resize((config.width, config.height), resample)
+        values = torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1)
+        if config.do_rescale:  # transformers' rescale: float64 multiply, then float32
+            values = (values.double() * config.rescale_factor).float()
+        values = values.float()
+        if config.do_normalize:  # transformers' normalize, in float32
+            mean = torch.tensor(config.image_mean, dtype=torch.float32).view(3, 1, 1)
+            std = torch.tensor(config.image_std, dtype=torch.float32).view(3, 1, 1)
+            values = (values - mean) / std
+        out.append(values)
+    return torch.stack(out)
+
+
+def _expand_to_square_pil(image, fill: tuple[int, ...]):
+    # llava/mm_utils.py expand2square
+    from PIL import Image
+
+    width, height = image.size
+    if width == height:
+        return image
+    side = max(width, height)
+    result = Image.new(image.mode, (side, side), fill)
+    result.paste(image, ((side - width) // 2, (side - height) // 2))
+    return result
 
 
 def _expand_to_square(images: torch.Tensor, mean: tuple[float, float, float]) -> torch.Tensor:
@@ -378,7 +426,8 @@ class VilaModel(VisionLanguageModel):
     def _image(self) -> list:
         return [(IM_START, False), IMAGE, (IM_END, False)] if self.use_im_start_end else [IMAGE]
 
-    def build_inputs(self, messages, videos=(), *, fps=16.0, add_generation_prompt=True, assistant_prefix=""):
+    def build_inputs(self, messages, videos=(), *, fps=16.0, add_generation_prompt=True, assistant_prefix="",
+                     preprocessing=None):
         """Chat -> llama_3 prompt; every frame of a video placeholder is one image followed by a newline
         (VILA's own rendering of a video), the system message replaces the template's."""
         system, turns, images, used = LLAMA3_SYSTEM, [], [], 0
@@ -411,9 +460,10 @@ class VilaModel(VisionLanguageModel):
         pieces = render_llama3(turns, system)
         if assistant_prefix:
             pieces.append((assistant_prefix, True))
-        return self._inputs(pieces, images)
+        return self._inputs(pieces, images, preprocessing=preprocessing)
 
-    def _inputs(self, pieces: list, images: list[torch.Tensor], *, drop_pad_positions: bool = False) -> VLMInputs:
+    def _inputs(self, pieces: list, images: list[torch.Tensor], *, drop_pad_positions: bool = False,
+                preprocessing: str | None = None) -> VLMInputs:
         ids = torch.tensor(tokenize_with_images(self.tokenizer, pieces), dtype=torch.long)
         if drop_pad_positions:
             # Official quirk (general_emb): attention_mask = ids != pad (or eos when there is no pad), and the
@@ -424,7 +474,9 @@ class VilaModel(VisionLanguageModel):
         if images:
             same_size = all(image.shape == images[0].shape for image in images)
             groups = [torch.stack(images)] if same_size else [image[None] for image in images]
-            pixels = torch.cat([preprocess_images(group, self.preprocess) for group in groups])
+            # one path for every image of the prompt: the source beside an edit that carries a gradient takes it too
+            mode = preprocessing or preprocessing_for(*images)
+            pixels = torch.cat([preprocess_images(group, self.preprocess, preprocessing=mode) for group in groups])
         device = self.device
         return VLMInputs({"input_ids": ids.to(device), "pixels": None if pixels is None else pixels.to(device)},
                          0, ids)
