@@ -222,6 +222,7 @@ class ReviseEditor:
         best_of: int = 1,
         critic: SelfCritic | None = None,
         vlm_source: torch.Tensor | None = None,
+        noise: torch.Tensor | None = None,
     ) -> EditResult:
         """Edit source frames [T, H, W, 3] in 0..1 following `instruction`.
 
@@ -231,9 +232,14 @@ class ReviseEditor:
         `best_of=N` (beyond the paper, test-time) samples N seeds (the settings' seed, +1, ...) and keeps
         the edit that the model's own VLM scores highest by relative reward Δ − Δ_base; the condition is
         encoded once and Δ_base computed once. `result.scores` lists every candidate.
+
+        `noise` ([1, 16, t, h, w], normalised latent space) replaces the seed's noise: the releases draw theirs
+        on CUDA, which no CPU generator reproduces, so an edit equals the release's only with its noise injected.
         """
         if best_of < 1:
             raise ValueError(f"best_of must be >= 1, got {best_of}")
+        if noise is not None and best_of > 1:
+            raise ValueError("noise= gives one sample its noise; best_of > 1 draws one per seed")
         settings = settings or EditSettings()
         timings: dict[str, float] = {}
         start = time.perf_counter()
@@ -258,7 +264,7 @@ class ReviseEditor:
             for offset in range(best_of):
                 seed = settings.sampler.seed + offset
                 raw, edited = self._sample_and_decode(condition, settings, seed, timings, callback=callback,
-                                                      cancel=cancel)
+                                                      cancel=cancel, noise=noise)
                 score = {"seed": seed}
                 if best_of > 1:
                     with _timed(timings, "critic"):
@@ -273,12 +279,14 @@ class ReviseEditor:
                           scores=[c[2] for c in candidates] if best_of > 1 else [])
 
     def _sample_and_decode(self, condition: Condition, settings: EditSettings, seed: int, timings: dict[str, float],
-                           *, callback=None, cancel=None) -> tuple[torch.Tensor, torch.Tensor]:
+                           *, callback=None, cancel=None, noise=None) -> tuple[torch.Tensor, torch.Tensor]:
         sampler = dataclasses.replace(settings.sampler, seed=seed)
+        shape = tuple(condition.source_latents.shape)
+        if noise is not None and tuple(noise.shape) != shape:
+            raise ValueError(f"noise of shape {tuple(noise.shape)} given for latents of shape {shape}")
         with _timed(timings, "sample"):
             latents = sample(self.models.dit, condition.cond, condition.uncond,
-                             latent_shape=tuple(condition.source_latents.shape), config=sampler, callback=callback,
-                             cancel=cancel)
+                             latent_shape=shape, noise=noise, config=sampler, callback=callback, cancel=cancel)
         raw = vae_ops.denormalize_latents(self.models.vae, latents)
         with _timed(timings, "vae_decode"):
             pixels = vae_ops.decode(self.models.vae, raw, tiled=settings.tiled_decode)

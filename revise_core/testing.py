@@ -98,21 +98,31 @@ def seeded(seed: int) -> Iterator[None]:
 
 # --- tokenizers ----------------------------------------------------------------------------------
 
-def train_tokenizer(kind: str = "vlm", extra_text: tuple[str, ...] = ()):
+def train_tokenizer(kind: str = "vlm", extra_text: tuple[str, ...] = (), *, fixed: bool = False):
     """A word-level tokenizer trained now on CORPUS (+ extra_text); `kind` is "vlm", "t5" or "llama3".
 
     "llama3" is Llama-3-style: its special tokens, BOS `<|begin_of_text|>` added to every encoded text by
-    the post-processor (as Llama-3's tokenizer.json does), pad `<|end_of_text|>`."""
+    the post-processor (as Llama-3's tokenizer.json does), pad `<|end_of_text|>`. `fixed`: the same words
+    with ids given in sorted order instead of by a trainer, so that they never change with the tokenizers
+    library (the parity references in tests/parity store token ids)."""
     from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
     if kind not in ("vlm", "t5", "llama3"):
         raise ValueError(f"tokenizer kind must be 'vlm', 't5' or 'llama3', got '{kind}'")
     specials = {"vlm": VLM_SPECIAL_TOKENS, "t5": T5_SPECIAL_TOKENS, "llama3": LLAMA3_SPECIAL_TOKENS}[kind]
-    tokenizer = Tokenizer(models.WordLevel(unk_token="<unk>"))
-    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
-    trainer = trainers.WordLevelTrainer(special_tokens=list(specials), min_frequency=1)
-    tokenizer.train_from_iterator(list(CORPUS) + list(extra_text), trainer=trainer)
+    corpus = list(CORPUS) + list(extra_text)
+    if fixed:
+        split = pre_tokenizers.Whitespace()
+        words = sorted({word for text in corpus for word, _ in split.pre_tokenize_str(text)} - set(specials))
+        tokenizer = Tokenizer(models.WordLevel(vocab={word: index for index, word in enumerate([*specials, *words])},
+                                               unk_token="<unk>"))
+        tokenizer.pre_tokenizer = split
+    else:
+        tokenizer = Tokenizer(models.WordLevel(unk_token="<unk>"))
+        tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+        trainer = trainers.WordLevelTrainer(special_tokens=list(specials), min_frequency=1)
+        tokenizer.train_from_iterator(corpus, trainer=trainer)
     if kind == "t5":
         # umT5 appends </s> to every sequence; Wan pads on the right and trims by the mask.
         eos_id = tokenizer.token_to_id("</s>")
@@ -226,12 +236,12 @@ def tiny_vlm(seed: int = 0, extra_text: tuple[str, ...] = ()) -> Qwen2VLModel:
     return Qwen2VLModel(model=model, tokenizer=tokenizer, preprocess=TINY_PREPROCESS)
 
 
-def tiny_vila(seed: int = 0, extra_text: tuple[str, ...] = ()) -> VilaModel:
+def tiny_vila(seed: int = 0, extra_text: tuple[str, ...] = (), *, fixed_tokenizer: bool = False) -> VilaModel:
     """A tiny VILA as the ReViSE release builds it: Llama LLM, SigLIP tower (select layer -2, all tokens),
-    mlp_downsample projector, llama_3-style tokenizer."""
+    mlp_downsample projector, llama_3-style tokenizer (`fixed_tokenizer`: see train_tokenizer's `fixed`)."""
     from transformers import LlamaConfig, LlamaForCausalLM, SiglipVisionConfig, SiglipVisionModel
 
-    tokenizer = train_tokenizer("llama3", extra_text)
+    tokenizer = train_tokenizer("llama3", extra_text, fixed=fixed_tokenizer)
     llm_config = LlamaConfig(
         vocab_size=len(tokenizer), hidden_size=VLM_HIDDEN, intermediate_size=128, num_hidden_layers=2,
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096, tie_word_embeddings=False,
@@ -317,18 +327,19 @@ def write_release_connector(folder: str | Path, connector: VisionHeadConnector,
     tokens = {f"<{name}>": state[f"boundary.{name}"] for name in BOUNDARY_NAMES_RELEASE}
     with open(folder / "special_tokens" / "tokens.pkl", "wb") as handle:
         pickle.dump(tokens, handle)  # a plain pickle, as the release ships it
-    context = {"text_emb_siglip2": [torch.randn(3, 24)], "text_emb": [state["null.text"]],
+    # text_emb_siglip2 is read but unused on the release's v2v path; zeros of the DM_Adapter's input width
+    context = {"text_emb_siglip2": [torch.zeros(3, connector.config.dm_adapter.in_dim)], "text_emb": [state["null.text"]],
                "vlm_last_hidden_states": state["null.vlm"][None]}
     with open(folder / "unconditioned_context" / "context.pkl", "wb") as handle:
         pickle.dump(context, handle)
 
 
-def tiny_release_text_encoder(seed: int = 0) -> TextEncoder:
+def tiny_release_text_encoder(seed: int = 0, *, fixed_tokenizer: bool = False) -> TextEncoder:
     """umT5 as the release's `models_t5_umt5-xxl-enc-bf16.pth` holds it, scaled down: umt5-xxl's config
     (the official code fixes relative_attention_max_distance 128) with small sizes."""
     from transformers import UMT5Config, UMT5EncoderModel
 
-    tokenizer = train_tokenizer("t5")
+    tokenizer = train_tokenizer("t5", fixed=fixed_tokenizer)
     config = {k: v for k, v in get_variant("umt5-xxl").load_config().items() if not k.startswith("_")}
     config.update(vocab_size=len(tokenizer), d_model=TEXT_DIM, d_kv=8, d_ff=64, num_layers=2, num_decoder_layers=2,
                   num_heads=4, relative_attention_num_buckets=8)
@@ -510,7 +521,7 @@ def write_tiny_models(out_dir: str | Path, seed: int = 0) -> dict:
     # and Wan's own folder (its DiT weights differ in one tensor: transformer/model.pt must win)
     release = out / "revise_ckpt"
     write_release_connector(release, models.release_connector, original)
-    write_release_wan_folder(release / "wan" / "wanxiang1_3b", dit, vae, models.release_text)
+    write_release_wan_folder(release / "wan" / "wanxiang1_3b", dit, vae, models.release_text, config_style="official")
     record("model_set", "revise_ckpt", "revise release")
 
     # CLIP-family image/text encoder for the benchmark's video-quality metrics

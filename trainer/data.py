@@ -69,8 +69,11 @@ class FeatureStore:
         digest = hashlib.sha256()
         for path in (triplet.source, triplet.target):
             digest.update(_file_digest(path).encode())
+        # "exact": the features come from the releases' own pixel arithmetic (video.PREPROCESSING); caches made
+        # before it (torch's approximation of PIL) lack the entry and are recomputed
         digest.update(json.dumps([triplet.instruction, self.shape, self.max_text_len, self.vlm_frames,
-                                  self._encoders, self.models.vlm.encode_options()], sort_keys=True).encode())
+                                  self._encoders, self.models.vlm.encode_options(), {"preprocessing": "exact"}],
+                                 sort_keys=True).encode())
         return digest.hexdigest()[:32]
 
     def _compute(self, triplet: Triplet) -> Features:
