@@ -7,7 +7,8 @@ tokens) and a connector sized to fit them. Everything is deterministic from a se
 RNG untouched.
 
 `python -m revise_core.testing write-tiny-models DIR` writes the whole set in every supported layout,
-plus `manifest.json` describing each file. The Qwen3-VL / Omni-Video 2 kit is in testing_omnivideo2.py.
+plus `manifest.json` describing each file. The Qwen3-VL / Omni-Video 2 kit is in testing_omnivideo2.py, the
+ReViSE release folder of the parity test (written identically everywhere) in testing_parity.py.
 """
 
 from __future__ import annotations

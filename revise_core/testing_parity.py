@@ -20,7 +20,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import vlm as _vlm  # noqa: F401  (registers the VLM families before vila.save)
 from .connector import VisionHeadConnector, VisionHeadConnectorConfig
 from .connector.revise import TransformerShape
 from .testing import (LATENT_CHANNELS, TEXT_DIM, VILA_CHECKPOINT, VLM_HIDDEN, tiny_dit, tiny_release_text_encoder,
