@@ -71,9 +71,8 @@ def end_to_end() -> dict:
 
     from safetensors.torch import load_file
 
-    from revise_core import presets
+    from revise_core import presets, video
     from revise_core import testing_parity as parity
-    from revise_core import video
     from revise_core.editor import EditModels, ReviseEditor
     from revise_core.vlm import vila
 

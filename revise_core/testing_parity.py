@@ -22,8 +22,18 @@ from torch import nn
 
 from .connector import VisionHeadConnector, VisionHeadConnectorConfig
 from .connector.revise import TransformerShape
-from .testing import (LATENT_CHANNELS, TEXT_DIM, VILA_CHECKPOINT, VLM_HIDDEN, tiny_dit, tiny_release_text_encoder,
-                      tiny_vae, tiny_vila, write_release_connector, write_release_wan_folder)
+from .testing import (
+    LATENT_CHANNELS,
+    TEXT_DIM,
+    VILA_CHECKPOINT,
+    VLM_HIDDEN,
+    tiny_dit,
+    tiny_release_text_encoder,
+    tiny_vae,
+    tiny_vila,
+    write_release_connector,
+    write_release_wan_folder,
+)
 from .vlm import vila
 
 SEED = 20261206

@@ -115,7 +115,7 @@ def test_official_resize_is_pil_on_8_bit_frames_bit_for_bit(size, target):
     ratio = width / height
     src_h, src_w = size
     crop_h, crop_w = (int(src_w / ratio), src_w) if src_w < src_h * ratio else (src_h, int(src_h * ratio))
-    top, left = int(round((src_h - crop_h) / 2.0)), int(round((src_w - crop_w) / 2.0))
+    top, left = round((src_h - crop_h) / 2.0), round((src_w - crop_w) / 2.0)
     expected = []
     for frame in frames:
         image = Image.fromarray((frame * 255).round().to(torch.uint8).numpy()).crop((left, top, left + crop_w,

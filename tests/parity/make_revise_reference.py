@@ -39,20 +39,20 @@ STUBS = (
     "cv2.VideoCapture: serves the kit's uint8 frames (as BGR) to the official read_video_frames",
     "decord.VideoReader: serves the same frames to the official load_video",
     "imageio's writer: the official cache_video's uint8 frames are kept instead of encoded",
-    "DiffSynth's umT5 (loaded from a hard-coded path): the official T5Encoder of t5.py, the same module, loaded "
-    "from the kit's models_t5_umt5-xxl-enc-bf16.pth",
-    "VILA loading (load_pretrained_model needs deepspeed, flash-attn, s2wrapper): the LLM through "
-    "AutoModelForCausalLM, the tower through the official SiglipVisionTower, the official MultimodalProjector; "
-    "LlavaLlamaModel.forward, prepare_inputs_labels_for_multimodal and encode_images are the official functions, "
-    "taken from their files; a one-process gloo group for the loss rescale",
+    ("DiffSynth's umT5 (loaded from a hard-coded path): the official T5Encoder of t5.py, the same module, loaded "
+     "from the kit's models_t5_umt5-xxl-enc-bf16.pth"),
+    ("VILA loading (load_pretrained_model needs deepspeed, flash-attn, s2wrapper): the LLM through "
+     "AutoModelForCausalLM, the tower through the official SiglipVisionTower, the official MultimodalProjector; "
+     "LlavaLlamaModel.forward, prepare_inputs_labels_for_multimodal and encode_images are the official functions, "
+     "taken from their files; a one-process gloo group for the loss rescale"),
     "sizes the official code fixes: VisionHead width 1152 -> 16, WanVAE width 96 -> 16, their bf16 -> fp32",
-    "WanModel built at the tiny sizes (the official config.json lacks text_dim, so from_pretrained would build "
-    "4096) and loaded from the folder's weights; its save_pretrained config is checked equal to the folder's",
-    "the generate loop (CUDA generator, autocast, synchronize): its lines rebuilt on the official modules and "
-    "scheduler, with injected noise, in fp32",
+    ("WanModel built at the tiny sizes (the official config.json lacks text_dim, so from_pretrained would build "
+     "4096) and loaded from the folder's weights; its save_pretrained config is checked equal to the folder's"),
+    ("the generate loop (CUDA generator, autocast, synchronize): its lines rebuilt on the official modules and "
+     "scheduler, with injected noise, in fp32"),
     "Tensor.cuda / Tensor.half: identity (fp32 on the CPU)",
-    "the SigLIP image processor behind a view without `crop_size`: transformers 5 sets it to None on every image "
-    "processor, where 4.51's SigLIP processor (the release's) had none, and llava's process_image tests hasattr",
+    ("the SigLIP image processor behind a view without `crop_size`: transformers 5 sets it to None on every image "
+     "processor, where 4.51's SigLIP processor (the release's) had none, and llava's process_image tests hasattr"),
 )
 __doc__ += "".join(f"\n- {stub}" for stub in STUBS) + "\n"
 
@@ -117,7 +117,8 @@ class Official:
                 break
             else:
                 raise SystemExit(f"{relative}: no {wanted}")
-        exec(compile(ast.Module(body=nodes, type_ignores=[]), str(self.root / relative), "exec"), namespace)
+        # the official functions themselves, run from the user's checkout (never copied into this project)
+        exec(compile(ast.Module(body=nodes, type_ignores=[]), str(self.root / relative), "exec"), namespace)  # noqa: S102
         return namespace
 
 
@@ -143,7 +144,7 @@ def load_torchvision_python(folder: Path | None):
             import torchvision.utils  # noqa: F401
 
             return sys.modules["torchvision"]
-        except Exception as error:
+        except (ImportError, RuntimeError) as error:  # its compiled operators need the matching torch
             raise SystemExit(f"torchvision does not import ({error}); give --torchvision DIR, a folder holding its "
                              "Python files (an unpacked wheel)") from None
     if not (folder / "torchvision" / "transforms" / "transforms.py").is_file():
@@ -170,7 +171,7 @@ class FrameSource:
             def __init__(self, path):
                 self.index = 0
 
-            def isOpened(self):  # noqa: N802 - cv2's name
+            def isOpened(self):  # cv2's name
                 return True
 
             def get(self, prop):
@@ -317,7 +318,7 @@ def run(root: Path, tmp: Path, torchvision_folder: Path | None) -> tuple[dict[st
                                       {"torch": torch, "nn": torch.nn, "Module": torch.nn.Module, "os": __import__("os")})
     head_namespace["TRAINABLE_PRECISION"] = torch.float32  # bf16 in the release; fp32 here
     official.stub("nets.third_party.llava.model.vila_with_vision_head", **head_namespace)
-    adapter = official.load("nets.revise.modules.adapter", "nets/revise/modules/adapter.py")
+    official.load("nets.revise.modules.adapter", "nets/revise/modules/adapter.py")
     official.load("nets.revise.modules.visual_context_adapter", "nets/revise/modules/visual_context_adapter.py")
     rm = official.load("nets.revise.modules.revise_video_model", "nets/revise/modules/revise_video_model.py")
     rm.VisionHead = functools.partial(head_namespace["VisionHead"], hidden_size=parity.VISION_HEAD_DIM)
@@ -349,14 +350,14 @@ def run(root: Path, tmp: Path, torchvision_folder: Path | None) -> tuple[dict[st
     forward_namespace = official.extract(
         "nets/third_party/llava/model/language_model/llava_llama.py", ["LlavaLlamaModel.forward"],
         {"torch": torch, "inspect": inspect, "calculate_loss_weight": train_utils["calculate_loss_weight"],
-         "Optional": typing.Optional, "Union": typing.Union, "Tuple": typing.Tuple, "List": typing.List,
+         "Optional": typing.Optional, "Union": typing.Union, "Tuple": tuple, "List": list,
          "CausalLMOutputWithPast": object})
 
     # --- generative.py: the source frames and the VAE's input ---
     gen = official.extract("tools/inference/generative.py", ["transform_image_to_tensor", "read_video_frames"],
                            {"torch": torch, "np": np, "Image": __import__("PIL.Image").Image, "os": __import__("os"),
                             "cv2": sys.modules["cv2"], "transforms": torchvision.transforms,
-                            "logging": __import__("logging"), "Union": typing.Union, "Tuple": typing.Tuple,
+                            "logging": __import__("logging"), "Union": typing.Union, "Tuple": tuple,
                             "Optional": typing.Optional})
 
     import os
@@ -415,9 +416,9 @@ def run(root: Path, tmp: Path, torchvision_folder: Path | None) -> tuple[dict[st
             self.config = types.SimpleNamespace(**top)
             self.device = torch.device("cpu")
 
-        get_vision_tower = lambda self: self.vision_tower  # noqa: E731
-        get_mm_projector = lambda self: self.mm_projector  # noqa: E731
-        freezed_module_patch = lambda self: None  # noqa: E731  (only acts while training)
+        get_vision_tower = lambda self: self.vision_tower
+        get_mm_projector = lambda self: self.mm_projector
+        freezed_module_patch = lambda self: None  # only acts while training
         encode_images = arch["encode_images"]
         _prepare = arch["prepare_inputs_labels_for_multimodal"]
         _forward = forward_namespace["forward"]
@@ -465,7 +466,7 @@ def run(root: Path, tmp: Path, torchvision_folder: Path | None) -> tuple[dict[st
         adapter_out_channels=32, adapter_query_length=8, precision_dtype=torch.float32, use_visual_context_adapter=True,
         visual_context_adapter_patch_size=(1, 4, 4), max_context_len=2560)
     state = torch.load(folder / "transformer" / "model.pt", map_location="cpu", weights_only=True)
-    model.load_state_dict(state["module"] if "module" in state else state, strict=False)  # load_transformer_checkpoint
+    model.load_state_dict(state.get("module", state), strict=False)  # load_transformer_checkpoint
     model.enable_eval()
     generator_module = _load_generator(official)
     generator = generator_module.ReviseVideoGenerator.__new__(generator_module.ReviseVideoGenerator)
@@ -505,11 +506,11 @@ def run(root: Path, tmp: Path, torchvision_folder: Path | None) -> tuple[dict[st
     scheduler = unipc.FlowUniPCMultistepScheduler(num_train_timesteps=1000, shift=1, use_dynamic_shifting=False)
     scheduler.set_timesteps(parity.STEPS, device="cpu", shift=5.0)
     uncond = generator.unconditioned_context
-    arg_c = dict(context=context, seq_len=seq_len, aligned_emb=None, ar_vision_input=states.float(),
-                 visual_emb=visual_emb, ref_images=None, special_token_dict=generator.special_tokens,
-                 classifier_free_ratio=0.0, unconditioned_context=uncond, condition_mode="full")
-    arg_null = dict(arg_c, context=[uncond["uncond_context"] for _ in context],
-                    ar_vision_input=uncond["uncond_ar_vision"])
+    arg_c = {"context": context, "seq_len": seq_len, "aligned_emb": None, "ar_vision_input": states.float(),
+             "visual_emb": visual_emb, "ref_images": None, "special_token_dict": generator.special_tokens,
+             "classifier_free_ratio": 0.0, "unconditioned_context": uncond, "condition_mode": "full"}
+    arg_null = {**arg_c, "context": [uncond["uncond_context"] for _ in context],
+                "ar_vision_input": uncond["uncond_ar_vision"]}
     calls: list = []
     wan_forward = model.wan_model.forward
 
