@@ -41,7 +41,6 @@ SOURCE_FRAMES, SOURCE_SIZE = 18, (45, 100)  # the release skips frame 0 for the 
 CLIP_SIZE = (32, 64)  # (height, width): 5 latent frames of 4 x 8, the visual adapter's 4 x 4 patches fit
 STEPS = 4
 INSTRUCTION = "make the car red"
-CRITIC_FRAMES = 4  # frames of each video the critic sees (CriticConfig's default)
 VISION_HEAD_DIM = 16  # 1152 in the release: 8 heads of 2 here
 
 

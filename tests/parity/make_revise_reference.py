@@ -24,7 +24,6 @@ import importlib.util
 import inspect
 import json
 import math
-import pickle
 import sys
 import tempfile
 import types
@@ -263,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
 def run(root: Path, tmp: Path, torchvision_folder: Path | None) -> tuple[dict[str, torch.Tensor], dict]:
     # The kit's folder first: the official VILA utilities disable torch's initialisers process-wide.
     from revise_core import testing_parity as parity
-    from revise_core.critic import SelfCritic
+    from revise_core.critic import ALL_QUESTION, SelfCritic
     from revise_core.vlm import vila as our_vila
 
     folder = parity.write_parity_release(tmp / "revise_ckpt")
@@ -548,8 +547,7 @@ def run(root: Path, tmp: Path, torchvision_folder: Path | None) -> tuple[dict[st
     critic = SelfCritic(our_vlm)
     critic_source = refs["vae_input_uint8"].float() / 255
     critic_edited = refs["output_uint8"].float() / 255
-    messages = critic._messages(parity.INSTRUCTION, "Does the edited video satisfy the instruction on all four "
-                                "dimensions ? Answer Yes or No .")
+    messages = critic._messages(parity.INSTRUCTION, ALL_QUESTION)
     videos = [our_vlm.prepare_frames(v, critic.config.num_frames) for v in (critic_source, critic_edited)]
     critic_ids = our_vlm.build_inputs(messages, videos).token_ids
     from PIL import Image
@@ -577,7 +575,6 @@ def _load_generator(official: Official):
     """revise_video_generator.py for its special-token and unconditioned-context loaders (plain pickles)."""
     official.stub("nets.third_party.wan.configs", WAN_CONFIGS={}, SIZE_CONFIGS={})
     official.stub("nets.revise.revise_video_unified_gen", ReviseVideoX2XUnified=None)
-    pkl = pickle  # noqa: F841  (the official file imports pickle itself)
     return official.load("nets.revise.revise_video_generator", "nets/revise/revise_video_generator.py")
 
 
