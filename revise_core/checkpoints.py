@@ -472,6 +472,18 @@ def compute_dtype(module: nn.Module) -> torch.dtype:
     return max(sizes, key=sizes.get)
 
 
+# Set on a model whose weights may rest off the device it computes on (placement.py, the nodes): where its
+# inputs must go.
+COMPUTE_DEVICE_ATTRIBUTE = "revise_compute_device"
+
+
+def device_of(module: nn.Module) -> torch.device:
+    """The device a model computes on: its placement's when it has one (its weights may rest on the host or
+    stream in layer by layer), else where its parameters are."""
+    device = getattr(module, COMPUTE_DEVICE_ATTRIBUTE, None)
+    return torch.device(device) if device is not None else next(module.parameters()).device
+
+
 DTYPE_CHOICES = ("auto", "fp32", "bf16", "fp16")
 
 

@@ -79,3 +79,28 @@ def writable_output(path: str | os.PathLike, *, what: str = "output") -> Path:
     finally:
         probe.unlink(missing_ok=True)
     return path
+
+
+def add_placement_flags(parser: argparse.ArgumentParser, *, default: str = "auto") -> None:
+    """The placement plan's flags (revise_core/placement.py), with what each choice costs."""
+    from . import placement as plan
+
+    group = parser.add_argument_group("memory placement")
+    group.add_argument("--placement", choices=plan.PLACEMENTS, default=default, help=plan.PLACEMENT_HELP)
+    group.add_argument("--encoders", choices=plan.ENCODER_STORAGES, default="compute", help=plan.ENCODER_HELP)
+    group.add_argument("--dit-storage", choices=plan.DIT_STORAGES, default="compute", help=plan.DIT_STORAGE_HELP)
+    group.add_argument("--host", choices=plan.HOSTS, default="ram", help=plan.HOST_HELP)
+    group.add_argument("--offload-dir", default="", help="--host disk: folder for the offloaded weights (default: a "
+                                                         "temporary folder, removed at exit)")
+    group.add_argument("--device-budget", type=float, default=0.0, metavar="GIB",
+                       help="GiB of device memory the models may take (default: the device's free memory); e.g. 10 "
+                            "on a 12 GiB card that also drives the display")
+
+
+def placement_config(args: argparse.Namespace):
+    """A PlacementConfig from the flags of add_placement_flags."""
+    from .placement import PlacementConfig
+
+    return PlacementConfig(placement=args.placement, host=args.host, offload_dir=args.offload_dir,
+                           encoders=args.encoders, dit_storage=args.dit_storage,
+                           device_budget_gib=args.device_budget)

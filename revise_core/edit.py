@@ -22,7 +22,7 @@ import torch
 
 from . import jsonio
 from .checkpoints import DTYPE_CHOICES, auto_dtype
-from .cli import add_debug_flag, writable_output
+from .cli import add_debug_flag, add_placement_flags, placement_config, writable_output
 from .cli import run as run_cli
 
 logger = logging.getLogger(__name__)
@@ -95,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--best-of", type=int, default=1,
                         help="sample N seeds and keep the edit the model's own VLM critic scores highest (default 1)")
     parser.add_argument("--json", action="store_true", help="print the result summary as JSON")
+    add_placement_flags(parser)
     add_debug_flag(parser)
     return parser
 
@@ -161,6 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     output_fps = preset.output_fps or clip.fps
 
     # Everything the user gave is checked before any model is loaded (which takes minutes at real size).
+    placement_config(args)
     if args.best_of < 1:
         raise ValueError(f"--best-of must be >= 1, got {args.best_of}")
     writable_output(out, what="--out")
@@ -171,7 +173,11 @@ def main(argv: list[str] | None = None) -> int:
     conform(clip.frames[settings.skip_frames:], num_frames=settings.num_frames, frame_policy=settings.frame_policy,
             height=settings.height, width=settings.width, resize=settings.resize)
     steps = settings.sampler.steps
-    editor = ReviseEditor(EditModels.load(models_dir, dtype=dtype, device=device, vlm=args.vlm))
+    # Loaded on the host; the placement plan then decides what goes to the device, and when.
+    from .placement import Placement
+
+    placement = Placement(placement_config(args), device)
+    editor = ReviseEditor.placed(EditModels.load(models_dir, dtype=dtype, device="cpu", vlm=args.vlm), placement)
     from .connector import ContextConnector
 
     if settings.negative_prompt is not None and \
@@ -189,6 +195,7 @@ def main(argv: list[str] | None = None) -> int:
         "reasoning": result.reasoning, "seed": result.seed,
         "timings_s": {k: round(v, 4) for k, v in result.timings.items()}, "device": device, "dtype": dtype,
     }
+    summary["placement"] = placement.summary()
     if result.scores:
         summary["best_of"] = result.scores
     if args.demo:

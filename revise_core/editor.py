@@ -26,6 +26,7 @@ from . import video as video_ops
 from .connector import ContextConnector, load_connector
 from .critic import SelfCritic
 from .dit import load_dit
+from .placement import Placement
 from .sampler import SamplerConfig, StepInfo, sample
 from .text import TextEncoder, encode_text, load_text_encoder, pad_context
 from .vae import load_vae
@@ -47,6 +48,11 @@ class EditModels:
     text: TextEncoder
     vlm: VisionLanguageModel
     connector: ContextConnector
+
+    def components(self) -> dict[str, nn.Module]:
+        """The modules a placement plan places, by its model names (placement.COMPONENTS)."""
+        modules = {"vlm": self.vlm.model, "t5": self.text.model, "connector": self.connector, "vae": self.vae}
+        return modules if self.dit is None else {"dit": self.dit, **modules}
 
     def check(self) -> None:
         cfg = self.connector.config
@@ -182,17 +188,26 @@ class Condition:
 
 
 class ReviseEditor:
-    """The inference composition used by the nodes and the CLIs."""
+    """The inference composition used by the nodes and the CLIs.
 
-    def __init__(self, models: EditModels) -> None:
+    `placement` (placement.py) moves the models between host and device around each stage; without one the
+    models stay where they are."""
+
+    def __init__(self, models: EditModels, placement: Placement | None = None) -> None:
         if models.dit is None:
             raise ValueError("this model set was loaded without its DiT (with_dit=False); the editor samples with it")
         models.check()
         self.models = models
+        self.placement = placement or Placement()
+
+    @classmethod
+    def placed(cls, models: EditModels, placement: Placement) -> ReviseEditor:
+        """An editor over `models` placed by `placement` (applied here)."""
+        return cls(models, placement.apply(models.components()))
 
     @property
     def device(self) -> torch.device:
-        return next(self.models.dit.parameters()).device
+        return ckpt.device_of(self.models.dit)
 
     def condition(self, source: torch.Tensor, instruction: str, settings: EditSettings,
                   timings: dict[str, float] | None = None, *, vlm_source: torch.Tensor | None = None) -> Condition:
@@ -202,13 +217,15 @@ class ReviseEditor:
         own frames at their native size, from frame 0)."""
         if not isinstance(instruction, str) or not instruction.strip():
             raise ValueError("the edit instruction is empty")
-        m, timings = self.models, timings if timings is not None else {}
-        with _timed(timings, "vae_encode"):
+        m, timings, use = self.models, timings if timings is not None else {}, self.placement.use
+        with _timed(timings, "vae_encode"), use("vae"):
             raw = vae_ops.encode(m.vae, video_ops.to_model_space(source).to(self.device))
         vlm_frames = source if vlm_source is None else vlm_source.float()
-        vlm_condition = encode_instruction(m.vlm, vlm_frames, instruction, settings, timings)
-        return assemble_condition(m.connector, m.text, m.vae, raw, vlm_condition, settings.max_text_len, timings,
-                                  negative_prompt=settings.negative_prompt, context_len=settings.context_len)
+        with use("vlm"):
+            vlm_condition = encode_instruction(m.vlm, vlm_frames, instruction, settings, timings)
+        with use("t5", "connector"):
+            return assemble_condition(m.connector, m.text, m.vae, raw, vlm_condition, settings.max_text_len, timings,
+                                      negative_prompt=settings.negative_prompt, context_len=settings.context_len)
 
 
     def edit(
@@ -267,7 +284,7 @@ class ReviseEditor:
                                                       cancel=cancel, noise=noise)
                 score = {"seed": seed}
                 if best_of > 1:
-                    with _timed(timings, "critic"):
+                    with _timed(timings, "critic"), self.placement.use("vlm"):
                         report = critic.report(source, edited, instruction, per_dimension=False)
                     score.update(relative_delta=report.relative_delta, p_yes=report.p_yes)
                 candidates.append((raw, edited, score))
@@ -284,11 +301,11 @@ class ReviseEditor:
         shape = tuple(condition.source_latents.shape)
         if noise is not None and tuple(noise.shape) != shape:
             raise ValueError(f"noise of shape {tuple(noise.shape)} given for latents of shape {shape}")
-        with _timed(timings, "sample"):
+        with _timed(timings, "sample"), self.placement.use("dit"):
             latents = sample(self.models.dit, condition.cond, condition.uncond,
                              latent_shape=shape, noise=noise, config=sampler, callback=callback, cancel=cancel)
         raw = vae_ops.denormalize_latents(self.models.vae, latents)
-        with _timed(timings, "vae_decode"):
+        with _timed(timings, "vae_decode"), self.placement.use("vae"):
             pixels = vae_ops.decode(self.models.vae, raw, tiled=settings.tiled_decode)
         return raw.cpu(), video_ops.from_model_space(pixels.float()).cpu()
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .checkpoints import compute_dtype
+from .checkpoints import compute_dtype, device_of
 
 logger = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ def sample(
     Either `noise` or `latent_shape` (then noise comes from `config.seed`) must be given.
     """
     config = config or SamplerConfig()
-    device = next(dit.parameters()).device
+    device = device_of(dit)
     dtype = compute_dtype(dit)
     if noise is None:
         if latent_shape is None:

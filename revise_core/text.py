@@ -230,7 +230,7 @@ def encode_text(encoder: TextEncoder, prompts: list[str], *, max_length: int = 5
         cleaned, padding="max_length", max_length=max_length, truncation=True,
         add_special_tokens=True, return_attention_mask=True, return_tensors="pt",
     )
-    device = next(encoder.model.parameters()).device
+    device = ckpt.device_of(encoder.model)
     mask = batch["attention_mask"].to(device)
     hidden = encoder.model(batch["input_ids"].to(device), mask).last_hidden_state
     lengths = mask.gt(0).sum(dim=1).tolist()

@@ -196,7 +196,9 @@ class VisionLanguageModel(abc.ABC):
 
     @property
     def device(self) -> torch.device:
-        return next(self.model.parameters()).device
+        from ..checkpoints import device_of
+
+        return device_of(self.model)
 
     @property
     def dtype(self) -> torch.dtype:
