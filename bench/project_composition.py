@@ -154,6 +154,9 @@ def setup(frames: int, height: int, width: int, *, step: str, vlm_name: str, set
         vae = AutoencoderKLWan.from_config(_config("wan2.1-vae")).eval().requires_grad_(False)
         t5 = UMT5EncoderModel(UMT5Config(**_config("umt5-xxl"))).eval() if (settings.t5_resident or not train) else None
     if t5 is not None:
+        # Built under no_init_weights, transformers leaves the encoder's embedding untied from `shared` (two
+        # copies of 256384 x 4096); the loaded umT5 holds one (revise_core/text.py ties them).
+        t5.tie_weights()
         t5.requires_grad_(False)
     generator = Generator(dit, connector)
     if not train:  # the editor's models are all frozen
