@@ -2,7 +2,30 @@
 
 Every function degrades to plain behaviour outside ComfyUI (tests, scripts): folder lists come from the
 `REVISE_MODEL_DIRS` environment variable (`name=path;name=path`), progress goes to tqdm, interruption
-never fires, memory helpers do nothing.
+never fires, and a node's models move to their compute device for the block and back (`models_on_device`).
+
+Memory: who places what (issue 27).
+- ComfyUI places whole models. Every model a ReViSE loader returns gets one ModelPatcher
+  (`make_patcher`, through `comfy.model_patcher.CoreModelPatcher` where it exists), kept alive on the
+  module itself (`PATCHER_ATTRIBUTE`). A node asks for all the models it uses together in ONE
+  `load_models_gpu(..., memory_required=<its activation estimate>, force_full_load=True)` call and then
+  does nothing: the models stay registered and ComfyUI evicts them (partially first) when something else
+  needs the memory, exactly as it does its own models. Its flags (--lowvram / --novram / --highvram /
+  --gpu-only / --cpu, --reserve-vram, --disable-smart-memory) and its devices apply: the encoders (VLM,
+  umT5) load on `text_encoder_device()` and rest on `text_encoder_offload_device()`, the VAE on
+  `vae_device()` / `vae_offload_device()`, the DiT and the connector on `get_torch_device()` /
+  `unet_offload_device()`; a loader's explicit `device` widget (cpu / cuda) wins as the load device.
+  `force_full_load`: ReViSE's diffusers / transformers layers are not ComfyUI ops, so a partial (lowvram)
+  load would leave a model split across devices. --novram keeps every such model off the device; the
+  nodes then stop with a clear error (`models_on_device`) instead of a device-mismatch crash.
+- Inside one model, the project's own `stream` placement (revise_core/placement.py: diffusers group
+  offloading, blocks onloaded ahead of use) may decide where its blocks live. Such a model's patcher
+  is made with `make_patcher(module, size=<the streamed working set>)`, the hook for it: ComfyUI then
+  accounts for what the model really holds on the device, not its full size.
+- Code that moves models itself (the trainer, trainer/loop.py) gets them through `placed_by_caller`:
+  ComfyUI unloads exactly those models and frees room for the run, and they go back to their offload
+  device afterwards, so ComfyUI's view of them (not loaded, at rest) stays true.
+- Nothing here calls `unload_all_models()` (it would evict the user's own models too).
 """
 
 from __future__ import annotations
@@ -155,11 +178,6 @@ def _is_model_folder(path: Path) -> bool:
                                                                        "tokenizer_config.json"))
 
 
-def compute_device_of(module: torch.nn.Module) -> torch.device:
-    """The device a loader chose for this model (models rest on the offload device between uses)."""
-    return getattr(module, "revise_compute_device", next(module.parameters()).device)
-
-
 def resolve(kind: str, name: str) -> Path:
     """Full path of a dropdown entry; the error lists every folder searched."""
     from revise_core.checkpoints import find_model_file
@@ -167,36 +185,284 @@ def resolve(kind: str, name: str) -> Path:
     return find_model_file(name, folder_paths_for(kind))
 
 
-def compute_device(choice: str = "auto") -> torch.device:
+# --- memory (see the module docstring: who places what) -------------------------------------------------
+
+# Per kind of model: ComfyUI's (load device, offload device) functions in comfy.model_management.
+KIND_DEVICES = {
+    "dit": ("get_torch_device", "unet_offload_device"),
+    "connector": ("get_torch_device", "unet_offload_device"),
+    "vae": ("vae_device", "vae_offload_device"),
+    "t5": ("text_encoder_device", "text_encoder_offload_device"),
+    "vlm": ("text_encoder_device", "text_encoder_offload_device"),
+}
+KIND_NAMES = {"dit": "DiT", "connector": "connector", "vae": "VAE", "t5": "umT5 text encoder", "vlm": "VLM"}
+COMPUTE_DEVICE_ATTRIBUTE = "revise_compute_device"  # = revise_core.checkpoints.COMPUTE_DEVICE_ATTRIBUTE
+PATCHER_ATTRIBUTE = "revise_patcher"  # the model's ComfyUI patcher (in ComfyUI only), see _PatcherSlot
+CPU = torch.device("cpu")
+
+
+def compute_device_of(module: torch.nn.Module) -> torch.device:
+    """The device a loader chose for this model (models rest on the offload device between uses)."""
+    return getattr(module, COMPUTE_DEVICE_ATTRIBUTE, None) or next(module.parameters()).device
+
+
+def compute_device(choice: str = "auto", kind: str = "dit") -> torch.device:
+    """Where a model of `kind` computes: the loader's `device` widget when it names one, else ComfyUI's
+    device for the kind (outside ComfyUI: CUDA when there is one)."""
     if choice != "auto":
-        return torch.device(choice)
+        device = torch.device(choice)
+        if device.type == "cuda" and device.index is None and in_comfyui():
+            # ComfyUI keys its registry by device: "cuda" and its "cuda:0" would be two devices to it.
+            device = torch.device("cuda", torch.cuda.current_device())
+        return device
     if in_comfyui():
         import comfy.model_management as mm
 
-        return mm.get_torch_device()
+        return getattr(mm, KIND_DEVICES[kind][0])()
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def offload_device() -> torch.device:
+def offload_device_for(kind: str = "dit", load_device: torch.device | None = None) -> torch.device:
+    """Where a model of `kind` rests between uses: ComfyUI's offload device for the kind (the CPU when the
+    model computes there); the CPU outside ComfyUI."""
+    if not in_comfyui() or (load_device is not None and torch.device(load_device) == CPU):
+        return CPU
+    import comfy.model_management as mm
+
+    return getattr(mm, KIND_DEVICES[kind][1])()
+
+
+def place(module: torch.nn.Module, kind: str, device: torch.device) -> torch.nn.Module:
+    """A loader's model: it computes on `device`. In ComfyUI it is handed to ComfyUI's memory manager
+    (`register`), which moves it from then on; outside ComfyUI it rests in host memory until a node uses it."""
+    setattr(module, COMPUTE_DEVICE_ATTRIBUTE, device)
+    if in_comfyui():
+        return register(module, kind)
+    return module.to(CPU)
+
+
+def register(module: torch.nn.Module, kind: str) -> torch.nn.Module:
+    """In ComfyUI, give a model we built (a loader's, the trainer's) its patcher; it rests on its offload
+    device until a node asks ComfyUI for it. Outside ComfyUI: nothing."""
+    if not in_comfyui():
+        return module
+    load = compute_device_of(module)
+    offload = offload_device_for(kind, load)
+    if offload.type == "cpu" and _weights_device(module) != offload:
+        module.to(offload)  # not registered yet: ours to move
+    make_patcher(module, kind=kind, load_device=load, offload_device=offload)
+    return module
+
+
+class ReViSEModel(torch.nn.Module):
+    """What ComfyUI's ModelPatcher wraps: a container holding one of our models as `inner`. The patcher
+    writes `device` and its bookkeeping onto the module it is given, and diffusers' / transformers' models
+    have a read-only `device` property (docs: the memory reference, section 1). The class name is what
+    ComfyUI's log shows ("Requested to load ReViSEDiT")."""
+
+    def __init__(self, inner: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+
+class ReViSEDiT(ReViSEModel):
+    """A ReViSE DiT in ComfyUI's registry."""
+
+
+class ReViSEConnector(ReViSEModel):
+    """A ReViSE connector in ComfyUI's registry."""
+
+
+class ReViSEVAE(ReViSEModel):
+    """A ReViSE VAE in ComfyUI's registry."""
+
+
+class ReViSET5(ReViSEModel):
+    """A ReViSE umT5 encoder in ComfyUI's registry."""
+
+
+class ReViSEVLM(ReViSEModel):
+    """A ReViSE VLM in ComfyUI's registry."""
+
+
+HOLDERS = {"dit": ReViSEDiT, "connector": ReViSEConnector, "vae": ReViSEVAE, "t5": ReViSET5, "vlm": ReViSEVLM}
+
+
+class _PatcherSlot:
+    """Keeps a model's patcher on the model itself (PATCHER_ATTRIBUTE), with the model's kind.
+
+    ComfyUI's registry holds patchers by weak reference only (LoadedModel), so the patcher must live
+    exactly as long as the model: module -> slot -> patcher -> holder -> module is one cycle, which the
+    garbage collector frees as a whole once ComfyUI's cache lets the model go; ComfyUI never sees a dead
+    patcher beside a live model. No registry keyed by module: a WeakKeyDictionary whose value (the
+    patcher) holds its key would never let the model go. A copy of the model (the trainer's deepcopy,
+    pickling) is a new model and gets an empty slot, never the original's patcher: two patchers on one
+    module count as clones to ComfyUI, which then unloads one whenever it loads the other."""
+
+    __slots__ = ("patcher", "kind")
+
+    def __init__(self, patcher=None, kind: str | None = None) -> None:
+        self.patcher, self.kind = patcher, kind
+
+    def __reduce__(self):
+        return (_PatcherSlot, ())
+
+
+def existing_patcher(module: torch.nn.Module):
+    """The model's patcher if it has one (None outside ComfyUI and before `make_patcher`)."""
+    slot = module.__dict__.get(PATCHER_ATTRIBUTE)
+    return slot.patcher if slot is not None else None
+
+
+def patcher_of(module: torch.nn.Module):
+    """The model's patcher, made on first use for a model no loader registered."""
+    return existing_patcher(module) or make_patcher(module, kind=_kind_of(module))
+
+
+def make_patcher(module: torch.nn.Module, *, kind: str = "dit", load_device: torch.device | None = None,
+                 offload_device: torch.device | None = None, size: int | None = None):
+    """Register `module` with ComfyUI's memory manager: its one patcher, made through
+    `comfy.model_patcher.CoreModelPatcher` where it exists (v0.12+: dynamic VRAM; looked up now, because
+    ComfyUI's main.py swaps it in at start-up) and kept on the module.
+
+    The hook for placements inside one model: `size` is what the model holds on the device once loaded,
+    by default all its weights (tied weights once); a model streamed block by block (revise_core's
+    `stream` placement) passes its streamed working set, so ComfyUI frees and accounts for that. A module
+    that had a patcher leaves ComfyUI's registry first (one patcher per module). Defaults: the model's
+    compute device and its kind's offload device."""
+    import comfy.model_management as mm
+    import comfy.model_patcher as mp
+
+    previous = existing_patcher(module)
+    if previous is not None:
+        unload(mm, [previous])
+    load = torch.device(load_device) if load_device is not None else compute_device_of(module)
+    offload = torch.device(offload_device) if offload_device is not None else offload_device_for(kind, load)
+    holder = HOLDERS.get(kind, ReViSEModel)(module)
+    holder.device = _weights_device(module)  # where the weights are now (the patcher would assume `offload`)
+    patcher_class = getattr(mp, "CoreModelPatcher", mp.ModelPatcher)
+    patcher = patcher_class(holder, load, offload, size=weight_bytes(module) if size is None else int(size))
+    setattr(module, PATCHER_ATTRIBUTE, _PatcherSlot(patcher, kind))
+    return patcher
+
+
+def weight_bytes(module: torch.nn.Module) -> int:
+    """Bytes of a model's parameters and buffers, each tensor once (ComfyUI's own count, its state dict's,
+    counts tied weights twice: umT5's embedding is 2 GB in bf16)."""
+    return sum(t.nbytes for t in (*module.parameters(), *module.buffers()))
+
+
+def _weights_device(module: torch.nn.Module) -> torch.device:
+    return next(module.parameters()).device
+
+
+def _kind_of(module: torch.nn.Module) -> str:
+    """The kind of a model that did not come from a loader (its slot says it otherwise)."""
+    slot = module.__dict__.get(PATCHER_ATTRIBUTE)
+    if slot is not None and slot.kind:
+        return slot.kind
+    name = type(module).__name__
+    if "Autoencoder" in name:
+        return "vae"
+    if "Connector" in name:
+        return "connector"
+    if "T5" in name:
+        return "t5"
+    return "vlm" if hasattr(module, "generate") else "dit"
+
+
+def unique_modules(modules) -> list[torch.nn.Module]:
+    out: list[torch.nn.Module] = []
+    for module in modules:
+        if module is not None and not any(module is seen for seen in out):
+            out.append(module)
+    return out
+
+
+def unload(mm, patchers) -> None:
+    """ComfyUI unloads exactly these patchers' models (free_memory with every other model kept loaded, as
+    ComfyUI-Florence2 does); they stay unregistered until the next load_models_gpu."""
+    ours = {id(p) for p in patchers}
+    for device in {p.load_device for p in patchers}:
+        keep = [loaded for loaded in mm.current_loaded_models if id(loaded.model) not in ours]
+        mm.free_memory(1e30, device, keep_loaded=keep)
+
+
+@contextlib.contextmanager
+def models_on_device(modules, *, memory_required: int = 0) -> Iterator[None]:
+    """The models one node uses together, on their compute devices for the block.
+
+    In ComfyUI: ONE `load_models_gpu` request for all of them, with `memory_required` (the node's
+    activation estimate) and `force_full_load`, then the --novram check; afterwards nothing (ComfyUI
+    evicts them when another model needs the memory). Outside ComfyUI: each moves to its compute device
+    and back to where it rested."""
+    modules = unique_modules(modules)
+    if not in_comfyui():
+        with contextlib.ExitStack() as stack:
+            for module in modules:
+                stack.enter_context(on_device(module, compute_device_of(module)))
+            yield
+        return
+    import comfy.model_management as mm
+
+    patchers = [patcher_of(module) for module in modules]
+    # Outside inference mode: ComfyUI runs nodes under torch.inference_mode(), and weights copied to the
+    # device there would become inference tensors, which no later backward pass can use (the trainer, the
+    # critic's gradient path); the loaders create weights outside it for the same reason.
+    with torch.inference_mode(False):
+        mm.load_models_gpu(patchers, memory_required=int(memory_required), force_full_load=True)
+    for module, patcher in zip(modules, patchers):
+        _check_loaded(module, patcher)
+    yield
+
+
+def _check_loaded(module: torch.nn.Module, patcher) -> None:
+    """--novram: ComfyUI keeps every model that is not made of its own ops off the device (a load budget of
+    0.1 byte even with force_full_load); our layers would then compute with weights on the wrong device.
+    A dynamic-VRAM patcher streams by design and is not checked."""
+    dynamic = getattr(patcher, "is_dynamic", None)
+    if dynamic is not None and dynamic():
+        return
+    loaded, size = patcher.loaded_size(), patcher.model_size()
+    if loaded < size:
+        slot = module.__dict__.get(PATCHER_ATTRIBUTE)
+        name = KIND_NAMES.get(slot.kind if slot else "", "model")
+        raise RuntimeError(
+            f"ReViSE: ComfyUI did not load the {name} ({type(module).__name__}, {size / 2**20:.1f} MiB) onto "
+            f"{patcher.load_device}, only {loaded / 2**20:.1f} MiB of it. ReViSE's models compute with all their "
+            "weights on the device (their layers are not ComfyUI ops that could run from host memory), and "
+            "ComfyUI started with --novram keeps them off it: start ComfyUI without --novram (--lowvram works), "
+            "or set this model's loader to device 'cpu'.")
+
+
+@contextlib.contextmanager
+def placed_by_caller(moved, *, device: torch.device, unloaded=(), memory_required: int = 0) -> Iterator[None]:
+    """For code that moves models itself (the trainer, trainer/loop.py): the `moved` models go to `device`
+    (the caller's) for the block and back to where they rested after it, as outside ComfyUI.
+
+    In ComfyUI, first: ComfyUI unloads exactly `moved` and `unloaded` (models the block copies, not
+    uses); they leave its registry, keep their patchers and come back with the next load_models_gpu.
+    Then it frees `memory_required` on `device` (the run's models and working memory), evicting other
+    models as it would for its own. The caller's moves never touch a model ComfyUI believes loaded."""
+    moved, device = unique_modules(moved), torch.device(device)
     if in_comfyui():
         import comfy.model_management as mm
 
-        return mm.unet_offload_device()
-    return torch.device("cpu")
-
-
-def free_memory_for_loading() -> None:
-    """Ask ComfyUI to unload its own models before we load large ones."""
-    if in_comfyui():
-        import comfy.model_management as mm
-
-        mm.unload_all_models()
-        mm.soft_empty_cache()
+        patchers = [p for p in (existing_patcher(m) for m in unique_modules([*moved, *unloaded])) if p is not None]
+        if patchers:
+            unload(mm, patchers)
+        if device != CPU:
+            mm.free_memory(int(memory_required), device)
+    with contextlib.ExitStack() as stack:
+        for module in moved:
+            stack.enter_context(on_device(module, device))
+        yield
 
 
 @contextlib.contextmanager
 def on_device(module: torch.nn.Module, device: torch.device) -> Iterator[torch.nn.Module]:
-    """Move a model to the compute device only while it is used, then back to the offload device."""
+    """Move a model to the compute device only while it is used, then back to where it rested (outside
+    ComfyUI, and for models handed to code that moves them itself)."""
     home = next(module.parameters()).device
     module.to(device)
     try:
@@ -208,7 +474,6 @@ def on_device(module: torch.nn.Module, device: torch.device) -> Iterator[torch.n
                 import comfy.model_management as mm
 
                 mm.soft_empty_cache()
-
 
 def check_interrupted() -> None:
     """Raise ComfyUI's interruption exception if the user pressed Cancel."""

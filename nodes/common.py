@@ -62,13 +62,14 @@ def expect_vae(value: object) -> None:
     expect(value, AutoencoderKLWan, "vae", VAE)
 
 
-def dtype_of(name: str, device_choice: str = "auto") -> torch.dtype:
-    """A precision widget's value as a dtype; "auto" follows the device the model will compute on."""
+def dtype_of(name: str, device_choice: str = "auto", kind: str = "dit") -> torch.dtype:
+    """A precision widget's value as a dtype; "auto" follows the device the model will compute on (in
+    ComfyUI its device for the kind: e.g. the CPU for the encoders under --lowvram)."""
     from revise_core.checkpoints import auto_dtype, resolve_dtype
 
     from . import comfy_bridge as bridge
 
-    return resolve_dtype(auto_dtype(name, bridge.compute_device(device_choice)))
+    return resolve_dtype(auto_dtype(name, bridge.compute_device(device_choice, kind)))
 
 
 @contextlib.contextmanager
@@ -88,12 +89,58 @@ def training_mode() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def using(*objects) -> Iterator[None]:
-    """Move each model (or the `.model` of a bundle) to its compute device for the block, then back."""
+def using(*objects, memory_required: int = 0) -> Iterator[None]:
+    """The models (or the `.model` of a bundle: VLM, umT5) a node uses together, on their compute devices
+    for the block; None entries (an unconnected optional input) are skipped.
+
+    In ComfyUI: one request to its memory manager for all of them, with `memory_required` bytes of
+    activations (the estimates below), after which they stay loaded until ComfyUI needs the memory;
+    outside ComfyUI: moved there for the block and back (comfy_bridge.models_on_device)."""
     from . import comfy_bridge as bridge
 
-    with contextlib.ExitStack() as stack:
-        for obj in objects:
-            module = getattr(obj, "model", obj)
-            stack.enter_context(bridge.on_device(module, bridge.compute_device_of(module)))
+    with bridge.models_on_device([getattr(obj, "model", obj) for obj in objects if obj is not None],
+                                 memory_required=memory_required):
         yield
+
+
+# Activation estimates, in bytes, given to ComfyUI as `memory_required`: what a node needs on the device
+# besides the weights (ComfyUI frees max(estimate, 0.8 GiB) plus its 400 MB reserve / --reserve-vram before
+# it loads). They are ComfyUI's own numbers for the same networks (v0.8.0), so our models and ComfyUI's
+# are weighed alike:
+# - Wan 2.1 VAE (comfy/sd.py, VAE.__init__, the Wan 2.1 branch): encode 1400 * min(9, T) * H * W, decode
+#   2800 * min(8, 4 (t - 1) + 1) * h * w * 64, times the element size; pixels [B, 3, T, H, W], latents
+#   [B, 16, t, h, w]. Tiled decoding needs less; the estimate does not shrink for it.
+# - Wan 2.1 DiT (comfy/model_base.py, BaseModel.memory_required with SDPA attention; the WAN21 memory factor
+#   dim / 2222 of comfy/supported_models.py): t * h * w * element size * 0.01 MiB * dim / 2222 for one
+#   latent, our sampler calling the DiT once per guidance branch.
+# - VLM, umT5, connector: 0, i.e. ComfyUI's minimum, as it asks for its own text encoders.
+MIB = 2**20
+
+
+def _element_size(module) -> int:
+    from revise_core.checkpoints import compute_dtype
+
+    return compute_dtype(module).itemsize
+
+
+def vae_encode_memory(vae, pixel_shape) -> int:
+    frames, height, width = pixel_shape[-3:]
+    return int(1400 * min(9, frames) * height * width * _element_size(vae))
+
+
+def vae_decode_memory(vae, latent_shape) -> int:
+    frames, height, width = latent_shape[-3:]
+    return int(2800 * min(8, 4 * (frames - 1) + 1) * height * width * 64 * _element_size(vae))
+
+
+def dit_memory(dit, latent_shape) -> int:
+    frames, height, width = latent_shape[-3:]
+    dim = dit.config.num_attention_heads * dit.config.attention_head_dim
+    return int(frames * height * width * _element_size(dit) * 0.01 * MIB * dim / 2222)
+
+
+def clip_memory(dit, vae, frames: int, height: int, width: int) -> int:
+    """The largest estimate of a whole edit of a clip (encode, sampling, decode): best-of-N and training."""
+    latent = (1, 16, (frames - 1) // 4 + 1, height // 8, width // 8)
+    return max(vae_encode_memory(vae, (1, 3, frames, height, width)), vae_decode_memory(vae, latent),
+               dit_memory(dit, latent))

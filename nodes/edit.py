@@ -12,8 +12,8 @@ from revise_core.text import TextEncoder
 from revise_core.vlm import VisionLanguageModel
 
 from . import comfy_bridge as bridge
-from .common import CATEGORY, COND, CONNECTOR, DIT, T5, VAE, VLM, VLM_COND, clip_size_inputs, expect, expect_dit, \
-    expect_vae, using
+from .common import CATEGORY, COND, CONNECTOR, DIT, T5, VAE, VLM, VLM_COND, clip_size_inputs, dit_memory, expect, \
+    expect_dit, expect_vae, using, vae_decode_memory, vae_encode_memory
 
 FRAMES_TOOLTIP = "Video frames (IMAGE batch [T, H, W, 3]), e.g. from Get Video Components."
 
@@ -51,7 +51,8 @@ class ReViSEVAEEncode:
         frames = video_ops.conform(images[skip_frames:].float().cpu(), num_frames=num_frames or None,
                                    height=height or None, width=width or None, resize=resize, frame_policy=frame_policy)
         pixels = video_ops.to_model_space(frames)
-        with using(vae), vae_ops.on_each_chunk(vae, bridge.progress(vae_ops.encode_chunk_count(pixels.shape[2]))):
+        with using(vae, memory_required=vae_encode_memory(vae, pixels.shape)), \
+                vae_ops.on_each_chunk(vae, bridge.progress(vae_ops.encode_chunk_count(pixels.shape[2]))):
             latents = vae_ops.encode(vae, pixels.to(bridge.compute_device_of(vae)))
         return ({"samples": latents.float().cpu()}, frames)
 
@@ -75,8 +76,8 @@ class ReViSEVAEDecode:
     def decode(self, vae, latent, tiled):
         expect_vae(vae)
         samples = latent["samples"]
-        with using(vae), vae_ops.on_each_chunk(vae, bridge.progress(vae_ops.chunk_count(vae, samples.shape,
-                                                                                          tiled=tiled))):
+        with using(vae, memory_required=vae_decode_memory(vae, samples.shape)), \
+                vae_ops.on_each_chunk(vae, bridge.progress(vae_ops.chunk_count(vae, samples.shape, tiled=tiled))):
             pixels = vae_ops.decode(vae, samples.to(bridge.compute_device_of(vae)), tiled=tiled)
         return (video_ops.from_model_space(pixels.float()).cpu(),)
 
@@ -182,7 +183,7 @@ class ReViSESampler:
         expect(cond, Condition, "cond", COND)
         config = SamplerConfig(steps=steps, guidance_scale=guidance, shift=shift, scheduler=scheduler, seed=seed,
                                guidance_mode=guidance_mode, sigma_schedule=sigma_schedule)
-        with using(dit):
+        with using(dit, memory_required=dit_memory(dit, cond.source_latents.shape)):
             latents = sample(dit, cond.cond, cond.uncond, latent_shape=tuple(cond.source_latents.shape), config=config,
                              callback=bridge.progress(steps, preview_latents=True))
         return ({"samples": cond.denormalize(latents.float()).cpu()},)

@@ -22,12 +22,11 @@ def _config_input(component: str) -> tuple:
                                                 "match of every tensor against the known variants."})
 
 
-def _place(module, device_choice: str):
-    """Rest on the offload device; nodes move the model to its compute device only while they use it."""
-    device = bridge.compute_device(device_choice)
-    target = getattr(module, "model", module)
-    target.revise_compute_device = device
-    target.to(bridge.offload_device())
+def _place(module, kind: str, device_choice: str):
+    """The model computes on its kind's device (or the widget's); in ComfyUI it gets its ModelPatcher and
+    ComfyUI's memory manager moves it from now on, outside ComfyUI it rests in host memory until a node
+    uses it (comfy_bridge.place). A bundle (VLM, umT5) is placed by its `.model`."""
+    bridge.place(getattr(module, "model", module), kind, bridge.compute_device(device_choice, kind))
     return module
 
 
@@ -53,11 +52,10 @@ class ReViSEDiTLoader(_Loader):
         }}
 
     def load(self, dit_name, config, precision, device):
-        bridge.free_memory_for_loading()
         with weights_outside_inference_mode():
             dit = load_dit(bridge.resolve("dit", dit_name), config=None if config == AUTO else config,
                            dtype=dtype_of(precision, device))
-        return (_place(dit, device),)
+        return (_place(dit, "dit", device),)
 
 
 class ReViSEVAELoader(_Loader):
@@ -76,8 +74,8 @@ class ReViSEVAELoader(_Loader):
 
     def load(self, vae_name, precision, device):
         with weights_outside_inference_mode():
-            vae = load_vae(bridge.resolve("vae", vae_name), dtype=dtype_of(precision, device))
-        return (_place(vae, device),)
+            vae = load_vae(bridge.resolve("vae", vae_name), dtype=dtype_of(precision, device, "vae"))
+        return (_place(vae, "vae", device),)
 
 
 class ReViSET5Loader(_Loader):
@@ -103,8 +101,8 @@ class ReViSET5Loader(_Loader):
         with weights_outside_inference_mode():
             text = load_text_encoder(bridge.resolve("t5", t5_name),
                                      tokenizer=None if tokenizer == AUTO else bridge.resolve("t5", tokenizer),
-                                     dtype=dtype_of(precision, device))
-        return (_place(text, device),)
+                                     dtype=dtype_of(precision, device, "t5"))
+        return (_place(text, "t5", device),)
 
 
 class ReViSEVLMLoader(_Loader):
@@ -126,10 +124,9 @@ class ReViSEVLMLoader(_Loader):
         }}
 
     def load(self, vlm_name, precision, device):
-        bridge.free_memory_for_loading()
         with weights_outside_inference_mode():
-            vlm = load_vlm(bridge.resolve("vlm", vlm_name), dtype=dtype_of(precision, device))
-        return (_place(vlm, device),)
+            vlm = load_vlm(bridge.resolve("vlm", vlm_name), dtype=dtype_of(precision, device, "vlm"))
+        return (_place(vlm, "vlm", device),)
 
 
 class ReViSEConnectorLoader(_Loader):
@@ -155,8 +152,9 @@ class ReViSEConnectorLoader(_Loader):
         tokens = None if special_tokens == "none" else bridge.resolve("connector", special_tokens)
         with weights_outside_inference_mode():
             connector = load_connector(bridge.resolve("connector", connector_name), special_tokens=tokens,
-                                       config=None if config == AUTO else config, dtype=dtype_of(precision, device))
-        return (_place(connector, device),)
+                                       config=None if config == AUTO else config,
+                                       dtype=dtype_of(precision, device, "connector"))
+        return (_place(connector, "connector", device),)
 
 
 class ReViSEModelSetLoader(_Loader):
@@ -186,12 +184,16 @@ class ReViSEModelSetLoader(_Loader):
     def load(self, model_set, precision, device, load_dit=True):
         from revise_core.editor import EditModels
 
-        bridge.free_memory_for_loading()
+        # "auto" precision per model, from the device each computes on (in ComfyUI the encoders' may differ)
+        dtypes = {kind: dtype_of(precision, device, kind) for kind in SET_KINDS.values()}
         with weights_outside_inference_mode():
-            models = EditModels.load(bridge.resolve("model_set", model_set), dtype=dtype_of(precision, device),
-                                     with_dit=load_dit)
-        return tuple(None if getattr(models, name) is None else _place(getattr(models, name), device)
-                     for name in ("dit", "vae", "text", "vlm", "connector"))
+            models = EditModels.load(bridge.resolve("model_set", model_set), dtype=dtypes["dit"],
+                                     component_dtypes=dtypes, with_dit=load_dit)
+        return tuple(None if getattr(models, name) is None else _place(getattr(models, name), kind, device)
+                     for name, kind in SET_KINDS.items())
+
+
+SET_KINDS = {"dit": "dit", "vae": "vae", "text": "t5", "vlm": "vlm", "connector": "connector"}  # field -> kind
 
 
 NODES = {cls.__name__: cls for cls in (ReViSEDiTLoader, ReViSEVAELoader, ReViSET5Loader, ReViSEVLMLoader,

@@ -17,7 +17,7 @@ from revise_core.losses import OBJECTIVES
 from revise_core.vlm import VisionLanguageModel
 
 from . import comfy_bridge as bridge
-from .common import CATEGORY, CONNECTOR, DIT, T5, VAE, VLM, expect, expect_dit, training_mode, using
+from .common import CATEGORY, CONNECTOR, DIT, T5, VAE, VLM, clip_memory, expect, expect_dit, training_mode
 
 
 class ReViSEUSOTrainer:
@@ -101,7 +101,14 @@ class ReViSEUSOTrainer:
                     raise KeyboardInterrupt from error
                 raise
 
-        with training_mode(), using(vae, t5, vlm, *([critic_vlm] if critic_vlm is not None else [])):
+        # The trainer places its models itself (trainer/loop.py moves the frozen ones to its device, umT5 off it
+        # between samples, and the copies of the DiT and the connector): in ComfyUI these models leave its
+        # registry for the run, and ComfyUI frees their memory, the copies' and one clip's activations.
+        frozen = [getattr(m, "model", m) for m in (vae, t5, vlm, critic_vlm) if m is not None]
+        run_memory = (sum(bridge.weight_bytes(m) for m in bridge.unique_modules([*frozen, dit, connector]))
+                      + clip_memory(dit, vae, num_frames, height, width))
+        with training_mode(), bridge.placed_by_caller(frozen, unloaded=[dit, connector], memory_required=run_memory,
+                                                      device=bridge.compute_device_of(dit)):
             # Copies: the loaders' cached models must stay as loaded for the rest of the graph.
             models = EditModels(dit=copy.deepcopy(dit), vae=vae, text=t5, vlm=vlm, connector=copy.deepcopy(connector))
             trainer = USOTrainer(config, models=models, critic_vlm=critic_vlm)
@@ -123,7 +130,9 @@ class ReViSEUSOTrainer:
                   "files": {k: str(v) for k, v in outputs.items()}}
         trained = trainer.generator
         connector_out = trained.connector.to(compute_dtype(connector))
-        return (_as_loaded(trained.dit, outputs["dit"], loaded_dtype, bridge.compute_device_of(dit)), connector_out,
+        dit_out = _as_loaded(trained.dit, outputs["dit"], loaded_dtype, bridge.compute_device_of(dit))
+        # New models: in ComfyUI each gets its own patcher, like a loader's (the copies have none)
+        return (bridge.register(dit_out, "dit"), bridge.register(connector_out, "connector"),
                 jsonio.dumps(report, indent=2), _png_as_image(outputs.get("curves")))
 
 
