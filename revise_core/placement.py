@@ -52,6 +52,7 @@ ENCODER_STORAGES = ("compute", "int8")
 DIT_STORAGES = ("compute", "fp8")
 STREAMED = ("vlm", "t5")  # run once per edit: streamed under `stream`; the VAE and connector move whole
 GIB = 2**30
+ALIGNMENT = 64  # bytes: what CPU allocations guarantee and vectorised kernels expect
 # What `auto` and `stream` keep free for activations besides the weights: the whole 17-frame 352x640 edit
 # peaks at about 1.5 GiB of activations (VAE decode; bench/results/cost_model.md), rounded up for the CUDA
 # allocator's fragmentation and the context.
@@ -250,6 +251,8 @@ class Placement:
         from diffusers.hooks import apply_group_offloading
 
         on_cuda = self.device.type == "cuda"
+        if self.config.host == "disk":
+            _merge_tied_leaves(module, name)
         options = dict(onload_device=self.device, offload_device=self.host, use_stream=on_cuda,
                        non_blocking=on_cuda, offload_to_disk_path=self._disk_folder(name))
         if name == "dit":
@@ -260,7 +263,7 @@ class Placement:
             # before calling it), which a block group would not onload; every leaf onloads itself.
             apply_group_offloading(module, offload_type="leaf_level", **options)
         for group in _offload_groups(module):
-            _count_onloads(group, name, self.transfers)
+            _count_onloads(group, name, self.transfers, realign=self.config.host == "disk" and not on_cuda)
         _refuse_backward(module, name)
 
     def _disk_folder(self, name: str) -> str | None:
@@ -301,6 +304,28 @@ def store_fp8(dit: nn.Module) -> None:
     dit.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=compute_dtype(dit))
 
 
+def _merge_tied_leaves(module: nn.Module, name: str) -> None:
+    """Make leaves that share their weights one module. Disk offload writes each group's file from its tensors
+    when the group first offloads, and empties them after: a second group holding the same (tied) tensor then
+    writes the emptied memory (umT5's `shared` and `encoder.embed_tokens`). One module in two places is one
+    group. Tied leaves of different kinds (an embedding tied to an output layer) cannot merge: refused."""
+    owners: dict[int, tuple[str, nn.Module]] = {}
+    for path, leaf in list(module.named_modules(remove_duplicate=False)):
+        params = list(leaf.parameters(recurse=False))
+        if not params or any(True for _ in leaf.children()):
+            continue
+        first = owners.get(id(params[0]))
+        if first is None:
+            owners.update({id(p): (path, leaf) for p in params})
+        elif first[1] is not leaf:
+            same = [id(p) for p in first[1].parameters(recurse=False)] == [id(p) for p in params]
+            if type(first[1]) is not type(leaf) or not same:
+                raise PlacementError(f"{name}: '{first[0]}' and '{path}' share weights but are different layers; "
+                                     "host=disk cannot stream them (use host=ram)")
+            parent_path, _, attribute = path.rpartition(".")
+            setattr(module.get_submodule(parent_path) if parent_path else module, attribute, first[1])
+
+
 def _offload_groups(module: nn.Module) -> list:
     """diffusers' ModuleGroups installed on `module`'s submodules (each once)."""
     groups, seen = [], set()
@@ -314,16 +339,24 @@ def _offload_groups(module: nn.Module) -> list:
     return groups
 
 
-def _count_onloads(group, name: str, log: TransferLog) -> None:
-    """Record the group's bytes at every onload (an instance attribute: diffusers' class is untouched)."""
-    tensors = {id(t): t for m in group.modules for t in [*m.parameters(), *m.buffers()]}
-    tensors.update({id(t): t for t in [*group.parameters, *group.buffers]})
-    nbytes = sum(tensor_bytes(t) for t in tensors.values())
+def _count_onloads(group, name: str, log: TransferLog, *, realign: bool = False) -> None:
+    """Record the group's bytes at every onload (an instance attribute: diffusers' class is untouched).
+
+    `realign`: tensors read from a safetensors file onto the CPU are views at unaligned offsets of one buffer,
+    and CPU GEMMs round differently on unaligned operands; a copy makes them aligned like any allocation, so a
+    disk placement computes the same bits as the others (on CUDA the reads land in fresh device memory)."""
+    tensors = list({id(t): t for m in group.modules for t in [*m.parameters(), *m.buffers()]}.values())
+    tensors += [t for t in [*group.parameters, *group.buffers] if all(t is not other for other in tensors)]
+    nbytes = sum(tensor_bytes(t) for t in tensors)
     onload = group.onload_
 
     def counted_onload() -> None:
         log.record(name, nbytes)
         onload()
+        if realign:
+            for tensor in tensors:
+                if tensor.data.data_ptr() % ALIGNMENT:
+                    tensor.data = tensor.data.clone()
 
     group.onload_ = counted_onload
 
