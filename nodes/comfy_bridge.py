@@ -25,7 +25,7 @@ Memory: who places what (issue 27).
 - Code that moves models itself (the trainer, trainer/loop.py) gets them through `placed_by_caller`:
   ComfyUI unloads exactly those models and frees room for the run, and they go back to their offload
   device afterwards, so ComfyUI's view of them (not loaded, at rest) stays true.
-- Nothing here calls `unload_all_models()` (it would evict the user's own models too).
+- Nothing here unloads every model: ComfyUI's unload-all evicts the user's own models too.
 """
 
 from __future__ import annotations
