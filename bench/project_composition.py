@@ -34,7 +34,9 @@ class Settings:
     critic_decode: str = "video"  # video: decode a latent prefix | frames: critic_frames latent frames, one by one
     decode_latent_frames: int = 0  # 0: decode every latent frame of x̂0 for the critic
     critic_frames: int = 4
-    train: str = "full"  # full | lora
+    train: str = "full"  # full | lora (bench/train_memory.add_lora: PEFT's LoRA as a forward hook)
+    vlm_storage: str = "compute"  # compute | int8 (torchao int8 weight-only Linear layers, bench/whole_edit.store_int8)
+    optimizer: str = "adamw"  # adamw (torch, fp32 states) | adamw8bit (torchao's states, bench/train_memory)
 
     def describe(self) -> dict:
         return asdict(self)
@@ -93,7 +95,13 @@ def build_vlm(name: str, dtype: torch.dtype):
 
 def u_length(vlm, frames: int, height: int, width: int) -> int:
     """How many states u the VLM gives for a source clip (its own prompt and preprocessing, no forward)."""
-    clip = torch.zeros(frames, height, width, 3)
+    from torch._subclasses.fake_tensor import unset_fake_temporarily
+
+    with unset_fake_temporarily():  # the release's preprocessing (PIL on 8-bit frames) needs real pixels
+        return _u_length(vlm, torch.zeros(frames, height, width, 3))
+
+
+def _u_length(vlm, clip: torch.Tensor) -> int:
     if hasattr(vlm, "conditioning_inputs"):
         inputs = vlm.conditioning_inputs(clip, "make it red")
         images = 0 if inputs.kwargs["pixels"] is None else inputs.kwargs["pixels"].shape[0]
@@ -139,6 +147,10 @@ def setup(frames: int, height: int, width: int, *, step: str, vlm_name: str, set
     train = step != "edit"
     frozen = torch.bfloat16 if (settings.frozen_dtype == "bf16" or not train) else torch.float32
     vlm = build_vlm(vlm_name, frozen)
+    if settings.vlm_storage == "int8":
+        from bench.whole_edit import store_int8
+
+        store_int8(vlm.model)
     u_len = u_length(vlm, frames, height, width)
     video_tokens = ((frames - 1) // 4 + 1) * (height // 32) * (width // 32)  # the visual adapter's (1, 4, 4) patches
     trained_dtype = torch.float32 if train else torch.bfloat16
@@ -169,11 +181,21 @@ def setup(frames: int, height: int, width: int, *, step: str, vlm_name: str, set
                  source_frames=torch.rand(frames, height, width, 3).half())
     tracked = [generator, vae, vlm.model] + ([t5] if t5 is not None else [])
     if train:
-        names = configure_trainable(generator, mode=settings.train, lora_rank=32,
-                                    lora_targets=["to_q", "to_k", "to_v", "to_out.0", "ffn.net.0.proj", "ffn.net.2"])
-        if settings.train == "lora":  # the frozen base stays in bf16; what trains is fp32
-            for name, parameter in generator.named_parameters():
+        if settings.train == "lora":  # trainer.model.configure_trainable, with the LoRA added as a hook
+            from bench.train_memory import add_lora
+            from trainer.config import USOConfig
+
+            defaults = USOConfig()
+            generator.requires_grad_(False)
+            names = ["dit." + n for n in add_lora(generator.dit, rank=defaults.lora_rank, alpha=defaults.lora_alpha,
+                                                   targets=list(defaults.lora_targets))]
+            generator.connector.visual_context_adapter.requires_grad_(True)
+            names += [n for n, p in generator.named_parameters() if p.requires_grad and n not in names]
+            for name, parameter in generator.named_parameters():  # the frozen base in bf16; what trains in fp32
                 parameter.data = parameter.data.to(torch.float32 if name in names else torch.bfloat16)
+        else:
+            names = configure_trainable(generator, mode=settings.train, lora_rank=32,
+                                        lora_targets=["to_q", "to_k", "to_v", "to_out.0", "ffn.net.0.proj", "ffn.net.2"])
         generator.dit.train()
         if settings.checkpointing_dit:
             generator.dit.enable_gradient_checkpointing()
@@ -181,7 +203,12 @@ def setup(frames: int, height: int, width: int, *, step: str, vlm_name: str, set
             vlm.set_gradient_checkpointing(True)
         params = [p for p in generator.parameters() if p.requires_grad]
         state["params"] = params
-        state["optimizer"] = torch.optim.AdamW(params, lr=3e-6, weight_decay=1e-4)
+        if settings.optimizer == "adamw8bit":
+            from bench.train_memory import AdamW8bitModel
+
+            state["optimizer"] = AdamW8bitModel(params, lr=3e-6, weight_decay=1e-4)
+        else:
+            state["optimizer"] = torch.optim.AdamW(params, lr=3e-6, weight_decay=1e-4)
         tracked.append(state["optimizer"])
     state["tracked"] = tracked + [state[k] for k in ("source_latents", "target_latents", "text", "u", "source_frames")]
     return state

@@ -114,6 +114,7 @@ class EditRow:
     tflop: float = 0.0
     notes: list = field(default_factory=list)
     fake_run_s: float = 0.0
+    key: str = ""  # the PLACEMENTS key
 
 
 # --- fake-tensor context -------------------------------------------------------------------------
@@ -365,7 +366,7 @@ def measure_placement(key: str, size: tuple[int, int, int] = (17, 352, 640)) -> 
                    host_at_rest_gib=round(result.host_at_rest / GIB, 2), stages=stages,
                    weights_gib={k: round(v / GIB, 3) for k, v in result.weights.items()},
                    tflop=round(result.flops / 1e12, 1), notes=notes,
-                   fake_run_s=round(time.perf_counter() - started, 1))
+                   fake_run_s=round(time.perf_counter() - started, 1), key=key)
 
 
 def row_dict(row: EditRow) -> dict:
