@@ -34,7 +34,9 @@ def clip_size_inputs(what: str = "keep") -> dict[str, tuple]:
 
 
 def device_input() -> tuple:
-    return (DEVICES, {"default": "auto", "tooltip": "Where the model computes; 'auto' follows ComfyUI's device."})
+    return (DEVICES, {"default": "auto", "tooltip": "Where the model computes; 'auto' follows ComfyUI's device for this "
+                                                    "kind of model (its text-encoder device for the VLM and umT5, its "
+                                                    "VAE device for the VAE), and ComfyUI moves it there and back."})
 
 
 def expect(value: object, expected: type | tuple[type, ...], what: str, wire: str) -> None:

@@ -82,8 +82,8 @@ class ReViSEBestOfEdit:
         editor = ReviseEditor(EditModels(dit=dit, vae=vae, text=t5, vlm=vlm, connector=connector))
         settings = EditSettings(sampler=SamplerConfig(steps=steps, guidance_scale=guidance, shift=shift, seed=seed),
                                 num_frames=num_frames or None, width=width or None, height=height or None)
-        frames, height, width = num_frames or images.shape[0], height or images.shape[1], width or images.shape[2]
-        with using(dit, vae, t5, vlm, connector, memory_required=clip_memory(dit, vae, frames, height, width)):
+        clip = (num_frames or images.shape[0], height or images.shape[1], width or images.shape[2])  # about the fitted
+        with using(dit, vae, t5, vlm, connector, memory_required=clip_memory(dit, vae, *clip)):
             result = editor.edit(images.float(), instruction, settings, best_of=candidates,
                                  callback=bridge.progress(steps * candidates, preview_latents=True))
         return (result.frames, jsonio.dumps(result.scores, indent=2), result.seed)

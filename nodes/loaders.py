@@ -30,6 +30,10 @@ def _place(module, kind: str, device_choice: str):
     return module
 
 
+# EditModels field -> kind of model (comfy_bridge.KIND_DEVICES), in the Model Set loader's output order
+SET_KINDS = {"dit": "dit", "vae": "vae", "text": "t5", "vlm": "vlm", "connector": "connector"}
+
+
 class _Loader:
     CATEGORY = f"{CATEGORY}/loaders"
     FUNCTION = "load"
@@ -191,9 +195,6 @@ class ReViSEModelSetLoader(_Loader):
                                      component_dtypes=dtypes, with_dit=load_dit)
         return tuple(None if getattr(models, name) is None else _place(getattr(models, name), kind, device)
                      for name, kind in SET_KINDS.items())
-
-
-SET_KINDS = {"dit": "dit", "vae": "vae", "text": "t5", "vlm": "vlm", "connector": "connector"}  # field -> kind
 
 
 NODES = {cls.__name__: cls for cls in (ReViSEDiTLoader, ReViSEVAELoader, ReViSET5Loader, ReViSEVLMLoader,
