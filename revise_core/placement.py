@@ -194,7 +194,9 @@ class Placement:
         self.transfers = TransferLog.empty()
         self._offload_dir: tempfile.TemporaryDirectory | None = None
 
-    def apply(self, modules: dict[str, nn.Module]) -> Placement:
+    def apply(self, modules: dict[str, nn.Module], *, fixed: dict[str, str] | None = None) -> Placement:
+        """Store, quantise and place each module. `fixed`: modes the caller imposes on some models (the trainer
+        keeps what gradients pass through resident), whatever the plan would choose."""
         unknown = sorted(set(modules) - set(COMPONENTS))
         if unknown:
             raise PlacementError(f"unknown model names {unknown}; expected some of {COMPONENTS}")
@@ -207,7 +209,9 @@ class Placement:
             store_fp8(modules["dit"])
         sizes = {name: module_bytes(module) for name, module in modules.items()}
         budget = int(cfg.device_budget_gib * GIB) if cfg.device_budget_gib else free_device_bytes(self.device)
-        self.modes = resolve_modes(cfg, sizes, budget)
+        self.modes = {**resolve_modes(cfg, sizes, budget), **(fixed or {})}
+        if set(self.modes.values()) - set(MODES):
+            raise PlacementError(f"fixed modes must be among {MODES}, got {fixed}")
         self.modules = dict(modules)
         for name, module in modules.items():
             setattr(module, COMPUTE_DEVICE_ATTRIBUTE, self.device)  # where inputs must go

@@ -13,6 +13,8 @@ from pathlib import Path
 
 from revise_core.losses import OBJECTIVES
 
+OPTIMIZERS = ("adamw", "adamw8bit")
+
 
 def _opt(default, help: str, **kw):  # noqa: A002 - mirrors argparse's name
     if isinstance(default, (list, dict)):
@@ -72,6 +74,14 @@ class USOConfig:
                                      "fp32 on the CPU) | bf16 | fp16 | fp32")
     offload_text_encoder: bool = _opt(True, "keep umT5 off the GPU except while it encodes a sample's instruction "
                                             "(features are cached; identical losses)")
+    frozen_placement: str = _opt("resident", "where the frozen feature encoders wait between feature passes "
+                                             "(revise_core/placement.py): resident | sequential | stream; the critic's "
+                                             "VLM and the VAE stay resident, since gradients pass through them")
+    encoders: str = _opt("compute", "storage of the frozen VLM and umT5 (and of a critic VLM loaded from critic_vlm): "
+                                    "compute (frozen_dtype) | int8 (torchao weight-only, half of bf16; gradients "
+                                    "still reach the pixels through the int8 critic)")
+    optimizer: str = _opt("adamw", "adamw | adamw8bit (torchao 8-bit states: 2 bytes per parameter instead of 8; its "
+                                   "first step compiles for about a minute on a CPU)")
     checkpointing_dit: bool = _opt(False, "gradient checkpointing in the DiT blocks")
     checkpointing_vlm: bool = _opt(False, "gradient checkpointing in the critic's VLM")
     checkpointing_vae: bool = _opt(False, "gradient checkpointing per latent frame in the VAE decoder (critic path)")
@@ -102,6 +112,10 @@ class USOConfig:
         for name in ("steps", "global_batch", "checkpoint_every", "critic_frames", "lora_rank"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name, allowed in (("frozen_placement", ("resident", "sequential", "stream")),
+                              ("encoders", ("compute", "int8")), ("optimizer", OPTIMIZERS)):
+            if getattr(self, name) not in allowed:
+                problems.append(f"{name} must be one of {allowed}, got '{getattr(self, name)}'")
         if self.critic_decode not in ("video", "frames"):
             problems.append(f"critic_decode must be 'video' or 'frames', got '{self.critic_decode}'")
         elif self.critic_decode == "frames" and self.decode_latent_frames:

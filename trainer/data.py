@@ -6,7 +6,6 @@ folder is given, in safetensors files keyed by a content hash of the inputs and 
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
@@ -20,6 +19,7 @@ from revise_core import checkpoints as ckpt
 from revise_core import vae as vae_ops
 from revise_core import video as video_ops
 from revise_core.manifest import ManifestError, Triplet, read_manifest  # noqa: F401 - re-exported for the trainer
+from revise_core.placement import Placement
 from revise_core.text import encode_text
 
 logger = logging.getLogger(__name__)
@@ -43,11 +43,11 @@ class FeatureStore:
 
     def __init__(self, models, *, num_frames: int, height: int, width: int, resize: str, max_text_len: int,
                  vlm_frames: int, cache_dir: str | os.PathLike | None = None,
-                 text_device: torch.device | str | None = None) -> None:
-        """`text_device`: where umT5 runs; when it rests elsewhere (offloaded), it is moved there only while it
-        encodes an instruction."""
+                 placement: Placement | None = None) -> None:
+        """`placement`: where the frozen encoders wait between feature passes (placement.py); each is on its
+        compute device while it encodes. None: they compute where they are."""
         self.models = models
-        self.text_device = torch.device(text_device) if text_device is not None else None
+        self.placement = placement or Placement()
         self.shape = dict(num_frames=num_frames, height=height, width=width, resize=resize)
         self.max_text_len, self.vlm_frames = max_text_len, vlm_frames
         self.cache_dir = Path(cache_dir) if cache_dir else None
@@ -72,13 +72,15 @@ class FeatureStore:
         # "exact": the features come from the releases' own pixel arithmetic (video.PREPROCESSING); caches made
         # before it (torch's approximation of PIL) lack the entry and are recomputed
         digest.update(json.dumps([triplet.instruction, self.shape, self.max_text_len, self.vlm_frames,
-                                  self._encoders, self.models.vlm.encode_options(), {"preprocessing": "exact"}],
+                                  self._encoders, self.models.vlm.encode_options(), {"preprocessing": "exact"},
+                                  *([{"encoders": self.placement.config.encoders}]
+                                    if self.placement.config.encoders != "compute" else [])],
                                  sort_keys=True).encode())
         return digest.hexdigest()[:32]
 
     def _compute(self, triplet: Triplet) -> Features:
-        m = self.models
-        device = next(m.vae.parameters()).device
+        m, use = self.models, self.placement.use
+        device = ckpt.device_of(m.vae)
         clips = []
         for path in (triplet.source, triplet.target):
             # Decoded as needed: the clip's frames only, each fitted to the training size as it is decoded.
@@ -87,11 +89,13 @@ class FeatureStore:
                                           resize=self.shape["resize"]).frames
             clips.append(video_ops.conform(frames, frame_policy="pad", min_frames=1, **self.shape))
         with torch.no_grad():
-            latents = [vae_ops.normalize_latents(m.vae, vae_ops.encode(m.vae, video_ops.to_model_space(c).to(device)).float())
-                       for c in clips]
-            with _on_device(m.text.model, self.text_device):
+            with use("vae"):
+                latents = [vae_ops.normalize_latents(m.vae, vae_ops.encode(m.vae, video_ops.to_model_space(c).to(device))
+                                                     .float()) for c in clips]
+            with use("t5"):
                 (text,) = encode_text(m.text, [triplet.instruction], max_length=self.max_text_len)
-            u = m.vlm.encode(clips[0], triplet.instruction, num_frames=self.vlm_frames)
+            with use("vlm"):
+                u = m.vlm.encode(clips[0], triplet.instruction, num_frames=self.vlm_frames)
         return Features(clips[0].half().cpu(), latents[0].cpu(), latents[1].cpu(), text.float().cpu(), u.float().cpu())
 
     def _load(self, key: str) -> Features | None:
@@ -106,20 +110,6 @@ class FeatureStore:
         if self.cache_dir is not None:
             ckpt.save_safetensors(features.to_tensors(), self.cache_dir / f"{key}.safetensors",
                                   format_name="revise.features")
-
-
-@contextlib.contextmanager
-def _on_device(module: torch.nn.Module, device: torch.device | None):
-    """Run a block with `module` on `device`, then put it back where it rested."""
-    home = next(module.parameters()).device
-    if device is None or device == home:
-        yield
-        return
-    module.to(device)
-    try:
-        yield
-    finally:
-        module.to(home)
 
 
 def _file_digest(path: Path, chunk: int = 1 << 20) -> str:

@@ -26,6 +26,7 @@ from revise_core import losses
 from revise_core.cli import writable_output
 from revise_core.critic import CriticConfig, SelfCritic
 from revise_core.editor import EditModels
+from revise_core.placement import Placement, PlacementConfig, quantize_int8
 
 from . import state as checkpoints
 from .config import USOConfig
@@ -68,7 +69,8 @@ def _stop_on_sigterm() -> Callable[[], None]:
 # Settings a resumed run may change: they decide when to stop, save and log, where the run computes or
 # caches, and memory features with identical losses; everything else defines the run.
 RESUMABLE_CHANGES = ("steps", "checkpoint_every", "keep_checkpoints", "tensorboard", "device", "feature_cache",
-                     "checkpointing_dit", "checkpointing_vlm", "checkpointing_vae", "offload_text_encoder")
+                     "checkpointing_dit", "checkpointing_vlm", "checkpointing_vae", "offload_text_encoder",
+                     "frozen_placement")
 
 
 def changed_settings(saved: dict, current: dict) -> list[str]:
@@ -76,6 +78,29 @@ def changed_settings(saved: dict, current: dict) -> list[str]:
     names = sorted((set(saved) | set(current)) - set(RESUMABLE_CHANGES))
     return [f"{name}: {saved.get(name)!r} -> {current.get(name)!r}" for name in names
             if saved.get(name) != current.get(name)]
+
+
+def frozen_placement(cfg: USOConfig, device: torch.device, *, critic_is_encoder: bool) -> tuple[Placement, dict]:
+    """The frozen models' placement plan, and the models it may not move: the VAE (the critic's decode passes
+    gradients through it) and, when it is the critic of a USO / RWR run, the encoder VLM; with
+    offload_text_encoder, umT5 waits off the device between feature passes."""
+    fixed = {"vae": "resident"}
+    if critic_is_encoder and cfg.objective != "sft":
+        fixed["vlm"] = "resident"
+    if cfg.frozen_placement == "resident" and cfg.offload_text_encoder:
+        fixed["t5"] = "sequential"
+    return Placement(PlacementConfig(placement=cfg.frozen_placement, encoders=cfg.encoders), device), fixed
+
+
+def make_optimizer(cfg: USOConfig, params: list) -> torch.optim.Optimizer:
+    """AdamW with fp32 states, or torchao's AdamW8bit (8-bit block-quantised states; fp32 for small tensors)."""
+    if cfg.optimizer == "adamw8bit":
+        try:
+            from torchao.optim import AdamW8bit
+        except ImportError as error:
+            raise ValueError("optimizer=adamw8bit needs torchao (pip install torchao)") from error
+        return AdamW8bit(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
 class USOTrainer:
@@ -114,13 +139,14 @@ class USOTrainer:
         # may hand over half-precision models); autocast gives the compute precision.
         models.dit.float()
         models.connector.float()
-        for module in (models.vae, models.vlm.model):
-            module.to(device=self.device)
-        # umT5 only encodes each sample's instruction once (features are cached): off the GPU in between.
-        models.text.model.to(torch.device("cpu") if cfg.offload_text_encoder else self.device)
         for frozen in (models.vae, models.text.model, models.vlm.model):
             frozen.eval().requires_grad_(False)
         self.models = models
+        separate_critic = self._critic_vlm is not None or bool(cfg.critic_vlm)
+        if self._models is not None and (cfg.encoders != "compute" or cfg.frozen_placement == "stream"):
+            # int8 and streaming change the modules in place; models handed over (ComfyUI's) serve other nodes too
+            raise ValueError("encoders=int8 and frozen_placement=stream apply to models the trainer loads itself "
+                             "(python -m trainer.uso); models handed to it are placed by their owner")
         self.generator = Generator(models.dit, models.connector).to(self.device)
         self.trainable = configure_trainable(self.generator, mode=cfg.train, lora_rank=cfg.lora_rank,
                                              lora_alpha=cfg.lora_alpha, lora_targets=cfg.lora_targets)
@@ -132,6 +158,13 @@ class USOTrainer:
                 for parameter in module.parameters():
                     if not parameter.requires_grad:
                         parameter.data = parameter.data.to(frozen_dtype)
+            if cfg.train == "lora":  # the frozen base layers LoRA adapts: autocast computes them in bf16 anyway
+                for module in self.generator.dit.modules():
+                    if isinstance(module, torch.nn.Linear) and not any(p.requires_grad for p in module.parameters()):
+                        module.to(frozen_dtype)
+        if cfg.encoders == "int8":  # they only ever see the cached VLM states: no gradient passes through them
+            for module in self.generator.connector.frozen_storage_modules():
+                quantize_int8(module)
         self.generator.dit.train()
         if cfg.checkpointing_dit:
             self.generator.dit.enable_gradient_checkpointing()
@@ -141,20 +174,25 @@ class USOTrainer:
         if self._critic_vlm is not None or cfg.critic_vlm:  # a separate judge (the paper uses the encoder itself)
             from revise_core.vlm import load_vlm
 
-            critic_vlm = self._critic_vlm or load_vlm(cfg.critic_vlm, dtype=frozen_dtype, device=self.device)
+            critic_vlm = self._critic_vlm or load_vlm(cfg.critic_vlm, dtype=frozen_dtype, device="cpu")
             if self._critic_vlm is None:  # loaded here; a given one is placed by its owner (ComfyUI's using())
+                if cfg.encoders == "int8":
+                    quantize_int8(critic_vlm.model)
                 critic_vlm.model.to(device=self.device)
             critic_vlm.model.eval().requires_grad_(False)
             if cfg.checkpointing_vlm:
                 critic_vlm.set_gradient_checkpointing(True)
             logger.info("critic: %s (%s), not the encoder VLM", cfg.critic_vlm, critic_vlm.family)
         self.critic = SelfCritic(critic_vlm, CriticConfig(num_frames=cfg.critic_frames, cot=cfg.cot))
+        self.placement, fixed = frozen_placement(cfg, self.device, critic_is_encoder=not separate_critic)
         self.features = FeatureStore(models, num_frames=cfg.num_frames, height=cfg.height, width=cfg.width,
                                      resize=cfg.resize, max_text_len=cfg.max_text_len, vlm_frames=cfg.vlm_frames,
-                                     cache_dir=cfg.feature_cache or None, text_device=self.device)
+                                     cache_dir=cfg.feature_cache or None, placement=self.placement)
+        self.placement.apply({"vae": models.vae, "t5": models.text.model, "vlm": models.vlm.model},
+                             fixed=fixed)
         self.model = self._wrap(self.generator)
         params = [p for p in self.generator.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.optimizer = make_optimizer(cfg, params)
         warmup = max(cfg.warmup_steps, 0)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda step: min(1.0, (step + 1) / warmup) if warmup else 1.0)

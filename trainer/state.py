@@ -10,6 +10,7 @@ warning. Everything is safetensors or JSON: nothing is unpickled.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import logging
 import os
@@ -179,27 +180,76 @@ def load(path: str | os.PathLike, *, model: nn.Module, optimizer: torch.optim.Op
     return state
 
 
+# Optimizer-state tensor subclasses a checkpoint may rebuild (torchao's 8-bit AdamW states: int8 codes, block
+# scales and the quantisation map). Rebuilt from their plain inner tensors by this list only, never by a name
+# read from the file.
+STATE_SUBCLASSES = {"OptimState8bit": ("torchao.optim.subclass_8bit", "OptimState8bit")}
+
+
 def _flatten_optimizer(state_dict: dict) -> tuple[dict[str, torch.Tensor], dict]:
-    """Optimizer state keyed by parameter path -> flat tensors ('state/<param>/<name>') + JSON metadata."""
-    tensors, scalars = {}, {}
+    """Optimizer state keyed by parameter path -> flat tensors ('state/<param>/<name>') + JSON metadata.
+
+    A quantised state (a tensor subclass in STATE_SUBCLASSES) is stored as its inner tensors
+    ('state/<param>/<name>/<inner>') plus its type and attributes, so that it resumes bit for bit."""
+    tensors, scalars, subclasses = {}, {}, {}
     for param, entry in state_dict["state"].items():
         for key, value in entry.items():
-            if isinstance(value, torch.Tensor):
+            if isinstance(value, torch.Tensor) and type(value).__name__ in STATE_SUBCLASSES:
+                names, attributes = value.__tensor_flatten__()
+                for name in names:
+                    tensors[f"state/{param}/{key}/{name}"] = getattr(value, name).detach().clone()
+                subclasses[f"{param}/{key}"] = {"type": type(value).__name__,
+                                                "attributes": [_json_attribute(a) for a in attributes]}
+            elif isinstance(value, torch.Tensor):
+                if type(value) not in (torch.Tensor, torch.nn.Parameter):
+                    raise TypeError(f"optimizer state '{param}/{key}' is a {type(value).__name__}, which checkpoints "
+                                    f"cannot store (known quantised states: {sorted(STATE_SUBCLASSES)})")
                 tensors[f"state/{param}/{key}"] = value
             else:
                 scalars[f"{param}/{key}"] = value
-    return tensors, {"param_groups": state_dict["param_groups"], "scalars": scalars}
+    # torchao's optimizers keep the learning rate as a 0-d tensor, which JSON cannot hold: {"tensor": value}
+    groups = [{key: {"tensor": value.item()} if isinstance(value, torch.Tensor) else value for key, value in group.items()}
+              for group in state_dict["param_groups"]]
+    return tensors, {"param_groups": groups, "scalars": scalars, "subclasses": subclasses}
 
 
 def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
     state: dict[str, dict] = {}
+    subclasses = meta.get("subclasses", {})
+    inner: dict[str, dict[str, torch.Tensor]] = {}
     for name, tensor in tensors.items():
         _, param, key = name.split("/", 2)
-        state.setdefault(param, {})[key] = tensor
+        owner, _, part = key.rpartition("/")
+        if owner and f"{param}/{owner}" in subclasses:
+            inner.setdefault(f"{param}/{owner}", {})[part] = tensor
+        else:
+            state.setdefault(param, {})[key] = tensor
+    for name, spec in subclasses.items():
+        if spec.get("type") not in STATE_SUBCLASSES:
+            raise ckpt.CheckpointError(f"optimizer state '{name}' has the unknown type {spec.get('type')!r}; known: "
+                                       f"{sorted(STATE_SUBCLASSES)}")
+        module, cls_name = STATE_SUBCLASSES[spec["type"]]
+        cls = getattr(importlib.import_module(module), cls_name)
+        param, key = name.split("/", 1)
+        attributes = [_attribute_from_json(a) for a in spec["attributes"]]
+        state.setdefault(param, {})[key] = cls.__tensor_unflatten__(inner.get(name, {}), attributes, None, None)
     for name, value in meta.get("scalars", {}).items():
         param, key = name.split("/", 1)
         state.setdefault(param, {})[key] = value
-    return {"state": state, "param_groups": meta["param_groups"]}
+    groups = [{key: torch.tensor(value["tensor"], dtype=torch.float32)
+               if isinstance(value, dict) and set(value) == {"tensor"} else value for key, value in group.items()}
+              for group in meta["param_groups"]]
+    return {"state": state, "param_groups": groups}
+
+
+def _json_attribute(value):
+    return {"dtype": str(value).removeprefix("torch.")} if isinstance(value, torch.dtype) else value
+
+
+def _attribute_from_json(value):
+    if isinstance(value, dict) and set(value) == {"dtype"}:
+        return getattr(torch, value["dtype"])
+    return value
 
 
 def _rng_tensors() -> dict[str, torch.Tensor]:
