@@ -313,7 +313,8 @@ def markdown(rows: list, command: str, commands: dict | None = None) -> str:
     if edit_rows:
         lines += edit_markdown(edit_rows)
     targets = [(r.setting, f"{r.peak_gib:.2f} GiB device", r.target, r.target_met) for r in training if r.target]
-    targets += [(r.placement, _edit_figures(r), r.target, r.target_met) for r in edit_rows if r.target]
+    targets += [(r.placement, _edit_figures(r), r.target, r.target_met) for r in edit_rows
+                if r.target and (r.target_met is not None or r.method.startswith("not measured"))]
     if targets:
         lines += ["", "## Targets (issue 27)", "", "| row | figure | target | met |", "|---|---|---|---|"]
         for name, figure, target, met in targets:
@@ -372,13 +373,15 @@ def edit_markdown(edit_rows: list[EditRow]) -> list[str]:
             lines.append(f"| {name} | {measured[0].stages[index]['tflop']:.1f} | " + " | ".join(cells) + " |")
         weights = ", ".join(f"{k} {v:.2f}" for k, v in measured[0].weights_gib.items())
         lines += ["", f"Weights in bf16 (GiB): {weights}."]
-        notes = []
+        notes: dict[str, list[str]] = {}
         for r in edit_rows:
             if r.device_to_host_gib:
-                notes.append(f"{r.placement}: the sequential models' way back (Module.to copies them to the host) "
-                             f"is another {r.device_to_host_gib:.2f} GiB device-to-host per edit, not counted above.")
-            notes += [f"{r.placement}: {note}" for note in r.notes]
-        lines += [""] + [f"- {note}" for note in dict.fromkeys(notes)]
+                notes.setdefault(f"the sequential models' way back (Module.to copies them to the host) is another "
+                                 f"{r.device_to_host_gib:.2f} GiB device-to-host per edit, not counted above",
+                                 []).append(r.placement)
+            for note in r.notes:
+                notes.setdefault(note, []).append(r.placement)
+        lines += [""] + [f"- {'; '.join(rows)}: {note}." for note, rows in notes.items()]
     return lines
 
 
