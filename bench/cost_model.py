@@ -34,6 +34,7 @@ import platform
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 from dataclasses import asdict, dataclass, field
 from unittest import mock
 
@@ -43,7 +44,8 @@ from bench.whole_edit import CONSUMER_BF16_FLOPS, HOST_TO_DEVICE_BYTES_PER_S, PL
 H100_BF16_FLOPS = 989e12  # H100 SXM dense bf16 peak (NVIDIA datasheet), no sparsity
 GROUPS = ("ladder", "training-24g", "edit-placements")
 GIB = 2**30
-SIZES = {"33f": (33, 352, 640), "81f": (81, 480, 832), "17f": (17, 352, 640)}  # 17f: the ReViSE release's edit
+# 17f: the ReViSE release's edit (revise-official); 41f: Omni-Video 2's (omnivideo2-official)
+SIZES = {"33f": (33, 352, 640), "81f": (81, 480, 832), "17f": (17, 352, 640), "41f": (41, 480, 832)}
 VLMS = ("revise-vila-8b", "qwen2.5-vl-7b")
 # Measured on an H100 80GB with shared/reference/anchor/anchor_naive_uso.py (torch.cuda.max_memory_allocated).
 ANCHOR = {("edit", "33f"): 19.2, ("sft", "33f"): 49.3, ("uso", "33f"): 74.1, ("edit", "81f"): 21.4,
@@ -153,6 +155,7 @@ def plan(quick: bool, groups: tuple[str, ...] | None = None) -> list[tuple]:
         cases += [("project", "uso", "17f", RELEASE_VLM, label, dict(switches)) for label, switches, _, _ in TRAINING_24G]
     if "edit-placements" in groups:
         cases += [("edit-placement", "edit", "17f", RELEASE_VLM, key, {}) for key in PLACEMENTS]
+        cases.append(("omnivideo2-edit", "edit", "41f", "qwen3-vl-30b-a3b", "omnivideo2-stream", {}))
     return cases
 
 
@@ -198,7 +201,7 @@ def row_key(row: Row | EditRow) -> tuple:
 
 def case_key(case: tuple) -> tuple:
     composition, step, size, vlm, setting, switches = case
-    if composition == "edit-placement":
+    if composition in ("edit-placement", "omnivideo2-edit"):
         return ("edit-placement", SIZES[size][0], vlm, setting)
     return (step, SIZES[size][0], vlm, setting, json.dumps(switches, sort_keys=True))
 
@@ -223,8 +226,6 @@ def reused_rows(path: str | None) -> dict:
 
 def saved_rows(path) -> tuple[list, dict]:
     """Rows (Row and EditRow) of a results file written by this command, and its payload."""
-    from pathlib import Path
-
     path = Path(path)
     if not path.is_file():
         return [], {}
@@ -244,6 +245,10 @@ def run_case(case: tuple) -> Row | EditRow:
         from bench.whole_edit import measure_placement
 
         return measure_placement(setting, SIZES[size])
+    if composition == "omnivideo2-edit":
+        from bench.omnivideo2_edit import measure
+
+        return measure(setting)
     if composition == "naive":
         measurement = measure_naive(step, size)
     else:
@@ -400,9 +405,8 @@ def main(argv: list[str] | None = None) -> int:
     if only is not None and (not only or set(only) - set(GROUPS)):
         parser.error(f"--only takes groups among {', '.join(GROUPS)}, got '{args.only}'")
     command = "python -m bench.cost_model" + (" --quick" if args.quick else "") + (
-        f" --jobs {args.jobs}" if args.jobs > 1 else "") + (f" --only {','.join(only)}" if only else "")
-    from pathlib import Path
-
+        f" --jobs {args.jobs}" if args.jobs > 1 else "") + (f" --only {','.join(only)}" if only else "") + (
+        f" --reuse {Path(args.reuse).name}" if args.reuse else "")
     out = Path(args.out)
     kept, previous = saved_rows(out.with_suffix(".json")) if only else ([], {})
     kept = [row for row in kept if row_group(row) not in only] if only else []

@@ -323,8 +323,10 @@ def test_only_measures_the_chosen_groups_and_keeps_the_others(tmp_path):
 
     def fake_case(case):
         composition, step, size, vlm, setting, switches = case
-        if composition == "edit-placement":
-            return EditRow(setting, "", 17, 352, 640, vlm, 4.0, 35.0, 33.0, 1.4, 8.8, 0.16, "t", True, "m", key=setting)
+        if composition in ("edit-placement", "omnivideo2-edit"):
+            frames = cost_model.SIZES[size][0]
+            return EditRow(setting, "", frames, 352, 640, vlm, 4.0, 35.0, 33.0, 1.4, 8.8, 0.16, "t", True, "m",
+                           key=setting)
         return cost_model.to_row(fake_measurement(), step=step, size=size, vlm=vlm, setting=setting, switches=switches)
 
     with mock.patch.object(cost_model, "run_case", fake_case):
@@ -332,7 +334,7 @@ def test_only_measures_the_chosen_groups_and_keeps_the_others(tmp_path):
     payload = json.loads(out.with_suffix(".json").read_text())
     assert [r["setting"] for r in payload["rows"]][0] == "naive (H100 anchor)"  # kept, first
     assert [r["group"] for r in payload["rows"]][1:] == ["training-24g"] * len(cost_model.TRAINING_24G)
-    assert [r["key"] for r in payload["edit_placements"]] == list(cost_model.PLACEMENTS)
+    assert [r["key"] for r in payload["edit_placements"]] == [*cost_model.PLACEMENTS, "omnivideo2-stream"]
     assert all(r["device_gib"] == 4.0 for r in payload["edit_placements"])  # re-measured, not kept
     assert payload["commands"]["ladder"] == "earlier"
     table = out.with_suffix(".md").read_text()
