@@ -356,7 +356,7 @@ class USOTrainer:
             # fp16 loss scaling: the scaler skips this update and lowers the scale (normal at the start).
             logger.warning("step %d: fp16 gradients overflowed at loss scale %g; update skipped", step + 1,
                            self.scaler.get_scale())
-        lr = self.scheduler.get_last_lr()[0]
+        lr = float(self.scheduler.get_last_lr()[0])  # a 0-d tensor with torchao's optimizers
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()

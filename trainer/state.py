@@ -70,7 +70,7 @@ def save(output_dir: str | os.PathLike, step: int, *, model_state: dict, optimiz
     optimizer_tensors, optimizer_meta = _flatten_optimizer(optimizer_state)
     ckpt.save_safetensors(optimizer_tensors, tmp / "optimizer.safetensors", format_name="revise.trainer.optimizer")
     ckpt.save_safetensors(_rng_tensors(), tmp / "rng.safetensors", format_name="revise.trainer.rng")
-    state = {"step": step, "config": config, "scheduler": scheduler.state_dict(), "optimizer": optimizer_meta,
+    state = {"step": step, "config": config, "scheduler": _encode_scalars(scheduler.state_dict()), "optimizer": optimizer_meta,
              "python_random": _python_random_state(), "trainable": trainable, "metrics": metrics,
              "grad_scaler": scaler.state_dict() if scaler is not None and scaler.is_enabled() else None}
     (tmp / "state.json").write_text(jsonio.dumps(state, indent=2) + "\n", encoding="utf-8")
@@ -172,7 +172,7 @@ def load(path: str | os.PathLike, *, model: nn.Module, optimizer: torch.optim.Op
                                            state["optimizer"])
     set_state_dict(model, optimizer, model_state_dict=weights, optim_state_dict=optimizer_state,
                    options=StateDictOptions(full_state_dict=True, strict=False))
-    scheduler.load_state_dict(state["scheduler"])
+    scheduler.load_state_dict(_decode_scalars(state["scheduler"]))
     if scaler is not None and scaler.is_enabled() and state.get("grad_scaler"):
         scaler.load_state_dict(state["grad_scaler"])
     _restore_rng(ckpt.read_state_dict(path / "rng.safetensors").tensors, state["python_random"])
@@ -207,10 +207,8 @@ def _flatten_optimizer(state_dict: dict) -> tuple[dict[str, torch.Tensor], dict]
                 tensors[f"state/{param}/{key}"] = value
             else:
                 scalars[f"{param}/{key}"] = value
-    # torchao's optimizers keep the learning rate as a 0-d tensor, which JSON cannot hold: {"tensor": value}
-    groups = [{key: {"tensor": value.item()} if isinstance(value, torch.Tensor) else value for key, value in group.items()}
-              for group in state_dict["param_groups"]]
-    return tensors, {"param_groups": groups, "scalars": scalars, "subclasses": subclasses}
+    return tensors, {"param_groups": _encode_scalars(state_dict["param_groups"]), "scalars": scalars,
+                     "subclasses": subclasses}
 
 
 def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
@@ -236,10 +234,29 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
     for name, value in meta.get("scalars", {}).items():
         param, key = name.split("/", 1)
         state.setdefault(param, {})[key] = value
-    groups = [{key: torch.tensor(value["tensor"], dtype=torch.float32)
-               if isinstance(value, dict) and set(value) == {"tensor"} else value for key, value in group.items()}
-              for group in meta["param_groups"]]
-    return {"state": state, "param_groups": groups}
+    return {"state": state, "param_groups": _decode_scalars(meta["param_groups"])}
+
+
+def _encode_scalars(value):
+    """torchao's optimizers keep the learning rate as a 0-d fp32 tensor (in their param groups and so in the
+    scheduler's base and last rates), which JSON cannot hold: {"tensor": value}, decoded by _decode_scalars."""
+    if isinstance(value, torch.Tensor) and value.ndim == 0:
+        return {"tensor": value.item()}
+    if isinstance(value, dict):
+        return {key: _encode_scalars(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_encode_scalars(item) for item in value)
+    return value
+
+
+def _decode_scalars(value):
+    if isinstance(value, dict):
+        if set(value) == {"tensor"}:
+            return torch.tensor(value["tensor"], dtype=torch.float32)
+        return {key: _decode_scalars(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_decode_scalars(item) for item in value]
+    return value
 
 
 def _json_attribute(value):
