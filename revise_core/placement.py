@@ -257,15 +257,20 @@ class Placement:
         on_cuda = self.device.type == "cuda"
         if self.config.host == "disk":
             _merge_tied_leaves(module, name)
-        options = dict(onload_device=self.device, offload_device=self.host, use_stream=on_cuda,
-                       non_blocking=on_cuda, offload_to_disk_path=self._disk_folder(name))
+        options = dict(onload_device=self.device, offload_device=self.host,
+                       offload_to_disk_path=self._disk_folder(name))
         if name == "dit":
-            # Called through its forward only: whole blocks, one group each.
-            apply_group_offloading(module, offload_type="block_level", num_blocks_per_group=1, **options)
+            # Called through its forward at every step: whole blocks, one group each, the next one prefetched on
+            # a side CUDA stream while the current one computes.
+            apply_group_offloading(module, offload_type="block_level", num_blocks_per_group=1, use_stream=on_cuda,
+                                   non_blocking=on_cuda, **options)
         else:
-            # Leaf level: the families call submodules directly (VILA embeds tokens with the LLM's embedding
-            # before calling it), which a block group would not onload; every leaf onloads itself.
+            # Leaf level: the families call submodules directly (VILA embeds tokens with the LLM's embedding, and
+            # its root module's forward never runs), which a block group would not onload. Synchronous copies: a
+            # side stream's prefetch order is traced through the root's forward, which these models skip; they run
+            # once per edit, so the copies cost a second or two, not a step's worth each time.
             apply_group_offloading(module, offload_type="leaf_level", **options)
+            _onload_attention_projections(module)
         for group in _offload_groups(module):
             _count_onloads(group, name, self.transfers, realign=self.config.host == "disk" and not on_cuda)
         _refuse_backward(module, name)
@@ -328,6 +333,22 @@ def _merge_tied_leaves(module: nn.Module, name: str) -> None:
                                      "host=disk cannot stream them (use host=ram)")
             parent_path, _, attribute = path.rpartition(".")
             setattr(module.get_submodule(parent_path) if parent_path else module, attribute, first[1])
+
+
+def _onload_attention_projections(module: nn.Module) -> None:
+    """nn.MultiheadAttention (SigLIP's pooling head) hands its `out_proj` weight to F.multi_head_attention_forward
+    without calling `out_proj`, so diffusers' hook on that leaf never onloads it: the attention module's own
+    forward onloads and offloads it instead."""
+    for attention in module.modules():
+        if not isinstance(attention, nn.MultiheadAttention):
+            continue
+        registry = getattr(attention.out_proj, "_diffusers_hook", None)
+        hook = registry.get_hook("group_offloading") if registry is not None else None
+        if hook is None:
+            continue
+        group = hook.group
+        attention.register_forward_pre_hook(lambda m, args, group=group: group.onload_())
+        attention.register_forward_hook(lambda m, args, output, group=group: group.offload_())
 
 
 def _offload_groups(module: nn.Module) -> list:

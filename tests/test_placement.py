@@ -186,3 +186,18 @@ def test_cli_demo_runs_every_placement(flags, tmp_path, capsys):
     placement = json.loads(capsys.readouterr().out)["placement"]
     moved = sum(placement["onloaded_bytes"].values())
     assert (moved == 0) == (set(placement["modes"].values()) == {"resident"})
+
+
+def test_a_streamed_vlm_onloads_weights_its_layers_use_without_calling_them(tiny_dir, tmp_path):
+    """SigLIP's pooling head passes its out_proj weight to F.multi_head_attention_forward without calling the
+    layer: streamed from disk, it must still be read back (else it computes with an emptied buffer, and on a GPU
+    with weights left on the host)."""
+    reference, streamed = EditModels.load(tiny_dir / "revise_ckpt"), EditModels.load(tiny_dir / "revise_ckpt")
+    placement = Placement(PlacementConfig(placement="stream", host="disk", offload_dir=str(tmp_path)))
+    placement.apply({"vlm": streamed.vlm.model})
+    size = reference.vlm.model.vision_tower.config.image_size
+    pixels = torch.rand(2, 3, size, size)
+    with torch.no_grad():
+        expected = reference.vlm.model.vision_tower(pixels).pooler_output
+        actual = streamed.vlm.model.vision_tower(pixels).pooler_output
+    assert torch.equal(actual, expected)
