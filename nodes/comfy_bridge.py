@@ -348,8 +348,11 @@ def make_patcher(module: torch.nn.Module, *, kind: str = "dit", load_device: tor
 
 def weight_bytes(module: torch.nn.Module) -> int:
     """Bytes of a model's parameters and buffers, each tensor once (ComfyUI's own count, its state dict's,
-    counts tied weights twice: umT5's embedding is 2 GB in bf16)."""
-    return sum(t.nbytes for t in (*module.parameters(), *module.buffers()))
+    counts tied weights twice: umT5's embedding is 2 GB in bf16); quantised weights (int8, fp8) by what they
+    store."""
+    from revise_core.placement import module_bytes
+
+    return module_bytes(module)
 
 
 def _weights_device(module: torch.nn.Module) -> torch.device:

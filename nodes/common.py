@@ -33,6 +33,32 @@ def clip_size_inputs(what: str = "keep") -> dict[str, tuple]:
     }
 
 
+def storage_input(kind: str) -> tuple:
+    """How a loader stores a model's weights (revise_core/placement.py), with what each choice costs: int8 for
+    the VLM and umT5, fp8 for the DiT. ComfyUI then counts the smaller size."""
+    from revise_core import placement
+
+    if kind == "dit":
+        return (list(placement.DIT_STORAGES), {"default": "compute", "tooltip": placement.DIT_STORAGE_HELP})
+    return (list(placement.ENCODER_STORAGES), {"default": "compute", "tooltip": placement.ENCODER_HELP})
+
+
+def store(module, kind: str, storage: str):
+    """Apply a loader's storage choice to the model it loaded (before ComfyUI registers it)."""
+    from revise_core import placement
+
+    if storage == "compute":
+        return module
+    allowed = placement.DIT_STORAGES if kind == "dit" else placement.ENCODER_STORAGES
+    if storage not in allowed:
+        raise ValueError(f"storage '{storage}' is not available for the {kind}; choose one of {allowed}")
+    if kind == "dit":
+        placement.store_fp8(module)
+    else:
+        placement.quantize_int8(getattr(module, "model", module))
+    return module
+
+
 def device_input() -> tuple:
     return (DEVICES, {"default": "auto", "tooltip": "Where the model computes; 'auto' follows ComfyUI's device for this "
                                                     "kind of model (its text-encoder device for the VLM and umT5, its "

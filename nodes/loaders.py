@@ -10,8 +10,8 @@ from revise_core.variants import KNOWN_VARIANTS, variants_for
 from revise_core.vlm import load_vlm
 
 from . import comfy_bridge as bridge
-from .common import CATEGORY, CONNECTOR, DIT, T5, VAE, VLM, device_input, dtype_of, precision_input, \
-    weights_outside_inference_mode
+from .common import CATEGORY, CONNECTOR, DIT, T5, VAE, VLM, device_input, dtype_of, precision_input, storage_input, \
+    store, weights_outside_inference_mode
 
 AUTO = "auto"
 
@@ -53,12 +53,13 @@ class ReViSEDiTLoader(_Loader):
             "config": _config_input("dit"),
             "precision": precision_input(),
             "device": device_input(),
-        }}
+        }, "optional": {"storage": storage_input("dit")}}
 
-    def load(self, dit_name, config, precision, device):
+    def load(self, dit_name, config, precision, device, storage="compute"):
         with weights_outside_inference_mode():
             dit = load_dit(bridge.resolve("dit", dit_name), config=None if config == AUTO else config,
                            dtype=dtype_of(precision, device))
+            store(dit, "dit", storage)
         return (_place(dit, "dit", device),)
 
 
@@ -99,13 +100,14 @@ class ReViSET5Loader(_Loader):
                                                        "model folder itself)."}),
             "precision": precision_input(),
             "device": device_input(),
-        }}
+        }, "optional": {"storage": storage_input("t5")}}
 
-    def load(self, t5_name, tokenizer, precision, device):
+    def load(self, t5_name, tokenizer, precision, device, storage="compute"):
         with weights_outside_inference_mode():
             text = load_text_encoder(bridge.resolve("t5", t5_name),
                                      tokenizer=None if tokenizer == AUTO else bridge.resolve("t5", tokenizer),
                                      dtype=dtype_of(precision, device, "t5"))
+            store(text, "t5", storage)
         return (_place(text, "t5", device),)
 
 
@@ -125,11 +127,12 @@ class ReViSEVLMLoader(_Loader):
                                      "mm_projector/)."}),
             "precision": precision_input(),
             "device": device_input(),
-        }}
+        }, "optional": {"storage": storage_input("vlm")}}
 
-    def load(self, vlm_name, precision, device):
+    def load(self, vlm_name, precision, device, storage="compute"):
         with weights_outside_inference_mode():
             vlm = load_vlm(bridge.resolve("vlm", vlm_name), dtype=dtype_of(precision, device, "vlm"))
+            store(vlm, "vlm", storage)
         return (_place(vlm, "vlm", device),)
 
 
@@ -183,9 +186,11 @@ class ReViSEModelSetLoader(_Loader):
                                      "tooltip": "Off: the set's DiT is not loaded (its output is empty), for the native "
                                                 "path where ComfyUI's UNETLoader loads the DiT converted by "
                                                 "python -m revise_core.convert; the DiT then takes no memory here (5.7 GB in fp32 for 1.3B)."}),
+            "encoders": storage_input("vlm"),
+            "dit_storage": storage_input("dit"),
         }}
 
-    def load(self, model_set, precision, device, load_dit=True):
+    def load(self, model_set, precision, device, load_dit=True, encoders="compute", dit_storage="compute"):
         from revise_core.editor import EditModels
 
         # "auto" precision per model, from the device each computes on (in ComfyUI the encoders' may differ)
@@ -193,6 +198,10 @@ class ReViSEModelSetLoader(_Loader):
         with weights_outside_inference_mode():
             models = EditModels.load(bridge.resolve("model_set", model_set), dtype=dtypes["dit"],
                                      component_dtypes=dtypes, with_dit=load_dit)
+            store(models.vlm, "vlm", encoders)
+            store(models.text, "t5", encoders)
+            if models.dit is not None:
+                store(models.dit, "dit", dit_storage)
         return tuple(None if getattr(models, name) is None else _place(getattr(models, name), kind, device)
                      for name, kind in SET_KINDS.items())
 

@@ -106,3 +106,26 @@ def test_model_set_loader_lists_and_loads_the_release_folder(tiny_model_dirs, ti
     assert comfy_bridge.compute_device_of(dit).type == "cpu"
     with pytest.raises(Exception, match="not found"):
         loader().load("no_such_set", "fp32", "cpu")
+
+
+def test_loaders_store_the_encoders_in_int8_and_the_dit_in_fp8_and_the_nodes_still_run(tiny_model_dirs, tiny_dir):
+    """The loaders' storage inputs (revise_core/placement.py): smaller models that ComfyUI then counts at their
+    stored size, and a VLM encode that runs on them."""
+    from torchao.quantization import Int8Tensor
+
+    from nodes import comfy_bridge
+    from revise_core.video import synthetic_clip
+
+    loader = ROOT_PACKAGE.NODE_CLASS_MAPPINGS["ReViSEModelSetLoader"]
+    optional = loader.INPUT_TYPES()["optional"]
+    assert optional["encoders"][0] == ["compute", "int8"] and "half of bf16" in optional["encoders"][1]["tooltip"]
+    plain = loader().load("revise_ckpt", "fp32", "cpu")
+    dit, vae, t5, vlm, connector = loader().load("revise_ckpt", "fp32", "cpu", encoders="int8", dit_storage="fp8")
+    assert any(isinstance(m.weight, Int8Tensor) for m in vlm.model.modules() if type(m) is torch.nn.Linear)
+    assert comfy_bridge.weight_bytes(vlm.model) < 0.6 * comfy_bridge.weight_bytes(plain[3].model)
+    assert {m.weight.dtype for m in dit.blocks.modules() if isinstance(m, torch.nn.Linear)} == {torch.float8_e4m3fn}
+    encode = ROOT_PACKAGE.NODE_CLASS_MAPPINGS["ReViSEVLMEncode"]()
+    vlm_cond, _ = encode.encode(vlm, synthetic_clip(5, 32, 32).frames, "make it red", "none", 2, 8)
+    assert torch.isfinite(vlm_cond.u).all()
+    with pytest.raises(ValueError, match="not available for the dit"):
+        loader().load("revise_ckpt", "fp32", "cpu", dit_storage="int8")

@@ -207,11 +207,12 @@ def connect_models(graph: Graph, models: dict[str, Node], node: Node) -> None:
 def loaders(column: Column) -> dict[str, Node]:
     return {
         "dit": column.add("ReViSEDiTLoader", dit_name="wan2.1_t2v_1.3B_fp16.safetensors", config="auto",
-                          precision="auto", device="auto"),
+                          precision="auto", device="auto", storage="compute"),
         "vae": column.add("ReViSEVAELoader", vae_name="wan_2.1_vae.safetensors", precision="auto", device="auto"),
         "t5": column.add("ReViSET5Loader", t5_name="umt5_xxl_fp16.safetensors", tokenizer="umt5-xxl-tokenizer",
-                         precision="auto", device="auto"),
-        "vlm": column.add("ReViSEVLMLoader", vlm_name="Qwen2.5-VL-7B-Instruct", precision="auto", device="auto"),
+                         precision="auto", device="auto", storage="compute"),
+        "vlm": column.add("ReViSEVLMLoader", vlm_name="Qwen2.5-VL-7B-Instruct", precision="auto", device="auto",
+                          storage="compute"),
         "connector": column.add("ReViSEConnectorLoader", connector_name="omnivideo2/transformer/pytorch_model.pt",
                                 special_tokens="omnivideo2/special_tokens.pkl", config="auto", precision="auto",
                                 device="auto"),
@@ -371,7 +372,7 @@ then bilinear resize; VILA reads frame 0 of the video; UniPC, 40 steps, shift 5,
 guidance cond + 3·(cond − uncond) (`official` mode) against its unconditioned context; written at 8 fps, seed 1818.""")
     column = Column(graph)
     models = column.add("ReViSEModelSetLoader", model_set="revise_ckpt", precision="auto", device="auto",
-                        load_dit=True)
+                        load_dit=True, encoders="compute", dit_storage="compute")
     components = source_video(column.next())
     encode = encode_video(column, models, components, num_frames=17, resize="official", skip_frames=1)
     # the video itself: VILA reads its frame 0
@@ -400,7 +401,7 @@ sets the release's shift 5. For the release's exact sampler (its UniPC and sigma
 KSampler brings ComfyUI's samplers, memory management, fp8 weights, LoRAs and caches.""")
     column = Column(graph)
     models = column.add("ReViSEModelSetLoader", model_set="revise_ckpt", precision="auto", device="auto",
-                        load_dit=False)
+                        load_dit=False, encoders="compute", dit_storage="compute")
     unet = column.add("UNETLoader", unet_name="revise_dit.safetensors", weight_dtype="default")
     vae = column.add("VAELoader", vae_name="wan_2.1_vae.safetensors")
     components = source_video(column.next())
