@@ -162,9 +162,6 @@ class USOTrainer:
                 for module in self.generator.dit.modules():
                     if isinstance(module, torch.nn.Linear) and not any(p.requires_grad for p in module.parameters()):
                         module.to(frozen_dtype)
-        if cfg.encoders == "int8":  # they only ever see the cached VLM states: no gradient passes through them
-            for module in self.generator.connector.frozen_storage_modules():
-                quantize_int8(module)
         self.generator.dit.train()
         if cfg.checkpointing_dit:
             self.generator.dit.enable_gradient_checkpointing()
