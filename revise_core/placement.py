@@ -174,10 +174,6 @@ class TransferLog:
     def total_bytes(self) -> int:
         return sum(self.onloaded.values())
 
-    def reset(self) -> None:
-        self.onloaded.clear()
-        self.onloads.clear()
-
 
 class Placement:
     """A resolved plan over a set of modules, and the moves it makes while they are used.
@@ -289,11 +285,6 @@ class Placement:
         return str(folder)
 
 
-def resident() -> Placement:
-    """No moves: the models stay where they were loaded (the default of the library's editor)."""
-    return Placement(PlacementConfig(placement="resident"))
-
-
 def quantize_int8(module: nn.Module) -> None:
     """torchao int8 weight-only on the Linear layers (per output channel: no layer is skipped for its size).
 
@@ -301,7 +292,7 @@ def quantize_int8(module: nn.Module) -> None:
     try:
         from torchao.quantization import Int8WeightOnlyConfig, quantize_
     except ImportError as error:
-        raise PlacementError("encoders=int8 needs torchao (pip install torchao)") from error
+        raise PlacementError("int8 weights need torchao: pip install -e \".[lowmem]\" (or pip install torchao)") from error
     # torchao's default filter: every nn.Linear except attention's fused out_proj (SigLIP's pooling head runs it
     # through F.multi_head_attention_forward, which quantised weights do not support).
     quantize_(module, Int8WeightOnlyConfig(set_inductor_config=False))
