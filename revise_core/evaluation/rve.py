@@ -25,7 +25,7 @@ import torch
 
 from .. import jsonio
 from ..checkpoints import DTYPE_CHOICES, auto_dtype
-from ..cli import add_debug_flag, writable_output
+from ..cli import add_debug_flag, add_placement_flags, placement_config, writable_output
 from ..cli import run as run_cli
 from ..manifest import SAFE_ID, Triplet, read_manifest
 from ..video import VideoError, read_video, resize_frames
@@ -157,14 +157,18 @@ def prediction_path(folder: Path, sample_id: str) -> Path:
 
 
 def make_predictions(triplets: list[Triplet], models_dir: Path, out: Path, *, steps: int, seed: int,
-                     reasoning: str = "none", dtype: str = "auto", device: str | None = None) -> Path:
-    """Edit every source with ReViSE and write `<out>/<id>.mp4`."""
+                     reasoning: str = "none", dtype: str = "auto", device: str | None = None,
+                     placement=None) -> Path:
+    """Edit every source with ReViSE and write `<out>/<id>.mp4`. `placement`: a PlacementConfig (placement.py;
+    default: every model resident)."""
     from ..editor import EditModels, EditSettings, ReviseEditor
+    from ..placement import Placement
     from ..sampler import SamplerConfig
     from ..video import write_video
 
     device = device or _default_device()
-    editor = ReviseEditor(EditModels.load(models_dir, dtype=auto_dtype(dtype, device), device=device))
+    models = EditModels.load(models_dir, dtype=auto_dtype(dtype, device), device="cpu")
+    editor = ReviseEditor.placed(models, Placement(placement, device))
     out.mkdir(parents=True, exist_ok=True)
     for triplet in triplets:
         target = prediction_path(out, triplet.id)
@@ -231,6 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="compute dtype of the editor and the local judge; auto = bf16 on GPU, fp32 on CPU")
     parser.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
     parser.add_argument("--demo", action="store_true", help="tiny models + synthetic videos: a full report on CPU")
+    add_placement_flags(parser)
     add_debug_flag(parser)
     return parser
 
@@ -261,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("--edit needs --models")
         predictions["revise"] = make_predictions(triplets, args.models, args.out / "predictions",
                                                  steps=args.edit_steps, seed=args.seed, dtype=args.dtype,
-                                                 device=args.device)
+                                                 device=args.device, placement=placement_config(args))
     if not predictions:
         parser.error("give --predictions DIR (or --edit)")
     judge = _judge(args, parser)
