@@ -335,49 +335,68 @@ def _edit_figures(r: EditRow) -> str:
 
 
 def edit_markdown(edit_rows: list[EditRow]) -> list[str]:
-    r0 = edit_rows[0]
     lines = [
-        "", f"## A whole edit per placement ({r0.frames} frames {r0.height}x{r0.width}, {r0.vlm})", "",
-        "The ReViSE release's edit as `revise-official` runs it (UniPC 40 steps, guidance mode official: a "
+        "", "## A whole edit per placement", "",
+        "The ReViSE release's edit (17 frames 352x640, revise-vila-8b) as `revise-official` runs it (UniPC 40 steps, guidance mode official: a "
         "conditional and an unconditional DiT call per step; umT5 over 512 tokens; VILA on frame 0), all five "
         "release models in bf16 unless the row says otherwise. Stages in the editor's order: VAE encode, VLM "
         "pass, umT5 encode, connector (cond and null branch), 40 sampling steps, VAE decode. Method of every "
         "measured row: simulated on fake tensors (bench/whole_edit.py, bench/placement_sim.py): each model's "
         "weights are moved between a fake device and fake host memory at each stage as revise_core/placement.py "
         "plans them (resident; sequential: whole model per stage, Module.to; stream: diffusers leaf-level groups "
-        "with a pinned host copy, the next group prefetched; disk: each group read from its safetensors file, "
+        "with a pinned host copy (umT5's embedding, tied between `shared` and `encoder.embed_tokens`, is two groups, so two "
+        "pinned copies, as diffusers makes them), the next group prefetched; disk: each group read from its safetensors file, "
         "2 x the group on the host while it is read), and live bytes are counted per device. One sampling step "
         "is simulated; its FLOPs x 40 (a model moved into the sampling stage moves once). Transfer = "
         f"host-to-device bytes per edit at {HOST_TO_DEVICE_BYTES_PER_S / 1e9:.0f} GB/s; compute = FLOPs at "
         f"{CONSUMER_BF16_FLOPS / 1e12:.0f} TFLOP/s (RTX 4090-class dense bf16 roofline: a lower bound). Host = "
         "weights waiting in host memory (inputs and outputs aside).", "",
-        "| placement | models | device GiB | host GiB | transfer GiB / edit | transfer s | compute s | "
+    ]
+    if any(r.vlm != RELEASE_VLM for r in edit_rows):
+        lines += ["The Omni-Video 2 row is its release's edit as `omnivideo2-official` runs it (41 frames 480x832, 40 "
+                  "steps, standard guidance against umT5 of its negative prompt, contexts of 6272 rows, a source then a "
+                  "target caption of up to 512 tokens each, u from the feature pass) with Qwen3-VL-30B-A3B built at "
+                  "real size, simulated the same way (bench/omnivideo2_edit.py) with two stand-ins: MoE routing "
+                  "(value-dependent) spread evenly over the experts, through transformers' own expert loop; each "
+                  "caption is its prefill plus one decode step with the KV cache, x 511 (the preset's bound; real "
+                  "captions stop at the end token).", ""]
+    lines += [
+        "| placement | edit | models | device GiB | host GiB | transfer GiB / edit | transfer s | compute s | "
         "transfer / compute | target | met |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in edit_rows:
+        edit = f"{r.vlm}, {r.frames}f {r.height}x{r.width}"
         if r.method.startswith("not measured"):
-            lines.append(f"| {r.placement} | {r.description} | - | - | - | - | - | - | {r.target} | {r.method} |")
+            lines.append(f"| {r.placement} | {edit} | {r.description} | - | - | - | - | - | - | {r.target} | "
+                         f"{r.method} |")
             continue
         met = "yes" if r.target_met else ("no" if r.target_met is False else "")
-        lines.append(f"| {r.placement} | {r.description} | {r.device_gib:.2f} | {r.host_gib:.2f} | "
+        lines.append(f"| {r.placement} | {edit} | {r.description} | {r.device_gib:.2f} | {r.host_gib:.2f} | "
                      f"{r.transfer_gib:.2f} | {r.transfer_s:.2f} | {r.compute_s:.2f} | {r.transfer_share:.1%} | "
                      f"{r.target} | {met} |")
-    measured = [r for r in edit_rows if r.stages]
-    if measured:
+    groups: dict[tuple, list[EditRow]] = {}
+    for r in edit_rows:
+        if r.stages:
+            groups.setdefault((r.vlm, r.frames, r.height, r.width), []).append(r)
+    for (vlm, frames, height, width), measured in groups.items():
         names = [stage["stage"] for stage in measured[0].stages]
-        lines += ["", "Peak device GiB per stage (host GiB in brackets where weights wait there; TFLOP per edit):",
-                  "", "| stage | TFLOP | " + " | ".join(r.placement for r in measured) + " |",
-                  "|---|---|" + "---|" * len(measured)]
+        moving = next((r for r in measured if any(stage["transfer_gib"] for stage in r.stages)), measured[0])
+        lines += ["", f"Peak device GiB per stage, {vlm} at {frames} frames {height}x{width} (host GiB in brackets "
+                  "where weights wait there; TFLOP per edit):", "",
+                  f"| stage | TFLOP | transfer GiB ({moving.placement}) | "
+                  + " | ".join(r.placement for r in measured) + " |", "|---|---|---|" + "---|" * len(measured)]
         for index, name in enumerate(names):
             cells = []
             for r in measured:
                 stage = r.stages[index] if index < len(r.stages) else None
                 cells.append("" if stage is None else f"{stage['device_gib']:.2f}" + (
                     f" ({stage['host_gib']:.2f})" if stage["host_gib"] else ""))
-            lines.append(f"| {name} | {measured[0].stages[index]['tflop']:.1f} | " + " | ".join(cells) + " |")
+            flops, moved = measured[0].stages[index]["tflop"], moving.stages[index]["transfer_gib"]
+            lines.append(f"| {name} | {flops:.1f} | {moved:.2f} | " + " | ".join(cells) + " |")
         weights = ", ".join(f"{k} {v:.2f}" for k, v in measured[0].weights_gib.items())
-        lines += ["", f"Weights in bf16 (GiB): {weights}."]
+        lines += ["", f"Weights as stored in {measured[0].placement} (GiB): {weights}."]
+    if edit_rows:
         notes: dict[str, list[str]] = {}
         for r in edit_rows:
             if r.device_to_host_gib:
