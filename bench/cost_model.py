@@ -1,6 +1,6 @@
 """Real-size cost model without a GPU: FLOPs and peak memory of the edit, SFT and USO steps.
 
-    python -m bench.cost_model --jobs 2   # every row (about 40 minutes on 2 CPU cores)
+    python -m bench.cost_model --jobs 2   # every row (about 50 minutes on 2 CPU cores)
     python -m bench.cost_model --quick    # the validation rows and the 33-frame USO ladder of one VLM
     python -m bench.cost_model --jobs 2 --only edit-placements,training-24g   # those groups; the other rows
                                           # are kept from the results file
