@@ -71,8 +71,7 @@ class DeviceMemory(TorchDispatchMode):
             device, nbytes = str(item.device), storage.nbytes()
             weakref.finalize(storage, self._free, device, nbytes)
             self.live[device] += nbytes
-            if self.live[device] > self.peak[device]:
-                self.peak[device] = self.live[device]
+            self.peak[device] = max(self.peak[device], self.live[device])
 
     def _free(self, device: str, nbytes: int) -> None:
         self.live[device] -= nbytes

@@ -122,4 +122,3 @@ class AdamW8bitModel(torch.optim.Optimizer):
                 self._write(state, "exp_avg_sq", exp_avg_sq)
                 denom = exp_avg_sq.sqrt() / math.sqrt(1 - beta2**step) + eps
                 p.copy_(p32 - (lr / (1 - beta1**step)) * exp_avg / denom)
-        return None

@@ -299,7 +299,7 @@ class _PatcherSlot:
     pickling) is a new model and gets an empty slot, never the original's patcher: two patchers on one
     module count as clones to ComfyUI, which then unloads one whenever it loads the other."""
 
-    __slots__ = ("patcher", "kind")
+    __slots__ = ("kind", "patcher")
 
     def __init__(self, patcher=None, kind: str | None = None) -> None:
         self.patcher, self.kind = patcher, kind

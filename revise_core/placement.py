@@ -253,8 +253,8 @@ class Placement:
         on_cuda = self.device.type == "cuda"
         if self.config.host == "disk":
             _merge_tied_leaves(module, name)
-        options = dict(onload_device=self.device, offload_device=self.host,
-                       offload_to_disk_path=self._disk_folder(name))
+        options = {"onload_device": self.device, "offload_device": self.host,
+                   "offload_to_disk_path": self._disk_folder(name)}
         if name == "dit":
             # Called through its forward at every step: whole blocks, one group each, the next one prefetched on
             # a side CUDA stream while the current one computes.

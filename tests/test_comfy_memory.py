@@ -21,7 +21,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import ROOT, ROOT_PACKAGE
 
 bridge = ROOT_PACKAGE.nodes.comfy_bridge

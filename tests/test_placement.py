@@ -137,9 +137,8 @@ def test_streamed_weights_refuse_a_backward_pass(tiny_dir, tmp_path):
 def test_sequential_refuses_to_move_weights_gradients_may_pass_through(tiny_dir):
     models = EditModels.load(tiny_dir)
     placement = Placement(PlacementConfig(placement="sequential")).apply({"vlm": models.vlm.model})
-    with pytest.raises(PlacementError, match="resident"):
-        with placement.use("vlm"):
-            pass
+    with pytest.raises(PlacementError, match="resident"), placement.use("vlm"):
+        pass
     with torch.no_grad(), placement.use("vlm"):
         pass
 
