@@ -102,6 +102,12 @@ TRAINING_24G = (
      {**_EVERY_FEATURE, "train": "lora", "vlm_storage": "int8"}, "device <= 16 GiB", 16.0),
     ("USO full fine-tune, 8-bit AdamW, every memory feature, critic VLM int8 resident (umT5 off, VAE bf16)",
      {**_EVERY_FEATURE, "vlm_storage": "int8", "optimizer": "adamw8bit"}, "device <= 24 GiB", 24.0),
+    ("USO LoRA, critic VLM int8, connector heads in host memory (configs/train/revise_lora_16gib.yaml)",
+     {**_EVERY_FEATURE, "train": "lora", "vlm_storage": "int8", "connector_heads": "host"}, "device <= 16 GiB", 16.0),
+    ("USO full fine-tune, 8-bit AdamW, critic VLM int8, connector heads in host memory "
+     "(configs/train/revise_24gib.yaml)",
+     {**_EVERY_FEATURE, "vlm_storage": "int8", "optimizer": "adamw8bit", "connector_heads": "host"},
+     "device <= 24 GiB", 24.0),
 )
 
 

@@ -37,6 +37,9 @@ class Settings:
     train: str = "full"  # full | lora (bench/train_memory.add_lora: PEFT's LoRA as a forward hook)
     vlm_storage: str = "compute"  # compute | int8 (torchao int8 weight-only Linear layers, bench/whole_edit.store_int8)
     optimizer: str = "adamw"  # adamw (torch, fp32 states) | adamw8bit (torchao's states, bench/train_memory)
+    # device | host: offload_connector_heads, the frozen VLM projection computed with the cached features (its
+    # output is a feature; its weights are not on the device during the step)
+    connector_heads: str = "device"
 
     def describe(self) -> dict:
         return asdict(self)
@@ -170,6 +173,13 @@ def setup(frames: int, height: int, width: int, *, step: str, vlm_name: str, set
         # copies of 256384 x 4096); the loaded umT5 holds one (revise_core/text.py ties them).
         t5.tie_weights()
         t5.requires_grad_(False)
+    vlm_tokens = None
+    if settings.connector_heads == "host":  # the step reads u's projection from the features, never the heads
+        heads = connector.frozen_storage_modules()
+        for name, child in list(connector.named_children()):
+            if any(child is head for head in heads):
+                setattr(connector, name, torch.nn.Identity())
+        vlm_tokens = torch.randn(connector_config.vlm_tokens, connector_config.context_dim)
     generator = Generator(dit, connector)
     if not train:  # the editor's models are all frozen
         generator.requires_grad_(False)
@@ -177,7 +187,7 @@ def setup(frames: int, height: int, width: int, *, step: str, vlm_name: str, set
     state = dict(generator=generator, vae=vae, vlm=vlm, t5=t5, step=step, settings=settings,
                  source_latents=torch.randn(latent), target_latents=torch.randn(latent),
                  text=torch.randn(TEXT_TOKENS, connector_config.context_dim),
-                 u=torch.randn(u_len, vlm.hidden_size),
+                 u=torch.randn(u_len, vlm.hidden_size), vlm_tokens=vlm_tokens,
                  source_frames=torch.rand(frames, height, width, 3).half())
     tracked = [generator, vae, vlm.model] + ([t5] if t5 is not None else [])
     if train:
@@ -210,7 +220,8 @@ def setup(frames: int, height: int, width: int, *, step: str, vlm_name: str, set
         else:
             state["optimizer"] = torch.optim.AdamW(params, lr=3e-6, weight_decay=1e-4)
         tracked.append(state["optimizer"])
-    state["tracked"] = tracked + [state[k] for k in ("source_latents", "target_latents", "text", "u", "source_frames")]
+    state["tracked"] = tracked + [state[k] for k in ("source_latents", "target_latents", "text", "u", "source_frames")
+                                  if state[k] is not None] + ([vlm_tokens] if vlm_tokens is not None else [])
     return state
 
 
@@ -227,7 +238,8 @@ def train_step(state: dict) -> None:
     critic = state.setdefault("critic", critic_module.SelfCritic(
         state["vlm"], critic_module.CriticConfig(num_frames=settings.critic_frames)))
     feats = Features(source_frames=state["source_frames"], source_latents=state["source_latents"],
-                     target_latents=state["target_latents"], text_tokens=state["text"], vlm_states=state["u"])
+                     target_latents=state["target_latents"], text_tokens=state["text"], vlm_states=state["u"],
+                     vlm_tokens=state.get("vlm_tokens"))
     parts = loss_parts(state["generator"], state["vae"], critic, feats, "make the car red",
                        sigma=torch.tensor([SIGMA]), noise=torch.randn_like(state["target_latents"]), drop=False,
                        triggered=state["step"] == "uso", config=config, device=torch.device("cpu"),

@@ -605,3 +605,28 @@ def test_the_24_gib_preset_with_8bit_adamw_resumes_exactly(tmp_path):
     first = train(tmp_path / "b", 2)
     resumed = train(tmp_path / "b", 3, resume=True)
     assert [r["loss"] for r in straight] == [r["loss"] for r in first + resumed[2:]]
+
+
+def test_connector_heads_off_the_device_give_identical_losses(tmp_path):
+    """offload_connector_heads: the release's frozen VisionHead + DM_Adapter projection computed with the cached
+    features (and the null branch's once), its weights in host memory between feature passes; CFG drops
+    included, the losses are those of the heads on the device."""
+    calls = []
+
+    def train(out, **overrides):
+        trainer = USOTrainer(_preset("revise_24gib.yaml", tmp_path, output_dir=str(out), optimizer="adamw",
+                                     encoders="compute", cfg_drop=0.5, steps=3, **overrides))
+        trainer.setup()
+        trainer.generator.connector.dm_adapter.register_forward_hook(lambda *args: calls.append(out.name))
+        return trainer, trainer.train()
+
+    on, with_heads_off = train(tmp_path / "on", offload_connector_heads=True)
+    _, with_heads_on = train(tmp_path / "off", offload_connector_heads=False)
+    assert [r["loss"] for r in with_heads_off] == [r["loss"] for r in with_heads_on]
+    assert on.generator.null_vlm_tokens is not None
+    assert on.heads.modes == {"connector": "sequential"}
+    samples = len(on.features._memory)
+    assert on.heads.transfers.onloads["connector"] == samples + 1  # each sample's features, and the null branch
+    assert calls.count("on") == samples  # the step never runs the heads (the null branch's ran in setup)
+    assert calls.count("off") > samples
+    assert all(f.vlm_tokens is not None for f in on.features._memory.values())

@@ -74,6 +74,10 @@ class USOConfig:
                                      "fp32 on the CPU) | bf16 | fp16 | fp32")
     offload_text_encoder: bool = _opt(True, "keep umT5 off the GPU except while it encodes a sample's instruction "
                                             "(features are cached; identical losses)")
+    offload_connector_heads: bool = _opt(False, "compute the connector's frozen VLM projection (the ReViSE release's "
+                                                "VisionHead + DM_Adapter, 3.9 GiB in bf16) with the cached features and "
+                                                "keep it in host memory between feature passes; identical losses; "
+                                                "single-process runs")
     frozen_placement: str = _opt("resident", "where the frozen feature encoders wait between feature passes "
                                              "(revise_core/placement.py): resident | sequential | stream; the critic's "
                                              "VLM and the VAE stay resident, since gradients pass through them")

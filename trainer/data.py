@@ -10,6 +10,7 @@ import hashlib
 import json
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,9 +34,12 @@ class Features:
     target_latents: torch.Tensor  # [1, 16, t, h, w] = x0
     text_tokens: torch.Tensor  # [L_t, D] umT5 features of the instruction
     vlm_states: torch.Tensor  # [L_u, H] raw VLM hidden states u (connector projection still to apply)
+    # u through the connector's frozen projection, computed with the features when the projection waits off
+    # the device (offload_connector_heads); fp32 holds its bf16 or fp32 values exactly
+    vlm_tokens: torch.Tensor | None = None
 
     def to_tensors(self) -> dict[str, torch.Tensor]:
-        return {k: v.contiguous() for k, v in self.__dict__.items()}
+        return {k: v.contiguous() for k, v in self.__dict__.items() if v is not None}
 
 
 class FeatureStore:
@@ -43,11 +47,14 @@ class FeatureStore:
 
     def __init__(self, models, *, num_frames: int, height: int, width: int, resize: str, max_text_len: int,
                  vlm_frames: int, cache_dir: str | os.PathLike | None = None,
-                 placement: Placement | None = None) -> None:
+                 placement: Placement | None = None,
+                 project: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None) -> None:
         """`placement`: where the frozen encoders wait between feature passes (placement.py); each is on its
-        compute device while it encodes. None: they compute where they are."""
+        compute device while it encodes. None: they compute where they are. `project(source_latents, u)`:
+        the connector's frozen projection of u, stored as a feature (offload_connector_heads)."""
         self.models = models
         self.placement = placement or Placement()
+        self.project = project
         self.shape = dict(num_frames=num_frames, height=height, width=width, resize=resize)
         self.max_text_len, self.vlm_frames = max_text_len, vlm_frames
         self.cache_dir = Path(cache_dir) if cache_dir else None
@@ -74,7 +81,8 @@ class FeatureStore:
         digest.update(json.dumps([triplet.instruction, self.shape, self.max_text_len, self.vlm_frames,
                                   self._encoders, self.models.vlm.encode_options(), {"preprocessing": "exact"},
                                   *([{"encoders": self.placement.config.encoders}]
-                                    if self.placement.config.encoders != "compute" else [])],
+                                    if self.placement.config.encoders != "compute" else []),
+                                  *([{"vlm_tokens": True}] if self.project is not None else [])],
                                  sort_keys=True).encode())
         return digest.hexdigest()[:32]
 
@@ -96,7 +104,9 @@ class FeatureStore:
                 (text,) = encode_text(m.text, [triplet.instruction], max_length=self.max_text_len)
             with use("vlm"):
                 u = m.vlm.encode(clips[0], triplet.instruction, num_frames=self.vlm_frames)
-        return Features(clips[0].half().cpu(), latents[0].cpu(), latents[1].cpu(), text.float().cpu(), u.float().cpu())
+            u = u.float()  # as the step reads it back
+            tokens = None if self.project is None else self.project(latents[0], u).float().cpu()
+        return Features(clips[0].half().cpu(), latents[0].cpu(), latents[1].cpu(), text.float().cpu(), u.cpu(), tokens)
 
     def _load(self, key: str) -> Features | None:
         if self.cache_dir is None:

@@ -33,7 +33,7 @@ from .config import USOConfig
 from .data import FeatureStore, Triplet, read_manifest, sample_index
 from .model import Generator, configure_trainable, export
 from .run_log import RunLog, plot_curves
-from .step import MicroResult, sample_loss
+from .step import MicroResult, autocast, sample_loss
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ def _stop_on_sigterm() -> Callable[[], None]:
 # caches, and memory features with identical losses; everything else defines the run.
 RESUMABLE_CHANGES = ("steps", "checkpoint_every", "keep_checkpoints", "tensorboard", "device", "feature_cache",
                      "checkpointing_dit", "checkpointing_vlm", "checkpointing_vae", "offload_text_encoder",
-                     "frozen_placement")
+                     "frozen_placement", "offload_connector_heads")
 
 
 def changed_settings(saved: dict, current: dict) -> list[str]:
@@ -182,9 +182,11 @@ class USOTrainer:
             logger.info("critic: %s (%s), not the encoder VLM", cfg.critic_vlm, critic_vlm.family)
         self.critic = SelfCritic(critic_vlm, CriticConfig(num_frames=cfg.critic_frames, cot=cfg.cot))
         self.placement, fixed = frozen_placement(cfg, self.device, critic_is_encoder=not separate_critic)
+        self.heads = self._offload_connector_heads() if cfg.offload_connector_heads else None
         self.features = FeatureStore(models, num_frames=cfg.num_frames, height=cfg.height, width=cfg.width,
                                      resize=cfg.resize, max_text_len=cfg.max_text_len, vlm_frames=cfg.vlm_frames,
-                                     cache_dir=cfg.feature_cache or None, placement=self.placement)
+                                     cache_dir=cfg.feature_cache or None, placement=self.placement,
+                                     project=self._project_vlm if self.heads is not None else None)
         self.placement.apply({"vae": models.vae, "t5": models.text.model, "vlm": models.vlm.model},
                              fixed=fixed)
         self.model = self._wrap(self.generator)
@@ -205,6 +207,28 @@ class USOTrainer:
         if self.rank == 0:
             logger.info("training %d parameter tensors (%s) on %s x%d; config: %s", len(self.trainable), cfg.train,
                         self.device, self.world, cfg.to_dict())
+
+    def _offload_connector_heads(self) -> Placement:
+        """The connector's frozen VLM projection (the ReViSE release's VisionHead + DM_Adapter, 2.1B parameters)
+        only ever sees u, a cached feature: its output is computed with the features, under the step's autocast
+        (the same numbers the step would compute), and its weights wait in host memory in between. The null
+        branch's projection is computed once here."""
+        if self.world > 1:
+            raise ValueError("offload_connector_heads keeps part of the generator in host memory, which DDP and "
+                             "FSDP do not allow: use it in single-process runs")
+        heads = torch.nn.ModuleList(self.generator.connector.frozen_storage_modules())
+        plan = Placement(PlacementConfig(placement="sequential"), self.device)
+        plan.apply({"connector": heads}, fixed={"connector": "sequential"})
+        states = self.generator.connector.null_vlm_states()
+        if states is not None and states.numel():
+            with torch.no_grad(), autocast(self.device, self.autocast_dtype), plan.use("connector"):
+                projected = self.generator.connector.project_vlm(states.to(self.device))
+            self.generator.null_vlm_tokens = projected.float()
+        return plan
+
+    def _project_vlm(self, source_latents: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad(), autocast(self.device, self.autocast_dtype), self.heads.use("connector"):
+            return self.generator.project(source_latents.to(self.device), u.to(self.device))
 
     def _check_run_folder(self, resume: bool, overwrite: bool) -> Path | None:
         """The checkpoint to resume from (None for a fresh run), after the run-folder rules."""

@@ -28,23 +28,34 @@ class Generator(nn.Module):
         super().__init__()
         self.dit = dit
         self.connector = connector
+        # The null branch's projected VLM states, when the frozen projection is kept off the device (the
+        # trainer's offload_connector_heads); a plain attribute: not part of the weights.
+        self.null_vlm_tokens: torch.Tensor | None = None
+
+    def project(self, source_latents: torch.Tensor, vlm_states: torch.Tensor) -> torch.Tensor:
+        """The frozen VLM projection of u as `context` computes it (u cast like the video tokens), for features
+        computed ahead of the step."""
+        video_tokens = self.connector.adapt_video(source_latents)[0]
+        return self.connector.project_vlm(vlm_states.to(video_tokens))
 
     def context(self, source_latents: torch.Tensor, vlm_states: torch.Tensor, text_tokens: torch.Tensor,
-                drop: bool) -> torch.Tensor:
+                drop: bool, vlm_tokens: torch.Tensor | None = None) -> torch.Tensor:
         """[1, max_context_len, D]; `drop` is the CFG drop: the connector family's null context (T5 and u
-        replaced together; the source video kept)."""
+        replaced together; the source video kept). `vlm_tokens`: u already projected (`project`)."""
         connector = self.connector
         video_tokens = connector.adapt_video(source_latents)[0]
         if drop:
-            tokens = connector.null_context(video_tokens)
+            tokens = connector.null_context(video_tokens, vlm_tokens=self.null_vlm_tokens)
         else:
-            vlm_tokens = connector.project_vlm(vlm_states.to(video_tokens))
+            if vlm_tokens is None:
+                vlm_tokens = connector.project_vlm(vlm_states.to(video_tokens))
             tokens = connector.assemble(vlm_tokens, text_tokens.to(video_tokens), video_tokens)
         return pad_context(tokens, connector.config.max_context_len)[None]
 
     def forward(self, z_t: torch.Tensor, sigma: torch.Tensor, source_latents: torch.Tensor,
-                vlm_states: torch.Tensor, text_tokens: torch.Tensor, drop: bool) -> torch.Tensor:
-        context = self.context(source_latents, vlm_states, text_tokens, drop)
+                vlm_states: torch.Tensor, text_tokens: torch.Tensor, drop: bool,
+                vlm_tokens: torch.Tensor | None = None) -> torch.Tensor:
+        context = self.context(source_latents, vlm_states, text_tokens, drop, vlm_tokens)
         dtype = compute_dtype(self.dit)
         timestep = (sigma * 1000.0).to(z_t.device)  # Wan's timestep is σ·1000
         return self.dit(hidden_states=z_t.to(dtype), timestep=timestep, encoder_hidden_states=context.to(dtype),

@@ -57,7 +57,8 @@ def loss_parts(model: nn.Module, vae: nn.Module, critic: SelfCritic, feats: Feat
     z_t = losses.noisy_latents(x0, noise, sigma)
     with autocast(device, autocast_dtype):
         velocity = model(z_t, sigma, feats.source_latents.to(device), feats.vlm_states.to(device),
-                         feats.text_tokens.to(device), drop)
+                         feats.text_tokens.to(device), drop,
+                         None if feats.vlm_tokens is None else feats.vlm_tokens.to(device))
     fm = losses.flow_matching_loss(velocity, losses.flow_target(x0, noise))
     nan = torch.full((1,), float("nan"), device=fm.device)
     reason, p_yes, delta, delta_base = nan, nan, None, None

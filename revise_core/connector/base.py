@@ -47,8 +47,14 @@ class ContextConnector(nn.Module, abc.ABC):
         """One context sequence [L <= max_context_len, context_dim] in the family's order."""
 
     @abc.abstractmethod
-    def null_context(self, video_tokens: torch.Tensor) -> torch.Tensor:
-        """The unconditional sequence of guidance and of the training-time condition drop."""
+    def null_context(self, video_tokens: torch.Tensor, *, vlm_tokens: torch.Tensor | None = None) -> torch.Tensor:
+        """The unconditional sequence of guidance and of the training-time condition drop. `vlm_tokens`: the
+        projection of `null_vlm_states()` computed beforehand (a trainer that keeps the projection off the
+        device); families without null VLM states ignore it."""
+
+    def null_vlm_states(self) -> torch.Tensor | None:
+        """The VLM states the null branch projects (None: the family's null branch has none)."""
+        return None
 
     def negative_context(self, text_tokens: torch.Tensor, video_tokens: torch.Tensor) -> torch.Tensor:
         """The unconditional sequence of a release that encodes a negative prompt at inference (its umT5

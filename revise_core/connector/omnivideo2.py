@@ -139,7 +139,7 @@ class Connector(ContextConnector):
                            self.config.max_context_len, overflow)
         return torch.cat([vlm_part.to(like), boundary["prp_st"], text_part.to(like), boundary["prp_ed"], video_block])
 
-    def null_context(self, video_tokens: torch.Tensor) -> torch.Tensor:
+    def null_context(self, video_tokens: torch.Tensor, *, vlm_tokens: torch.Tensor | None = None) -> torch.Tensor:
         """Omni-Video 2's null condition: the source video alone (with its boundary tokens)."""
         return self.assemble(None, None, video_tokens)
 

@@ -217,13 +217,17 @@ class VisionHeadConnector(ContextConnector):
             context = context[: self.config.max_context_len]
         return context
 
-    def null_context(self, video_tokens: torch.Tensor) -> torch.Tensor:
+    def null_context(self, video_tokens: torch.Tensor, *, vlm_tokens: torch.Tensor | None = None) -> torch.Tensor:
         """The release's null branch: unconditioned umT5 and VLM states, the real source video (RU:298-352)."""
         if self.null.vlm.shape[0] == 0 or self.null.text.shape[0] == 0:
             raise ValueError("this ReViSE connector has no unconditioned context (unconditioned_context/context.pkl); "
                              "guidance and the training-time condition drop need it")
-        vlm_tokens = self.project_vlm(self.null.vlm.to(video_tokens.device))
-        return self.assemble(vlm_tokens, self.null.text, video_tokens)
+        if vlm_tokens is None:
+            vlm_tokens = self.project_vlm(self.null.vlm.to(video_tokens.device))
+        return self.assemble(vlm_tokens.to(video_tokens.device), self.null.text, video_tokens)
+
+    def null_vlm_states(self) -> torch.Tensor:
+        return self.null.vlm
 
 
 # --- reading the release's files -----------------------------------------------------------------
