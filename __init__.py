@@ -14,7 +14,14 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 if _HERE not in sys.path:
     sys.path.append(_HERE)
 
-from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS  # noqa: E402
+if __package__:
+    from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS  # noqa: E402
+else:
+    # Imported as a lone module, not as a package: pytest does this with the root `__init__.py` of a clone whose
+    # folder name is not a valid package name (the README's `ComfyUI-ReViSE`, a name with spaces or a leading
+    # digit). There is no package to import the nodes relative to; ComfyUI always imports a package (the tests
+    # import the root the same way, tests/conftest.py).
+    NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS = {}, {}
 
 WEB_DIRECTORY = None
 

@@ -198,7 +198,11 @@ def _ffmpeg_reason(error: Exception) -> str:
 def write_video(path: str | os.PathLike, frames: torch.Tensor, fps: Fraction | float = DEFAULT_FPS, *, crf: int = 19,
                 quantization: str = "round") -> Path:
     """Write frames [T, H, W, 3] in 0..1 as an H.264 mp4 (yuv420p, so sides are made even); `quantization`
-    (QUANTIZATIONS) says how floats become 8-bit pixels."""
+    (QUANTIZATIONS) says how floats become 8-bit pixels.
+
+    Atomic: the video is written under a temporary name in the same folder, then renamed over `path`, so an
+    interrupted or failed write (a full disk) never leaves a truncated file under the final name, nor
+    destroys a file that was there. The temporary name keeps the suffix: PyAV picks the muxer from it."""
     import av
 
     check_frames(frames, what="frames to write")
@@ -207,14 +211,19 @@ def write_video(path: str | os.PathLike, frames: torch.Tensor, fps: Fraction | f
     pixels = quantize(frames, quantization).cpu().numpy()
     height, width = pixels.shape[1] - pixels.shape[1] % 2, pixels.shape[2] - pixels.shape[2] % 2
     rate = Fraction(fps).limit_denominator(1001)
-    with av.open(str(path), mode="w") as container:
-        stream = container.add_stream("libx264" if "libx264" in av.codecs_available else "h264", rate=rate)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.options = {"crf": str(crf)}
-        for array in pixels:
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(array[:height, :width]), format="rgb24")
-            container.mux(stream.encode(frame))
-        container.mux(stream.encode())
+    temporary = path.with_name(f".{path.stem}.{os.getpid()}.partial{path.suffix}")
+    try:
+        with av.open(str(temporary), mode="w") as container:
+            stream = container.add_stream("libx264" if "libx264" in av.codecs_available else "h264", rate=rate)
+            stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+            stream.options = {"crf": str(crf)}
+            for array in pixels:
+                frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(array[:height, :width]), format="rgb24")
+                container.mux(stream.encode(frame))
+            container.mux(stream.encode())
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
     return path
 
 

@@ -6,6 +6,8 @@ import re
 import tomllib
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -66,3 +68,27 @@ def test_shipped_configs_are_valid_json_for_every_variant():
 
     for variant in KNOWN_VARIANTS:
         assert isinstance(variant.load_config(), dict), variant.name
+
+
+def test_requirements_txt_is_pyprojects_dependency_list():
+    """ComfyUI-Manager and the registry install requirements.txt, pip install -e . reads pyproject.toml."""
+    listed = [line.strip() for line in (ROOT / "requirements.txt").read_text().splitlines()
+              if line.strip() and not line.lstrip().startswith("#")]
+    assert listed == tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+
+
+@pytest.mark.parametrize("folder", ["ComfyUI-ReViSE", pytest.param("2 ComfyUI ReViSE", marks=pytest.mark.slow)])
+def test_the_test_command_works_in_a_clone_whose_name_is_not_a_package_name(folder, tmp_path):
+    """The README clones into ComfyUI-ReViSE: pytest then imports the root __init__.py as a lone module (the
+    folder's name is no package name), whose relative import of the nodes must not run."""
+    import shutil
+    import subprocess
+    import sys
+
+    clone = tmp_path / folder
+    shutil.copytree(ROOT, clone, ignore=shutil.ignore_patterns(".git", "__pycache__", "*.egg-info", ".pytest_cache",
+                                                                 "runs", "output", "*.mp4"))
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_repository.py",
+                          "-k", "not clone_whose_name"], cwd=clone, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+    assert "passed" in run.stdout

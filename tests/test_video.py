@@ -149,3 +149,27 @@ def test_quantization_rounds_or_truncates_as_asked():
     assert video.quantize(frames, "truncate")[0, 0, :, 0].tolist() == [0, 127, 254, 255, 255, 0]
     with pytest.raises(ValueError, match="quantization must be one of"):
         video.quantize(frames, "floor")
+
+
+def test_write_video_is_atomic_and_keeps_an_existing_file_when_writing_fails(tmp_path, monkeypatch):
+    """Written under a temporary name, then renamed: a failed write leaves the earlier file whole and no
+    partial file behind."""
+    import av
+
+    from revise_core.video import read_video, synthetic_clip, write_video
+
+    path = tmp_path / "edit.mp4"
+    write_video(path, synthetic_clip(5, 32, 32).frames, 8)
+    before = path.read_bytes()
+
+    class Broken:
+        def __init__(self, *args, **kwargs):
+            raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(av.VideoFrame, "from_ndarray", Broken)
+    with pytest.raises(OSError, match="No space"):
+        write_video(path, synthetic_clip(5, 32, 32, seed=1).frames, 8)
+    assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["edit.mp4"]
+    monkeypatch.undo()
+    write_video(path, synthetic_clip(5, 32, 32, seed=1).frames, 8)
+    assert read_video(path).frames.shape[0] == 5 and sorted(p.name for p in tmp_path.iterdir()) == ["edit.mp4"]
