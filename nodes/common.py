@@ -23,12 +23,14 @@ def precision_input(tooltip: str = "Compute dtype the weights are cast to (fp8 f
 
 def clip_size_inputs(what: str = "keep") -> dict[str, tuple]:
     """num_frames / width / height widgets of the nodes that fit a clip to Wan's shape (0 = from the source)."""
+    from revise_core.video import MAX_FRAMES, MAX_SIDE
+
     return {
-        "num_frames": ("INT", {"default": 0, "min": 0, "max": 1025, "step": 1,
+        "num_frames": ("INT", {"default": 0, "min": 0, "max": MAX_FRAMES, "step": 1,
                                "tooltip": f"Frames to {what}, 4k+1 (e.g. 33, 81); 0 = the source's count made 4k+1."}),
-        "width": ("INT", {"default": 0, "min": 0, "max": 4096, "step": 32,
+        "width": ("INT", {"default": 0, "min": 0, "max": MAX_SIDE, "step": 32,
                           "tooltip": "Output width, multiple of 32; 0 = the source's width rounded down."}),
-        "height": ("INT", {"default": 0, "min": 0, "max": 4096, "step": 32,
+        "height": ("INT", {"default": 0, "min": 0, "max": MAX_SIDE, "step": 32,
                            "tooltip": "Output height, multiple of 32; 0 = the source's height rounded down."}),
     }
 

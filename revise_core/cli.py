@@ -104,3 +104,21 @@ def placement_config(args: argparse.Namespace):
     return PlacementConfig(placement=args.placement, host=args.host, offload_dir=args.offload_dir,
                            encoders=args.encoders, dit_storage=args.dit_storage,
                            device_budget_gib=args.device_budget)
+
+
+def refuse_overwriting_inputs(output: str | os.PathLike, inputs, *, what: str = "--out") -> None:
+    """Refuse, before anything is loaded or written, an output path that is one of the input files: the same
+    file however it is spelled (a relative path, `..`, a symlink, a hard link). A source video is often the
+    user's only copy. Folder inputs count by every file inside them (a model folder's weights)."""
+    output = Path(output)
+    target = output.resolve()
+    for item in inputs:
+        if item is None:
+            continue
+        item = Path(item)
+        files = [p for p in item.rglob("*") if p.is_file()] if item.is_dir() else [item]
+        for path in files:
+            same = path.exists() and (path.resolve() == target or (output.exists() and os.path.samefile(path, output)))
+            if same:
+                raise ValueError(f"{what} {output} is the input file {path}: writing there would destroy it; "
+                                 "choose another output path (nothing was written)")

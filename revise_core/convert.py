@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from . import checkpoints as ckpt
-from .cli import add_debug_flag, run, writable_output
+from .cli import add_debug_flag, refuse_overwriting_inputs, run, writable_output
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +95,8 @@ def convert(source: str | os.PathLike, output: str | os.PathLike, *, dtype: str 
         raise ValueError(f"{output}: the output must be a .safetensors file (ComfyUI's UNETLoader lists those)")
     if not Path(source).exists():  # before the output folder is created
         raise ckpt.ModelFileNotFoundError(f"convert: source not found: {source}")
+    refuse_overwriting_inputs(output, [source, config if config and Path(str(config)).exists() else None],
+                              what="convert: the output")
     writable_output(output, what="converted DiT")
     dit = load_release_or_set_dit(source, config=config)
     if check_comfyui:

@@ -22,7 +22,7 @@ import torch
 
 from . import jsonio
 from .checkpoints import DTYPE_CHOICES, auto_dtype
-from .cli import add_debug_flag, add_placement_flags, placement_config, writable_output
+from .cli import add_debug_flag, add_placement_flags, placement_config, refuse_overwriting_inputs, writable_output
 from .cli import run as run_cli
 
 logger = logging.getLogger(__name__)
@@ -165,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     placement_config(args)
     if args.best_of < 1:
         raise ValueError(f"--best-of must be >= 1, got {args.best_of}")
+    refuse_overwriting_inputs(out, [None if args.demo else args.video, models_dir, args.vlm])
     writable_output(out, what="--out")
     # Fitting the clip here reports a bad frame count or size before loading; the editor's own fit is then a no-op.
     if settings.skip_frames >= clip.frames.shape[0]:

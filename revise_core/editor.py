@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import os
 import time
 from collections.abc import Callable
@@ -157,6 +158,9 @@ class EditSettings:
             raise ValueError(f"frame_stride must be >= 1, got {self.frame_stride}")
         if self.context_len is not None and self.context_len < 1:
             raise ValueError(f"context_len must be >= 1, got {self.context_len}")
+        video_ops.check_clip_shape(self.num_frames, self.height, self.width)
+        if not math.isfinite(self.fps) or self.fps <= 0:
+            raise ValueError(f"fps must be a positive finite number, got {self.fps}")
 
 
 @dataclass

@@ -8,6 +8,7 @@ calls, so it reproduces the pipeline on the same weights), but takes any context
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -52,6 +53,9 @@ class SamplerConfig:
             raise ValueError(f"sigma_schedule must be one of {SIGMA_SCHEDULES}, got '{self.sigma_schedule}'")
         if self.steps < 1:
             raise ValueError(f"steps must be >= 1, got {self.steps}")
+        for name in ("shift", "guidance_scale"):  # NaN passes every comparison below
+            if not math.isfinite(getattr(self, name)):
+                raise ValueError(f"{name} must be a finite number, got {getattr(self, name)}")
         if self.shift <= 0:
             raise ValueError(f"shift must be > 0, got {self.shift}")
         if self.guidance_scale < 0:

@@ -23,6 +23,11 @@ logger = logging.getLogger(__name__)
 
 FRAME_POLICIES = ("trim", "pad")
 RESIZE_POLICIES = ("crop", "pad", "stretch", "official")
+# Upper bounds of a clip (the nodes' widgets and every command line): 4096 px a side is beyond any Wan
+# checkpoint's training size, and 1025 frames (64 s at 16 fps) beyond what one clip's attention holds; a typo
+# such as 100000 is refused in one line instead of trying to allocate a terabyte.
+MAX_SIDE = 4096
+MAX_FRAMES = 1025
 DEFAULT_FPS = Fraction(16)
 # The two ways frames are preprocessed where a release fixes the arithmetic (the "official" resize here, SigLIP's
 # pixels in vlm/vila.py). "exact": the release's own, PIL on 8-bit frames, bit for bit; "differentiable": the same
@@ -285,6 +290,18 @@ def latent_frames(num_frames: int) -> int:
     return (num_frames - 1) // 4 + 1
 
 
+def check_clip_shape(num_frames: int | None, height: int | None, width: int | None, *, multiple: int = 32) -> None:
+    """A requested clip shape (None = from the source): 4k+1 frames up to MAX_FRAMES, sides multiples of
+    `multiple` up to MAX_SIDE. Raises VideoError naming the value."""
+    if num_frames is not None and (not isinstance(num_frames, int) or num_frames < 1 or (num_frames - 1) % 4
+                                   or num_frames > MAX_FRAMES):
+        raise VideoError(f"num_frames must be 4k+1 between 1 and {MAX_FRAMES} (e.g. 17, 33, 81), got {num_frames}")
+    for name, side in (("height", height), ("width", width)):
+        if side is not None and (not isinstance(side, int) or side < multiple or side % multiple or side > MAX_SIDE):
+            raise VideoError(f"{name} must be one of the multiples of {multiple} from {multiple} to {MAX_SIDE}, "
+                             f"got {side}")
+
+
 def conform(
     frames: torch.Tensor,
     *,
@@ -308,6 +325,7 @@ def conform(
     check_frames(frames, what="source video", min_frames=min_frames)
     if resize not in RESIZE_POLICIES:
         raise ValueError(f"resize policy must be one of {RESIZE_POLICIES}, got '{resize}'")
+    check_clip_shape(num_frames, height, width, multiple=multiple)
     count = frames.shape[0]
     if num_frames is None:
         target_count = valid_frame_count(count, frame_policy)

@@ -109,3 +109,44 @@ def test_rve_bench_and_dataset_commands(tmp_path, capsys):
     assert cli.run(rve.main, ["--manifest", str(tmp_path / "ok.jsonl"), "--predictions", str(tmp_path / "gone"),
                               "--out", str(tmp_path / "r")]) == 2
     _one_line_error(capsys)
+
+
+def test_an_output_that_is_an_input_file_is_refused_before_anything_is_written(tmp_path, capsys):
+    """The user's source video, spelled the same, through `..`, or through a symlink; convert over its source."""
+    from revise_core import convert, edit
+    from revise_core.cli import run
+    from revise_core.video import synthetic_clip, write_video
+
+    video = write_video(tmp_path / "clip.mp4", synthetic_clip(9, 64, 64).frames, 8)
+    before = video.read_bytes()
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "link.mp4").symlink_to(video)
+    for out in (video, tmp_path / "sub" / ".." / "clip.mp4", tmp_path / "link.mp4"):
+        status = run(edit.main, ["--models", str(tmp_path), "--video", str(video), "--instruction", "make it red",
+                                 "--out", str(out)])
+        error = capsys.readouterr().err
+        assert status == 2 and "is the input file" in error and error.count("\n") == 1, error
+    assert video.read_bytes() == before
+    weights = tmp_path / "dit.safetensors"
+    weights.write_bytes(b"not really weights")
+    assert run(convert.main, [str(weights), str(tmp_path / "sub" / ".." / "dit.safetensors")]) == 2
+    assert "is the input file" in capsys.readouterr().err and weights.read_bytes() == b"not really weights"
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--height", "100000"], "height must be one of the multiples of 32 from 32 to 4096"),
+    (["--frames", "-3"], "num_frames must be 4k+1"),
+    (["--guidance", "nan"], "guidance_scale must be a finite number"),
+    (["--guidance", "inf"], "guidance_scale must be a finite number"),
+    (["--shift", "nan"], "shift must be a finite number"),
+])
+def test_sizes_and_numbers_out_of_range_are_one_line_errors(flags, message, tmp_path, capsys):
+    from revise_core import edit
+    from revise_core.cli import run
+    from revise_core.video import synthetic_clip, write_video
+
+    video = write_video(tmp_path / "clip.mp4", synthetic_clip(9, 64, 64).frames, 8)
+    status = run(edit.main, ["--models", str(tmp_path), "--video", str(video), "--instruction", "make it red",
+                             "--out", str(tmp_path / "out.mp4"), *flags])
+    error = capsys.readouterr().err
+    assert status == 2 and message in error and error.count("\n") == 1, error

@@ -7,11 +7,13 @@ config is logged and saved with every checkpoint.
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
 from revise_core.losses import OBJECTIVES
+from revise_core.video import MAX_FRAMES, MAX_SIDE
 
 OPTIMIZERS = ("adamw", "adamw8bit")
 
@@ -110,6 +112,15 @@ class USOConfig:
             problems.append(f"num_frames must be 4k+1, got {self.num_frames}")
         if self.height % 32 or self.width % 32:
             problems.append(f"height and width must be multiples of 32, got {self.height}x{self.width}")
+        for f in fields(self):  # NaN and inf pass every range check below
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                problems.append(f"{f.name} must be a finite number, got {value}")
+        for name in ("height", "width"):
+            if getattr(self, name) > MAX_SIDE:
+                problems.append(f"{name} must be at most {MAX_SIDE}, got {getattr(self, name)}")
+        if self.num_frames > MAX_FRAMES:
+            problems.append(f"num_frames must be at most {MAX_FRAMES}, got {self.num_frames}")
         for name in ("sigma_max", "cfg_drop"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 problems.append(f"{name} must be in [0, 1], got {getattr(self, name)}")

@@ -25,7 +25,7 @@ import torch
 
 from .. import jsonio
 from ..checkpoints import DTYPE_CHOICES, auto_dtype
-from ..cli import add_debug_flag, add_placement_flags, placement_config, writable_output
+from ..cli import add_debug_flag, add_placement_flags, placement_config, refuse_overwriting_inputs, writable_output
 from ..cli import run as run_cli
 from ..manifest import SAFE_ID, Triplet, read_manifest
 from ..video import VideoError, read_video, resize_frames
@@ -261,6 +261,11 @@ def main(argv: list[str] | None = None) -> int:
             raise FileNotFoundError(f"--predictions {item}: {folder} is not a folder of <id>.mp4 edits")
         predictions[name or Path(folder).name] = Path(folder)
     writable_output(args.out / "report.md", what="--out")  # before any model is loaded
+    refuse_overwriting_inputs(args.out / "report.md", [args.manifest], what="--out's report")
+    if args.edit:  # the edits are written as <out>/predictions/<id>.mp4: never over a source video
+        for triplet in triplets:
+            refuse_overwriting_inputs(prediction_path(args.out / "predictions", triplet.id),
+                                      [triplet.source, getattr(triplet, "target", None)], what=f"{triplet.id}: the edit")
     if args.edit:
         if args.models is None:
             parser.error("--edit needs --models")
