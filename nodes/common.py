@@ -61,6 +61,19 @@ def store(module, kind: str, storage: str):
     return module
 
 
+def safe_name(name: str, *, what: str) -> str:
+    """A free-text name that becomes a path under one of ComfyUI's folders: relative, without `..` parts (a
+    workflow from the internet is untrusted input; dropdown values are checked by ComfyUI itself)."""
+    from pathlib import PurePosixPath, PureWindowsPath
+
+    text = str(name).strip()
+    parts = set(PurePosixPath(text).parts) | set(PureWindowsPath(text).parts)
+    if not text or ".." in parts or PurePosixPath(text).is_absolute() or PureWindowsPath(text).is_absolute() \
+            or PureWindowsPath(text).drive:
+        raise ValueError(f"{what} '{name}' must be a relative name inside its folder (no absolute path, no '..')")
+    return text
+
+
 def device_input() -> tuple:
     return (DEVICES, {"default": "auto", "tooltip": "Where the model computes; 'auto' follows ComfyUI's device for this "
                                                     "kind of model (its text-encoder device for the VLM and umT5, its "

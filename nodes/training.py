@@ -17,7 +17,7 @@ from revise_core.losses import OBJECTIVES
 from revise_core.vlm import VisionLanguageModel
 
 from . import comfy_bridge as bridge
-from .common import CATEGORY, CONNECTOR, DIT, T5, VAE, VLM, clip_memory, expect, expect_dit, training_mode
+from .common import CATEGORY, CONNECTOR, DIT, T5, VAE, VLM, clip_memory, expect, expect_dit, safe_name, training_mode
 
 
 class ReViSEUSOTrainer:
@@ -75,7 +75,7 @@ class ReViSEUSOTrainer:
             expect(critic_vlm, VisionLanguageModel, "critic_vlm", VLM)
         if not manifest.strip():
             raise ValueError("manifest: give the path of a triplet manifest (JSONL); see docs/training.md")
-        out = bridge.output_directory() / "revise_training" / output_name
+        out = bridge.output_directory() / "revise_training" / safe_name(output_name, what="output_name")
         loaded_dtype = compute_dtype(dit)
         # The run computes in the precision the DiT was loaded in (autocast; fp16 with loss scaling) while the
         # trainer keeps fp32 master weights of what trains.

@@ -142,3 +142,33 @@ def test_comfyui_cancel_saves_the_last_finished_step_and_resume_errors_name_the_
         node.train(**args)
     with torch.inference_mode(), pytest.raises(checkpoints.ResumeError, match="'resume' is on but output_name 'new'"):
         node.train(**(args | {"output_name": "new", "resume": True}))
+
+
+@pytest.mark.parametrize("name", ["/tmp/elsewhere", "../outside", "runs/../../outside", "C:\\Users\\x", "  "])
+def test_the_trainer_nodes_output_name_stays_inside_comfyuis_output_folder(name, tmp_path, monkeypatch):
+    """A workflow from the internet is untrusted input: its free-text run name must not escape the folder."""
+    import sys
+
+    from conftest import ROOT_PACKAGE
+
+    bridge = sys.modules[ROOT_PACKAGE.__name__ + ".nodes.comfy_bridge"]  # the module the nodes use
+    monkeypatch.setattr(bridge, "output_directory", lambda: tmp_path)
+    node = ROOT_PACKAGE.NODE_CLASS_MAPPINGS["ReViSEUSOTrainer"]()
+    with pytest.raises(ValueError, match="output_name .* must be a relative name"):
+        node.train(dit=_tiny_dit(), vae=None, t5=None, vlm=None, connector=_tiny_connector(), manifest="m.jsonl",
+                   output_name=name, objective="sft", steps=1, reason_weight=0.25, sigma_max=0.5, learning_rate=1e-4,
+                   train="full", lora_rank=4, global_batch=1, num_frames=5, width=64, height=64, training_seed=0,
+                   resume=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def _tiny_dit():
+    from revise_core.testing import tiny_dit
+
+    return tiny_dit()
+
+
+def _tiny_connector():
+    from revise_core.testing import tiny_connector
+
+    return tiny_connector()
