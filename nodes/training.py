@@ -67,7 +67,6 @@ class ReViSEUSOTrainer:
               critic_vlm=None):
         from trainer.config import USOConfig
         from trainer.loop import USOTrainer
-        from trainer.state import ResumeError, RunExistsError
 
         expect_dit(dit)
         expect(connector, ContextConnector, "connector", CONNECTOR)
@@ -113,19 +112,9 @@ class ReViSEUSOTrainer:
             models = EditModels(dit=copy.deepcopy(dit), vae=vae, text=t5, vlm=vlm, connector=copy.deepcopy(connector))
             trainer = USOTrainer(config, models=models, critic_vlm=critic_vlm)
             try:
-                trainer.setup(resume=resume)
-            except RunExistsError as error:
-                raise RunExistsError(f"output_name '{output_name}': {error}: turn the 'resume' input on to continue "
-                                     "it, or give another output_name") from error
-            except ResumeError as error:
-                raise ResumeError(f"'resume' is on but output_name '{output_name}' cannot be resumed: {error}. Turn "
-                                  "'resume' off to start a new run") from error
-            try:
-                history = trainer.train(on_step=on_step)
-            except KeyboardInterrupt:
-                bridge.check_interrupted()
-                raise
-            outputs = trainer.cleanup()
+                history, outputs = _train(trainer, resume=resume, output_name=output_name, on_step=on_step)
+            finally:
+                trainer.release()  # the run folder's lock, whatever happened (ComfyUI's process lives on)
         report = {"output_dir": str(out), "steps": len(history), "final": history[-1] if history else {},
                   "files": {k: str(v) for k, v in outputs.items()}}
         trained = trainer.generator
@@ -134,6 +123,26 @@ class ReViSEUSOTrainer:
         # New models: in ComfyUI each gets its own patcher, like a loader's (the copies have none)
         return (bridge.register(dit_out, "dit"), bridge.register(connector_out, "connector"),
                 jsonio.dumps(report, indent=2), _png_as_image(outputs.get("curves")))
+
+
+def _train(trainer, *, resume: bool, output_name: str, on_step) -> tuple[list[dict], dict]:
+    """setup, train and cleanup, with the run-folder errors said in the node's words."""
+    from trainer.state import ResumeError, RunExistsError
+
+    try:
+        trainer.setup(resume=resume)
+    except RunExistsError as error:
+        raise RunExistsError(f"output_name '{output_name}': {error}: turn the 'resume' input on to continue "
+                             "it, or give another output_name") from error
+    except ResumeError as error:
+        raise ResumeError(f"'resume' is on but output_name '{output_name}' cannot be resumed: {error}. Turn "
+                          "'resume' off to start a new run") from error
+    try:
+        history = trainer.train(on_step=on_step)
+    except KeyboardInterrupt:
+        bridge.check_interrupted()
+        raise
+    return history, trainer.cleanup()
 
 
 def _as_loaded(dit: torch.nn.Module, exported: Path, dtype: torch.dtype, device: torch.device) -> torch.nn.Module:

@@ -9,6 +9,8 @@ import logging
 import os
 import signal
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -172,3 +174,47 @@ def _tiny_connector():
     from revise_core.testing import tiny_connector
 
     return tiny_connector()
+
+
+def test_one_training_run_per_output_folder_and_the_lock_dies_with_its_holder(tmp_path):
+    """Two trainers on one folder: the second is refused with the holder's pid and host; a holder killed with
+    kill -9 leaves nothing stale behind."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    from trainer.run_lock import RunLock, RunLockedError
+
+    first = RunLock(tmp_path).acquire()
+    with pytest.raises(RunLockedError, match=f"pid {os.getpid()} on {socket.gethostname()}"):
+        RunLock(tmp_path).acquire()
+    first.release()
+    abandoned = RunLock(tmp_path).acquire()
+    abandoned.cycle = abandoned  # dropped but not yet collected, as a trainer left without cleanup
+    del abandoned
+    RunLock(tmp_path).acquire().release()  # this process's own garbage is collected, not a conflict
+    RunLock(tmp_path).acquire().release()
+    # the trainer and its command line, before any model or manifest is read
+    from revise_core.cli import run as run_cli
+    from trainer import uso
+    from trainer.config import USOConfig
+    from trainer.loop import USOTrainer
+
+    held = RunLock(tmp_path).acquire()
+    with pytest.raises(RunLockedError, match="in use by another training run"):
+        USOTrainer(USOConfig(output_dir=str(tmp_path), manifest="missing.jsonl", models="missing")).setup()
+    assert run_cli(uso.main, ["--manifest", "missing.jsonl", "--models", "missing", "--output-dir", str(tmp_path)]) == 2
+    held.release()
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from trainer.run_lock import RunLock; "
+                               f"lock = RunLock({str(tmp_path)!r}).acquire(); print('held', flush=True); time.sleep(60)"],
+                              stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parent.parent)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(RunLockedError, match=f"pid {holder.pid}"):
+            RunLock(tmp_path).acquire()
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    RunLock(tmp_path).acquire().release()

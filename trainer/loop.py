@@ -32,6 +32,7 @@ from . import state as checkpoints
 from .config import USOConfig
 from .data import FeatureStore, Triplet, read_manifest, sample_index
 from .model import Generator, configure_trainable, export
+from .run_lock import RunLock
 from .run_log import RunLog, plot_curves
 from .step import MicroResult, autocast, sample_loss
 
@@ -122,6 +123,8 @@ class USOTrainer:
         outside RESUMABLE_CHANGES."""
         cfg = self.config
         self._setup_distributed()
+        # One run per folder (rank 0 holds the OS lock until cleanup, or until this trainer is dropped).
+        self.lock = RunLock(cfg.output_dir).acquire() if self.rank == 0 else None
         resume_from = self._check_run_folder(resume, overwrite)
         if cfg.global_batch % self.world:
             raise ValueError(f"global_batch={cfg.global_batch} must be a multiple of the {self.world} processes")
@@ -423,6 +426,12 @@ class USOTrainer:
         if self.world > 1:
             dist.barrier()
 
+    def release(self) -> None:
+        """Give the run folder back (cleanup does; a caller abandoning the run after an error may)."""
+        lock = getattr(self, "lock", None)
+        if lock is not None:
+            lock.release()
+
     def cleanup(self) -> dict[str, Path]:
         """Export the trained weights and the curves (rank 0); tear down the process group."""
         outputs: dict[str, Path] = {}
@@ -436,4 +445,5 @@ class USOTrainer:
         if self.world > 1 and dist.is_initialized():
             dist.barrier()
             dist.destroy_process_group()
+        self.release()
         return outputs
