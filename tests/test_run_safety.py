@@ -218,3 +218,20 @@ def test_one_training_run_per_output_folder_and_the_lock_dies_with_its_holder(tm
         holder.send_signal(signal.SIGKILL)
         holder.wait()
     RunLock(tmp_path).acquire().release()
+
+
+def test_a_resume_on_changed_data_is_refused_naming_the_rows_unless_allowed(tiny_dir, tmp_path):
+    from trainer.demo import write_demo_data
+    from trainer.state import ResumeError
+
+    manifest = write_demo_data(tmp_path / "data", count=2)
+    run(tiny_dir, manifest, tmp_path / "run", steps=1, global_batch=1, objective="sft", checkpoint_every=1)
+    rows = [json.loads(line) for line in manifest.read_text().splitlines()]
+    changed = tmp_path / "data" / rows[1]["target"]
+    changed.write_bytes(changed.read_bytes() + b"\0")  # the same name, other bytes: a re-encoded video
+    settings = dict(steps=2, global_batch=1, objective="sft", checkpoint_every=1)
+    with pytest.raises(ResumeError, match=r"dataset changed since the run started \(1 changed \(demo-001\)"):
+        make_trainer(tiny_dir, manifest, tmp_path / "run", **settings).setup(resume=True)
+    trainer = make_trainer(tiny_dir, manifest, tmp_path / "run", allow_dataset_change=True, **settings)
+    trainer.setup(resume=True)
+    assert trainer.start_step == 1

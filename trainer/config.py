@@ -91,6 +91,9 @@ class USOConfig:
     checkpointing_dit: bool = _opt(False, "gradient checkpointing in the DiT blocks")
     checkpointing_vlm: bool = _opt(False, "gradient checkpointing in the critic's VLM")
     checkpointing_vae: bool = _opt(False, "gradient checkpointing per latent frame in the VAE decoder (critic path)")
+    allow_dataset_change: bool = _opt(False, "resume even when the manifest's rows or videos changed since the run "
+                                             "started (they are compared row by row; without this the resume is "
+                                             "refused and the changed rows are named)")
     checkpoint_every: int = _opt(100, "save a resumable checkpoint every N steps (and at the end)")
     keep_checkpoints: int = _opt(3, "how many recent checkpoints to keep")
     tensorboard: bool = _opt(True, "also log to TensorBoard (needs the tensorboard package)")

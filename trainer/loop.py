@@ -71,7 +71,7 @@ def _stop_on_sigterm() -> Callable[[], None]:
 # caches, and memory features with identical losses; everything else defines the run.
 RESUMABLE_CHANGES = ("steps", "checkpoint_every", "keep_checkpoints", "tensorboard", "device", "feature_cache",
                      "checkpointing_dit", "checkpointing_vlm", "checkpointing_vae", "offload_text_encoder",
-                     "frozen_placement", "offload_connector_heads")
+                     "frozen_placement", "offload_connector_heads", "allow_dataset_change", "manifest")
 
 
 def changed_settings(saved: dict, current: dict) -> list[str]:
@@ -131,6 +131,17 @@ class USOTrainer:
         self.accumulation = cfg.global_batch // self.world
         # The manifest is validated before any model is loaded (every problem listed at once).
         self.triplets = self._triplets or read_manifest(cfg.manifest, min_frames=1)
+        self.dataset = checkpoints.dataset_fingerprint(self.triplets)
+        if resume_from is not None:
+            changes = checkpoints.dataset_changes(
+                ckpt.read_json(resume_from / "state.json", what="trainer state").get("dataset"), self.dataset)
+            if changes and not cfg.allow_dataset_change:
+                raise checkpoints.ResumeError(
+                    f"{resume_from}: the dataset changed since the run started ({'; '.join(changes)} rows of "
+                    f"{cfg.manifest or 'the manifest'}); the data order and the epochs would no longer be the run's. "
+                    "Resume with allow_dataset_change (--allow-dataset-change) to continue on the new data anyway")
+            if changes:
+                logger.warning("resuming on a changed dataset (allow_dataset_change): %s", "; ".join(changes))
         # "auto": the compute dtype, which autocast runs the frozen models' matmuls in anyway.
         frozen = frozen_dtype = (self.autocast_dtype or torch.float32) if cfg.frozen_dtype == "auto" \
             else ckpt.resolve_dtype(cfg.frozen_dtype)
@@ -422,7 +433,8 @@ class USOTrainer:
         if self.rank == 0:
             checkpoints.save(self.config.output_dir, step, model_state=model_state, optimizer_state=optimizer_state,
                              trainable=self.trainable, scheduler=self.scheduler, config=self.config.to_dict(),
-                             metrics=record, keep=self.config.keep_checkpoints, scaler=self.scaler)
+                             metrics=record, keep=self.config.keep_checkpoints, scaler=self.scaler,
+                             dataset=self.dataset)
         if self.world > 1:
             dist.barrier()
 

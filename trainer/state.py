@@ -57,8 +57,10 @@ def gather(model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict, di
 
 
 def save(output_dir: str | os.PathLike, step: int, *, model_state: dict, optimizer_state: dict, trainable: list[str],
-         scheduler, config: dict, metrics: dict, keep: int = 3, scaler: torch.amp.GradScaler | None = None) -> Path:
-    """Write a checkpoint from gathered state dicts (call on one process)."""
+         scheduler, config: dict, metrics: dict, keep: int = 3, scaler: torch.amp.GradScaler | None = None,
+         dataset: dict[str, str] | None = None) -> Path:
+    """Write a checkpoint from gathered state dicts (call on one process). `dataset`: the manifest's
+    fingerprint per row (dataset_fingerprint), which a resume compares."""
     root = checkpoint_root(output_dir)
     final = root / f"step_{step:06d}"
     tmp = root / f"step_{step:06d}.tmp"
@@ -72,7 +74,8 @@ def save(output_dir: str | os.PathLike, step: int, *, model_state: dict, optimiz
     ckpt.save_safetensors(_rng_tensors(), tmp / "rng.safetensors", format_name="revise.trainer.rng")
     state = {"step": step, "config": config, "scheduler": _encode_scalars(scheduler.state_dict()), "optimizer": optimizer_meta,
              "python_random": _python_random_state(), "trainable": trainable, "metrics": metrics,
-             "grad_scaler": scaler.state_dict() if scaler is not None and scaler.is_enabled() else None}
+             "grad_scaler": scaler.state_dict() if scaler is not None and scaler.is_enabled() else None,
+             "dataset": dataset}
     (tmp / "state.json").write_text(jsonio.dumps(state, indent=2) + "\n", encoding="utf-8")
     # Written last: a checkpoint is intact exactly when every file still has the digest it had here.
     sums = {path.name: _sha256(path) for path in sorted(tmp.iterdir())}
@@ -184,6 +187,36 @@ def load(path: str | os.PathLike, *, model: nn.Module, optimizer: torch.optim.Op
 # scales and the quantisation map). Rebuilt from their plain inner tensors by this list only, never by a name
 # read from the file.
 STATE_SUBCLASSES = {"OptimState8bit": ("torchao.optim.subclass_8bit", "OptimState8bit")}
+
+
+def dataset_fingerprint(triplets) -> dict[str, str]:
+    """Per manifest row: a digest of its instruction, its videos' paths, sizes and modification times (not
+    their bytes: cheap for any dataset). A resumed run compares them with the checkpoint's."""
+    rows = {}
+    for triplet in triplets:
+        parts = [triplet.instruction, triplet.subset, triplet.category]
+        for path in (triplet.source, triplet.target):
+            if path is None:
+                parts.append(None)
+                continue
+            stat = Path(path).stat()
+            parts.append([str(path), stat.st_size, stat.st_mtime_ns])
+        rows[triplet.id] = hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:16]
+    return rows
+
+
+def dataset_changes(saved: dict[str, str] | None, current: dict[str, str]) -> list[str]:
+    """What differs between a checkpoint's dataset and this run's, row by row (empty: the same)."""
+    if saved is None:  # a checkpoint written before the fingerprint existed
+        return []
+    added = sorted(set(current) - set(saved))
+    removed = sorted(set(saved) - set(current))
+    changed = sorted(k for k in set(saved) & set(current) if saved[k] != current[k])
+    out = []
+    for label, ids in (("added", added), ("removed", removed), ("changed", changed)):
+        if ids:
+            out.append(f"{len(ids)} {label} ({', '.join(ids[:5])}{', ...' if len(ids) > 5 else ''})")
+    return out
 
 
 def _flatten_optimizer(state_dict: dict) -> tuple[dict[str, torch.Tensor], dict]:
