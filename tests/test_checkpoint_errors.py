@@ -204,3 +204,21 @@ def test_files_without_config_are_matched_against_the_shipped_variants(tiny_dir)
         load_connector(tiny_dir / "omnivideo2" / "transformer" / "pytorch_model.pt")
     with pytest.raises(ckpt.UnknownLayoutError, match="match no known variant.*\n.*wan2.1-vae"):
         load_vae(tiny_dir / "vae" / "Wan2.1_VAE_tiny.pth")
+
+
+def test_a_hostile_models_json_is_refused_entry_by_entry(tmp_path, caplog):
+    """Wrong types and huge numbers name their entries in one error; a path outside the folder is warned about."""
+    import json
+    import logging
+
+    from revise_core.checkpoints import CheckpointError
+    from revise_core.editor import EditModels
+
+    (tmp_path / "models.json").write_text(json.dumps({
+        "dit": 12, "vae": ["a"], "t5": "", "vlm": "../../etc", "connector": "c.safetensors",
+        "dit_config": 10**30}))
+    with caplog.at_level(logging.WARNING), pytest.raises(CheckpointError) as error:
+        EditModels.load(tmp_path)
+    message = str(error.value)
+    assert "models.json" in message and all(f"'{key}'" in message for key in ("dit", "vae", "t5", "dit_config"))
+    assert "'vlm' points outside" in caplog.text

@@ -331,7 +331,15 @@ class USOTrainer:
 
     def train(self, on_step: Callable[[int, dict], None] | None = None) -> list[dict]:
         """Run to `config.steps`. `on_step(step, metrics)` is called after each step (rank 0); raising
-        KeyboardInterrupt from it stops the run like Ctrl-C (the last completed step is saved)."""
+        KeyboardInterrupt from it stops the run like Ctrl-C (the last completed step is saved). A run that
+        stops on an error or an interruption gives its folder back at once (it can only be resumed)."""
+        try:
+            return self._train(on_step)
+        except BaseException:
+            self.release()
+            raise
+
+    def _train(self, on_step: Callable[[int, dict], None] | None) -> list[dict]:
         cfg = self.config
         from tqdm import tqdm
 
