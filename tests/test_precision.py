@@ -93,3 +93,21 @@ def test_rve_bench_demo(dtype, tmp_path, capsys):
     assert rve.main(["--demo", "--dtype", dtype, "--out", str(tmp_path / "report")]) == 0
     assert (tmp_path / "report" / "report.md").is_file()
     assert len(list((tmp_path / "report" / "predictions").glob("*.mp4"))) == 4
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("demo", ["revise", "qwen3"])
+@pytest.mark.parametrize("dtype", ["bf16", "fp16"])
+def test_edit_demos_run_in_half_precision(demo, dtype, tmp_path, capsys):
+    """`--demo revise` and `--demo qwen3` in the precisions GPU users run (1-3 minutes each on a CPU, whose
+    half-precision convolutions are slow): a finite, non-constant video."""
+    import json
+
+    from revise_core import edit
+    from revise_core.video import read_video
+
+    out = tmp_path / "edit.mp4"
+    assert edit.main(["--demo", demo, "--dtype", dtype, "--steps", "1", "--out", str(out), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["dtype"] == dtype
+    frames = read_video(out).frames
+    assert torch.isfinite(frames).all() and frames.std() > 0.01

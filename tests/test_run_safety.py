@@ -235,3 +235,30 @@ def test_a_resume_on_changed_data_is_refused_naming_the_rows_unless_allowed(tiny
     trainer = make_trainer(tiny_dir, manifest, tmp_path / "run", allow_dataset_change=True, **settings)
     trainer.setup(resume=True)
     assert trainer.start_step == 1
+
+
+@pytest.mark.slow
+def test_a_disk_that_fills_during_a_checkpoint_save_leaves_the_last_intact_checkpoint_newest(tiny_dir, tmp_path,
+                                                                                           monkeypatch):
+    import errno
+
+    from revise_core import checkpoints as ckpt
+    from trainer.demo import write_demo_data
+
+    manifest = write_demo_data(tmp_path / "data", count=2)
+    settings = dict(global_batch=1, objective="sft", checkpoint_every=1)
+    run(tiny_dir, manifest, tmp_path / "run", steps=1, **settings)
+    original = ckpt.save_safetensors
+
+    def full_disk(tensors, path, **kwargs):
+        if Path(path).name == "optimizer.safetensors":
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return original(tensors, path, **kwargs)
+
+    monkeypatch.setattr(ckpt, "save_safetensors", full_disk)
+    with pytest.raises(OSError, match="No space left on device"):
+        run(tiny_dir, manifest, tmp_path / "run", resume=True, steps=2, **settings)
+    assert checkpoints.latest(tmp_path / "run").name == "step_000001"  # the half-written step is not taken
+    monkeypatch.undo()
+    history = run(tiny_dir, manifest, tmp_path / "run", resume=True, steps=2, **settings)
+    assert history[-1]["step"] == 2 and checkpoints.latest(tmp_path / "run").name == "step_000002"
