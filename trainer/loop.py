@@ -123,8 +123,16 @@ class USOTrainer:
         outside RESUMABLE_CHANGES."""
         cfg = self.config
         self._setup_distributed()
-        # One run per folder (rank 0 holds the OS lock until cleanup, or until this trainer is dropped).
+        # One run per folder: rank 0 holds the OS lock from here to the end of train().
         self.lock = RunLock(cfg.output_dir).acquire() if self.rank == 0 else None
+        try:
+            self._setup(resume, overwrite)
+        except BaseException:
+            self.release()
+            raise
+
+    def _setup(self, resume: bool, overwrite: bool) -> None:
+        cfg = self.config
         resume_from = self._check_run_folder(resume, overwrite)
         if cfg.global_batch % self.world:
             raise ValueError(f"global_batch={cfg.global_batch} must be a multiple of the {self.world} processes")
@@ -331,13 +339,12 @@ class USOTrainer:
 
     def train(self, on_step: Callable[[int, dict], None] | None = None) -> list[dict]:
         """Run to `config.steps`. `on_step(step, metrics)` is called after each step (rank 0); raising
-        KeyboardInterrupt from it stops the run like Ctrl-C (the last completed step is saved). A run that
-        stops on an error or an interruption gives its folder back at once (it can only be resumed)."""
+        KeyboardInterrupt from it stops the run like Ctrl-C (the last completed step is saved). The run folder
+        is given back when it returns, however it ends (a stopped run can only be resumed)."""
         try:
             return self._train(on_step)
-        except BaseException:
+        finally:  # the folder's checkpoints and logs are written; what is left (export) writes into final/
             self.release()
-            raise
 
     def _train(self, on_step: Callable[[int, dict], None] | None) -> list[dict]:
         cfg = self.config
