@@ -54,16 +54,6 @@ class ModelFileNotFoundError(FileNotFoundError):
     """A model file or folder was not found in any of the folders searched."""
 
 
-def enforce_offline() -> None:
-    """Make sure no loader ever contacts a model hub (the project ships every config it needs).
-
-    Set before transformers/diffusers are imported by a loader; the loaders also pass
-    `local_files_only=True`, which is what actually guarantees it once the libraries are imported.
-    """
-    for flag in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE", "DIFFUSERS_OFFLINE"):
-        os.environ.setdefault(flag, "1")
-
-
 def find_model_file(name: str | os.PathLike, search_dirs: Sequence[str | os.PathLike] = ()) -> Path:
     """Resolve `name` (an absolute/relative path, or a name inside one of `search_dirs`).
 

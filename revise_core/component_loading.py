@@ -51,7 +51,6 @@ def load_component(
     device: torch.device | str,
     variants: tuple[Variant, ...],
 ) -> nn.Module:
-    ckpt.enforce_offline()
     dtype = ckpt.resolve_dtype(dtype)
     path = Path(path)
     if not path.exists():

@@ -143,9 +143,8 @@ class LocalChat:
     """A local causal LM folder (transformers), greedy; text messages only."""
 
     def __init__(self, folder: str | os.PathLike, *, device: str = "cpu") -> None:
-        from .checkpoints import ModelFileNotFoundError, enforce_offline
+        from .checkpoints import ModelFileNotFoundError
 
-        enforce_offline()
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         folder = Path(folder)

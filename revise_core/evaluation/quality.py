@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..checkpoints import ModelFileNotFoundError, enforce_offline, read_json
+from ..checkpoints import ModelFileNotFoundError, read_json
 
 
 def temporal_flickering(frames: torch.Tensor) -> dict[str, float]:
@@ -63,7 +63,6 @@ class ImageEncoder:
     """A transformers image encoder from a local folder (CLIP: image features; DINO/others: CLS token)."""
 
     def __init__(self, folder: str | os.PathLike, device: torch.device | str = "cpu") -> None:
-        enforce_offline()
         from transformers import AutoConfig, AutoModel
 
         folder = Path(folder)
