@@ -248,8 +248,7 @@ def stages(models: dict, vlm, lengths: dict) -> list:
 def measure(key: str = "omnivideo2-stream"):
     """The row: Omni-Video 2's whole edit under the stream placement (target: device <= 24 GiB)."""
     from bench.placement_sim import simulate
-    from bench.whole_edit import (CONSUMER_BF16_FLOPS, GIB, HOST_TO_DEVICE_BYTES_PER_S, STREAM, EditRow,
-                                  EditPlacement, share, target_met)
+    from bench.whole_edit import HOST_TO_DEVICE_BYTES_PER_S, STREAM, EditPlacement, edit_row
 
     placement = EditPlacement("Omni-Video 2, stream", STREAM, target="device <= 24 GiB", device_target_gib=24)
     frames, height, width = 41, 480, 832
@@ -257,27 +256,12 @@ def measure(key: str = "omnivideo2-stream"):
     with fake_context() as mode, torch.no_grad():
         models, state, vlm, lengths = build(mode, frames, height, width)
         result = simulate(models, placement.modes, stages(models, vlm, lengths), state)
-    transfer_s = result.onloaded / HOST_TO_DEVICE_BYTES_PER_S
-    compute_s = result.flops / CONSUMER_BF16_FLOPS
-    ratio = share(transfer_s, compute_s)
-    device_gib, host_gib = result.device_peak / GIB, result.host_peak / GIB
     per_token = result.weights["vlm"] / HOST_TO_DEVICE_BYTES_PER_S
     notes = list(result.notes) + [
         f"the VLM is streamed through the device once per generated token: {per_token:.1f} s of transfer per "
         f"caption token at {HOST_TO_DEVICE_BYTES_PER_S / 1e9:.0f} GB/s ({2 * (CAPTION_TOKENS - 1)} decode steps "
         "at the preset's 512-token bound)",
         "MoE routing balanced over the experts, generation as prefill + one decode step x 511 (bench/omnivideo2_edit.py)"]
-    stages_out = [dict(stage=s.name, device_gib=round(s.device_peak / GIB, 3), host_gib=round(s.host_peak / GIB, 3),
-                       tflop=round(s.flops / 1e12, 2), transfer_gib=round(s.onloaded / GIB, 3)) for s in result.stages]
-    return EditRow(placement=placement.name, description=placement.describe(), frames=frames, height=height,
-                   width=width, vlm=VLM_NAME, device_gib=round(device_gib, 2), host_gib=round(host_gib, 2),
-                   transfer_gib=round(result.onloaded / GIB, 2), transfer_s=round(transfer_s, 3),
-                   compute_s=round(compute_s, 3), transfer_share=round(ratio, 4), target=placement.target,
-                   target_met=target_met(placement, device_gib, host_gib, ratio),
-                   method="simulated: fake tensors, weights moved per stage (MoE routing balanced, generation as "
-                          "prefill + decode step x 511)",
-                   device_to_host_gib=round(result.offloaded / GIB, 2),
-                   host_at_rest_gib=round(result.host_at_rest / GIB, 2), stages=stages_out,
-                   weights_gib={k: round(v / GIB, 3) for k, v in result.weights.items()},
-                   tflop=round(result.flops / 1e12, 1), notes=notes,
-                   fake_run_s=round(time.perf_counter() - started, 1), key=key)
+    return edit_row(placement, result, size=(frames, height, width), vlm=VLM_NAME, notes=notes, started=started,
+                    key=key, method="simulated: fake tensors, weights moved per stage (MoE routing balanced, generation "
+                                    "as prefill + decode step x 511)")

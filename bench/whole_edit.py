@@ -341,27 +341,31 @@ def measure_placement(key: str, size: tuple[int, int, int] = (17, 352, 640)) -> 
                                            fp8_dit=placement.fp8_dit)
         result = simulate(models, placement.modes, edit_stages(models, vlm, tiled_decode=placement.tiled_decode),
                           state)
+    notes = list(result.notes)
+    if any(mode == "disk" for mode in placement.modes.values()):
+        notes.append("steady state: the streamed models were loaded into RAM and written to the offload folder "
+                     "before the first edit (that edit's host peak includes them)")
+    return edit_row(placement, result, size=size, vlm=RELEASE_VLM, notes=notes, started=started, key=key,
+                    method="simulated: fake tensors, weights moved per stage, live bytes per device")
+
+
+def edit_row(placement: EditPlacement, result, *, size: tuple[int, int, int], vlm: str, notes: list[str],
+             method: str, started: float, key: str) -> EditRow:
+    """One whole-edit row from a simulation's result: device, host and transfer figures against the target."""
+    import time
+
+    frames, height, width = size
     transfer_s = result.onloaded / HOST_TO_DEVICE_BYTES_PER_S
     compute_s = result.flops / CONSUMER_BF16_FLOPS
     device_gib, host_gib = result.device_peak / GIB, result.host_peak / GIB
     ratio = share(transfer_s, compute_s)
-    notes = list(result.notes)
-    streamed = [name for name, mode in placement.modes.items() if mode in ("stream", "disk")]
-    if any(mode == "stream" for mode in placement.modes.values()):
-        pinned = sum(result.weights[name] for name in streamed) / GIB
-        notes.append(f"first edit only: diffusers pins a host copy of every streamed weight before the loaded one "
-                     f"is released (+{pinned:.1f} GiB host until the first onload)")
-    if any(mode == "disk" for mode in placement.modes.values()):
-        notes.append("steady state: the streamed models were loaded into RAM and written to the offload folder "
-                     "before the first edit (that edit's host peak includes them)")
     stages = [dict(stage=s.name, device_gib=round(s.device_peak / GIB, 3), host_gib=round(s.host_peak / GIB, 3),
                    tflop=round(s.flops / 1e12, 2), transfer_gib=round(s.onloaded / GIB, 3)) for s in result.stages]
     return EditRow(placement=placement.name, description=placement.describe(), frames=frames, height=height,
-                   width=width, vlm=RELEASE_VLM, device_gib=round(device_gib, 2), host_gib=round(host_gib, 2),
+                   width=width, vlm=vlm, device_gib=round(device_gib, 2), host_gib=round(host_gib, 2),
                    transfer_gib=round(result.onloaded / GIB, 2), transfer_s=round(transfer_s, 3),
                    compute_s=round(compute_s, 3), transfer_share=round(ratio, 4), target=placement.target,
-                   target_met=target_met(placement, device_gib, host_gib, ratio),
-                   method="simulated: fake tensors, weights moved per stage, live bytes per device",
+                   target_met=target_met(placement, device_gib, host_gib, ratio), method=method,
                    device_to_host_gib=round(result.offloaded / GIB, 2),
                    host_at_rest_gib=round(result.host_at_rest / GIB, 2), stages=stages,
                    weights_gib={k: round(v / GIB, 3) for k, v in result.weights.items()},
