@@ -74,7 +74,7 @@ def load_release_or_set_dit(source: str | os.PathLike, *, config: str | None = N
         path = source / model_sets.OMNIVIDEO2_FILE
         return model_sets.load_omnivideo2_dit(path, ckpt.read_state_dict(path).tensors, dtype=torch.float32,
                                               device="cpu")
-    from .editor import MODELS_FILE
+    from .models_file import MODELS_FILE
 
     spec = ckpt.read_json(source / MODELS_FILE, what="model set description (models.json)")
     if not spec.get("dit"):

@@ -9,14 +9,11 @@ The null condition for guidance drops u and the text and keeps the source-video 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -24,135 +21,17 @@ from torch import nn
 from . import checkpoints as ckpt
 from . import vae as vae_ops
 from . import video as video_ops
-from .connector import ContextConnector, load_connector
+from .connector import ContextConnector
 from .critic import SelfCritic
-from .dit import load_dit
 from .placement import Placement
 from .sampler import SamplerConfig, StepInfo, sample
-from .text import TextEncoder, encode_text, load_text_encoder, pad_context
-from .vae import load_vae
-from .vlm import VisionLanguageModel, load_vlm
+from .model_sets import EditModels
+from .text import TextEncoder, encode_text, pad_context
+from .vlm import VisionLanguageModel
 
 logger = logging.getLogger(__name__)
 
 REASONING_MODES = ("none", "caption")
-MODELS_FILE = "models.json"
-
-
-@dataclass
-class EditModels:
-    """The five components of the edit pipeline; `check()` verifies that they belong together. `dit` is
-    None for a set loaded without it (ComfyUI's native path loads the DiT with its own UNETLoader)."""
-
-    dit: nn.Module | None
-    vae: nn.Module
-    text: TextEncoder
-    vlm: VisionLanguageModel
-    connector: ContextConnector
-
-    def components(self) -> dict[str, nn.Module]:
-        """The modules a placement plan places, by its model names (placement.COMPONENTS)."""
-        modules = {"vlm": self.vlm.model, "t5": self.text.model, "connector": self.connector, "vae": self.vae}
-        return modules if self.dit is None else {"dit": self.dit, **modules}
-
-    def check(self) -> None:
-        cfg = self.connector.config
-        problems = []
-        if cfg.vlm_dim != self.vlm.hidden_size:
-            problems.append(f"connector vlm_dim={cfg.vlm_dim} but the VLM's hidden size is {self.vlm.hidden_size}")
-        if self.text.model.config.d_model != cfg.context_dim:
-            problems.append(f"umT5 width {self.text.model.config.d_model} but the connector's context_dim is "
-                            f"{cfg.context_dim}")
-        if cfg.latent_channels != self.vae.config.z_dim:
-            problems.append(f"latent channels disagree: connector {cfg.latent_channels}, VAE {self.vae.config.z_dim}")
-        if self.dit is not None:
-            if cfg.context_dim != self.dit.config.text_dim:
-                problems.append(f"connector context_dim={cfg.context_dim} but the DiT's text_dim is "
-                                f"{self.dit.config.text_dim}")
-            if cfg.latent_channels != self.dit.config.in_channels:
-                problems.append(f"latent channels disagree: connector and VAE {cfg.latent_channels}, DiT "
-                                f"{self.dit.config.in_channels}")
-        if problems:
-            raise ValueError("mismatched model set: " + "; ".join(problems))
-
-    @classmethod
-    def load(cls, folder: str | os.PathLike, *, dtype: torch.dtype | str = torch.float32,
-             device: torch.device | str = "cpu", component_dtypes: dict | None = None,
-             with_dit: bool = True, vlm: str | os.PathLike | None = None) -> EditModels:
-        """Load a model set: a folder with a `models.json` (paths relative to the folder), or a ReViSE release
-        folder (`revise_ckpt/`) as downloaded (`model_sets.py`).
-
-        `component_dtypes` overrides `dtype` per component ("dit", "vae", "t5", "vlm", "connector"): the
-        trainer loads what it trains in fp32 and the frozen models in the compute dtype. `with_dit=False` leaves
-        the DiT out (None): the encoders of a set whose DiT ComfyUI's own UNETLoader loads."""
-        folder = Path(folder)
-        dtypes = {name: (component_dtypes or {}).get(name, dtype) for name in ("dit", "vae", "t5", "vlm", "connector")}
-        from . import model_sets
-
-        kind = model_sets.detect(folder)
-        if vlm is not None and kind != "omnivideo2 release":
-            raise ValueError(f"{folder}: vlm= (--vlm) names the VLM of an Omni-Video 2 release folder; this is a "
-                             f"{kind} folder, whose VLM is set in it")
-        if kind == "revise release":
-            return model_sets.load_revise_release(folder, dtypes=dtypes, device=device, with_dit=with_dit)
-        if kind == "omnivideo2 release":  # `vlm`: its Qwen3-VL folder when it is not inside the release folder
-            return model_sets.load_omnivideo2_release(folder, dtypes=dtypes, device=device, with_dit=with_dit, vlm=vlm)
-        spec = ckpt.read_json(folder / MODELS_FILE, what="model set description (models.json)")
-        check_models_file(folder, spec)
-        needed = ("dit", "vae", "t5", "vlm", "connector") if with_dit else ("vae", "t5", "vlm", "connector")
-        missing = [key for key in needed if key not in spec]
-        if missing:
-            raise ValueError(f"{folder / MODELS_FILE}: missing entries {missing}; see docs/models.md")
-
-        def path(key: str) -> Path | None:
-            return folder / spec[key] if spec.get(key) else None
-
-        models = cls(
-            dit=load_dit(path("dit"), config=spec.get("dit_config"), dtype=dtypes["dit"], device=device)
-            if with_dit else None,
-            vae=load_vae(path("vae"), config=spec.get("vae_config"), dtype=dtypes["vae"], device=device),
-            text=load_text_encoder(path("t5"), tokenizer=path("t5_tokenizer"), config=spec.get("t5_config"),
-                                   dtype=dtypes["t5"], device=device),
-            vlm=load_vlm(path("vlm"), dtype=dtypes["vlm"], device=device),
-            connector=load_connector(path("connector"), config=spec.get("connector_config"),
-                                     special_tokens=path("special_tokens"), dtype=dtypes["connector"], device=device),
-        )
-        models.check()
-        return models
-
-
-# models.json entries: paths relative to its folder, and configs (a variant name, a config file, or the config).
-PATH_ENTRIES = ("dit", "vae", "t5", "t5_tokenizer", "vlm", "connector", "special_tokens")
-CONFIG_ENTRIES = ("dit_config", "vae_config", "t5_config", "connector_config")
-
-
-def check_models_file(folder: Path, spec: dict) -> None:
-    """Every problem of a models.json at once, naming the entry: paths must be strings, configs strings or
-    objects. A path outside the folder is used (users share one model between sets, by `../` or a symlink)
-    but said in a warning, since a models.json from elsewhere decides what is read; nothing it names is ever
-    unpickled (weights load with weights_only or from safetensors)."""
-    where = folder / MODELS_FILE
-    problems = []
-    for key in PATH_ENTRIES:
-        value = spec.get(key)
-        if value is None:
-            continue
-        if not isinstance(value, str) or not value.strip():
-            problems.append(f"'{key}' must be a path relative to the folder (a string), got {value!r:.60}")
-            continue
-        target = (folder / value).resolve()
-        if folder.resolve() not in target.parents:
-            logger.warning("%s: '%s' points outside the model set's folder (%s); it is used as given", where, key,
-                           target)
-    for key in CONFIG_ENTRIES:
-        value = spec.get(key)
-        if value is not None and not isinstance(value, (str, dict)):
-            problems.append(f"'{key}' must be a variant name, a config file or a config object, got {value!r:.60}")
-    unknown = sorted(set(spec) - set(PATH_ENTRIES) - set(CONFIG_ENTRIES))
-    if unknown:
-        logger.warning("%s: entries %s are not used (known: %s)", where, unknown, [*PATH_ENTRIES, *CONFIG_ENTRIES])
-    if problems:
-        raise ckpt.CheckpointError(f"{where}: " + "; ".join(problems))
 
 
 @dataclass
@@ -453,10 +332,3 @@ def _sync() -> None:
 
 def _dtype(module: nn.Module) -> torch.dtype:
     return ckpt.compute_dtype(module)
-
-
-def write_models_file(folder: str | os.PathLike, entries: dict[str, str]) -> Path:
-    """Write `models.json` (paths relative to `folder`) describing a model set for `EditModels.load`."""
-    path = Path(folder) / MODELS_FILE
-    path.write_text(json.dumps(entries, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    return path

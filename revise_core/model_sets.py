@@ -24,13 +24,22 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from . import checkpoints as ckpt
 from . import wan_keys
+from .connector import ContextConnector, load_connector, load_release_connector
+from .connector.omnivideo2 import config_from_tensors
+from .dit import load_dit
+from .models_file import MODELS_FILE, check_models_file
+from .text import TextEncoder, load_text_encoder
+from .vae import load_vae
 from .variants import get_variant
+from .vlm import VisionLanguageModel, load_vlm
 
 logger = logging.getLogger(__name__)
 
@@ -64,8 +73,6 @@ T5_RELATIVE_MAX_DISTANCE = 128
 
 def detect(folder: str | os.PathLike) -> str:
     """'models.json' or 'revise release'; anything else is an error naming what was looked for."""
-    from .editor import MODELS_FILE
-
     folder = Path(folder)
     if not folder.is_dir():
         raise ckpt.ModelFileNotFoundError(f"model folder not found: {folder}")
@@ -225,9 +232,6 @@ def release_t5_config(path: Path) -> dict:
 def load_wan_vae_and_text(wan_dir: Path, *, dtypes: dict, device: torch.device | str):
     """Wan2.1's VAE and umT5 (+ tokenizer) as Wan-AI ships them (`Wan2.1_VAE.pth`,
     `models_t5_umt5-xxl-enc-bf16.pth`, `google/umt5-xxl/`), which both releases keep."""
-    from .text import load_text_encoder
-    from .vae import load_vae
-
     vae_path, t5_path = wan_dir / WAN_VAE_FILE, wan_dir / WAN_T5_FILE
     vae = load_vae(vae_path, config=release_vae_config(vae_path), dtype=dtypes["vae"], device=device)
     text = load_text_encoder(t5_path, tokenizer=wan_dir / WAN_T5_TOKENIZER, config=release_t5_config(t5_path),
@@ -239,9 +243,6 @@ def load_revise_release(folder: str | os.PathLike, *, dtypes: dict, device: torc
                         with_dit: bool = True):
     """The five components of a ReViSE release folder, as `EditModels` (dtypes per component; the DiT None
     without `with_dit`)."""
-    from .connector import load_release_connector
-    from .editor import EditModels
-    from .vlm import load_vlm
 
     folder = Path(folder)
     dtypes = {name: ckpt.resolve_dtype(value) for name, value in dtypes.items()}
@@ -306,10 +307,6 @@ def find_qwen3_vl(folder: Path) -> Path:
 def load_omnivideo2_release(folder: str | os.PathLike, *, dtypes: dict, device: torch.device | str = "cpu",
                             with_dit: bool = True, vlm: str | os.PathLike | None = None):
     """The five components of an Omni-Video 2 1.3B release folder as `EditModels` (dtypes per component)."""
-    from .connector import load_connector
-    from .connector.omnivideo2 import config_from_tensors
-    from .editor import EditModels
-    from .vlm import load_vlm
 
     folder = Path(folder)
     dtypes = {name: ckpt.resolve_dtype(value) for name, value in dtypes.items()}
@@ -332,3 +329,83 @@ def load_omnivideo2_release(folder: str | os.PathLike, *, dtypes: dict, device: 
     )
     models.check()
     return models
+
+
+@dataclass
+class EditModels:
+    """The five components of the edit pipeline; `check()` verifies that they belong together. `dit` is
+    None for a set loaded without it (ComfyUI's native path loads the DiT with its own UNETLoader)."""
+
+    dit: nn.Module | None
+    vae: nn.Module
+    text: TextEncoder
+    vlm: VisionLanguageModel
+    connector: ContextConnector
+
+    def components(self) -> dict[str, nn.Module]:
+        """The modules a placement plan places, by its model names (placement.COMPONENTS)."""
+        modules = {"vlm": self.vlm.model, "t5": self.text.model, "connector": self.connector, "vae": self.vae}
+        return modules if self.dit is None else {"dit": self.dit, **modules}
+
+    def check(self) -> None:
+        cfg = self.connector.config
+        problems = []
+        if cfg.vlm_dim != self.vlm.hidden_size:
+            problems.append(f"connector vlm_dim={cfg.vlm_dim} but the VLM's hidden size is {self.vlm.hidden_size}")
+        if self.text.model.config.d_model != cfg.context_dim:
+            problems.append(f"umT5 width {self.text.model.config.d_model} but the connector's context_dim is "
+                            f"{cfg.context_dim}")
+        if cfg.latent_channels != self.vae.config.z_dim:
+            problems.append(f"latent channels disagree: connector {cfg.latent_channels}, VAE {self.vae.config.z_dim}")
+        if self.dit is not None:
+            if cfg.context_dim != self.dit.config.text_dim:
+                problems.append(f"connector context_dim={cfg.context_dim} but the DiT's text_dim is "
+                                f"{self.dit.config.text_dim}")
+            if cfg.latent_channels != self.dit.config.in_channels:
+                problems.append(f"latent channels disagree: connector and VAE {cfg.latent_channels}, DiT "
+                                f"{self.dit.config.in_channels}")
+        if problems:
+            raise ValueError("mismatched model set: " + "; ".join(problems))
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike, *, dtype: torch.dtype | str = torch.float32,
+             device: torch.device | str = "cpu", component_dtypes: dict | None = None,
+             with_dit: bool = True, vlm: str | os.PathLike | None = None) -> EditModels:
+        """Load a model set: a folder with a `models.json` (paths relative to the folder), or a ReViSE release
+        folder (`revise_ckpt/`) or an Omni-Video 2 release folder as downloaded (the loaders above).
+
+        `component_dtypes` overrides `dtype` per component ("dit", "vae", "t5", "vlm", "connector"): the
+        trainer loads what it trains in fp32 and the frozen models in the compute dtype. `with_dit=False` leaves
+        the DiT out (None): the encoders of a set whose DiT ComfyUI's own UNETLoader loads."""
+        folder = Path(folder)
+        dtypes = {name: (component_dtypes or {}).get(name, dtype) for name in ("dit", "vae", "t5", "vlm", "connector")}
+        kind = detect(folder)
+        if vlm is not None and kind != "omnivideo2 release":
+            raise ValueError(f"{folder}: vlm= (--vlm) names the VLM of an Omni-Video 2 release folder; this is a "
+                             f"{kind} folder, whose VLM is set in it")
+        if kind == "revise release":
+            return load_revise_release(folder, dtypes=dtypes, device=device, with_dit=with_dit)
+        if kind == "omnivideo2 release":  # `vlm`: its Qwen3-VL folder when it is not inside the release folder
+            return load_omnivideo2_release(folder, dtypes=dtypes, device=device, with_dit=with_dit, vlm=vlm)
+        spec = ckpt.read_json(folder / MODELS_FILE, what="model set description (models.json)")
+        check_models_file(folder, spec)
+        needed = ("dit", "vae", "t5", "vlm", "connector") if with_dit else ("vae", "t5", "vlm", "connector")
+        missing = [key for key in needed if key not in spec]
+        if missing:
+            raise ValueError(f"{folder / MODELS_FILE}: missing entries {missing}; see docs/models.md")
+
+        def path(key: str) -> Path | None:
+            return folder / spec[key] if spec.get(key) else None
+
+        models = cls(
+            dit=load_dit(path("dit"), config=spec.get("dit_config"), dtype=dtypes["dit"], device=device)
+            if with_dit else None,
+            vae=load_vae(path("vae"), config=spec.get("vae_config"), dtype=dtypes["vae"], device=device),
+            text=load_text_encoder(path("t5"), tokenizer=path("t5_tokenizer"), config=spec.get("t5_config"),
+                                   dtype=dtypes["t5"], device=device),
+            vlm=load_vlm(path("vlm"), dtype=dtypes["vlm"], device=device),
+            connector=load_connector(path("connector"), config=spec.get("connector_config"),
+                                     special_tokens=path("special_tokens"), dtype=dtypes["connector"], device=device),
+        )
+        models.check()
+        return models

@@ -34,7 +34,7 @@ from .connector import BOUNDARY_NAMES, Connector, ConnectorConfig, VisionHeadCon
 from .connector.revise import BOUNDARY_NAMES as BOUNDARY_NAMES_RELEASE
 from .connector.revise import TransformerShape
 from .dit import save_dit
-from .editor import write_models_file
+from .models_file import write_models_file
 from .text import TextEncoder, hf_t5_to_wan, save_text_encoder
 from .vae import save_vae
 from .variants import get_variant

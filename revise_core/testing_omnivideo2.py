@@ -13,7 +13,7 @@ import torch
 
 from . import wan_keys
 from .connector import BOUNDARY_NAMES, save_connector
-from .editor import write_models_file
+from .models_file import write_models_file
 from .text import hf_t5_to_wan, save_text_encoder
 from .testing import (VLM_HIDDEN, VLM_SPECIAL_TOKENS, TINY_PREPROCESS, _randomize, seeded, tiny_connector, tiny_dit,
                       tiny_text_encoder, tiny_vae, tiny_vlm, train_tokenizer)

@@ -77,7 +77,7 @@ def test_a_full_disk_is_one_line_naming_the_file(monkeypatch, tmp_path, capsys):
 
 
 def test_critic_checks_videos_before_loading_the_vlm(clip, tmp_path, capsys):
-    from revise_core import critic_cli
+    from revise_core.critic import __main__ as critic_cli
 
     base = ["--models", NO_MODELS, "--source", str(clip), "--instruction", "red"]
     assert cli.run(critic_cli.main, base + ["--edited", str(tmp_path / "nope.mp4")]) == 2

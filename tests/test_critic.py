@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from revise_core import critic as critic_mod
-from revise_core import critic_cli
+from revise_core.critic import __main__ as critic_cli
 from revise_core.vlm import to_vlm_frames
 from revise_core.critic import CriticConfig, CriticError, SelfCritic
 from revise_core.losses import reason_loss

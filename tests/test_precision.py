@@ -62,7 +62,7 @@ def test_edit_and_best_of_demo(dtype, tmp_path, capsys):
 @pytest.mark.parametrize("demo", ["qwen2", "revise"])
 @pytest.mark.parametrize("dtype", HALF)
 def test_critic_demo(dtype, demo, capsys):
-    from revise_core import critic_cli
+    from revise_core.critic import __main__ as critic_cli
 
     assert critic_cli.main(["--demo", demo, "--dtype", dtype, "--json", "--no-per-dimension"]) == 0
     report = json.loads(capsys.readouterr().out)

@@ -175,7 +175,8 @@ def test_released_omnivideo2_configs_instantiate_on_the_meta_device():
 
 
 def test_edit_and_critic_demos_run_with_a_qwen3_vl(tmp_path, capsys):
-    from revise_core import critic_cli, edit
+    from revise_core import edit
+    from revise_core.critic import __main__ as critic_cli
     from revise_core.video import read_video
 
     out = tmp_path / "edited.mp4"

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .video import preprocessing_for
-from .vlm import VisionLanguageModel
+from ..video import preprocessing_for
+from ..vlm import VisionLanguageModel
 
 logger = logging.getLogger(__name__)
 
@@ -205,12 +205,3 @@ def _fingerprint(frames: torch.Tensor) -> str:
     digest = hashlib.sha1(data.numpy().tobytes())
     digest.update(str(tuple(data.shape)).encode())
     return digest.hexdigest()
-
-
-if __name__ == "__main__":
-    import sys
-
-    from .cli import run
-    from .critic_cli import main
-
-    sys.exit(run(main))

@@ -1,4 +1,4 @@
-"""Command line of the SelfCritic: `python -m revise_core.critic` (this module does the work).
+"""Command line of the SelfCritic: `python -m revise_core.critic`.
 
     python -m revise_core.critic --models DIR --source A.mp4 --edited B.mp4 --instruction TEXT [--cot] [--json]
     python -m revise_core.critic --demo --json            # tiny random Qwen2.5-VL
@@ -14,10 +14,10 @@ from pathlib import Path
 
 import torch
 
-from . import jsonio
-from .checkpoints import DTYPE_CHOICES, auto_dtype
-from .cli import add_debug_flag
-from .critic import CriticConfig, CriticError, SelfCritic
+from .. import jsonio
+from ..checkpoints import DTYPE_CHOICES, auto_dtype
+from ..cli import add_debug_flag
+from . import CriticConfig, CriticError, SelfCritic
 
 DEMOS = ("qwen2", "revise", "qwen3")
 
@@ -26,9 +26,9 @@ def _demo_vlm(kind: str, dtype: str, device: str):
     """The tiny VLM of a demo, written to disk in its release's folder format and loaded back like a user's."""
     import tempfile
 
-    from .testing import tiny_vila, tiny_vlm
-    from .testing_omnivideo2 import tiny_qwen3_vl, write_qwen3_vl_folder
-    from .vlm import load_vlm, vila
+    from ..testing import tiny_vila, tiny_vlm
+    from ..testing_omnivideo2 import tiny_qwen3_vl, write_qwen3_vl_folder
+    from ..vlm import load_vlm, vila
 
     with tempfile.TemporaryDirectory() as folder:
         if kind == "qwen2":
@@ -67,9 +67,9 @@ def main(argv: list[str] | None = None) -> int:
                              "folder format, 'qwen3' a Qwen3-VL folder")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from .checkpoints import read_json
-    from .video import conform, read_video, synthetic_clip
-    from .vlm import load_vlm
+    from ..checkpoints import read_json
+    from ..video import conform, read_video, synthetic_clip
+    from ..vlm import load_vlm
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = auto_dtype(args.dtype, device)
@@ -115,6 +115,6 @@ def main(argv: list[str] | None = None) -> int:
 if __name__ == "__main__":
     import sys
 
-    from .cli import run
+    from ..cli import run
 
     sys.exit(run(main))
