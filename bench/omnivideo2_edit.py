@@ -78,7 +78,7 @@ def build_vlm(mode):
     from bench.fake_measure import default_dtype
     from bench.project_composition import _config
     from revise_core.testing import VLM_SPECIAL_TOKENS, train_tokenizer
-    from revise_core.testing_omnivideo2 import TIMESTAMP_TEXT
+    from revise_core.testing.omnivideo2 import TIMESTAMP_TEXT
     from revise_core.vlm.qwen3_vl import Qwen3VLModel, VideoPreprocessConfig
 
     tokenizer = train_tokenizer("vlm", TIMESTAMP_TEXT)

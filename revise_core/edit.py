@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     workdir, vlm_source = None, None
     if args.demo:
         from .testing import write_tiny_models
-        from .testing_omnivideo2 import write_qwen3_model_set
+        from .testing.omnivideo2 import write_qwen3_model_set
 
         workdir = Path(tempfile.mkdtemp(prefix="revise-demo-"))
         write_tiny_models(workdir / "models")

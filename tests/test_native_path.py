@@ -15,7 +15,7 @@ import torch
 from safetensors import safe_open
 
 from conftest import ROOT_PACKAGE
-from revise_core.testing_omnivideo2 import NATIVE_HEAD_DIM, NATIVE_TEXT_DIM
+from revise_core.testing.omnivideo2 import NATIVE_HEAD_DIM, NATIVE_TEXT_DIM
 from revise_core.video import synthetic_clip
 
 NODES = ROOT_PACKAGE.NODE_CLASS_MAPPINGS
@@ -126,7 +126,7 @@ def test_native_kit_has_the_sizes_comfyuis_wan_detection_assumes(tmp_path):
     kit (used by the real-ComfyUI test) keeps both, and the converted file detects as the model it is."""
     from revise_core import convert
     from revise_core.editor import EditModels
-    from revise_core.testing_omnivideo2 import write_native_models
+    from revise_core.testing.omnivideo2 import write_native_models
 
     paths = write_native_models(tmp_path / "native")
     out = convert.convert(paths["omnivideo2"], tmp_path / "revise_dit.safetensors", config=str(paths["dit_config"]))

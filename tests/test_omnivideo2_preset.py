@@ -89,7 +89,7 @@ def test_edit_demo_runs_the_omnivideo2_preset_with_a_qwen3_vl(tmp_path):
 
 @pytest.fixture(scope="module")
 def release(tmp_path_factory):
-    from revise_core.testing_omnivideo2 import write_native_models
+    from revise_core.testing.omnivideo2 import write_native_models
 
     return write_native_models(tmp_path_factory.mktemp("ov2"))
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from revise_core.testing_omnivideo2 import TINY_QWEN3_PREPROCESS, tiny_qwen3_vl, write_qwen3_vl_folder
+from revise_core.testing.omnivideo2 import TINY_QWEN3_PREPROCESS, tiny_qwen3_vl, write_qwen3_vl_folder
 from revise_core.vlm import load_vlm, qwen3_vl
 
 

@@ -64,7 +64,7 @@ def _check(run: subprocess.CompletedProcess) -> None:
 def native_kit(tmp_path_factory) -> dict:
     """The native-shaped tiny set, its Omni-Video 2 DiT converted by the CLI for UNETLoader (as a user does)
     and the VAE under the name the native workflow uses."""
-    from revise_core.testing_omnivideo2 import write_native_models
+    from revise_core.testing.omnivideo2 import write_native_models
 
     root = tmp_path_factory.mktemp("native")
     paths = write_native_models(root)

@@ -2,7 +2,7 @@
 the official code computes.
 
 `tests/parity/revise_official.safetensors` holds what the official ReViSE inference computes on the kit's
-parity folder (`revise_core.testing_parity`: the release's layout and formats, its Wan config.json as the
+parity folder (`revise_core.testing.parity`: the release's layout and formats, its Wan config.json as the
 official `save_pretrained` writes it, weights and tokenizers that every machine writes identically), made by
 `tests/parity/make_revise_reference.py` from the official sources. Here the folder is written again and run
 through the public API (`EditModels.load`, `ReviseEditor`, `SelfCritic`) on the same uint8 frames and the
@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from revise_core import presets
-from revise_core import testing_parity as parity
+from revise_core.testing import parity
 from revise_core import vae as vae_ops
 from revise_core import video as video_ops
 from revise_core.critic import ALL_QUESTION, SelfCritic

@@ -474,7 +474,7 @@ def test_demo_flag_takes_a_name_or_leaves_an_override_alone():
 def test_a_critic_that_differs_from_the_encoder_vlm_judges_and_receives_no_gradient(tiny_dir, manifest, tmp_path):
     """critic_vlm: the SelfCritic runs on another VLM folder (here a Qwen3-VL, the encoder a Qwen2.5-VL); the
     reward's gradient reaches the DiT through it, never its weights; the default is the encoder itself."""
-    from revise_core.testing_omnivideo2 import tiny_qwen3_vl, write_qwen3_vl_folder
+    from revise_core.testing.omnivideo2 import tiny_qwen3_vl, write_qwen3_vl_folder
 
     folder = write_qwen3_vl_folder(tiny_qwen3_vl(seed=5), tmp_path / "critic-qwen3")
     trainer = make_trainer(tiny_dir, manifest, tmp_path / "run", sigma_max=1.0, cfg_drop=0.0, critic_vlm=str(folder))
@@ -492,7 +492,7 @@ def test_a_critic_that_differs_from_the_encoder_vlm_judges_and_receives_no_gradi
 
 def test_a_loaded_critic_vlm_is_used_as_given(tiny_dir, manifest, tmp_path):
     """ComfyUI's trainer node hands an already loaded VLM (its optional critic_vlm socket)."""
-    from revise_core.testing_omnivideo2 import tiny_qwen3_vl
+    from revise_core.testing.omnivideo2 import tiny_qwen3_vl
 
     critic = tiny_qwen3_vl(seed=6)
     trainer = USOTrainer(USOConfig(models=str(tiny_dir), manifest=str(manifest), output_dir=str(tmp_path), num_frames=5,

@@ -27,7 +27,7 @@ def _demo_vlm(kind: str, dtype: str, device: str):
     import tempfile
 
     from ..testing import tiny_vila, tiny_vlm
-    from ..testing_omnivideo2 import tiny_qwen3_vl, write_qwen3_vl_folder
+    from ..testing.omnivideo2 import tiny_qwen3_vl, write_qwen3_vl_folder
     from ..vlm import load_vlm, vila
 
     with tempfile.TemporaryDirectory() as folder:

@@ -7,17 +7,15 @@ tokens) and a connector sized to fit them. Everything is deterministic from a se
 RNG untouched.
 
 `python -m revise_core.testing write-tiny-models DIR` writes the whole set in every supported layout,
-plus `manifest.json` describing each file. The Qwen3-VL / Omni-Video 2 kit is in testing_omnivideo2.py, the
-ReViSE release folder of the parity test (written identically everywhere) in testing_parity.py.
+plus `manifest.json` describing each file (`__main__.py`). The Qwen3-VL / Omni-Video 2 kit is in omnivideo2.py,
+the ReViSE release folder of the parity test (written identically everywhere) in parity.py.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import pickle
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -26,21 +24,19 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import checkpoints as ckpt
-from . import wan_keys
-from .cli import add_debug_flag
-from .cli import run as run_cli
-from .connector import BOUNDARY_NAMES, Connector, ConnectorConfig, VisionHeadConnector, VisionHeadConnectorConfig, save_connector
-from .connector.revise import BOUNDARY_NAMES as BOUNDARY_NAMES_RELEASE
-from .connector.revise import TransformerShape
-from .dit import save_dit
-from .models_file import write_models_file
-from .text import TextEncoder, hf_t5_to_wan, save_text_encoder
-from .vae import save_vae
-from .variants import get_variant
-from .vlm import vila
-from .vlm.qwen2_vl import Qwen2VLModel, VisionPreprocessConfig
-from .vlm.vila import VilaModel
+from .. import checkpoints as ckpt
+from .. import wan_keys
+from ..connector import BOUNDARY_NAMES, Connector, ConnectorConfig, VisionHeadConnector, VisionHeadConnectorConfig, save_connector
+from ..connector.revise import BOUNDARY_NAMES as BOUNDARY_NAMES_RELEASE
+from ..connector.revise import TransformerShape
+from ..dit import save_dit
+from ..models_file import write_models_file
+from ..text import TextEncoder, hf_t5_to_wan, save_text_encoder
+from ..vae import save_vae
+from ..variants import get_variant
+from ..vlm import vila
+from ..vlm.qwen2_vl import Qwen2VLModel, VisionPreprocessConfig
+from ..vlm.vila import VilaModel
 
 logger = logging.getLogger(__name__)
 
@@ -573,21 +569,3 @@ def _scaled_fp8(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         else:
             out[key] = tensor
     return out
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m revise_core.testing", description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    write = sub.add_parser("write-tiny-models", help="write a complete tiny model set in every supported layout")
-    write.add_argument("out_dir", type=Path, help="folder to write (created if missing)")
-    write.add_argument("--seed", type=int, default=0, help="seed of the random weights (default 0)")
-    add_debug_flag(write)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    manifest = write_tiny_models(args.out_dir, seed=args.seed)
-    print(f"wrote {len(manifest['files'])} files; manifest: {args.out_dir / 'manifest.json'}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(run_cli(main))

@@ -11,14 +11,14 @@ from pathlib import Path
 
 import torch
 
-from . import wan_keys
-from .connector import BOUNDARY_NAMES, save_connector
-from .models_file import write_models_file
-from .text import hf_t5_to_wan, save_text_encoder
-from .testing import (VLM_HIDDEN, VLM_SPECIAL_TOKENS, TINY_PREPROCESS, _randomize, seeded, tiny_connector, tiny_dit,
+from .. import wan_keys
+from ..connector import BOUNDARY_NAMES, save_connector
+from ..models_file import write_models_file
+from ..text import hf_t5_to_wan, save_text_encoder
+from . import (VLM_HIDDEN, VLM_SPECIAL_TOKENS, TINY_PREPROCESS, _randomize, seeded, tiny_connector, tiny_dit,
                       tiny_text_encoder, tiny_vae, tiny_vlm, train_tokenizer)
-from .vae import save_vae
-from .vlm.qwen3_vl import Qwen3VLModel, VideoPreprocessConfig
+from ..vae import save_vae
+from ..vlm.qwen3_vl import Qwen3VLModel, VideoPreprocessConfig
 
 # ComfyUI's own Wan model reads most sizes from the tensors but fixes two: text_dim 4096 (WanModel's default,
 # which its detection never sets) and num_heads = dim // 128. The native kit (`write_native_models`) keeps

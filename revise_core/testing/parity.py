@@ -20,9 +20,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from .connector import VisionHeadConnector, VisionHeadConnectorConfig
-from .connector.revise import TransformerShape
-from .testing import (
+from ..connector import VisionHeadConnector, VisionHeadConnectorConfig
+from ..connector.revise import TransformerShape
+from . import (
     LATENT_CHANNELS,
     TEXT_DIM,
     VILA_CHECKPOINT,
@@ -34,7 +34,7 @@ from .testing import (
     write_release_connector,
     write_release_wan_folder,
 )
-from .vlm import vila
+from ..vlm import vila
 
 SEED = 20261206
 SOURCE_FRAMES, SOURCE_SIZE = 18, (45, 100)  # the release skips frame 0 for the VAE and reads 17 frames from frame 1
@@ -98,7 +98,7 @@ def parity_models() -> ParityModels:
 
 def write_parity_release(folder: str | Path) -> Path:
     """A complete `revise_ckpt/` folder in the release's own layout and formats; returns it."""
-    from . import wan_keys
+    from .. import wan_keys
 
     folder = Path(folder)
     models = parity_models()

@@ -7,7 +7,7 @@
 the committed file), holding `nets/` and `tools/`. Nothing of it is installed or copied: its files are loaded
 from that path. The script needs, besides this project: torchvision's Python files (its compiled operators
 are not used, so a torchvision wheel that does not match the installed torch does), `ftfy` and `easydict`
-(imported by the official files). It writes the tiny folder with the kit (revise_core.testing_parity) into a
+(imported by the official files). It writes the tiny folder with the kit (revise_core.testing.parity) into a
 temporary folder, runs the official inference on it in fp32 on the CPU, and stores each stage.
 
 What cannot run here is stubbed; every stub is listed in STUBS and none changes a number:
@@ -261,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(root: Path, tmp: Path, torchvision_folder: Path | None) -> tuple[dict[str, torch.Tensor], dict]:
     # The kit's folder first: the official VILA utilities disable torch's initialisers process-wide.
-    from revise_core import testing_parity as parity
+    from revise_core.testing import parity
     from revise_core.critic import ALL_QUESTION, SelfCritic
     from revise_core.vlm import vila as our_vila
 
