@@ -24,6 +24,17 @@ _SENTINEL = "\ue000{}\ue001"  # private-use characters: never in a template or i
 _SENTINEL_RE = re.compile("\ue000(\\d+)\ue001")
 
 
+class EmptyInstructionError(ValueError):
+    """An edit instruction that is missing, not text, or only whitespace."""
+
+
+def check_instruction(instruction: object, *, what: str = "the edit instruction") -> str:
+    """The one validation of an edit instruction, for every caller (VLM, critic, editor, command lines)."""
+    if not isinstance(instruction, str) or not instruction.strip():
+        raise EmptyInstructionError(f"{what} is empty: say what to change, e.g. \"make the sky red\"")
+    return instruction
+
+
 class ControlTokenError(ValueError):
     """User text would merge with a control token of the template (it ends in a partial control token)."""
 

@@ -104,8 +104,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from . import presets
+    from .chat_text import check_instruction
+    from .edit_inputs import read_edit_source
     from .editor import EditModels, ReviseEditor
-    from .video import conform, count_frames, read_video, synthetic_clip, write_video
+    from .video import conform, synthetic_clip, write_video
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = auto_dtype(args.dtype, device)
@@ -139,24 +141,9 @@ def main(argv: list[str] | None = None) -> int:
         missing = [name for name in ("models", "video", "instruction", "out") if getattr(args, name) is None]
         if missing:
             build_parser().error("missing " + ", ".join(f"--{m}" for m in missing) + " (or use --demo)")
-        if not args.instruction.strip():
-            raise ValueError("--instruction is empty: give the edit instruction")
-        # Decode only what the edit uses: the skipped frames and at most --frames frames, each fitted to the size
-        # on the fly.
-        size = (settings.height, settings.width) if settings.height and settings.width else None
-        # with a frame stride, enough frames for it (the editor lowers it for a short video, as the release does)
-        wanted = settings.num_frames * settings.frame_stride + settings.skip_frames if settings.num_frames else None
-        clip = read_video(args.video, max_frames=wanted, size=size, resize=settings.resize)
-        if preset.vlm_sees_native_frames and preset.vlm_reads == "whole video":
-            # Omni-Video 2: its processor samples the VLM's frames over the whole file, at the video's own size
-            from .vlm.base import SampledFrames
-
-            total = count_frames(args.video)
-            indices = torch.linspace(0, total - 1, settings.vlm_frames).round().long().tolist()
-            native = read_video(args.video, indices=indices)
-            vlm_source = SampledFrames(native.frames, indices, float(native.fps))
-        elif preset.vlm_sees_native_frames:  # the ReViSE release's VLM reads frame 0 at the video's own size
-            vlm_source = read_video(args.video, max_frames=1).frames
+        check_instruction(args.instruction, what="--instruction")
+        source = read_edit_source(args.video, settings, preset)
+        clip, vlm_source = source.clip, source.vlm_source
         models_dir, instruction, out = args.models, args.instruction, args.out
     settings.fps = float(clip.fps)
     output_fps = preset.output_fps or clip.fps
@@ -179,12 +166,6 @@ def main(argv: list[str] | None = None) -> int:
 
     placement = Placement(placement_config(args), device)
     editor = ReviseEditor.placed(EditModels.load(models_dir, dtype=dtype, device="cpu", vlm=args.vlm), placement)
-    from .connector import ContextConnector
-
-    if settings.negative_prompt is not None and \
-            type(editor.models.connector).negative_context is ContextConnector.negative_context:
-        raise ValueError(f"{models_dir}: the preset guides against a negative prompt, which this connector family "
-                         "does not take (its null branch is fixed by its release); use its own preset")
     from tqdm import tqdm
 
     with tqdm(total=steps * args.best_of, desc="sampling", unit="step") as bar:

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from . import checkpoints as ckpt
+from .chat_text import check_instruction
 from . import vae as vae_ops
 from . import video as video_ops
 from .connector import ContextConnector
@@ -133,8 +134,8 @@ class ReviseEditor:
 
         `vlm_source` ([T', H', W', 3]) is what the VLM sees instead of `source` (the release: the video's
         own frames at their native size, from frame 0)."""
-        if not isinstance(instruction, str) or not instruction.strip():
-            raise ValueError("the edit instruction is empty")
+        check_instruction(instruction)
+        check_settings_fit(self.models.connector, settings)
         m, timings, use = self.models, timings if timings is not None else {}, self.placement.use
         with _timed(timings, "vae_encode"), use("vae"):
             raw = vae_ops.encode(m.vae, video_ops.to_model_space(source).to(self.device))
@@ -237,11 +238,19 @@ class VLMCondition:
     reasoning: str
 
 
+def check_settings_fit(connector: ContextConnector, settings: EditSettings) -> None:
+    """Settings a model set cannot honour fail before any encode: a negative prompt needs a connector family
+    whose release encodes one (Omni-Video 2); the others fix their null branch."""
+    if settings.negative_prompt is not None and not connector.takes_negative_prompt:
+        raise ValueError(f"the settings guide against a negative prompt, which the {type(connector).__name__} "
+                         "connector family does not take (its null branch is fixed by its release); use its own "
+                         "preset")
+
+
 def encode_instruction(vlm: VisionLanguageModel, source: torch.Tensor, instruction: str, settings: EditSettings,
                        timings: dict[str, float] | None = None) -> VLMCondition:
     """The VLM's part of the condition (reasoning mode "caption": source caption -> target caption first)."""
-    if not isinstance(instruction, str) or not instruction.strip():
-        raise ValueError("the edit instruction is empty")
+    check_instruction(instruction)
     timings = timings if timings is not None else {}
     reasoning, prompts = "", [instruction]
     if settings.reasoning == "caption":

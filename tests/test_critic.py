@@ -9,6 +9,7 @@ import json
 import pytest
 import torch
 
+from revise_core.chat_text import EmptyInstructionError
 from revise_core import critic as critic_mod
 from revise_core.critic import __main__ as critic_cli
 from revise_core.vlm import to_vlm_frames
@@ -127,7 +128,7 @@ def test_bad_inputs(vlm):
         critic.verdict(_video(0), torch.rand(5, 32, 64, 3), INSTRUCTION)
     with pytest.raises(CriticError, match="differ from the source"):
         critic.verdict(_video(0), _video(1, frames=7), INSTRUCTION)
-    with pytest.raises(CriticError, match="instruction is empty"):
+    with pytest.raises(EmptyInstructionError, match="the edit instruction is empty"):
         critic.verdict(_video(0), _video(1), "")
     with pytest.raises(CriticError, match="unknown dimension"):
         critic.verdict(_video(0), _video(1), INSTRUCTION, dimension="beauty")

@@ -8,6 +8,7 @@ import json
 import pytest
 import torch
 
+from revise_core.chat_text import EmptyInstructionError
 from revise_core import edit as edit_cli
 from revise_core.editor import EditModels, EditSettings, ReviseEditor
 from revise_core.sampler import SamplerConfig
@@ -61,7 +62,7 @@ def test_caption_reasoning_mode_reports_its_reasoning(editor):
 
 def test_bad_inputs(editor):
     frames = synthetic_clip(9, 64, 64).frames
-    with pytest.raises(ValueError, match="instruction is empty"):
+    with pytest.raises(EmptyInstructionError, match="the edit instruction is empty"):
         editor.edit(frames, " ", _settings())
     with pytest.raises(VideoError, match="3 frames, at least 5"):
         editor.edit(frames[:3], INSTRUCTION, _settings())

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from conftest import assert_close
+from revise_core.chat_text import EmptyInstructionError
 from revise_core import checkpoints as ckpt
 from revise_core import critic_cli
 from revise_core.critic import CriticConfig, CriticError, SelfCritic
@@ -331,7 +332,7 @@ def test_generate_is_bounded_and_chat_cot_works(model):
 
 
 def test_encode_rejects_bad_inputs(model):
-    with pytest.raises(VLMError, match="instruction is empty"):
+    with pytest.raises(EmptyInstructionError, match="the edit instruction is empty"):
         model.encode(_frames(0), " ")
     with pytest.raises(VLMError, match=r"expected frames \[T, H, W, 3\]"):
         model.encode(torch.rand(3, 8, 8), INSTRUCTION)

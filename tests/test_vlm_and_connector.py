@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from conftest import assert_close
-from revise_core.vlm import VLMError, qwen2_vl, to_vlm_frames
+from revise_core.chat_text import EmptyInstructionError
+from revise_core.vlm import qwen2_vl, to_vlm_frames
 from revise_core.testing import TINY_PREPROCESS
 
 
@@ -76,7 +77,7 @@ def test_u_drops_exactly_the_system_prefix(tiny_models):
 def test_generate_is_bounded_text(tiny_models):
     text = tiny_models.vlm.generate(torch.rand(5, 64, 64, 3), "Describe the source video .", max_new_tokens=5)
     assert isinstance(text, str) and len(text.split()) <= 5
-    with pytest.raises(VLMError, match="instruction is empty"):
+    with pytest.raises(EmptyInstructionError, match="the edit instruction is empty"):
         tiny_models.vlm.encode(torch.rand(5, 64, 64, 3), "  ")
 
 

@@ -56,6 +56,11 @@ class ContextConnector(nn.Module, abc.ABC):
         """The VLM states the null branch projects (None: the family's null branch has none)."""
         return None
 
+    @property
+    def takes_negative_prompt(self) -> bool:
+        """Whether this family's release encodes a negative prompt (it overrides `negative_context`)."""
+        return type(self).negative_context is not ContextConnector.negative_context
+
     def negative_context(self, text_tokens: torch.Tensor, video_tokens: torch.Tensor) -> torch.Tensor:
         """The unconditional sequence of a release that encodes a negative prompt at inference (its umT5
         tokens `text_tokens`); families whose release fixes its null branch refuse."""

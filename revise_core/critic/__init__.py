@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..chat_text import check_instruction
 from ..video import preprocessing_for
 from ..vlm import VisionLanguageModel
 
@@ -114,8 +115,7 @@ class SelfCritic:
     # --- inputs ---
 
     def _check(self, source: torch.Tensor, edited: torch.Tensor, instruction: str) -> None:
-        if not isinstance(instruction, str) or not instruction.strip():
-            raise CriticError("the edit instruction is empty")
+        check_instruction(instruction)
         for name, frames in (("source", source), ("edited", edited)):
             if frames.ndim != 4 or frames.shape[-1] != 3:
                 raise CriticError(f"{name} frames must be [T, H, W, 3], got shape {tuple(frames.shape)}")

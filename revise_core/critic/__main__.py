@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from .. import jsonio
+from ..chat_text import check_instruction
 from ..checkpoints import DTYPE_CHOICES, auto_dtype
 from ..cli import add_debug_flag
 from . import CriticConfig, CriticError, SelfCritic
@@ -83,8 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         if missing:
             parser.error("missing " + ", ".join(f"--{m}" for m in missing) + " (or use --demo)")
         # The inputs are checked before the VLM is loaded.
-        if not args.instruction.strip():
-            raise CriticError("--instruction is empty: give the edit instruction")
+        check_instruction(args.instruction, what="--instruction")
         source = read_video(args.source).frames
         edited = read_video(args.edited).frames
         if edited.shape[1:] != source.shape[1:]:

@@ -219,12 +219,6 @@ def to_vlm_frames(frames: torch.Tensor, num_frames: int | None = None) -> torch.
     return frames.permute(0, 3, 1, 2)
 
 
-def check_instruction(instruction: object) -> str:
-    if not isinstance(instruction, str) or not instruction.strip():
-        raise VLMError("the edit instruction is empty")
-    return instruction
-
-
 def message_parts(message: dict) -> list[dict]:
     """The content of a chat message as a list of parts (a plain string is one text part)."""
     content = message.get("content", "")

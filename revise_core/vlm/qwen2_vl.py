@@ -20,7 +20,8 @@ from torch import nn
 
 from .. import chat_text
 from .. import checkpoints as ckpt
-from .base import VisionLanguageModel, VLMError, VLMInputs, VLMOutput, check_instruction
+from ..chat_text import check_instruction
+from .base import VisionLanguageModel, VLMError, VLMInputs, VLMOutput
 
 logger = logging.getLogger(__name__)
 

@@ -26,7 +26,9 @@ import torch.nn.functional as F
 
 from .. import chat_text
 from .. import checkpoints as ckpt
-from .base import CaptionPrompts, SampledFrames, VLMError, VLMInputs, check_instruction
+from ..chat_text import check_instruction
+from ..resources import config_path
+from .base import CaptionPrompts, SampledFrames, VLMError, VLMInputs
 from .qwen2_vl import TOKEN_TYPE_VIDEO, Qwen2VLModel, expand_video_placeholders, load_model_and_tokenizer, patchify
 
 MODEL_TYPES = ("qwen3_vl", "qwen3_vl_moe")
@@ -42,7 +44,7 @@ OMNIVIDEO2_FEATURE_PIXELS = (480, 1920)
 # {shortest_edge: 480², longest_edge: 480 · 1920}, again for the whole clip.
 OMNIVIDEO2_CAPTION_PIXELS = (480 * 480, 480 * 480 * 4)
 # Omni-Video 2's prompts, verbatim (configs/prompts/omnivideo2.json names where each comes from).
-PROMPTS_FILE = Path(__file__).resolve().parents[2] / "configs" / "prompts" / "omnivideo2.json"
+PROMPTS_FILE = config_path("prompts", "omnivideo2.json")
 
 
 def omnivideo2_prompts() -> dict[str, str]:
