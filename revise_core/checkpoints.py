@@ -477,6 +477,11 @@ def device_of(module: nn.Module) -> torch.device:
 DTYPE_CHOICES = ("auto", "fp32", "bf16", "fp16")
 
 
+def default_device(name: str | None = None) -> str:
+    """The device a command runs on: `name` when given, else cuda when there is one, else cpu."""
+    return name or ("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def auto_dtype(name: str | None, device: torch.device | str) -> str:
     """'auto' (or None) -> bf16 on CUDA, fp32 elsewhere; other names pass through.
 

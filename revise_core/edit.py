@@ -18,10 +18,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-import torch
 
 from . import jsonio
-from .checkpoints import DTYPE_CHOICES, auto_dtype
+from .checkpoints import DTYPE_CHOICES, auto_dtype, default_device
 from .cli import add_debug_flag, add_placement_flags, placement_config, refuse_overwriting_inputs, writable_output
 from .cli import run as run_cli
 
@@ -109,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     from .editor import EditModels, ReviseEditor
     from .video import conform, synthetic_clip, write_video
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = default_device(args.device)
     dtype = auto_dtype(args.dtype, device)
     given = {field: getattr(args, flag) for flag, field in FLAG_FIELDS.items() if getattr(args, flag) is not None}
     if args.demo == "revise" and not args.preset:

@@ -10,7 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from revise_core.evaluation import rve
+from revise_core.evaluation import protocol, rve
 from revise_core.evaluation.judge import Judge, OpenAIJudge
 from revise_core.llm import LLMError, OpenAIChat
 
@@ -129,16 +129,16 @@ def test_an_interrupted_benchmark_resumes_from_its_journal(tmp_path):
     predictions = {"ours": tmp_path}
     journal = tmp_path / "report" / "verdicts.jsonl"
     with pytest.raises(KeyboardInterrupt):
-        rve.evaluate(triplets, predictions, _Counting(stop_after=5), journal=journal)
+        protocol.evaluate(triplets, predictions, _Counting(stop_after=5), journal=journal)
     assert len(journal.read_text().splitlines()) == 1 + 5  # header + the five verdicts made before the stop
     resumed_judge = _Counting()
-    samples, records = rve.evaluate(triplets, predictions, resumed_judge, journal=journal)
+    samples, records = protocol.evaluate(triplets, predictions, resumed_judge, journal=journal)
     assert resumed_judge.calls == 8 - 5  # RAVE: EA, PC, GN, GR for two samples
-    fresh, _ = rve.evaluate(triplets, predictions, _Counting())
+    fresh, _ = protocol.evaluate(triplets, predictions, _Counting())
     assert [s.metrics for s in samples] == [s.metrics for s in fresh]
     other = _Counting()
     other.name = "another-judge"
-    rve.evaluate(triplets, predictions, other, journal=journal)
+    protocol.evaluate(triplets, predictions, other, journal=journal)
     assert other.calls == 8  # another judge's verdicts are never reused
 
 

@@ -144,7 +144,7 @@ def test_manifest_checks_the_real_frame_count(tmp_path):
 
 
 def test_a_sample_id_can_never_write_outside_the_output_folder(tmp_path):
-    from revise_core.evaluation.rve import prediction_path
+    from revise_core.evaluation.protocol import prediction_path
 
     assert prediction_path(tmp_path, "rave-0001") == tmp_path / "rave-0001.mp4"
     for bad in ("../../x", "/etc/x", "a/b", ".hidden", ""):

@@ -12,11 +12,10 @@ import json
 import logging
 from pathlib import Path
 
-import torch
 
 from .. import jsonio
 from ..chat_text import check_instruction
-from ..checkpoints import DTYPE_CHOICES, auto_dtype
+from ..checkpoints import DTYPE_CHOICES, auto_dtype, default_device
 from ..cli import add_debug_flag
 from . import CriticConfig, CriticError, SelfCritic
 
@@ -72,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     from ..video import conform, read_video, synthetic_clip
     from ..vlm import load_vlm
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = default_device(args.device)
     dtype = auto_dtype(args.dtype, device)
     if args.demo:
         vlm = _demo_vlm(args.demo, dtype, device)
