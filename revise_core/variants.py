@@ -13,7 +13,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-CONFIG_ROOT = Path(__file__).resolve().parent.parent / "configs" / "models"
+from . import resources
+
+CONFIG_ROOT = resources.config_path("models")
 
 COMPONENTS = ("dit", "vae", "t5", "connector", "vlm")
 
@@ -38,8 +40,8 @@ class Variant:
         path = self.config_path
         if not path.is_file():
             raise FileNotFoundError(
-                f"shipped config for variant '{self.name}' is missing: {path}. The configs/ folder of the "
-                "repository must stay next to revise_core/ (install with `pip install -e .` from a clone)."
+                f"shipped config for variant '{self.name}' is missing: {path}. The configs/ folder must stay "
+                "next to revise_core/ in a clone, or inside it in an installed wheel (revise_core/resources.py)."
             )
         return json.loads(path.read_text(encoding="utf-8"))
 

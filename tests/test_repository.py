@@ -43,8 +43,14 @@ def test_readme_install_pins_cpu_torch_but_pyproject_does_not():
 def test_pyproject_declares_the_required_stack_and_comfy_metadata():
     data = tomllib.loads((ROOT / "pyproject.toml").read_text())
     names = {re.split(r"[<>=!\[ ]", d, maxsplit=1)[0].lower() for d in data["project"]["dependencies"]}
-    required = {"torch", "diffusers", "transformers", "safetensors", "einops", "kornia", "numpy", "tqdm", "av"}
+    required = {"torch", "diffusers", "transformers", "safetensors", "einops", "numpy", "tqdm", "av"}
     assert required <= names, required - names
+    # Optional at run time, so extras (tests/test_optional_extras.py); kornia is used nowhere.
+    assert not names & {"matplotlib", "tensorboard", "kornia"}, names
+    extras = data["project"]["optional-dependencies"]
+    assert extras["plots"] == ["matplotlib>=3.11.2"] and extras["tensorboard"] == ["tensorboard>=2.21.0"]
+    assert {"matplotlib", "tensorboard", "setuptools"} <= {re.split(r"[<>=!\[ ]", d, maxsplit=1)[0]
+                                                          for d in extras["test"]}
     assert "pytest" in " ".join(data["project"]["optional-dependencies"]["test"])
     assert any(d.startswith("comfyui-frontend-package") for d in data["project"]["optional-dependencies"]["frontend"])
 
@@ -60,7 +66,46 @@ def test_installing_the_extension_cannot_change_comfyuis_pinned_packages():
     assert "comfyui-frontend-package" not in " ".join(data["project"]["optional-dependencies"]["test"])
     assert {"PublisherId", "DisplayName"} <= set(data["tool"]["comfy"])
     # `nodes` must never be installed as a top-level package: ComfyUI owns that module name.
-    assert "nodes*" not in data["tool"]["setuptools"]["packages"]["find"]["include"]
+    assert not [p for p in data["tool"]["setuptools"]["packages"] if p.split(".")[0] == "nodes"]
+
+
+def _package_folders() -> set[str]:
+    """What the wheel must pack: every folder of revise_core/ and trainer/ with an __init__.py, and configs/ (as
+    revise_core.configs) with each of its folders whose name Python could import."""
+    found = {".".join(p.parent.relative_to(ROOT).parts) for top in ("revise_core", "trainer")
+             for p in (ROOT / top).rglob("__init__.py") if "__pycache__" not in p.parts}
+    for folder in [ROOT / "configs", *(p for p in (ROOT / "configs").rglob("*") if p.is_dir())]:
+        parts = folder.relative_to(ROOT).parts
+        if all(part.isidentifier() for part in parts):
+            found.add(".".join(("revise_core", *parts)))
+    return found
+
+
+def test_the_explicit_package_list_is_every_package_folder():
+    """pyproject.toml lists the packages (a `find` cannot add the mapped revise_core.configs): a package folder
+    added, moved or removed must be named there too."""
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    listed, folders = set(setuptools["packages"]), _package_folders()
+    assert listed == folders, (f"add to [tool.setuptools].packages: {sorted(folders - listed)}; "
+                               f"remove: {sorted(listed - folders)}")
+    assert setuptools["package-dir"] == {"revise_core.configs": "configs"}
+
+
+def test_configs_are_found_next_to_the_package_in_a_checkout():
+    from revise_core import resources
+    from revise_core.data.rave import FEWSHOT_FILE
+    from revise_core.variants import CONFIG_ROOT
+
+    assert resources.CONFIG_ROOT == ROOT / "configs" and CONFIG_ROOT == ROOT / "configs" / "models"
+    assert FEWSHOT_FILE.is_file() and FEWSHOT_FILE.is_relative_to(ROOT / "configs")
+
+
+def test_license_is_the_apache_2_0_text_that_pyproject_declares():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert project["license"] == "Apache-2.0" and project["license-files"] == ["LICENSE"]
+    text = (ROOT / "LICENSE").read_text()
+    assert "Apache License\n                           Version 2.0, January 2004" in text
+    assert "END OF TERMS AND CONDITIONS" in text and len(text.splitlines()) == 202
 
 
 def test_shipped_configs_are_valid_json_for_every_variant():

@@ -1,7 +1,9 @@
-"""Per-step metrics: JSONL (always), TensorBoard (when installed), and a PNG of the curves at the end."""
+"""Per-step metrics: JSONL (always), TensorBoard (when installed), and the curves at the end: a PNG (matplotlib,
+the `plots` extra) or, without matplotlib, the same series as a CSV."""
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import math
@@ -32,7 +34,8 @@ class RunLog:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:
-                logger.warning("tensorboard is not installed: logging to %s only (pip install tensorboard)", self.path)
+                logger.warning("tensorboard is not installed: logging to %s only (pip install tensorboard, or the "
+                               "`tensorboard` extra)", self.path)
             else:
                 self.writer = SummaryWriter(str(Path(output_dir) / "tensorboard"), purge_step=resume_step + 1)
 
@@ -69,10 +72,14 @@ class RunLog:
 
 
 def plot_curves(records: list[dict], path: str | Path) -> Path | None:
-    """Loss and reward curves as a PNG (matplotlib, headless)."""
+    """Loss and reward curves as a PNG (matplotlib, headless). Without matplotlib, an optional dependency, the
+    plotted series go to a CSV of the same name instead (`curves.csv`), with a one-line notice."""
     if not records:
         return None
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:
+        return _curves_csv(records, Path(path).with_suffix(".csv"))
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -98,3 +105,20 @@ def plot_curves(records: list[dict], path: str | Path) -> Path | None:
     figure.savefig(path, dpi=100)
     plt.close(figure)
     return path
+
+
+def _curves_csv(records: list[dict], path: Path) -> Path:
+    """The plotted series, one row per step; a cell is empty where the value is missing (no critic that step)."""
+    keys = [key for key, _ in PLOTTED]
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["step", *keys])
+        for record in records:
+            writer.writerow([record.get("step"), *(_number(record.get(key)) for key in keys)])
+    logger.warning("matplotlib is not installed: the training curves are written as %s, not drawn "
+                   "(pip install matplotlib, or the `plots` extra)", path)
+    return path
+
+
+def _number(value) -> float | str:
+    return value if isinstance(value, (int, float)) and math.isfinite(value) else ""

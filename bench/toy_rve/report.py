@@ -1,4 +1,4 @@
-"""Writes toy_rve.json, toy_rve.md and toy_rve.png."""
+"""Writes toy_rve.json, toy_rve.md and toy_rve.png (toy_rve.csv, the chart's values, where matplotlib is missing)."""
 
 from __future__ import annotations
 
@@ -114,7 +114,10 @@ def _values(row: dict) -> str:
 
 
 def _plot(results: dict, path: Path) -> Path:
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:  # an optional dependency (the `plots` extra): the chart's values as a CSV instead
+        return _chart_csv(results, path.with_suffix(".csv"))
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -149,4 +152,27 @@ def _plot(results: dict, path: Path) -> Path:
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
+    return path
+
+
+def _chart_csv(results: dict, path: Path) -> Path:
+    """The three panels of the chart as rows: held-out Overall minus SFT's mean (± seed std), and both sweeps."""
+    import csv
+    import logging
+
+    rows = []
+    for name, section in results["conditions"].items():
+        sft = section["objectives"]["sft"]["Overall"]["mean"]
+        for objective, scores in section["objectives"].items():
+            rows.append(["overall_minus_sft", name, objective, "", scores["Overall"]["mean"] - sft,
+                         scores["Overall"]["std"]])
+        for key, field in (("lambda_sweep", "reason_weight"), ("sigma_sweep", "sigma_max")):
+            rows += [[key, section["condition"]["name"], "Overall", run[field], run["scores"]["Overall"], ""]
+                     for run in section[key]]
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["panel", "condition", "series", "x", "value", "std"])
+        writer.writerows(rows)
+    logging.getLogger(__name__).warning("matplotlib is not installed: the Toy-RVE chart's values are written as %s, "
+                                        "not drawn (pip install matplotlib, or the `plots` extra)", path)
     return path

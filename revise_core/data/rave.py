@@ -15,11 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..manifest import CATEGORIES
+from ..resources import config_path
 
 logger = logging.getLogger(__name__)
 
 TYPES = CATEGORIES["RAVE"]
-FEWSHOT_FILE = Path(__file__).resolve().parents[2] / "configs" / "data" / "rave_fewshot.json"
+FEWSHOT_FILE = config_path("data", "rave_fewshot.json")
 STOPWORDS = frozenset("a an the of to in on at into onto with and or for from by it its is are be this that "
                       "them they his her their as up down".split())
 SYSTEM_PROMPT = (

@@ -114,16 +114,26 @@ def _cell(value) -> str:
 
 
 def bar_chart(rows: list[dict], path: Path) -> Path:
-    """EA/PC/GN/GR/Overall per method and subset, like the columns of Table 1."""
-    import matplotlib
+    """EA/PC/GN/GR/Overall per method and subset, like the columns of Table 1, as a PNG. Without matplotlib (an
+    optional dependency) the chart's values go to a CSV of the same name instead (`scores.csv`), with a notice."""
+    overall = [r for r in rows if r["category"] == "all"]
+    subsets = sorted({r["subset"] for r in overall})
+    metrics = ["EA", "PC", "GN", "GR", "Overall"]
+    try:
+        import matplotlib
+    except ImportError:
+        import logging
+
+        table = write_csv([{key: row.get(key) for key in ("method", "subset", *metrics)} for row in overall],
+                          Path(path).with_suffix(".csv"))
+        logging.getLogger(__name__).warning("matplotlib is not installed: the RVE-Bench chart's values are written "
+                                            "as %s, not drawn (pip install matplotlib, or the `plots` extra)", table)
+        return table
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    overall = [r for r in rows if r["category"] == "all"]
-    subsets = sorted({r["subset"] for r in overall})
     figure, axes = plt.subplots(1, len(subsets), figsize=(6 * len(subsets), 4), squeeze=False)
-    metrics = ["EA", "PC", "GN", "GR", "Overall"]
     for axis, subset in zip(axes[0], subsets):
         members = [r for r in overall if r["subset"] == subset]
         width = 0.8 / max(1, len(members))
