@@ -21,8 +21,9 @@ from pathlib import Path
 
 from . import jsonio
 from .checkpoints import DTYPE_CHOICES, auto_dtype, default_device
-from .cli import add_debug_flag, add_placement_flags, placement_config, refuse_overwriting_inputs, writable_output
+from .cli import add_debug_flag, add_placement_flags, placement_config
 from .cli import run as run_cli
+from .output_paths import refuse_overwriting_inputs, writable_output
 
 logger = logging.getLogger(__name__)
 

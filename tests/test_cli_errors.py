@@ -150,3 +150,9 @@ def test_sizes_and_numbers_out_of_range_are_one_line_errors(flags, message, tmp_
                              "--out", str(tmp_path / "out.mp4"), *flags])
     error = capsys.readouterr().err
     assert status == 2 and message in error and error.count("\n") == 1, error
+
+
+def test_parameter_counts_read_in_human_units():
+    from revise_core.conversion import count_in_units
+
+    assert [count_in_units(n) for n in (812, 9_600, 3_100_000, 1_420_000_000)] == ["812", "9.6 K", "3.1 M", "1.42 B"]

@@ -108,10 +108,10 @@ def test_convert_writes_the_release_dit_as_one_original_wan_file(tiny_dir, tmp_p
 
 
 def test_convert_reads_an_omnivideo2_checkpoint_and_halves_the_file(tiny_dir, tiny_models, tmp_path):
-    from revise_core import convert, wan_keys
+    from revise_core import conversion, wan_keys
 
     out = tmp_path / "ov2_dit_bf16.safetensors"
-    convert.convert(tiny_dir / "omnivideo2" / "transformer" / "pytorch_model.pt", out, dtype="bf16",
+    conversion.convert(tiny_dir / "omnivideo2" / "transformer" / "pytorch_model.pt", out, dtype="bf16",
                     config=str(tiny_dir / "configs" / "dit"), comfyui_prefix=True, check_comfyui=False)
     tensors, _ = _header(out)
     expected = wan_keys.dit_diffusers_to_original(tiny_models.dit.state_dict())
@@ -124,12 +124,12 @@ def test_convert_reads_an_omnivideo2_checkpoint_and_halves_the_file(tiny_dir, ti
 def test_native_kit_has_the_sizes_comfyuis_wan_detection_assumes(tmp_path):
     """ComfyUI reads Wan's sizes from the tensors except text_dim (4096) and num_heads (dim // 128): the native
     kit (used by the real-ComfyUI test) keeps both, and the converted file detects as the model it is."""
-    from revise_core import convert
+    from revise_core import conversion
     from revise_core.editor import EditModels
     from revise_core.testing.omnivideo2 import write_native_models
 
     paths = write_native_models(tmp_path / "native")
-    out = convert.convert(paths["omnivideo2"], tmp_path / "revise_dit.safetensors", config=str(paths["dit_config"]))
+    out = conversion.convert(paths["omnivideo2"], tmp_path / "revise_dit.safetensors", config=str(paths["dit_config"]))
     tensors, metadata = _header(out)
     config = json.loads(metadata["revise.config"])
     detected = _comfyui_wan_detection(tensors)

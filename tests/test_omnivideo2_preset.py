@@ -138,10 +138,10 @@ def test_the_release_folders_vlm_must_be_unambiguous(release, tmp_path):
 def test_convert_reads_the_omnivideo2_release_folder(release, tmp_path):
     from safetensors import safe_open
 
-    from revise_core import convert
+    from revise_core import conversion
 
-    out = convert.convert(release["release"], tmp_path / "ov2.safetensors")
-    reference = convert.convert(release["omnivideo2"], tmp_path / "file.safetensors",
+    out = conversion.convert(release["release"], tmp_path / "ov2.safetensors")
+    reference = conversion.convert(release["omnivideo2"], tmp_path / "file.safetensors",
                                 config=str(release["dit_config"]))
     with safe_open(str(out), "pt") as a, safe_open(str(reference), "pt") as b:
         assert set(a.keys()) == set(b.keys())

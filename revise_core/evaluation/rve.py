@@ -18,9 +18,10 @@ from pathlib import Path
 
 
 from ..checkpoints import DTYPE_CHOICES, auto_dtype, default_device
-from ..cli import add_debug_flag, add_placement_flags, placement_config, refuse_overwriting_inputs, writable_output
+from ..cli import add_debug_flag, add_placement_flags, placement_config
 from ..cli import run as run_cli
 from ..manifest import read_manifest
+from ..output_paths import refuse_overwriting_inputs, writable_output
 from .judge import Judge, LocalJudge, OpenAIJudge
 from .protocol import evaluate, make_predictions, prediction_path, write_demo_benchmark, write_report
 from .quality import ImageEncoder, TextVideoScorer
