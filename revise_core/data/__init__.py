@@ -1,7 +1,9 @@
 """RVE-Dataset pipeline (paper section 3.1): building reasoning-edit triplets from videos and edit pairs.
 
-In place: `shots` (shot segmentation), `rave` (LLM rewriting of literal instructions with leak checks),
-`icvg` (sub-clusters and (earlier, later) clip pairs from embeddings), `splits` (train / benchmark
-separated by film). Still to come: captioning and SigLIP embedding stages, the ICVG instruction writer,
-the resumable sharded runner with stage reports, and the `python -m revise_core.data` command.
+Stages: `shots` (shot segmentation), `rave` (LLM rewriting of literal instructions with leak checks),
+`icvg` (captions, embeddings, sub-clusters and (earlier, later) clip pairs with LLM-written instructions),
+`splits` (train / benchmark separated by film); `stages.py` runs each over a manifest through the
+resumable sharded runner (`runner.py`), and `python -m revise_core.data` (`__main__.py`) is their command
+line. This package sits above the core: it uses the core (VLMs, video, the LLM clients of `llm.py`), and
+nothing in the core imports it.
 """

@@ -12,10 +12,14 @@ import argparse
 import json
 import logging
 import sys
-from pathlib import Path
 
 from ..cli import add_debug_flag
 from ..cli import run as run_cli
+
+
+from . import stages
+
+EXIT_PENDING = 3
 
 
 def _chat(args):
@@ -25,16 +29,6 @@ def _chat(args):
         return LocalChat(args.llm_folder)
     return OpenAIChat(base_url=args.llm_url, model=args.llm_model, api_key=args.llm_key, retries=args.retries,
                       timeout=args.llm_timeout)
-
-
-EXIT_PENDING = 3
-
-
-def _llm_identity(chat) -> dict:
-    """The LLM settings that shape a stage's output (part of each shard's fingerprint; never the key)."""
-    if hasattr(chat, "base_url"):
-        return {"backend": "openai", "url": chat.base_url, "model": chat.model, "temperature": chat.temperature}
-    return {"backend": "local", "folder": chat.folder}
 
 
 def _status(report) -> int:
@@ -58,74 +52,28 @@ def _add_llm_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _rave(args) -> int:
-    from .rave import LiteralPair, Rules, load_fewshot, manifest_row, rewrite
-    from .runner import Kept, Rejected, run_stage
-
-    chat = _chat(args)
-    fewshot, rules = load_fewshot(args.fewshot), Rules(max_overlap=args.max_overlap)
-    items = [json.loads(line) for line in Path(args.pairs).read_text(encoding="utf-8").splitlines() if line.strip()]
-
-    def stage(item: dict):
-        pair = LiteralPair(str(item.get("id", "")), str(item.get("source", "")), str(item.get("target", "")),
-                           str(item.get("instruction", "")), str(item.get("object", "")), str(item.get("result", "")))
-        outcome = rewrite(pair, chat, fewshot, rules)
-        return Kept(manifest_row(outcome)) if outcome.accepted else Rejected("; ".join(outcome.reasons))
-
-    settings = {"fewshot": fewshot, "max_overlap": args.max_overlap, "llm": _llm_identity(chat)}
-    rows, report = run_stage("rave", items, stage, args.out, shard_size=args.shard_size, settings=settings)
-    _write_manifest(Path(args.out) / "rave.jsonl", rows)
+    rows, report = stages.build_rave(args.pairs, args.out, _chat(args), fewshot=args.fewshot,
+                                     max_overlap=args.max_overlap, shard_size=args.shard_size)
     print(json.dumps(report.to_dict(), indent=2))
     return _status(report)
 
 
 def _icvg(args) -> int:
-    from ..evaluation.quality import ImageEncoder
-    from ..vlm import load_vlm
-    from .icvg_build import build_film
-    from .runner import Kept, run_stage
-
-    chat = _chat(args)
-    vlm, encoder = load_vlm(args.vlm, dtype="fp32"), ImageEncoder(args.encoder)
-    films = sorted(Path(args.films).glob("*.mp4")) if Path(args.films).is_dir() else [Path(args.films)]
-    out = Path(args.out)
-
-    def stage(item: dict):
-        return Kept(build_film(Path(item["path"]), out, vlm=vlm, encoder=encoder, chat=chat, film_id=item["id"]))
-
-    settings = {"vlm": str(Path(args.vlm).resolve()), "encoder": str(Path(args.encoder).resolve()),
-                "llm": _llm_identity(chat)}
-    rows, report = run_stage("icvg", [{"id": f.stem, "path": str(f)} for f in films], stage, out, shard_size=1,
-                             settings=settings)
-    _write_manifest(out / "icvg.jsonl", rows)
+    rows, report = stages.build_icvg(args.films, args.out, _chat(args), vlm_folder=args.vlm,
+                                     encoder_folder=args.encoder)
     print(json.dumps(report.to_dict(), indent=2))
     return _status(report)
 
 
 def _split(args) -> int:
-    from .splits import split_rows
-
-    rows = [json.loads(line) for line in Path(args.manifest).read_text(encoding="utf-8").splitlines() if line.strip()]
-    train, benchmark = split_rows(rows, benchmark_fraction=args.benchmark_fraction, benchmark_max=args.benchmark_max,
-                                  seed=args.seed)
-    _write_manifest(Path(args.out) / "train.jsonl", train)
-    _write_manifest(Path(args.out) / "benchmark.jsonl", benchmark)
-    print(json.dumps({"train": len(train), "benchmark": len(benchmark)}))
+    print(json.dumps(stages.split_manifest(args.manifest, args.out, benchmark_fraction=args.benchmark_fraction,
+                                           benchmark_max=args.benchmark_max, seed=args.seed)))
     return 0
 
 
 def _shots(args) -> int:
-    from ..video import read_video
-    from .shots import ShotConfig, shots
-
-    clip = read_video(args.video)
-    ranges = shots(clip.frames, ShotConfig(threshold=args.threshold))
-    print(json.dumps([{"start": s, "end": e, "seconds": [s / float(clip.fps), e / float(clip.fps)]} for s, e in ranges]))
+    print(json.dumps(stages.shot_ranges(args.video, threshold=args.threshold)))
     return 0
-
-
-def _write_manifest(path: Path, rows: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
 
 
 def main(argv: list[str] | None = None) -> int:
