@@ -22,11 +22,24 @@ ROOT = Path(__file__).resolve().parent.parent
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
 
 
-def _run(args: list, cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
+def _start(args: list, cwd: Path) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "PYTHONSAFEPATH")}
-    result = subprocess.run([str(a) for a in args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-    assert result.returncode == 0, f"{args}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-    return result
+    return subprocess.Popen([str(a) for a in args], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+
+def _finish(process: subprocess.Popen, timeout: int = 300) -> str:
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        raise
+    assert process.returncode == 0, f"{process.args}\n{stdout[-3000:]}\n{stderr[-3000:]}"
+    return stdout
+
+
+def _run(args: list, cwd: Path) -> str:
+    return _finish(_start(args, cwd))
 
 
 def _sources(tmp_path: Path) -> Path:
@@ -56,7 +69,8 @@ def test_the_wheel_carries_the_configs_and_runs_a_demo_outside_the_checkout(tmp_
     modules = {p.relative_to(source).as_posix() for folder in ("revise_core", "trainer")
                for p in (source / folder).rglob("*.py")}
     assert modules <= names, sorted(modules - names)
-    configs = {"revise_core/" + p.relative_to(source).as_posix() for p in (source / "configs").rglob("*") if p.is_file()}
+    configs = {"revise_core/" + p.relative_to(source).as_posix()
+               for p in (source / "configs").rglob("*") if p.is_file()}
     assert configs and configs <= names, sorted(configs - names)
     assert "nodes" not in top and "configs" not in top, top
     assert any(name.endswith(".dist-info/licenses/LICENSE") for name in names)
@@ -80,16 +94,22 @@ def test_the_wheel_carries_the_configs_and_runs_a_demo_outside_the_checkout(tmp_
         "                  'variants': len([v.load_config() for v in KNOWN_VARIANTS]),\n"
         "                  'fewshot': len(load_fewshot()), 'prompts': len(omnivideo2_prompts())}))\n"
     )
-    found = json.loads(_run([python, "-c", probe], cwd=elsewhere).stdout.strip().splitlines()[-1])
-    site = Path(found["prefix"]).resolve()
-    assert site == venv.resolve(), found
-    for key in ("revise_core", "trainer", "configs"):
-        assert Path(found[key]).resolve().is_relative_to(site), (key, found[key], site)  # the wheel, not the checkout
-    assert Path(found["configs"]).name == "configs" and Path(found["configs"]).parent.name == "revise_core"
-    assert found["variants"] > 0 and found["fewshot"] > 0 and found["prompts"] > 0, found
+    # The cheapest documented demo (README: `python -m revise_core.critic --demo --json`), from outside the checkout;
+    # it runs while the probe does.
+    demo = _start([python, "-m", "revise_core.critic", "--demo", "--json"], cwd=elsewhere)
+    try:
+        found = json.loads(_run([python, "-c", probe], cwd=elsewhere).strip().splitlines()[-1])
+        site = Path(found["prefix"]).resolve()
+        assert site == venv.resolve(), found
+        for key in ("revise_core", "trainer", "configs"):  # the wheel's copies, not the checkout's
+            assert Path(found[key]).resolve().is_relative_to(site), (key, found[key], site)
+        assert Path(found["configs"]).name == "configs" and Path(found["configs"]).parent.name == "revise_core"
+        assert found["variants"] > 0 and found["fewshot"] > 0 and found["prompts"] > 0, found
 
-    # The cheapest documented demo (README: `python -m revise_core.critic --demo --json`), from outside the checkout.
-    demo = _run([python, "-m", "revise_core.critic", "--demo", "--json"], cwd=elsewhere)
-    report = json.loads(demo.stdout)
-    assert 0.0 < report["p_yes"] < 1.0 and set(report["per_dimension"]) == {
-        "edit_accuracy", "preservation_consistency", "generation_naturalness", "generation_realism"}, report
+        report = json.loads(_finish(demo))
+        assert 0.0 < report["p_yes"] < 1.0 and set(report["per_dimension"]) == {
+            "edit_accuracy", "preservation_consistency", "generation_naturalness", "generation_realism"}, report
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.communicate()
