@@ -41,6 +41,12 @@ from pathlib import Path
 
 import torch
 
+from revise_core.checkpoints import COMPUTE_DEVICE_ATTRIBUTE, METADATA_FORMAT_KEY
+from revise_core.connector import CONNECTOR_MODULES
+from revise_core.connector import FORMAT_NAME as CONNECTOR_FORMAT_NAME
+from revise_core.models_file import MODELS_FILE
+from revise_core.release_layouts import OMNIVIDEO2_MARKERS, RELEASE_MARKERS
+
 logger = logging.getLogger(__name__)
 
 # Our model kinds -> ComfyUI folder names. "vlm" is registered by us (HF-format model folders).
@@ -48,8 +54,6 @@ FOLDERS = {"dit": "diffusion_models", "vae": "vae", "t5": "text_encoders", "vlm"
            "model_set": "revise"}
 VLM_FOLDER = "vlm"
 MODEL_SET_FOLDER = "revise"  # models/revise/<set>/: a ReViSE release folder (revise_ckpt/) or a models.json set
-RELEASE_MARKERS = ("wan/wanxiang1_3b", "transformer/model.pt", "ar_model/checkpoint")  # revise_core.model_sets
-OMNIVIDEO2_MARKERS = ("transformer/pytorch_model.pt", "special_tokens.pkl")  # revise_core.model_sets
 
 
 def in_comfyui() -> bool:
@@ -98,7 +102,6 @@ def list_models(kind: str, *, folders: bool = False) -> list[str]:
 
 WEIGHT_SUFFIXES = (".safetensors", ".sft", ".pt", ".pth", ".bin", ".pkl")
 SAFETENSORS_SUFFIXES = (".safetensors", ".sft")
-CONNECTOR_FORMAT = "revise.connector"  # revise_core.connector.omnivideo2.FORMAT_NAME (not imported: start-up cost)
 
 
 def _candidate_for(kind: str, path: Path) -> bool:
@@ -120,8 +123,8 @@ def _candidate_for(kind: str, path: Path) -> bool:
     if header is None:
         return True
     metadata = header.get("__metadata__") or {}
-    if metadata.get("revise.format"):
-        is_connector = metadata["revise.format"] == CONNECTOR_FORMAT
+    if metadata.get(METADATA_FORMAT_KEY):
+        is_connector = metadata[METADATA_FORMAT_KEY] == CONNECTOR_FORMAT_NAME
         return is_connector if kind == "connector" else not is_connector
     names = [name for name in header if name != "__metadata__"]
     has_connector = any(name.split(".", 1)[0] in CONNECTOR_MODULES for name in names)
@@ -129,8 +132,6 @@ def _candidate_for(kind: str, path: Path) -> bool:
     return has_connector if kind == "connector" else has_dit
 
 
-# Top-level module names of the connector families' state dicts (connector/omnivideo2.py, connector/revise.py).
-CONNECTOR_MODULES = ("vlm_proj", "vlm_norm", "visual_context_adapter", "vision_head", "dm_adapter")
 
 
 def _safetensors_header(path: Path) -> dict | None:
@@ -168,7 +169,7 @@ def list_model_sets() -> list[str]:
 
 
 def _is_model_set(path: Path) -> bool:
-    return (path / "models.json").is_file() or any(all((path / marker).exists() for marker in markers)
+    return (path / MODELS_FILE).is_file() or any(all((path / marker).exists() for marker in markers)
                                                     for markers in (RELEASE_MARKERS, OMNIVIDEO2_MARKERS))
 
 
@@ -196,7 +197,6 @@ KIND_DEVICES = {
     "vlm": ("text_encoder_device", "text_encoder_offload_device"),
 }
 KIND_NAMES = {"dit": "DiT", "connector": "connector", "vae": "VAE", "t5": "umT5 text encoder", "vlm": "VLM"}
-COMPUTE_DEVICE_ATTRIBUTE = "revise_compute_device"  # = revise_core.checkpoints.COMPUTE_DEVICE_ATTRIBUTE
 PATCHER_ATTRIBUTE = "revise_patcher"  # the model's ComfyUI patcher (in ComfyUI only), see _PatcherSlot
 CPU = torch.device("cpu")
 

@@ -7,8 +7,10 @@ from collections.abc import Iterator
 
 import torch
 
+from revise_core.checkpoints import DTYPE_CHOICES
+
 CATEGORY = "ReViSE"
-PRECISIONS = ["auto", "bf16", "fp16", "fp32"]
+PRECISIONS = list(DTYPE_CHOICES)
 DEVICES = ["auto", "cpu", "cuda"]
 
 # Wire types: the values travelling on them are revise_core objects.

@@ -36,6 +36,8 @@ from .connector import ContextConnector, load_connector, load_release_connector
 from .connector.omnivideo2 import config_from_tensors
 from .dit import load_dit
 from .models_file import MODELS_FILE, check_models_file
+from .release_layouts import (OMNIVIDEO2_FILE, OMNIVIDEO2_MARKERS, OMNIVIDEO2_TOKENS, RELEASE_MARKERS, TRANSFORMER_FILE,
+                              VILA_FOLDER, WAN_DIT_WEIGHTS, WAN_FOLDER, WAN_T5_FILE, WAN_T5_TOKENIZER, WAN_VAE_FILE)
 from .text import TextEncoder, load_text_encoder
 from .vae import load_vae
 from .variants import get_variant
@@ -43,19 +45,6 @@ from .vlm import VisionLanguageModel, load_vlm
 
 logger = logging.getLogger(__name__)
 
-WAN_FOLDER = "wan/wanxiang1_3b"
-WAN_DIT_WEIGHTS = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
-WAN_T5_FILE = "models_t5_umt5-xxl-enc-bf16.pth"
-WAN_T5_TOKENIZER = "google/umt5-xxl"
-WAN_VAE_FILE = "Wan2.1_VAE.pth"
-VILA_FOLDER = "ar_model/checkpoint"
-TRANSFORMER_FILE = "transformer/model.pt"
-RELEASE_MARKERS = (WAN_FOLDER, TRANSFORMER_FILE, VILA_FOLDER)
-# The Omni-Video 2 1.3B release (omnivideo/x2x_gen_unified_1_3B.py reads its checkpoint_dir): the DiT and the
-# connector in one file, the boundary tokens, and Wan's umT5 / tokenizer / VAE beside them; its VLM
-# (Qwen3-VL-30B-A3B-Instruct) is a separate download, found as the one Qwen3-VL folder inside or named.
-OMNIVIDEO2_FILE, OMNIVIDEO2_TOKENS = "transformer/pytorch_model.pt", "special_tokens.pkl"
-OMNIVIDEO2_MARKERS = (OMNIVIDEO2_FILE, OMNIVIDEO2_TOKENS)
 WAN_HEAD_DIM = 128  # every released Wan2.1 / 2.2 DiT (1.3B: 1536 / 12, 14B: 5120 / 40)
 WAN_EPS = 1e-6  # WanModel's default eps (`wan/modules/model.py`)
 # Fields of an original `WanModel` config.json that its tensors decide, and the tensor each is read from. The
@@ -302,6 +291,21 @@ def find_qwen3_vl(folder: Path) -> Path:
             f"{folder}: an Omni-Video 2 release folder with {what}; put the Qwen3-VL-30B-A3B-Instruct folder (its "
             "VLM) inside it, or name it (vlm= in Python, --vlm on the command line)")
     return found[0]
+
+
+def vlm_folder(folder: str | os.PathLike) -> Path:
+    """The VLM folder of a model set (a models.json's 'vlm' entry, or a release folder's own VLM): the critic
+    and the local judge load only the VLM."""
+    folder = Path(folder)
+    kind = detect(folder)
+    if kind == "revise release":
+        return folder / VILA_FOLDER
+    if kind == "omnivideo2 release":
+        return find_qwen3_vl(folder)
+    spec = ckpt.read_json(folder / MODELS_FILE, what="model set description (models.json)")
+    if not isinstance(spec.get("vlm"), str):
+        raise ValueError(f"{folder / MODELS_FILE} has no 'vlm' entry: name the VLM folder there")
+    return folder / spec["vlm"]
 
 
 def load_omnivideo2_release(folder: str | os.PathLike, *, dtypes: dict, device: torch.device | str = "cpu",

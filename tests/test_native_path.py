@@ -181,7 +181,7 @@ def test_dit_and_connector_dropdowns_keep_their_own_candidates(tiny_model_dirs):
     from revise_core.checkpoints import METADATA_FORMAT_KEY
     from revise_core.connector.omnivideo2 import FORMAT_NAME
 
-    assert (BRIDGE.CONNECTOR_FORMAT, "revise.format") == (FORMAT_NAME, METADATA_FORMAT_KEY)
+    assert BRIDGE.CONNECTOR_FORMAT_NAME == FORMAT_NAME and BRIDGE.METADATA_FORMAT_KEY == METADATA_FORMAT_KEY
     dits = NODES["ReViSEDiTLoader"].INPUT_TYPES()["required"]["dit_name"][0]
     connector = NODES["ReViSEConnectorLoader"].INPUT_TYPES()["required"]
     assert "wan_tiny_comfyui.safetensors" in dits and "transformer/pytorch_model.pt" in dits

@@ -26,6 +26,8 @@ import torch
 from einops import rearrange
 from torch import nn
 
+from ..release_layouts import (ADAPTER_FILE, SPECIAL_TOKENS_FILE, TRANSFORMER_FILE, UNCONDITIONED_FILE,
+                               VISION_HEAD_FILE)
 from .base import ContextConnector, VisualContextAdapter
 
 logger = logging.getLogger(__name__)
@@ -263,12 +265,6 @@ def transformer_shape(tensors: dict[str, torch.Tensor], transformer_name: str, *
     return shape
 
 
-# The release folder's files (shared/reference/revise-official.md §4, §7), relative to `revise_ckpt/`.
-ADAPTER_FILE = "adapter/model.pt"
-VISION_HEAD_FILE = "vision_head/vision_head/pytorch_model.bin"
-TRANSFORMER_FILE = "transformer/model.pt"
-SPECIAL_TOKENS_FILE = "special_tokens/tokens.pkl"
-UNCONDITIONED_FILE = "unconditioned_context/context.pkl"
 # transformer/model.pt prefix -> our module; its keys override the separate files (RG:211-230).
 TRANSFORMER_PREFIXES = {"adapter.": "dm_adapter.", "ar_vision_head.": "vision_head.",
                         "visual_context_adapter.": "visual_context_adapter."}

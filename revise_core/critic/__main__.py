@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m revise_core.critic",
                                      description="Judge an edit with the model's own VLM: P(Yes), Δ, relative Δ.")
-    parser.add_argument("--models", type=Path, help="folder with models.json (only its 'vlm' entry is used)")
+    parser.add_argument("--models", type=Path, help="a model set: a folder with models.json (only its 'vlm' entry is used) or a release folder")
     parser.add_argument("--source", type=Path, help="source video file")
     parser.add_argument("--edited", type=Path, help="edited video file (same frame count and size as the source)")
     parser.add_argument("--instruction", help="the edit instruction")
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
                              "folder format, 'qwen3' a Qwen3-VL folder")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from ..checkpoints import read_json
+    from ..model_sets import vlm_folder
     from ..video import conform, read_video, synthetic_clip
     from ..vlm import load_vlm
 
@@ -94,10 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         count = min(source.shape[0], edited.shape[0])
         source, edited = conform(source[:count], min_frames=1), conform(edited[:count], min_frames=1)
         instruction = args.instruction
-        spec = read_json(args.models / "models.json", what="model set description (models.json)")
-        if "vlm" not in spec:
-            raise ValueError(f"{args.models / 'models.json'} has no 'vlm' entry: name the VLM folder there")
-        vlm = load_vlm(args.models / spec["vlm"], dtype=dtype, device=device)
+        vlm = load_vlm(vlm_folder(args.models), dtype=dtype, device=device)
     critic = SelfCritic(vlm, CriticConfig(num_frames=args.frames, cot=args.cot))
     report = critic.report(source, edited, instruction, per_dimension=not args.no_per_dimension)
     if args.json:

@@ -111,12 +111,11 @@ def _judge(args, parser) -> Judge:
                            num_frames=args.judge_frames, retries=args.retries, timeout=args.judge_timeout)
     if args.models is None:
         parser.error("the local judge needs --models (a models.json folder with a 'vlm' entry)")
-    from ..checkpoints import read_json
+    from ..model_sets import vlm_folder
     from ..vlm import load_vlm
 
-    spec = read_json(args.models / "models.json", what="model set description (models.json)")
     device = default_device(args.device)
-    vlm = load_vlm(args.models / spec["vlm"], dtype=auto_dtype(args.dtype, device), device=device)
+    vlm = load_vlm(vlm_folder(args.models), dtype=auto_dtype(args.dtype, device), device=device)
     return LocalJudge(vlm, num_frames=args.judge_frames, retries=args.retries, mode=args.judge_mode)
 
 
