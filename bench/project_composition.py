@@ -151,7 +151,7 @@ def setup(frames: int, height: int, width: int, *, step: str, vlm_name: str, set
     frozen = torch.bfloat16 if (settings.frozen_dtype == "bf16" or not train) else torch.float32
     vlm = build_vlm(vlm_name, frozen)
     if settings.vlm_storage == "int8":
-        from bench.whole_edit import store_int8
+        from bench.int8_storage import store_int8
 
         store_int8(vlm.model)
     u_len = u_length(vlm, frames, height, width)

@@ -210,7 +210,7 @@ def test_unknown_mode_is_refused():
 def test_int8_storage_and_forward_are_torchao_s():
     from torchao.quantization import Int8WeightOnlyConfig, quantize_
 
-    from bench.whole_edit import int8_bytes, store_int8
+    from bench.int8_storage import int8_bytes, store_int8
     from revise_core.placement import module_bytes
 
     reference = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.GELU(), torch.nn.Linear(32, 16)).to(torch.bfloat16)
