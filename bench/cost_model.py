@@ -34,8 +34,8 @@ import platform
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
-from pathlib import Path
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from unittest import mock
 
 from bench.common import RESULTS

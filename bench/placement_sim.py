@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import itertools
 import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -120,7 +121,7 @@ class Unit:
         return sum(t.numel() * t.element_size() for t in self.tensors())
 
     def set(self, tensors: list[torch.Tensor]) -> None:
-        for group, tensor in zip(self.slots, tensors):
+        for group, tensor in zip(self.slots, tensors, strict=True):
             owner, kind, key = group[0]
             old = getattr(owner, kind)[key]
             if kind == "_parameters":
@@ -257,7 +258,7 @@ class Streamer:
     def finish_recording(self) -> None:
         if self.recording:
             if self.root_called:
-                self.next = {id(a): b for a, b in zip(self.order, self.order[1:])}
+                self.next = {id(a): b for a, b in itertools.pairwise(self.order)}
             self.recording = False
 
     @property

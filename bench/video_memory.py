@@ -10,8 +10,8 @@ one (`read_video(max_frames=5, size=(64, 64))`). Results: bench/results/video_me
 from __future__ import annotations
 
 import argparse
-import platform
 import json
+import platform
 import subprocess
 import sys
 import tempfile

@@ -193,8 +193,8 @@ def build_release(mode, frames: int, height: int, width: int, *, int8_encoders: 
     from transformers import UMT5Config, UMT5EncoderModel
 
     from bench import project_composition as project
-    from bench.int8_storage import store_int8
     from bench.fake_measure import default_dtype
+    from bench.int8_storage import store_int8
 
     bf16 = torch.bfloat16
     vlm = project.build_vlm(RELEASE_VLM, bf16)

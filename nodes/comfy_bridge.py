@@ -414,7 +414,7 @@ def models_on_device(modules, *, memory_required: int = 0) -> Iterator[None]:
     # critic's gradient path); the loaders create weights outside it for the same reason.
     with torch.inference_mode(False):
         mm.load_models_gpu(patchers, memory_required=int(memory_required), force_full_load=True)
-    for module, patcher in zip(modules, patchers):
+    for module, patcher in zip(modules, patchers, strict=True):
         _check_loaded(module, patcher)
     yield
 

@@ -10,8 +10,20 @@ from revise_core.variants import KNOWN_VARIANTS, variants_for
 from revise_core.vlm import load_vlm
 
 from . import comfy_bridge as bridge
-from .common import CATEGORY, CONNECTOR, DIT, T5, VAE, VLM, device_input, dtype_of, precision_input, storage_input, \
-    store, weights_outside_inference_mode
+from .common import (
+    CATEGORY,
+    CONNECTOR,
+    DIT,
+    T5,
+    VAE,
+    VLM,
+    device_input,
+    dtype_of,
+    precision_input,
+    storage_input,
+    store,
+    weights_outside_inference_mode,
+)
 
 AUTO = "auto"
 

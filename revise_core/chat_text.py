@@ -90,7 +90,7 @@ def tokenize(tokenizer, pieces: list[Piece], *, add_special_tokens: bool = False
     added = {index: str(token) for index, token in tokenizer.added_tokens_decoder.items()}
     ids: list[int] = []
     neutralised = []
-    for token, (start, end) in zip(encoded["input_ids"], encoded["offset_mapping"]):
+    for token, (start, end) in zip(encoded["input_ids"], encoded["offset_mapping"], strict=True):
         if end <= start or added.get(token) != text[start:end]:
             ids.append(token)
             continue

@@ -18,7 +18,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-
 from . import jsonio
 from .checkpoints import DTYPE_CHOICES, auto_dtype, default_device
 from .cli import add_debug_flag, add_placement_flags, placement_config

@@ -19,14 +19,14 @@ import torch
 from torch import nn
 
 from . import checkpoints as ckpt
-from .chat_text import check_instruction
 from . import vae as vae_ops
 from . import video as video_ops
+from .chat_text import check_instruction
 from .connector import ContextConnector
 from .critic import SelfCritic
+from .model_sets import EditModels
 from .placement import Placement
 from .sampler import SamplerConfig, StepInfo, sample
-from .model_sets import EditModels
 from .text import TextEncoder, encode_text, pad_context
 from .vlm import VisionLanguageModel
 

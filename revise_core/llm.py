@@ -143,9 +143,9 @@ class LocalChat:
     """A local causal LM folder (transformers), greedy; text messages only."""
 
     def __init__(self, folder: str | os.PathLike, *, device: str = "cpu") -> None:
-        from .checkpoints import ModelFileNotFoundError
-
         from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from .checkpoints import ModelFileNotFoundError
 
         folder = Path(folder)
         self.folder = str(folder.resolve())

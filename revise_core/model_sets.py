@@ -36,8 +36,19 @@ from .connector import ContextConnector, load_connector, load_release_connector
 from .connector.omnivideo2 import config_from_tensors
 from .dit import load_dit
 from .models_file import MODELS_FILE, check_models_file
-from .release_layouts import (OMNIVIDEO2_FILE, OMNIVIDEO2_MARKERS, OMNIVIDEO2_TOKENS, RELEASE_MARKERS, TRANSFORMER_FILE,
-                              VILA_FOLDER, WAN_DIT_WEIGHTS, WAN_FOLDER, WAN_T5_FILE, WAN_T5_TOKENIZER, WAN_VAE_FILE)
+from .release_layouts import (
+    OMNIVIDEO2_FILE,
+    OMNIVIDEO2_MARKERS,
+    OMNIVIDEO2_TOKENS,
+    RELEASE_MARKERS,
+    TRANSFORMER_FILE,
+    VILA_FOLDER,
+    WAN_DIT_WEIGHTS,
+    WAN_FOLDER,
+    WAN_T5_FILE,
+    WAN_T5_TOKENIZER,
+    WAN_VAE_FILE,
+)
 from .text import TextEncoder, load_text_encoder
 from .vae import load_vae
 from .variants import get_variant

@@ -220,7 +220,7 @@ def encode_text(encoder: TextEncoder, prompts: list[str], *, max_length: int = 5
         if not isinstance(prompt, str) or not prompt.strip():
             raise ValueError(f"prompts must be non-empty strings, got {prompt!r}")
     cleaned = [clean_prompt(p) for p in prompts]
-    for prompt, full in zip(cleaned, encoder.tokenizer(cleaned, add_special_tokens=True)["input_ids"]):
+    for prompt, full in zip(cleaned, encoder.tokenizer(cleaned, add_special_tokens=True)["input_ids"], strict=True):
         if len(full) > max_length:
             logger.warning("umT5 keeps the first %d of the %d tokens of the prompt %r; the rest is cut off",
                            max_length, len(full), prompt[:80] + ("..." if len(prompt) > 80 else ""))
@@ -232,7 +232,7 @@ def encode_text(encoder: TextEncoder, prompts: list[str], *, max_length: int = 5
     mask = batch["attention_mask"].to(device)
     hidden = encoder.model(batch["input_ids"].to(device), mask).last_hidden_state
     lengths = mask.gt(0).sum(dim=1).tolist()
-    return [states[:length] for states, length in zip(hidden, lengths)]
+    return [states[:length] for states, length in zip(hidden, lengths, strict=True)]
 
 
 def pad_context(tokens: torch.Tensor, length: int) -> torch.Tensor:

@@ -16,9 +16,8 @@ from __future__ import annotations
 import importlib.util
 import logging
 import sys
-from pathlib import Path
-
 import weakref
+from pathlib import Path
 
 import torch
 

@@ -22,13 +22,12 @@ def main(comfyui: str, dit_file: str, inputs_path: str, output_path: str, shift:
     from comfy.cli_args import args
 
     args.cpu = True
-    import torch
-    from safetensors.torch import load_file, save_file
-
     import comfy.model_management as mm
     import comfy.sample
     import comfy.sd
+    import torch
     from comfy_extras.nodes_model_advanced import ModelSamplingSD3
+    from safetensors.torch import load_file, save_file
 
     inputs = load_file(inputs_path)
     patcher = comfy.sd.load_diffusion_model(dit_file, model_options={"dtype": torch.float32})

@@ -18,9 +18,8 @@ def main(comfyui: str, output: str) -> None:
 
     args.cpu = True
     import torch
-    from safetensors.torch import save_file
-
     from comfy.taesd.taehv import TAEHV
+    from safetensors.torch import save_file
 
     torch.manual_seed(0)
     model = TAEHV(latent_channels=16, latent_format=None)

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from conftest import ROOT, ROOT_PACKAGE
 
 bridge = ROOT_PACKAGE.nodes.comfy_bridge

@@ -60,7 +60,7 @@ def test_gpu_like_rms_norm_matches_torch():
     reference = torch.rms_norm(x, [16], weight, 1e-6)
     expected = torch.autograd.grad(reference.square().sum(), (x, weight))
     assert torch.allclose(ours, reference, atol=1e-6)
-    for got, want in zip(grads, expected):
+    for got, want in zip(grads, expected, strict=True):
         assert torch.allclose(got, want, atol=1e-5)
     assert F.rms_norm is not fake_measure._gpu_like_rms_norm  # restored
 
@@ -172,7 +172,7 @@ def test_resident_moves_nothing_and_holds_every_model():
 def test_sequential_holds_one_model_per_stage_and_moves_it_once_per_stage():
     resident, sequential = _simulate(dict(a="resident", b="resident")), _simulate(dict(a="sequential", b="sequential"))
     # the same activations; only the stage's own model is on the device
-    for res, seq, other in zip(resident.stages, sequential.stages, (BYTES_B, BYTES_A, BYTES_B)):
+    for res, seq, other in zip(resident.stages, sequential.stages, (BYTES_B, BYTES_A, BYTES_B), strict=True):
         assert seq.device_peak == res.device_peak - other
     assert sequential.device_peak == max(stage.device_peak for stage in sequential.stages)
     # a is used by two stages; b's move into its stage happens once however often its body repeats

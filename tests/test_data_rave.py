@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
+from conftest import ChatServer as _ChatServer
 from revise_core.data.rave import LiteralPair, Rules, check, load_fewshot, manifest_row, rewrite
 from revise_core.llm import OpenAIChat
-from conftest import ChatServer as _ChatServer
 
 PAIR = LiteralPair("p1", "a.mp4", "b.mp4", "make the car red", object="car", result="red")
 

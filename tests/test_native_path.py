@@ -79,8 +79,8 @@ def _comfyui_wan_detection(tensors: dict[str, torch.Tensor]) -> dict:
 
 
 def test_convert_writes_the_release_dit_as_one_original_wan_file(tiny_dir, tmp_path, capsys):
-    from revise_core import convert, model_sets, wan_keys
     from revise_core import checkpoints as ckpt
+    from revise_core import convert, model_sets, wan_keys
     from revise_core.dit import load_dit
 
     out = tmp_path / "diffusion_models" / "revise_dit.safetensors"

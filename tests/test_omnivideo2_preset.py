@@ -99,8 +99,8 @@ def test_the_omnivideo2_release_folder_loads_as_downloaded(release):
     the one Qwen3-VL folder inside: no models.json; every size read off the tensors."""
     import json
 
-    from revise_core.dit import load_dit
     from revise_core import model_sets
+    from revise_core.dit import load_dit
 
     assert model_sets.detect(release["release"]) == "omnivideo2 release"
     models = EditModels.load(release["release"])

@@ -17,8 +17,7 @@ from torch import nn
 
 from conftest import assert_close
 from revise_core import checkpoints as ckpt
-from revise_core.connector import (VisionHeadConnector, load_connector, load_release_connector, revise,
-                                   save_connector)
+from revise_core.connector import VisionHeadConnector, load_connector, load_release_connector, revise, save_connector
 from revise_core.text import pad_context
 from revise_core.variants import get_variant
 from trainer.model import Generator

@@ -8,13 +8,12 @@ import json
 import logging
 import os
 import signal
-
 from pathlib import Path
 
 import pytest
 import torch
-
 from test_trainer import make_trainer, run
+
 from trainer import state as checkpoints
 from trainer.demo import write_demo_data
 from trainer.loop import TerminationRequested

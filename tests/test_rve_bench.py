@@ -8,14 +8,14 @@ import math
 import pytest
 import torch
 
+from conftest import ChatServer as _ChatServer
 from revise_core.evaluation import judge as judge_mod
 from revise_core.evaluation.judge import Judge, OpenAIJudge, parse_answer
-from revise_core.evaluation.quality import feature_consistency, motion_smoothness, temporal_flickering
 from revise_core.evaluation.protocol import evaluate, write_demo_benchmark, write_report
+from revise_core.evaluation.quality import feature_consistency, motion_smoothness, temporal_flickering
 from revise_core.evaluation.rve import main
 from revise_core.evaluation.scores import SampleScore, summarize
 from revise_core.manifest import read_manifest
-from conftest import ChatServer as _ChatServer
 
 
 def test_overall_reproduces_hand_computed_values():

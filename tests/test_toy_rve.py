@@ -142,7 +142,7 @@ def test_conditions_flaw_exactly_their_share_and_hide_the_unseen_rule():
     samples = make_samples(40, "train", 0)
     exact = training_targets(samples, EXACT)
     assert flaw_counts(exact) == {"correct": 40}
-    assert all(torch.equal(frames, target_of(s)) for s, (frames, _) in zip(samples, exact.values()))
+    assert all(torch.equal(frames, target_of(s)) for s, (frames, _) in zip(samples, exact.values(), strict=True))
     flawed = training_targets(samples, FLAWED)
     assert sum(n for kind, n in flaw_counts(flawed).items() if kind != "correct") == 16  # 40 % of 40
     assert set(flaw_counts(flawed)) <= {"correct", "partial", "wrong rule", "unchanged"}

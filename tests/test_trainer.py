@@ -131,7 +131,7 @@ def test_interrupted_and_resumed_run_gives_the_same_losses(tiny_dir, manifest, t
     first = run(tiny_dir, manifest, tmp_path / "b", steps=2)
     resumed = run(tiny_dir, manifest, tmp_path / "b", resume=True)
     assert [r["step"] for r in resumed] == [1, 2, 3, 4]
-    for a, b in zip(straight, first + resumed[2:]):
+    for a, b in zip(straight, first + resumed[2:], strict=True):
         assert a["loss"] == b["loss"] and a["l_fm"] == b["l_fm"], (a, b)
     logged = [json.loads(l) for l in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in logged] == [1, 2, 3, 4]

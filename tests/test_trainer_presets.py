@@ -8,8 +8,8 @@ import json
 
 import pytest
 import torch
-
 from test_trainer import _grad_report
+
 from trainer.config import build_config
 from trainer.loop import USOTrainer
 

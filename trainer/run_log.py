@@ -89,12 +89,12 @@ def plot_curves(records: list[dict], path: str | Path) -> Path | None:
         points = [(r["step"], r[key]) for r in records if isinstance(r.get(key), float) and math.isfinite(r[key])]
         if points:
             # L_reason exists only on steps where the critic ran: markers show where.
-            axes[0].plot(*zip(*points), marker="." if key == "l_reason" else None, label=label)
+            axes[0].plot(*zip(*points, strict=True), marker="." if key == "l_reason" else None, label=label)
     axes[0].set_title("losses")
     for key, label in PLOTTED[3:]:
         points = [(r["step"], r[key]) for r in records if isinstance(r.get(key), float) and math.isfinite(r[key])]
         if points:
-            axes[1].plot(*zip(*points), marker=".", label=label)
+            axes[1].plot(*zip(*points, strict=True), marker=".", label=label)
     axes[1].set_title("critic reward (triggered steps)")
     for axis in axes:
         axis.set_xlabel("step")

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from bench.common import RESULTS
+
 from .experiment import FULL, QUICK, SMOKE, run_experiment
 from .report import write
 

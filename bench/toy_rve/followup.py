@@ -47,7 +47,7 @@ def run_followup(results: dict, workdir: Path, *, sigma_max: float, reason_weigh
         bar = 2 * max(mean_std(sft)["std"], mean_std(uso)["std"])
         margin = mean_std(uso)["mean"] - mean_std(sft)["mean"]
         sections[name] = {"sft": sft, "uso": uso, "sft_overall": mean_std(sft), "uso_overall": mean_std(uso),
-                          "paired_difference": mean_std([u - s for u, s in zip(uso, sft)]),
+                          "paired_difference": mean_std([u - s for u, s in zip(uso, sft, strict=True)]),
                           "verdict": {"uso_minus_sft": margin, "twice_larger_std": bar, "uso_beats_sft": margin > bar},
                           "triggered": [r.triggered for r in done if r.condition == name]}
     return {"sigma_max": sigma_max, "reason_weight": reason_weight, "seeds": list(config.seeds),
@@ -65,7 +65,7 @@ def write(followup: dict, out: Path, command: str) -> list[Path]:
              "|---|---|---|---|---|---|---|"]
     for name, section in followup["conditions"].items():
         paired = section["paired_difference"]
-        seeds = ", ".join(f"{u - s:+.3f}" for u, s in zip(section["uso"], section["sft"]))
+        seeds = ", ".join(f"{u - s:+.3f}" for u, s in zip(section["uso"], section["sft"], strict=True))
         lines.append(f"| {name} | {section['sft_overall']['mean']:.3f} ± {section['sft_overall']['std']:.3f} | "
                      f"{section['uso_overall']['mean']:.3f} ± {section['uso_overall']['std']:.3f} | "
                      f"{section['verdict']['uso_minus_sft']:+.3f} | {section['verdict']['twice_larger_std']:.3f} | "

@@ -7,7 +7,6 @@ from pathlib import Path
 
 from .experiment import METRICS
 
-
 V1 = "toy_rve_v1.json"  # the first Toy-RVE bench's results (exact targets, its own critic), kept beside these
 
 
@@ -130,7 +129,7 @@ def _plot(results: dict, path: Path) -> Path:
         present = [(i, results["conditions"][c]["objectives"][row]["Overall"]) for i, c in enumerate(conditions)
                    if row in results["conditions"][c]["objectives"]]
         sft = [results["conditions"][conditions[i]]["objectives"]["sft"]["Overall"]["mean"] for i, _ in present]
-        axes[0].bar([i + offset * width for i, _ in present], [v["mean"] - base for (_, v), base in zip(present, sft)],
+        axes[0].bar([i + offset * width for i, _ in present], [v["mean"] - base for (_, v), base in zip(present, sft, strict=True)],
                     width, yerr=[v["std"] for _, v in present], label=row)
     axes[0].axhline(0, color="black", linewidth=0.8)
     axes[0].set_xticks([i + 0.4 - width / 2 for i in range(len(conditions))], conditions, fontsize=7)

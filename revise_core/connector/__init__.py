@@ -5,8 +5,16 @@ or an Omni-Video 2 checkpoint; `revise.load_release_connector(folder)` reads a R
 """
 
 from .base import ContextConnector, VisualContextAdapter, WanRMSNorm
-from .omnivideo2 import (BOUNDARY_NAMES, CONNECTOR_KEYS, CONNECTOR_LAYOUTS, FORMAT_NAME, Connector, ConnectorConfig,
-                         load_connector, save_connector)
+from .omnivideo2 import (
+                         BOUNDARY_NAMES,
+                         CONNECTOR_KEYS,
+                         CONNECTOR_LAYOUTS,
+                         FORMAT_NAME,
+                         Connector,
+                         ConnectorConfig,
+                         load_connector,
+                         save_connector,
+)
 from .revise import VisionHeadConnector, VisionHeadConnectorConfig, load_release_connector
 
 # Top-level module names of the families' state dicts (omnivideo2.py: vlm_norm, vlm_proj, visual_context_adapter;

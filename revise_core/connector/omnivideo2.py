@@ -20,9 +20,9 @@ import torch
 from torch import nn
 
 from .. import checkpoints as ckpt
+from ..variants import KNOWN_VARIANTS, ConfigSpec, Variant, resolve_config
 from . import revise
 from .base import ContextConnector, VisualContextAdapter, WanRMSNorm
-from ..variants import KNOWN_VARIANTS, ConfigSpec, Variant, resolve_config
 
 logger = logging.getLogger(__name__)
 

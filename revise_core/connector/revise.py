@@ -26,8 +26,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from ..release_layouts import (ADAPTER_FILE, SPECIAL_TOKENS_FILE, TRANSFORMER_FILE, UNCONDITIONED_FILE,
-                               VISION_HEAD_FILE)
+from ..release_layouts import ADAPTER_FILE, SPECIAL_TOKENS_FILE, TRANSFORMER_FILE, UNCONDITIONED_FILE, VISION_HEAD_FILE
 from .base import ContextConnector, VisualContextAdapter
 
 logger = logging.getLogger(__name__)

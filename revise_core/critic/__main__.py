@@ -12,7 +12,6 @@ import json
 import logging
 from pathlib import Path
 
-
 from .. import jsonio
 from ..chat_text import check_instruction
 from ..checkpoints import DTYPE_CHOICES, auto_dtype, default_device

@@ -15,8 +15,6 @@ import sys
 
 from ..cli import add_debug_flag
 from ..cli import run as run_cli
-
-
 from . import stages
 
 EXIT_PENDING = 3

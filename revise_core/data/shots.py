@@ -8,6 +8,7 @@ rather than PySceneDetect, which would add OpenCV to the dependencies for one fu
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import torch
@@ -62,4 +63,4 @@ def detect_cuts(frames: torch.Tensor, config: ShotConfig | None = None) -> list[
 def shots(frames: torch.Tensor, config: ShotConfig | None = None) -> list[tuple[int, int]]:
     """[(start, end)) frame ranges of the shots."""
     boundaries = [0, *detect_cuts(frames, config), frames.shape[0]]
-    return [(start, end) for start, end in zip(boundaries[:-1], boundaries[1:])]
+    return list(itertools.pairwise(boundaries))

@@ -16,7 +16,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-
 from ..checkpoints import DTYPE_CHOICES, auto_dtype, default_device
 from ..cli import add_debug_flag, add_placement_flags, placement_config
 from ..cli import run as run_cli

@@ -134,7 +134,7 @@ def bar_chart(rows: list[dict], path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(1, len(subsets), figsize=(6 * len(subsets), 4), squeeze=False)
-    for axis, subset in zip(axes[0], subsets):
+    for axis, subset in zip(axes[0], subsets, strict=True):
         members = [r for r in overall if r["subset"] == subset]
         width = 0.8 / max(1, len(members))
         for index, row in enumerate(members):

@@ -26,7 +26,14 @@ from torch import nn
 
 from .. import checkpoints as ckpt
 from .. import wan_keys
-from ..connector import BOUNDARY_NAMES, Connector, ConnectorConfig, VisionHeadConnector, VisionHeadConnectorConfig, save_connector
+from ..connector import (
+    BOUNDARY_NAMES,
+    Connector,
+    ConnectorConfig,
+    VisionHeadConnector,
+    VisionHeadConnectorConfig,
+    save_connector,
+)
 from ..connector.revise import BOUNDARY_NAMES as BOUNDARY_NAMES_RELEASE
 from ..connector.revise import TransformerShape
 from ..dit import save_dit

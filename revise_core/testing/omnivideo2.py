@@ -15,10 +15,21 @@ from .. import wan_keys
 from ..connector import BOUNDARY_NAMES, save_connector
 from ..models_file import write_models_file
 from ..text import hf_t5_to_wan, save_text_encoder
-from . import (VLM_HIDDEN, VLM_SPECIAL_TOKENS, TINY_PREPROCESS, _randomize, seeded, tiny_connector, tiny_dit,
-                      tiny_text_encoder, tiny_vae, tiny_vlm, train_tokenizer)
 from ..vae import save_vae
 from ..vlm.qwen3_vl import Qwen3VLModel, VideoPreprocessConfig
+from . import (
+    TINY_PREPROCESS,
+    VLM_HIDDEN,
+    VLM_SPECIAL_TOKENS,
+    _randomize,
+    seeded,
+    tiny_connector,
+    tiny_dit,
+    tiny_text_encoder,
+    tiny_vae,
+    tiny_vlm,
+    train_tokenizer,
+)
 
 # ComfyUI's own Wan model reads most sizes from the tensors but fixes two: text_dim 4096 (WanModel's default,
 # which its detection never sets) and num_heads = dim // 128. The native kit (`write_native_models`) keeps
@@ -57,8 +68,12 @@ def tiny_qwen3_vl_config(tokenizer, *, moe: bool = False) -> dict:
 
 
 def tiny_qwen3_vl(seed: int = 0, *, moe: bool = False, extra_text: tuple[str, ...] = ()) -> Qwen3VLModel:
-    from transformers import (Qwen3VLConfig, Qwen3VLForConditionalGeneration, Qwen3VLMoeConfig,
-                              Qwen3VLMoeForConditionalGeneration)
+    from transformers import (
+        Qwen3VLConfig,
+        Qwen3VLForConditionalGeneration,
+        Qwen3VLMoeConfig,
+        Qwen3VLMoeForConditionalGeneration,
+    )
 
     tokenizer = train_tokenizer("vlm", TIMESTAMP_TEXT + tuple(extra_text))
     config_class, model_class = ((Qwen3VLMoeConfig, Qwen3VLMoeForConditionalGeneration) if moe

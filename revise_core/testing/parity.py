@@ -22,6 +22,7 @@ from torch import nn
 
 from ..connector import VisionHeadConnector, VisionHeadConnectorConfig
 from ..connector.revise import TransformerShape
+from ..vlm import vila
 from . import (
     LATENT_CHANNELS,
     TEXT_DIM,
@@ -34,7 +35,6 @@ from . import (
     write_release_connector,
     write_release_wan_folder,
 )
-from ..vlm import vila
 
 SEED = 20261206
 SOURCE_FRAMES, SOURCE_SIZE = 18, (45, 100)  # the release skips frame 0 for the VAE and reads 17 frames from frame 1

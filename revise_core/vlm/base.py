@@ -136,7 +136,7 @@ class VisionLanguageModel(abc.ABC):
         """The prompts of caption reasoning; the generic ones unless the family's release has its own."""
         return CaptionPrompts()
 
-    def reset_state(self) -> None:
+    def reset_state(self) -> None:  # noqa: B027 (a no-op by default: only some families keep state)
         """Forget state cached between calls (Qwen-VL keeps rope deltas on the model)."""
 
     def encode_options(self) -> dict:

@@ -27,8 +27,8 @@ from torch import nn
 
 from .. import chat_text
 from .. import checkpoints as ckpt
-from ..video import preprocessing_for
 from ..chat_text import check_instruction
+from ..video import preprocessing_for
 from .base import VisionLanguageModel, VLMError, VLMInputs, VLMOutput, message_parts
 from .siglip_pixels import RESAMPLE, SiglipPreprocess, preprocess_images
 

@@ -261,8 +261,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(root: Path, tmp: Path, torchvision_folder: Path | None) -> tuple[dict[str, torch.Tensor], dict]:
     # The kit's folder first: the official VILA utilities disable torch's initialisers process-wide.
-    from revise_core.testing import parity
     from revise_core.critic import ALL_QUESTION, SelfCritic
+    from revise_core.testing import parity
     from revise_core.vlm import vila as our_vila
 
     folder = parity.write_parity_release(tmp / "revise_ckpt")
