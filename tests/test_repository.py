@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -137,3 +139,14 @@ def test_the_test_command_works_in_a_clone_whose_name_is_not_a_package_name(fold
                           "-k", "not clone_whose_name"], cwd=clone, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
     assert "passed" in run.stdout
+
+
+def test_ruff_is_clean_with_the_configured_rules():
+    """pyflakes, import order and bugbear (pyproject.toml's [tool.ruff]); ruff comes with the test extra."""
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    assert {"F", "I", "B"} <= set(config["tool"]["ruff"]["lint"]["select"])
+    assert any(spec.startswith("ruff") for spec in config["project"]["optional-dependencies"]["test"])
+    result = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", "."], cwd=ROOT, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-1000:]
+
