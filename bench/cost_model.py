@@ -7,7 +7,7 @@
 
 Every step runs once on fake tensors (bench/fake_measure.py: no memory is allocated, attention and RMSNorm
 are accounted as CUDA runs them): Wan2.1-1.3B with the VLMs the project supports at real size, bf16. Rows:
-- "naive (H100 anchor)": the composition measured on an H100 (shared/reference/anchor), modelled exactly;
+- "naive (H100 anchor)": the composition measured on an H100 (bench/results/h100_naive_uso), modelled exactly;
   these rows are compared with the measurements (validation).
 - the project's steps: the editor's guided step, and the trainer's SFT / USO step. For the ReViSE release
   (VILA + its own connector) at 33 frames, one row per memory feature switched on, in the order the table
@@ -47,7 +47,7 @@ GIB = 2**30
 # 17f: the ReViSE release's edit (revise-official); 41f: Omni-Video 2's (omnivideo2-official)
 SIZES = {"33f": (33, 352, 640), "81f": (81, 480, 832), "17f": (17, 352, 640), "41f": (41, 480, 832)}
 VLMS = ("revise-vila-8b", "qwen2.5-vl-7b")
-# Measured on an H100 80GB with shared/reference/anchor/anchor_naive_uso.py (torch.cuda.max_memory_allocated).
+# Measured on an H100 80GB (bench/results/h100_naive_uso/) (torch.cuda.max_memory_allocated).
 ANCHOR = {("edit", "33f"): 19.2, ("sft", "33f"): 49.3, ("uso", "33f"): 74.1, ("edit", "81f"): 21.4,
           ("sft", "81f"): "out of memory on an 80 GB card"}
 VALIDATION_TOLERANCE = 0.15

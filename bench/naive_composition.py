@@ -1,6 +1,6 @@
 """The naive USO step that was measured on an H100, rebuilt for the fake-tensor cost model.
 
-Exactly the composition of `shared/reference/anchor/anchor_naive_uso.py` (its results are the validation
+Exactly the composition measured on an H100 (`bench/results/h100_naive_uso/`; its results are the validation
 targets): Wan2.1-1.3B DiT, Wan2.1 VAE and Qwen2.5-VL-7B all resident in bf16, AdamW on the bf16 DiT, a
 512-token text context, the critic on 4 source frames and the first 4 frames decoded from 2 latent frames of
 x̂0 (with the VAE's clamp), at the critic size 28 * round(side / 28). No checkpointing anywhere.

@@ -1,7 +1,7 @@
 """Named inference presets that reproduce a release's own settings (CLI `--preset`, ComfyUI, Python API).
 
 `revise-official` is the ReViSE release's `tools/inference/inference.sh` as its code runs it
-(shared/reference/revise-official.md §0, §5):
+(its sampler and guidance as the official inference code applies them):
 - FlowUniPC, 40 steps, shift 5 (the script passes no --task, so `validate_args` picks t2v's 5.0, not the
   3.0 the training used), sigmas `linspace(0.999, 0, 41)[:-1]` then shifted;
 - guidance `cond + 3·(cond − uncond)` (= standard guidance at 4), the null branch from the release's

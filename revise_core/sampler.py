@@ -91,7 +91,7 @@ def make_scheduler(name: str, shift: float, num_train_timesteps: int = 1000):
 def official_sigmas(steps: int):
     """Unshifted sigmas of Wan's FlowUniPCMultistepScheduler: linspace(0.999, 0, steps + 1) without the last;
     the diffusers scheduler shifts them by its flow_shift and appends the final 0 (verified to give the same
-    timesteps as Wan's own scheduler; shared/reference/revise-official.md §5)."""
+    timesteps as Wan's own scheduler, which the ReViSE release uses)."""
     import numpy as np
 
     return np.linspace(0.999, 0.0, steps + 1)[:-1]

@@ -1,6 +1,6 @@
 """The ReViSE release's connector (Omni-Video v1 layout): VisionHead + DM_Adapter + VisualContextAdapter.
 
-Reproduces the official inference (shared/reference/revise-official.md §4, `RM:227-437`):
+Reproduces the official inference (the release's connector modules, `RM:227-437`):
 - u (VILA's last hidden states over the whole prompt, [L, 4096]) -> VisionHead: `fc` (Linear, GELU, Linear)
   into 1152, then an `nn.Transformer` (src = fc(u), tgt = 4 learned queries) -> 4 tokens of 1152;
 - each of the 4 tokens is its own one-token source for DM_Adapter: `fc` (1152 -> 4096), an `nn.Transformer`

@@ -2,7 +2,7 @@
 
 `exact` is llava's `process_image` and SigLIP's processor on 8-bit PIL images, bit for bit; `differentiable`
 the same steps in torch, for frames that carry a gradient. Every quirk copied from the release is named
-"Official quirk" (shared/reference/revise-official.md §2.2).
+"Official quirk".
 """
 
 from __future__ import annotations

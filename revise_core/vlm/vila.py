@@ -9,8 +9,8 @@ The release ships VILA in its own folder format (`revise_ckpt/ar_model/checkpoin
     mm_projector/    config.json (mm_projector_type) + weights with keys layers.<i>.*
 
 It is built here from `AutoModelForCausalLM`, `SiglipVisionModel` and a hand-written projector that keeps
-the official key names; no VILA code is imported. `../shared/reference/revise-official.md` §1-§3 is the
-line-by-line account of the official path this module reproduces; every quirk copied from it is named
+the official key names; no VILA code is imported. It reproduces the official VILA path line by line (tests/test_release_parity.py
+compares the two); every quirk copied from it is named
 "Official quirk" below and in docs/models.md.
 """
 
