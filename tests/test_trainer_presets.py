@@ -120,3 +120,16 @@ def test_connector_heads_off_the_device_give_identical_losses(tmp_path):
     assert calls.count("on") == samples  # the step never runs the heads (the null branch's ran in setup)
     assert calls.count("off") > samples
     assert all(f.vlm_tokens is not None for f in on.features._memory.values())
+
+
+def test_a_shipped_preset_is_found_as_the_docs_name_it_from_any_folder(tmp_path, monkeypatch):
+    """`--config configs/train/<preset>.yaml` also works outside a clone (an installed wheel)."""
+    from pathlib import Path
+
+    from trainer.config import read_config_file
+
+    shipped = Path(__file__).resolve().parent.parent / "configs" / "train" / "revise_24gib.yaml"
+    monkeypatch.chdir(tmp_path)
+    assert read_config_file("configs/train/revise_24gib.yaml") == read_config_file(shipped)
+    with pytest.raises(FileNotFoundError, match="configs/train/none.yaml"):
+        read_config_file("configs/train/none.yaml")

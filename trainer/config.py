@@ -13,6 +13,7 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
 from revise_core.losses import OBJECTIVES
+from revise_core.resources import config_path
 from revise_core.video import MAX_FRAMES, MAX_SIDE
 
 OPTIMIZERS = ("adamw", "adamw8bit")
@@ -153,6 +154,9 @@ def read_config_file(path: str | os.PathLike) -> dict:
     import yaml
 
     path = Path(path)
+    if not path.is_file() and path.parts[:1] == ("configs",) and config_path(*path.parts[1:]).is_file():
+        # `--config configs/train/x.yaml` as the docs write it, run outside a clone (an installed wheel)
+        path = config_path(*path.parts[1:])
     if not path.is_file():
         raise FileNotFoundError(f"config file not found: {path}")
     text = path.read_text(encoding="utf-8")

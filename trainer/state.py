@@ -30,7 +30,7 @@ logger = logging.getLogger(__name__)
 LATEST = "latest.json"
 CHECKSUMS = "checksums.json"
 # What a run folder holds besides its checkpoints (a fresh run must not mix with, or delete, another run's).
-RUN_FILES = ("metrics.jsonl", "tensorboard", "final", "curves.png")
+RUN_FILES = ("metrics.jsonl", "tensorboard", "final", "curves.png", "curves.csv")
 
 
 class ResumeError(ValueError):

@@ -3,7 +3,7 @@
 The command line is `python -m revise_core.evaluation.rve` (rve.py). Predictions are `<folder>/<sample id>.mp4`.
 A missing prediction or an answer that never parses is recorded as a failure for that sample and sub-metric, counted in the report, and never scored.
 Outputs: report.md, summary.csv (per method / subset / category), samples.csv, samples.jsonl (every
-judge answer and error), scores.png.
+judge answer and error), scores.png (scores.csv without matplotlib).
 """
 
 from __future__ import annotations
@@ -129,7 +129,8 @@ def write_report(samples: list[SampleScore], records: list[dict], out: Path, *, 
     lines += ["## Failures", "", f"{len(failed)} of {len(samples)} samples have at least one failed sub-metric "
               "(missing prediction, or a judge answer that did not parse after retries).", ""]
     lines += [f"- {s.method} / {s.id}: {'; '.join(s.failures)[:300]}" for s in failed[:50]]
-    lines += ["", "![scores](scores.png)", ""]
+    chart = paths["chart"]  # scores.png, or scores.csv without matplotlib
+    lines += ["", f"![scores]({chart.name})" if chart.suffix == ".png" else f"Chart values: [{chart.name}]({chart.name})", ""]
     (out / "report.md").write_text("\n".join(lines), encoding="utf-8")
     paths["report"] = out / "report.md"
     return paths
