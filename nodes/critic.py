@@ -11,6 +11,7 @@ from revise_core.text import TextEncoder
 from revise_core.vlm import VisionLanguageModel
 
 from . import comfy_bridge as bridge
+from . import node_text
 from .common import CATEGORY, CONNECTOR, DIT, T5, VAE, VLM, clip_memory, clip_size_inputs, expect, expect_dit, \
     expect_vae, using
 
@@ -83,9 +84,13 @@ class ReViSEBestOfEdit:
         settings = EditSettings(sampler=SamplerConfig(steps=steps, guidance_scale=guidance, shift=shift, seed=seed),
                                 num_frames=num_frames or None, width=width or None, height=height or None)
         clip = (num_frames or images.shape[0], height or images.shape[1], width or images.shape[2])  # about the fitted
+        # on a CPU the node says what N edits at the GPU defaults will cost, measured on the first step
+        clock = node_text.cpu_clock(bridge.compute_device_of(dit), f"best-of-{candidates} sampling",
+                                    steps * candidates)
         with using(dit, vae, t5, vlm, connector, memory_required=clip_memory(dit, vae, *clip)):
             result = editor.edit(images.float(), instruction, settings, best_of=candidates,
-                                 callback=bridge.progress(steps * candidates, preview_latents=True))
+                                 callback=node_text.timed(bridge.progress(steps * candidates, preview_latents=True),
+                                                          clock))
         return (result.frames, jsonio.dumps(result.scores, indent=2), result.seed)
 
 

@@ -12,6 +12,7 @@ from revise_core.text import TextEncoder
 from revise_core.vlm import VisionLanguageModel
 
 from . import comfy_bridge as bridge
+from . import node_text
 from .common import CATEGORY, COND, CONNECTOR, DIT, T5, VAE, VLM, VLM_COND, clip_size_inputs, dit_memory, expect, \
     expect_dit, expect_vae, using, vae_decode_memory, vae_encode_memory
 
@@ -183,9 +184,11 @@ class ReViSESampler:
         expect(cond, Condition, "cond", COND)
         config = SamplerConfig(steps=steps, guidance_scale=guidance, shift=shift, scheduler=scheduler, seed=seed,
                                guidance_mode=guidance_mode, sigma_schedule=sigma_schedule)
+        # on a CPU the node says what the GPU defaults will cost, measured on the first step
+        clock = node_text.cpu_clock(bridge.compute_device_of(dit), "sampling", steps)
         with using(dit, memory_required=dit_memory(dit, cond.source_latents.shape)):
             latents = sample(dit, cond.cond, cond.uncond, latent_shape=tuple(cond.source_latents.shape), config=config,
-                             callback=bridge.progress(steps, preview_latents=True))
+                             callback=node_text.timed(bridge.progress(steps, preview_latents=True), clock))
         return ({"samples": cond.denormalize(latents.float()).cpu()},)
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import logging
+import time
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +19,7 @@ from revise_core.losses import OBJECTIVES
 from revise_core.vlm import VisionLanguageModel
 
 from . import comfy_bridge as bridge
+from . import node_text
 from .common import CATEGORY, CONNECTOR, DIT, T5, VAE, VLM, clip_memory, expect, expect_dit, safe_name, training_mode
 
 
@@ -126,7 +129,9 @@ class ReViSEUSOTrainer:
 
 
 def _train(trainer, *, resume: bool, output_name: str, on_step) -> tuple[list[dict], dict]:
-    """setup, train and cleanup, with the run-folder errors said in the node's words."""
+    """setup, train and cleanup, with the run-folder errors said in the node's words, and how the run ended
+    said on the node (ComfyUI shows Cancel only as an interruption; that the last step was saved, and how to
+    continue, was said on the console only)."""
     from trainer.state import ResumeError, RunExistsError
 
     try:
@@ -137,12 +142,37 @@ def _train(trainer, *, resume: bool, output_name: str, on_step) -> tuple[list[di
     except ResumeError as error:
         raise ResumeError(f"'resume' is on but output_name '{output_name}' cannot be resumed: {error}. Turn "
                           "'resume' off to start a new run") from error
+    first, total, out = trainer.start_step, trainer.config.steps, trainer.config.output_dir
+    clock = node_text.cpu_clock(trainer.config.device, "training", total - first)
+    finished = [first]  # the last finished step: what the trainer saves when it is stopped
+    started = time.perf_counter()
+
+    def step_done(step: int, metrics: dict) -> None:
+        finished[0] = step
+        if clock is not None:
+            clock.step(step - first)
+        on_step(step, metrics)
+
     try:
-        history = trainer.train(on_step=on_step)
+        history = trainer.train(on_step=step_done)
     except KeyboardInterrupt:
+        node_text.show(stopped_text(finished[0], first, total, out), level=logging.WARNING)
         bridge.check_interrupted()
         raise
-    return history, trainer.cleanup()
+    outputs = trainer.cleanup()
+    took = node_text.duration(time.perf_counter() - started)
+    node_text.show(f"Finished: step {total} of {total} after {took}. Checkpoints and the exported model are "
+                            f"in {out}.")
+    return history, outputs
+
+
+def stopped_text(finished: int, first: int, total: int, out: str) -> str:
+    """What a stopped run kept: the trainer saves its last finished step (none when no step finished)."""
+    if finished > first:
+        return (f"Cancelled after step {finished} of {total}: step {finished} is saved in {out}. To continue, turn "
+                "'resume' on and queue the workflow again.")
+    kept = f" (the run stays at its step {first})" if first else ""
+    return f"Cancelled before step {first + 1} of {total} finished: nothing new was saved{kept}."
 
 
 def _as_loaded(dit: torch.nn.Module, exported: Path, dtype: torch.dtype, device: torch.device) -> torch.nn.Module:

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 import urllib.request
 import uuid
 from pathlib import Path
@@ -24,7 +25,7 @@ import torch
 
 import comfy_executor as executor
 from conftest import ROOT
-from test_workflows import NATIVE, WORKFLOWS, _classes, tiny_api
+from test_workflows import NATIVE, OFFICIAL, WORKFLOWS, _classes, tiny_api
 
 COMFYUI = os.environ.get("COMFYUI_PATH")
 pytestmark = pytest.mark.skipif(not COMFYUI or not (Path(COMFYUI) / "main.py").is_file(),
@@ -121,7 +122,8 @@ def server(tiny_dir, native_kit, tmp_path_factory):
                 time.sleep(1)
         else:
             pytest.fail("ComfyUI did not start:\n" + (work / "server.log").read_text()[-3000:])
-        yield {"url": base, "port": port, "manifest": str(manifest), "log": work / "server.log"}
+        yield {"url": base, "port": port, "manifest": str(manifest), "log": work / "server.log",
+               "output": work / "output"}
     finally:
         process.terminate()
         process.wait(timeout=30)
@@ -133,6 +135,13 @@ def test_nodes_register_and_workflows_are_templates(server):
     assert ours == set(_classes()) - set(executor.BUILTIN_STAND_INS), "IMPORT FAILED?\n" + server["log"].read_text()[-3000:]
     templates = _get(f"{server['url']}/api/workflow_templates")
     assert sorted(templates["ComfyUI-ReViSE"]) == sorted(p.stem for p in WORKFLOWS), templates
+    for name in templates["ComfyUI-ReViSE"]:
+        # the URLs frontend 1.35.9 forms: /api/workflow_templates/<module>/<name>.json and .jpg (the browser
+        # percent-encodes the spaces)
+        base = f"{server['url']}/api/workflow_templates/ComfyUI-ReViSE/{urllib.parse.quote(name)}"
+        assert _get(base + ".json")["nodes"]
+        with urllib.request.urlopen(base + ".jpg", timeout=30) as response:
+            assert response.headers["Content-Type"] == "image/jpeg" and response.read(2) == b"\xff\xd8"
 
 
 class _Messages(threading.Thread):
@@ -187,14 +196,18 @@ class _Messages(threading.Thread):
 
 
 # Workflows whose sampling should send latent previews (the ReViSE Sampler, best-of-N, ComfyUI's KSampler).
-SAMPLING = {"revise_edit.json", "revise_edit_and_critic.json", "revise_best_of_n.json", "revise_official_edit.json",
-            NATIVE}
+EDIT, FINETUNE = "ReViSE reasoning edit.json", "ReViSE USO fine-tune.json"
+SAMPLING = {EDIT, "ReViSE edit and SelfCritic.json", "ReViSE best-of-N edit.json", OFFICIAL, NATIVE}
+# ... and whose ReViSE Sampler or Best-of-N node says on the node, on this CPU-only server, what the run takes
+CPU_TEXT = SAMPLING - {NATIVE}
 NATIVE_NAMES = {"ReViSEModelSetLoader": {"model_set": "encoders"}, "KSampler": {"steps": 3}}
 
 
-def _run(server: dict, api: dict, extra_data: dict | None = None) -> tuple[dict, _Messages]:
+def _run(server: dict, api: dict, extra_data: dict | None = None, on_message=None,
+         expect: str = "success") -> tuple[dict, _Messages]:
     """Queue `api` (the server runs with --cache-none: every node runs), wait for it, return its history
-    entry and the websocket messages sent meanwhile."""
+    entry and the websocket messages sent meanwhile. `on_message(messages)` is called while waiting;
+    `expect` is the status the run must end with."""
     client_id = uuid.uuid4().hex
     messages = _Messages(server["port"], client_id)
     messages.start()
@@ -205,14 +218,32 @@ def _run(server: dict, api: dict, extra_data: dict | None = None) -> tuple[dict,
             history = _get(f"{server['url']}/history/{prompt_id}")
             if prompt_id in history and history[prompt_id]["status"].get("completed") is not None:
                 status = history[prompt_id]["status"]
-                if status["status_str"] == "success":
+                if status["status_str"] == expect:
                     return history[prompt_id], messages
                 pytest.fail(json.dumps(status["messages"], indent=1)[-4000:])
+            if on_message is not None:
+                on_message(messages)
             time.sleep(0.5)
         pytest.fail("workflow did not finish")
     finally:
         time.sleep(0.5)
         messages.close()
+
+
+def _node_texts(messages: _Messages, node_id: str) -> list[str]:
+    """The texts sent to a node (PromptServer.send_progress_text: binary event 3, then the node id's length,
+    the node id and the text), as the frontend receives them."""
+    texts = []
+    for frame in messages.binary:
+        if struct.unpack(">I", frame[:4])[0] == 3:
+            length = struct.unpack(">I", frame[4:8])[0]
+            if frame[8:8 + length].decode() == node_id:
+                texts.append(frame[8 + length:].decode())
+    return texts
+
+
+def _node_id(api: dict, class_type: str) -> str:
+    return next(node_id for node_id, node in api.items() if node["class_type"] == class_type)
 
 
 def _previews(messages: _Messages) -> list[tuple[int, int]]:
@@ -237,13 +268,42 @@ def test_workflow_runs_in_comfyui(server, path):
         assert _previews(messages), f"no latent previews among {len(messages.binary)} binary messages"
     if path.name == NATIVE:
         assert any("images" in out or "video" in out or "animated" in out for out in entry["outputs"].values())
+    if path.name in CPU_TEXT:  # the server runs with --cpu
+        sampler = _node_id(api, "ReViSEBestOfEdit" if "best-of-N" in path.name else "ReViSESampler")
+        texts = _node_texts(messages, sampler)
+        assert texts and texts[0].startswith("Running on the CPU") and "measured on this machine" in texts[-1]
+    if path.name == FINETUNE:
+        assert _node_texts(messages, _node_id(api, "ReViSEUSOTrainer"))[-1].startswith("Finished: step 2 of 2")
+
+
+def test_cancel_in_the_trainer_saves_and_says_so_on_the_node(server):
+    """Cancel (POST /interrupt, what the frontend's button sends) during training: the run ends interrupted,
+    the last finished step is on disk, and the trainer node shows which one and how to continue."""
+    api = tiny_api(ROOT / "workflows" / FINETUNE, server["manifest"])
+    trainer = _node_id(api, "ReViSEUSOTrainer")
+    api[trainer]["inputs"].update(steps=1000, output_name="cancelled_run")
+    progressed = [0]
+
+    def cancel_after_two_steps(messages: _Messages) -> None:
+        steps = [m["data"]["value"] for m in messages.text if m.get("type") == "progress" and m["data"]["node"] == trainer]
+        if steps and steps[-1] >= 2 and not progressed[0]:
+            progressed[0] = steps[-1]
+            _post(f"{server['url']}/interrupt", {})
+
+    _, messages = _run(server, api, on_message=cancel_after_two_steps, expect="error")
+    text = _node_texts(messages, trainer)[-1]
+    assert text.startswith("Cancelled after step ") and "is saved in" in text and "turn 'resume' on" in text, text
+    saved = int(text.split("Cancelled after step ")[1].split(" ")[0])
+    assert progressed[0] <= saved < 1000
+    run = server["output"] / "revise_training" / "cancelled_run"
+    assert any(p.name == f"step_{saved:06d}" for p in run.rglob("step_*")), sorted(run.rglob("step_*"))
 
 
 def test_previews_switch_to_taehv_when_lighttaew2_1_is_present(server):
     """With the preview method 'taesd' and models/vae_approx/lighttaew2_1*, ComfyUI's previewer for Wan2.1 is
     TAEHV (ComfyUI builds it as a VAE, which it logs; the ReViSE edit workflow builds no other ComfyUI VAE);
     with latent2rgb no VAE is built. Both for the ReViSE Sampler, through ComfyUI's own previewer."""
-    api = tiny_api(ROOT / "workflows" / "revise_edit.json", server["manifest"])
+    api = tiny_api(ROOT / "workflows" / EDIT, server["manifest"])
 
     def vaes_built() -> int:
         return server["log"].read_text().count("VAE load device")

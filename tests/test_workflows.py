@@ -16,41 +16,53 @@ from revise_core.checkpoints import compute_dtype, resolve_dtype
 WORKFLOWS = sorted((ROOT / "workflows").glob("*.json"))
 BUILTINS_ALLOWED = {"LoadVideo", "GetVideoComponents", "CreateVideo", "SaveVideo", "PreviewAny", "PreviewImage",
                     "MarkdownNote", "Note", "UNETLoader", "VAELoader", "ModelSamplingSD3", "KSampler", "VAEDecode"}
-NATIVE = "revise_native_ksampler.json"
+NATIVE = "ReViSE edit via KSampler.json"
+OFFICIAL = "ReViSE release edit.json"
 
 
 def _classes():
     return {**ROOT_PACKAGE.NODE_CLASS_MAPPINGS, **executor.BUILTIN_STAND_INS}
 
 
-def test_six_workflows_ship_each_with_a_thumbnail():
-    from PIL import Image
-
-    assert {p.name for p in WORKFLOWS} == {"revise_edit.json", "revise_edit_and_critic.json", "revise_best_of_n.json",
-                                           "revise_uso_finetune.json", "revise_official_edit.json", NATIVE}
-    for path in WORKFLOWS:
-        # ComfyUI serves <name>.jpg next to the template as its thumbnail in the Templates dialog
-        with Image.open(path.with_suffix(".jpg")) as thumbnail:
-            assert thumbnail.format == "JPEG" and thumbnail.size == (480, 360), (path.name, thumbnail.size)
-
-
 TITLE_HEIGHT = 30  # LiteGraph draws the title bar above a node's position
+# What a node grows by while it runs, below its stored size (ComfyUI frontend 1.35.9): a latent preview is
+# an image widget of at least 220 px + 4 margin (useImagePreviewWidget.ts: computeLayoutSize minHeight 220);
+# a text the node sends (nodes/node_text.py, PromptServer.send_progress_text) is a text widget of at least
+# 42 + 16 px + 4 (useProgressTextWidget.ts). Video previews (Load / Save Video) grow with the video: nothing
+# may sit below them at all. PreviewAny / PreviewImage show their output inside their stored size.
+IMAGE_PREVIEW, PROGRESS_TEXT = 224, 62
+PREVIEWS = {"ReViSESampler", "ReViSEBestOfEdit", "KSampler"}  # latent previews while sampling
+TEXTS = {"ReViSESampler", "ReViSEBestOfEdit", "ReViSEUSOTrainer"}  # node_text: CPU estimate, how training ended
+
+
+def _box(node: dict) -> tuple[str, int, int, int, int]:
+    """(type, left, top, right, bottom) of a node with its title bar and its room to grow while running."""
+    grow = IMAGE_PREVIEW * (node["type"] in PREVIEWS) + PROGRESS_TEXT * (node["type"] in TEXTS)
+    x, y = node["pos"]
+    return node["type"], x, y - TITLE_HEIGHT, x + node["size"][0], y + node["size"][1] + grow
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
-def test_workflow_nodes_do_not_overlap(path):
-    """Stored boxes (title bar included) are disjoint; the sizes are at least what the frontend computes
-    (checked in ComfyUI 0.8.0's frontend 1.35.9: no node grew on loading), and nothing sits below a video
-    preview, whose height follows the video."""
-    nodes = json.loads(path.read_text())["nodes"]
-    boxes = [(n["type"], n["pos"][0], n["pos"][1] - TITLE_HEIGHT, n["pos"][0] + n["size"][0], n["pos"][1] + n["size"][1])
-             for n in nodes]
+def test_workflow_nodes_do_not_overlap_with_previews_on(path):
+    """Stored boxes (title bar included) plus what previews and node texts add while running are disjoint;
+    the sizes are at least what the frontend computes (checked in ComfyUI 0.8.0's frontend 1.35.9: no node
+    grew on loading), and nothing sits below a video preview, whose height follows the video."""
+    boxes = [_box(node) for node in json.loads(path.read_text())["nodes"]]
     for index, a in enumerate(boxes):
         for b in boxes[index + 1:]:
             assert not (a[1] < b[3] and b[1] < a[3] and a[2] < b[4] and b[2] < a[4]), f"{a[0]} overlaps {b[0]}"
     for preview in (box for box in boxes if box[0] in ("LoadVideo", "SaveVideo")):
         below = [b[0] for b in boxes if b[2] >= preview[4] and b[1] < preview[3] and preview[1] < b[3]]
         assert not below, f"{below} below {preview[0]}, whose preview grows with the video"
+
+
+def test_the_preview_allowance_covers_every_node_that_previews():
+    """The ReViSE nodes that feed ComfyUI's latent previewer are the ones the overlap test lets grow by a preview."""
+    import inspect
+
+    for name, cls in ROOT_PACKAGE.NODE_CLASS_MAPPINGS.items():
+        previews = "preview_latents=True" in inspect.getsource(getattr(cls, cls.FUNCTION))
+        assert previews == (name in PREVIEWS), name
 
 
 def test_native_workflow_reproduces_the_release_settings_through_comfyuis_sampler():
@@ -77,7 +89,7 @@ def test_official_edit_workflow_has_the_presets_settings():
     from revise_core.presets import get_preset
 
     preset = get_preset("revise-official")
-    api = executor.ui_to_api(json.loads((ROOT / "workflows" / "revise_official_edit.json").read_text()), _classes())
+    api = executor.ui_to_api(json.loads((ROOT / "workflows" / OFFICIAL).read_text()), _classes())
     nodes = {node["class_type"]: node["inputs"] for node in api.values()}
     sampler = nodes["ReViSESampler"]
     assert {k: sampler[k] for k in ("steps", "shift", "scheduler", "seed", "guidance_mode", "sigma_schedule")} == {

@@ -1,6 +1,10 @@
 """Writes the shipped example workflows (UI format, as the ComfyUI frontend saves them).
 
     python workflows/build.py        # regenerates workflows/*.json
+    python workflows/thumbnails.py   # redraws their thumbnails (workflows/*.jpg)
+
+File names are what ComfyUI's Templates dialog shows: frontend 1.35.9 reads nothing but the names of an
+extension's templates (title = the name, description = the name again), so the names read as titles.
 
 The graphs are described here once; sockets and widget order come from the node classes themselves,
 so a workflow cannot drift from the nodes it uses (a test regenerates them and compares).
@@ -44,6 +48,12 @@ BUILTINS: dict[str, dict] = {
 FIXED_SIZES = {"LoadVideo": (320, 440), "SaveVideo": (420, 440), "PreviewAny": (340, 220), "PreviewImage": (500, 360)}
 TITLE_HEIGHT = 30  # LiteGraph draws a node's title bar above its position
 ROW_GAP, COLUMN_GAP = 40, 60
+# Room a node grows by while it runs (frontend 1.35.9), left free below it: a latent preview is an image
+# widget of at least 220 px plus 4 of margin (useImagePreviewWidget.ts), a text from the node (node_text.py,
+# PromptServer.send_progress_text) a text widget of at least 58 px plus 4 (useProgressTextWidget.ts).
+IMAGE_PREVIEW, PROGRESS_TEXT = 224, 62
+RUNTIME_GROWTH = {"ReViSESampler": IMAGE_PREVIEW + PROGRESS_TEXT, "ReViSEBestOfEdit": IMAGE_PREVIEW + PROGRESS_TEXT,
+                  "KSampler": IMAGE_PREVIEW, "ReViSEUSOTrainer": PROGRESS_TEXT}
 
 
 def auto_size(node_type: str, width: int = 320) -> tuple[int, int]:
@@ -73,7 +83,7 @@ class Column:
             node_width: int = 320, **widgets) -> "Node":
         size = size or auto_size(node_type, node_width)
         node = self.graph.add(node_type, (self.x, self.y), size, title, **widgets)
-        self.y += size[1] + TITLE_HEIGHT + ROW_GAP
+        self.y += size[1] + RUNTIME_GROWTH.get(node_type, 0) + TITLE_HEIGHT + ROW_GAP
         self.width = max(self.width, size[0])
         return node
 
@@ -195,8 +205,46 @@ Put the files in ComfyUI's model folders (details: docs/comfyui.md, docs/models.
 The connector must match the VLM's width (the loaders say so when it does not)."""
 
 
-def readme(graph: Graph, text: str, height: int = 420) -> None:
-    graph.add("MarkdownNote", (-460, 0), (400, height), title="Read me", text=MODELS_NOTE + "\n\n" + text)
+def readme(graph: Graph, text: str, height: int = 420, head: str = MODELS_NOTE) -> Node:
+    return graph.add("MarkdownNote", (-460, 0), (400, height), title="Read me", text=head + "\n\n" + text)
+
+
+# The CPU figure the notes scale: workflows/cpu_step_time.py measured one Wan2.1-1.3B block (of 30) at 33
+# frames 640x352 with 2560 context rows in 20.7 s, fp32, on a 2-core x86 CPU (AVX2, torch 2.13, a machine
+# shared with other jobs), i.e. 58 GFLOP/s sustained. Other sizes scale by the block's FLOP count.
+CPU_BLOCK_SECONDS, CPU_MACHINE, DIT_BLOCKS = 20.7, "a 2-core x86 CPU", 30
+
+
+def cpu_seconds(frames: int, width: int, height: int, steps: int, passes: int = 2) -> float:
+    """Seconds the 1.3B DiT's sampling takes on the reference CPU: steps x passes (2 with guidance) x 30
+    blocks, each block's FLOPs at the measured rate."""
+    from cpu_step_time import CONTEXT, TOKENS, block_flops
+
+    rate = block_flops(TOKENS, CONTEXT) / CPU_BLOCK_SECONDS
+    tokens = ((frames - 1) // 4 + 1) * (height // 16) * (width // 16)
+    return steps * passes * DIT_BLOCKS * block_flops(tokens, CONTEXT) / rate
+
+
+def hours(seconds: float) -> str:
+    return f"{seconds / 3600:.0f} h" if seconds >= 36000 else f"{seconds / 3600:.1f} h" if seconds >= 3600 \
+        else f"{max(1, round(seconds / 60))} min"
+
+
+SAMPLER_MEASURES = "The ReViSE Sampler shows on the node, after its first step, the time this machine needs."
+
+
+def cpu_note(graph: Graph, below: Node, frames: int, steps: int, measured_by: str, candidates: int = 1) -> None:
+    """A note under the Read me (`below`) saying what the GPU defaults cost on a CPU, and a size to try there."""
+    top = below.pos[1] + below.size[1] + TITLE_HEIGHT + ROW_GAP
+    run = candidates * cpu_seconds(frames, 640, 352, steps)
+    many = f"{candidates} candidates x " if candidates > 1 else ""
+    try_size = candidates * cpu_seconds(9, 320, 192, 10)
+    graph.add("MarkdownNote", (-460, top), (400, 250), title="On a CPU", text=f"""## On a CPU: hours
+These are the release's GPU settings. On {CPU_MACHINE}, sampling alone ({many}{steps} steps at {frames} frames
+640x352) takes about **{hours(run)}**: one Wan2.1-1.3B block measured {CPU_BLOCK_SECONDS:.0f} s there (fp32,
+`workflows/cpu_step_time.py`), other sizes scaled by its FLOP count; a CPU with more cores takes less.
+{measured_by}
+To try it on a CPU: 9 frames at 320x192 and 10 steps, about {hours(try_size)} there.""")
 
 
 def connect_models(graph: Graph, models: dict[str, Node], node: Node) -> None:
@@ -282,8 +330,10 @@ def save_video(column: Column, frames_from: Node, frames_output: str, prefix: st
 
 def edit_workflow() -> dict:
     graph = Graph()
-    readme(graph, """**Reason-informed edit.** The VLM reads the source and the instruction (and, with reasoning = caption, writes
+    note = readme(graph, """\
+**Reason-informed edit.** The VLM reads the source and the instruction (and, with reasoning = caption, writes
 what the result should show); the connector fuses that with umT5 and the source latents; the Wan DiT edits.""")
+    cpu_note(graph, note, 33, 40, SAMPLER_MEASURES)
     column = Column(graph)
     m = loaders(column)
     components = source_video(column.next())
@@ -298,8 +348,10 @@ what the result should show); the connector fuses that with umT5 and the source 
 
 def critic_workflow() -> dict:
     graph = Graph()
-    readme(graph, """**Edit + SelfCritic.** After the edit, the same VLM judges it on edit accuracy, preservation, naturalness and
+    note = readme(graph, """\
+**Edit + SelfCritic.** After the edit, the same VLM judges it on edit accuracy, preservation, naturalness and
 realism: P(Yes) and the relative score Δ − Δ(source, source) (> 0: better than leaving the video unchanged).""")
+    cpu_note(graph, note, 33, 40, SAMPLER_MEASURES)
     column = Column(graph)
     m = loaders(column)
     components = source_video(column.next())
@@ -319,8 +371,10 @@ realism: P(Yes) and the relative score Δ − Δ(source, source) (> 0: better th
 
 def best_of_workflow() -> dict:
     graph = Graph()
-    readme(graph, """**Best-of-N.** Samples N seeds and keeps the edit the model's own critic scores highest (a test-time use of
+    note = readme(graph, """\
+**Best-of-N.** Samples N seeds and keeps the edit the model's own critic scores highest (a test-time use of
 the critic, beyond the paper). The scores of every candidate are shown.""")
+    cpu_note(graph, note, 33, 40, SAMPLER_MEASURES.replace("ReViSE Sampler", "Best-of-N node"), candidates=4)
     column = Column(graph)
     m = loaders(column)
     components = source_video(column.next())
@@ -336,9 +390,14 @@ the critic, beyond the paper). The scores of every candidate are shown.""")
 
 def finetune_workflow() -> dict:
     graph = Graph()
-    readme(graph, """**USO fine-tune.** Trains the DiT (LoRA or full) and the visual adapter on a triplet manifest (JSONL of
+    readme(graph, f"""\
+**USO fine-tune.** Trains the DiT (LoRA or full) and the visual adapter on a triplet manifest (JSONL of
 source, target, instruction; docs/training.md) with flow matching + λ·L_reason from the VLM's own verdict.
-Checkpoints: output/revise_training/<name>; tick 'resume' to continue an interrupted run.""", height=460)
+Checkpoints: output/revise_training/<name>; tick 'resume' to continue an interrupted run.
+
+**Needs a GPU.** On {CPU_MACHINE} one step at these settings takes about {hours(cpu_seconds(17, 640, 352, 8, 3))}
+(8 samples, each a forward and a backward pass of the DiT ≈ 3 forward passes; the VAE and the critic not counted):
+1000 steps would take months. Cancel saves the last finished step, and the node says so.""", height=560)
     column = Column(graph)
     m = loaders(column)
     trainer = column.next().add("ReViSEUSOTrainer", node_width=400, manifest="data/train.jsonl", output_name="uso_run",
@@ -365,11 +424,11 @@ connector (docs/models.md lists every file)."""
 
 def official_edit_workflow() -> dict:
     graph = Graph()
-    graph.add("MarkdownNote", (-460, 0), (400, 460), title="Read me", text=RELEASE_NOTE + """
-
-**The release's own settings** (`--preset revise-official`): 17 frames at 640x352 from frame 1 (skip 1), centre crop
-then bilinear resize; VILA reads frame 0 of the video; UniPC, 40 steps, shift 5, the release's sigmas,
-guidance cond + 3·(cond − uncond) (`official` mode) against its unconditioned context; written at 8 fps, seed 1818.""")
+    note = readme(graph, head=RELEASE_NOTE, height=460, text="""**The release's own settings**
+(`--preset revise-official`): 17 frames at 640x352 from frame 1 (skip 1), centre crop then bilinear resize; VILA reads
+frame 0 of the video; UniPC, 40 steps, shift 5, the release's sigmas, guidance cond + 3·(cond − uncond) (`official`
+mode) against its unconditioned context; written at 8 fps, seed 1818.""")
+    cpu_note(graph, note, 17, 40, SAMPLER_MEASURES)
     column = Column(graph)
     models = column.add("ReViSEModelSetLoader", model_set="revise_ckpt", precision="auto", device="auto",
                         load_dit=True, encoders="compute", dit_storage="compute")
@@ -392,13 +451,12 @@ and put **wan_2.1_vae.safetensors** (Comfy-Org/Wan_2.1_ComfyUI_repackaged, the s
 
 def native_workflow() -> dict:
     graph = Graph()
-    graph.add("MarkdownNote", (-460, 0), (400, 560), title="Read me", text=NATIVE_NOTE + """
-
-The ReViSE nodes encode (VLM, umT5, connector; the model set loads without its DiT); **ReViSE → Wan Conditioning**
-hands the context to KSampler as positive and the release's null branch as negative. ComfyUI's cfg is
-uncond + cfg·(cond − uncond): the release's guidance 3 (cond + 3·(cond − uncond)) is **cfg 4**. ModelSamplingSD3
-sets the release's shift 5. For the release's exact sampler (its UniPC and sigmas) use revise_official_edit;
-KSampler brings ComfyUI's samplers, memory management, fp8 weights, LoRAs and caches.""")
+    note = readme(graph, head=NATIVE_NOTE, height=560, text="""The ReViSE nodes encode (VLM, umT5,
+connector; the model set loads without its DiT); **ReViSE → Wan Conditioning** hands the context to KSampler as
+positive and the release's null branch as negative. ComfyUI's cfg is uncond + cfg·(cond − uncond): the release's
+guidance 3 (cond + 3·(cond − uncond)) is **cfg 4**. ModelSamplingSD3 sets the release's shift 5. For the release's
+exact sampler (its UniPC and sigmas) use the template "ReViSE release edit"; KSampler brings ComfyUI's samplers, memory management, fp8 weights, LoRAs and caches.""")
+    cpu_note(graph, note, 17, 40, "ComfyUI's console shows KSampler's time per step.")
     column = Column(graph)
     models = column.add("ReViSEModelSetLoader", model_set="revise_ckpt", precision="auto", device="auto",
                         load_dit=False, encoders="compute", dit_storage="compute")
@@ -424,13 +482,14 @@ KSampler brings ComfyUI's samplers, memory management, fp8 weights, LoRAs and ca
     return graph.to_ui()
 
 
+# File name -> graph. The names are the Templates dialog's titles (see the module's docstring).
 WORKFLOWS = {
-    "revise_official_edit.json": official_edit_workflow,
-    "revise_edit.json": edit_workflow,
-    "revise_edit_and_critic.json": critic_workflow,
-    "revise_best_of_n.json": best_of_workflow,
-    "revise_uso_finetune.json": finetune_workflow,
-    "revise_native_ksampler.json": native_workflow,
+    "ReViSE release edit.json": official_edit_workflow,
+    "ReViSE edit via KSampler.json": native_workflow,
+    "ReViSE reasoning edit.json": edit_workflow,
+    "ReViSE edit and SelfCritic.json": critic_workflow,
+    "ReViSE best-of-N edit.json": best_of_workflow,
+    "ReViSE USO fine-tune.json": finetune_workflow,
 }
 
 
