@@ -12,8 +12,20 @@ from revise_core.vlm import VisionLanguageModel
 
 from . import comfy_bridge as bridge
 from . import node_text
-from .common import CATEGORY, CONNECTOR, DIT, T5, VAE, VLM, clip_memory, clip_size_inputs, expect, expect_dit, \
-    expect_vae, using
+from .common import (
+    CATEGORY,
+    CONNECTOR,
+    DIT,
+    T5,
+    VAE,
+    VLM,
+    clip_memory,
+    clip_size_inputs,
+    expect,
+    expect_dit,
+    expect_vae,
+    using,
+)
 
 
 class ReViSESelfCritic:

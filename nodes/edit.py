@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 from revise_core import vae as vae_ops
 from revise_core import video as video_ops
 from revise_core.connector import ContextConnector
@@ -13,8 +12,24 @@ from revise_core.vlm import VisionLanguageModel
 
 from . import comfy_bridge as bridge
 from . import node_text
-from .common import CATEGORY, COND, CONNECTOR, DIT, T5, VAE, VLM, VLM_COND, clip_size_inputs, dit_memory, expect, \
-    expect_dit, expect_vae, using, vae_decode_memory, vae_encode_memory
+from .common import (
+    CATEGORY,
+    COND,
+    CONNECTOR,
+    DIT,
+    T5,
+    VAE,
+    VLM,
+    VLM_COND,
+    clip_size_inputs,
+    dit_memory,
+    expect,
+    expect_dit,
+    expect_vae,
+    using,
+    vae_decode_memory,
+    vae_encode_memory,
+)
 
 FRAMES_TOOLTIP = "Video frames (IMAGE batch [T, H, W, 3]), e.g. from Get Video Components."
 

@@ -206,7 +206,7 @@ def ui_to_api(workflow: dict, classes: dict[str, type]) -> dict:
             raise ValueError(f"node {node['id']} ({node['type']}): {len(values)} widget values for "
                              f"{len(widgets)} widgets {[w[0] for w in widgets]}")
         inputs = {}
-        for (name, _, _), value in zip(widgets, values):
+        for (name, _, _), value in zip(widgets, values, strict=True):  # lengths checked above
             if name is not None:
                 inputs[name] = value
         for entry in node.get("inputs", []):

@@ -20,12 +20,12 @@ import urllib.request
 import uuid
 from pathlib import Path
 
+import comfy_executor as executor
 import pytest
 import torch
-
-import comfy_executor as executor
-from conftest import ROOT
 from test_workflows import NATIVE, OFFICIAL, WORKFLOWS, _classes, tiny_api
+
+from conftest import ROOT
 
 COMFYUI = os.environ.get("COMFYUI_PATH")
 pytestmark = pytest.mark.skipif(not COMFYUI or not (Path(COMFYUI) / "main.py").is_file(),

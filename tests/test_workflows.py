@@ -6,10 +6,10 @@ import json
 import sys
 from pathlib import Path
 
+import comfy_executor as executor
 import pytest
 import torch
 
-import comfy_executor as executor
 from conftest import ROOT, ROOT_PACKAGE
 from revise_core.checkpoints import compute_dtype, resolve_dtype
 

@@ -115,7 +115,8 @@ def node_spec(node_type: str) -> dict:
                 if section == "optional":
                     optional.append(name)
     names = getattr(cls, "RETURN_NAMES", None) or cls.RETURN_TYPES
-    return {"inputs": inputs, "widgets": widgets, "outputs": list(zip(names, cls.RETURN_TYPES)), "optional": optional}
+    outputs = list(zip(names, cls.RETURN_TYPES, strict=True))
+    return {"inputs": inputs, "widgets": widgets, "outputs": outputs, "optional": optional}
 
 
 @dataclass

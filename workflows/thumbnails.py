@@ -169,7 +169,7 @@ def best_of_picture(draw, colour) -> None:
     clip(draw, (24, 146, 144, 226), 0.0)
     arrow(draw, (162, 186), (212, 186), colour)
     scores = [0.55, 0.92, 0.4, 0.7]
-    for index, (score, melted) in enumerate(zip(scores, (0.6, 1.0, 0.35, 0.8))):
+    for index, (score, melted) in enumerate(zip(scores, (0.6, 1.0, 0.35, 0.8), strict=True)):
         x = 228 + (index % 2) * 138
         y = 40 + (index // 2) * 150
         best = score == max(scores)
