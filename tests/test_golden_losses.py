@@ -133,7 +133,7 @@ def _close(actual, expected) -> bool:
     if isinstance(expected, str):
         return actual == expected
     if isinstance(expected, list):
-        return len(actual) == len(expected) and all(_close(a, e) for a, e in zip(actual, expected))
+        return len(actual) == len(expected) and all(_close(a, e) for a, e in zip(actual, expected, strict=True))
     if math.isnan(expected):
         return math.isnan(actual)
     return math.isclose(actual, expected, rel_tol=RTOL, abs_tol=0.0)

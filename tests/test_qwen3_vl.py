@@ -1,9 +1,12 @@
 """Qwen3-VL family (dense and MoE) on tiny models: preprocessing against the transformers processor's own
-functions, hidden states against an independent forward, gradients, loading, sizes of the released models."""
+functions, timestamps, loading, sizes of the released models, Omni-Video 2's prompts. u, the critic, the local
+judge, special tokens and gradients against independent computations are in the shared contract
+(test_vlm_contract.py)."""
 
 from __future__ import annotations
 
 import json
+import math
 import types
 
 import pytest
@@ -85,45 +88,6 @@ def test_timestamps_and_video_tokens_as_the_processor_writes_them(dense):
 
 
 @pytest.mark.parametrize("family", ["dense", "moe"])
-def test_encode_equals_an_independent_forward(family, request):
-    vlm = request.getfixturevalue(family)
-    frames = torch.rand(13, 40, 72, 3, generator=torch.Generator().manual_seed(1))
-    u = vlm.encode(frames, "make the sky red", fps=16.0)
-    # independent: Omni-Video 2's steps written out (6 frames, feature-pass pixels, system prefix dropped)
-    indices = torch.linspace(0, 12, 6).round().long().tolist()
-    config = TINY_QWEN3_PREPROCESS.with_pixels(*qwen3_vl.OMNIVIDEO2_FEATURE_PIXELS)
-    patches, grid = _reference_patches(frames[indices].permute(0, 3, 1, 2), config)
-    times = [(indices[i] + indices[i + 1]) / 2 / 16.0 for i in range(0, 6, 2)]
-    per_step = grid[1] * grid[2] // 4
-    replacement = "".join(f"<{t:.1f} seconds><|vision_start|>{'<|video_pad|>' * per_step}<|vision_end|>" for t in times)
-    system = qwen3_vl.omnivideo2_prompts()["feature_extraction_system"]
-    text = vlm.tokenizer.apply_chat_template(
-        [{"role": "system", "content": system},
-         {"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "make the sky red"}]}],
-        tokenize=False, add_generation_prompt=True).replace("<|vision_start|><|video_pad|><|vision_end|>", replacement)
-    ids = torch.tensor([vlm.tokenizer(text, add_special_tokens=False)["input_ids"]])
-    drop = len(vlm.tokenizer(f"<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n",
-                             add_special_tokens=False)["input_ids"])
-    vlm.reset_state()
-    with torch.no_grad():
-        out = vlm.model(input_ids=ids, attention_mask=torch.ones_like(ids), pixel_values_videos=patches,
-                        video_grid_thw=torch.tensor([grid]), mm_token_type_ids=(ids == vlm.model.config.video_token_id).long() * 2,
-                        output_hidden_states=True)
-    expected = out.hidden_states[-1][0, drop:]
-    assert u.shape == expected.shape and u.shape[1] == vlm.hidden_size
-    torch.testing.assert_close(u, expected, rtol=0, atol=1e-5)
-
-
-def test_critic_gradients_reach_the_pixels_not_the_weights(dense):
-    frames = torch.rand(8, 48, 48, 3, generator=torch.Generator().manual_seed(2)).requires_grad_(True)
-    messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "is it red"}]}]
-    logits = dense.answer_logits(messages, [frames], num_frames=4)
-    logits[dense.tokenizer.convert_tokens_to_ids("Yes")].backward()
-    assert frames.grad is not None and frames.grad.abs().sum() > 0
-    assert all(p.grad is None for p in dense.model.parameters())
-
-
-@pytest.mark.parametrize("family", ["dense", "moe"])
 def test_loads_from_a_released_folder_layout(family, request, tmp_path):
     vlm = request.getfixturevalue(family)
     folder = write_qwen3_vl_folder(vlm, tmp_path / family)
@@ -185,7 +149,7 @@ def test_edit_and_critic_demos_run_with_a_qwen3_vl(tmp_path, capsys):
     capsys.readouterr()
     assert critic_cli.main(["--demo", "qwen3", "--json", "--no-per-dimension"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert 0 < report["p_yes"] < 1
+    assert 0 < report["p_yes"] < 1 and report["p_yes"] == pytest.approx(1 / (1 + math.exp(-report["delta"])), abs=1e-6)
 
 
 def test_caption_reasoning_uses_omnivideo2s_own_prompts(dense, monkeypatch):
@@ -212,21 +176,6 @@ def test_caption_reasoning_uses_omnivideo2s_own_prompts(dense, monkeypatch):
     assert target_turn[1]["content"][0]["text"] == prompts["target_caption_user"].format(
         source=source_caption, instruction="make it red")
     assert conditioning[-1] == "make it red"
-
-
-@pytest.mark.parametrize("family", ["dense", "moe"])
-def test_a_qwen3_vl_serves_as_the_local_rve_bench_judge(family, request):
-    """The local judge goes through the family interface: two videos in one chat (timestamps per video), the
-    expected score over the digit tokens at the answer position."""
-    from revise_core.evaluation.judge import LocalJudge, _number_tokens
-
-    vlm = request.getfixturevalue(family)
-    source = torch.rand(5, 40, 40, 3, generator=torch.Generator().manual_seed(5))
-    edited = torch.rand(5, 40, 40, 3, generator=torch.Generator().manual_seed(6))
-    judge = LocalJudge(vlm, num_frames=2, mode="expected", retries=0)
-    verdict = judge.score("EA", "make it red", source, edited)
-    numbers = _number_tokens(vlm.tokenizer)
-    assert numbers and not verdict.error and 0 <= verdict.score <= 10
 
 
 def test_a_single_frame_is_repeated_to_a_temporal_patch(dense):
