@@ -119,12 +119,12 @@ def test_best_of_keeps_the_highest_relative_score(tiny_dir):
     from revise_core.video import synthetic_clip
 
     editor = ReviseEditor(EditModels.load(tiny_dir))
-    result = editor.edit(synthetic_clip(9, 64, 64).frames, INSTRUCTION,
+    result = editor.edit(synthetic_clip(5, 32, 32).frames, INSTRUCTION,
                          EditSettings(sampler=SamplerConfig(steps=2, seed=10)), best_of=3)
     assert [s["seed"] for s in result.scores] == [10, 11, 12]
     best = max(result.scores, key=lambda s: s["relative_delta"])
     assert result.seed == best["seed"]
-    single = editor.edit(synthetic_clip(9, 64, 64).frames, INSTRUCTION,
+    single = editor.edit(synthetic_clip(5, 32, 32).frames, INSTRUCTION,
                          EditSettings(sampler=SamplerConfig(steps=2, seed=best["seed"])))
     assert torch.equal(single.latents, result.latents)  # the kept candidate is that seed's edit
 
