@@ -83,7 +83,7 @@ def test_critic_checks_videos_before_loading_the_vlm(clip, tmp_path, capsys):
     assert cli.run(critic_cli.main, base + ["--edited", str(tmp_path / "nope.mp4")]) == 2
     _one_line_error(capsys, "nope.mp4")
     assert cli.run(critic_cli.main, base + ["--edited", str(clip)]) == 2
-    _one_line_error(capsys, "/nonexistent/models/models.json")  # only now the model set is read
+    _one_line_error(capsys, "model folder not found: /nonexistent/models")  # only now the model set is read
 
 
 def test_trainer_validates_the_manifest_before_loading(tmp_path, capsys):

@@ -11,7 +11,8 @@ from revise_core.video import synthetic_clip
 def _film(lengths, seeds):
     clips = [synthetic_clip(num_frames=n, height=48, width=64, seed=s).frames for n, s in zip(lengths, seeds, strict=True)]
     # Give each shot its own look, as different scenes have: a different global tint.
-    tinted = [c * 0.6 + torch.tensor(t) * 0.4 for c, t in zip(clips, [(1, 0, 0), (0, 0, 1), (0, 1, 0), (1, 1, 1)], strict=True)]
+    tints = [(1, 0, 0), (0, 0, 1), (0, 1, 0), (1, 1, 1)][:len(clips)]
+    tinted = [c * 0.6 + torch.tensor(t) * 0.4 for c, t in zip(clips, tints, strict=True)]
     return torch.cat(tinted)
 
 

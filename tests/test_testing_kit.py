@@ -56,7 +56,9 @@ def test_tiny_set_fits_together(tiny_models):
 
 
 def test_write_tiny_models_cli(tmp_path, capsys):
-    assert testing.main(["write-tiny-models", str(tmp_path / "set"), "--seed", "3"]) == 0
+    from revise_core.testing.__main__ import main
+
+    assert main(["write-tiny-models", str(tmp_path / "set"), "--seed", "3"]) == 0
     manifest = json.loads((tmp_path / "set" / "manifest.json").read_text())
     assert manifest["seed"] == 3
     assert all((tmp_path / "set" / entry["path"]).exists() for entry in manifest["files"])
