@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -15,6 +16,11 @@ from revise_core.testing import TinyModelSet, tiny_model_set, write_tiny_models
 
 TINY_SEED = 0
 ROOT = Path(__file__).resolve().parent.parent
+
+# pytest-xdist runs one worker per core (pyproject's addopts): torch's own thread pool in each worker would
+# oversubscribe the cores, which makes the tiny models' many small kernels several times slower.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    torch.set_num_threads(1)
 
 
 def _import_root_package():
@@ -38,6 +44,26 @@ def tiny_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("tiny-models")
     write_tiny_models(out, seed=TINY_SEED)
     return out
+
+
+@pytest.fixture(autouse=True)
+def demos_copy_the_session_models(tiny_dir, monkeypatch):
+    """The demos (edit, critic, RVE-Bench, trainer) write the kit's seed-0 set into their own folder; writing it
+    takes seconds, so in tests they copy the session's, which is the same files (the kit is deterministic:
+    tests/test_testing_kit.py checks what write_tiny_models itself writes)."""
+    import shutil
+
+    from revise_core import testing
+    from trainer import demo
+
+    def copy_or_write(out_dir, seed: int = 0) -> dict:
+        if seed != TINY_SEED:
+            return write_tiny_models(out_dir, seed=seed)
+        shutil.copytree(tiny_dir, out_dir, dirs_exist_ok=True)
+        return json.loads((Path(out_dir) / "manifest.json").read_text())
+
+    monkeypatch.setattr(testing, "write_tiny_models", copy_or_write)
+    monkeypatch.setattr(demo, "write_tiny_models", copy_or_write)
 
 
 @pytest.fixture(scope="session")

@@ -135,8 +135,9 @@ def test_the_test_command_works_in_a_clone_whose_name_is_not_a_package_name(fold
     clone = tmp_path / folder
     shutil.copytree(ROOT, clone, ignore=shutil.ignore_patterns(".git", "__pycache__", "*.egg-info", ".pytest_cache",
                                                                  "runs", "output", "*.mp4"))
-    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_repository.py",
-                          "-k", "not clone_whose_name"], cwd=clone, capture_output=True, text=True, timeout=300)
+    # `-n 0`: one process is enough for one file (the folder's name matters here, not the workers)
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-n", "0", "-p", "no:cacheprovider",
+                          "tests/test_repository.py", "-k", "not clone_whose_name"], cwd=clone, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
     assert "passed" in run.stdout
 
