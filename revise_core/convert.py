@@ -5,16 +5,8 @@
     python -m revise_core.convert OMNIVIDEO2_1.3B_FOLDER ov2_dit.safetensors  # the Omni-Video 2 release folder
     python -m revise_core.convert MODEL_SET_FOLDER out.safetensors          # a folder with a models.json
 
-The source may be a ReViSE release folder (`revise_ckpt/`: Wan's folder with `transformer/model.pt`'s
-`wan_model.*` on top, the official load order), a folder with a `models.json`, or any single DiT file the
-loaders read (an Omni-Video 2 `pytorch_model.pt`, whose `wan_model.*` part is the DiT; diffusers keys;
-ComfyUI files). The DiT is loaded strictly into diffusers' Wan model (so a missing or mis-shaped tensor is an
-error here, not a silent random weight in ComfyUI), then written in original Wan keys. ComfyUI detects
-Wan2.1 by `head.modulation` and reads most sizes from the tensors, but fixes four (`COMFYUI_WAN_FIXED`):
-a DiT that differs there would load wrongly without an error in ComfyUI, so it is refused here
-(`--skip-comfyui-check` writes it anyway, for our own loaders). Nothing but the DiT is written: the
-connector's tensors stay in the source.
-
+The source is a ReViSE release folder, an Omni-Video 2 release folder, a folder with a `models.json`, or
+one DiT file; what is checked and written is described in conversion.py (the library this command calls).
 `--dtype fp32` (the default) keeps the weights exact; ComfyUI casts them to its own compute dtype when it
 loads them. bf16 / fp16 halve the file.
 """
