@@ -47,7 +47,7 @@ GIB = 2**30
 # 17f: the ReViSE release's edit (revise-official); 41f: Omni-Video 2's (omnivideo2-official)
 SIZES = {"33f": (33, 352, 640), "81f": (81, 480, 832), "17f": (17, 352, 640), "41f": (41, 480, 832)}
 VLMS = ("revise-vila-8b", "qwen2.5-vl-7b")
-# Measured on an H100 80GB (bench/results/h100_naive_uso/) (torch.cuda.max_memory_allocated).
+# Measured on an H100 80GB (bench/results/h100_naive_uso/, torch.cuda.max_memory_allocated).
 ANCHOR = {("edit", "33f"): 19.2, ("sft", "33f"): 49.3, ("uso", "33f"): 74.1, ("edit", "81f"): 21.4,
           ("sft", "81f"): "out of memory on an 80 GB card"}
 VALIDATION_TOLERANCE = 0.15
@@ -327,7 +327,7 @@ def markdown(rows: list, command: str, commands: dict | None = None) -> str:
     targets += [(r.placement, _edit_figures(r), r.target, r.target_met) for r in edit_rows
                 if r.target and (r.target_met is not None or r.method.startswith("not measured"))]
     if targets:
-        lines += ["", "## Targets (issue 27)", "", "| row | figure | target | met |", "|---|---|---|---|"]
+        lines += ["", "## Targets: the consumer cards", "", "| row | figure | target | met |", "|---|---|---|---|"]
         for name, figure, target, met in targets:
             verdict = "yes" if met else ("no" if met is False else "not measured")
             lines.append(f"| {name} | {figure} | {target} | {verdict} |")

@@ -42,7 +42,7 @@ def real_size_models(dtype: torch.dtype):
     from transformers import UMT5Config, UMT5EncoderModel
 
     from bench.project_composition import _config, build_connector, build_vlm, u_length
-    from revise_core.editor import EditModels
+    from revise_core.model_sets import EditModels
     from revise_core.testing import train_tokenizer
     from revise_core.text import TextEncoder
 
@@ -85,7 +85,7 @@ def tiny_models():
     import tempfile
     from pathlib import Path
 
-    from revise_core.editor import EditModels
+    from revise_core.model_sets import EditModels
     from revise_core.testing import write_tiny_models
 
     folder = Path(tempfile.mkdtemp(prefix="revise-placement-"))

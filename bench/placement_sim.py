@@ -1,7 +1,6 @@
 """Where the weights are during a whole edit, simulated on fake tensors: device, host and transfer bytes.
 
-The recipe: inside `FakeTensorMode` nothing is allocated;
-fake 'cpu' plays the accelerator (DEVICE) and fake 'meta' plays host RAM (HOST). `DeviceMemory` counts the live
+Inside `FakeTensorMode` nothing is allocated; fake 'cpu' plays the accelerator (DEVICE) and fake 'meta' plays host RAM (HOST). `DeviceMemory` counts the live
 bytes of every storage per device (a dispatch mode plus weakref finalizers) and keeps their peaks. Weights
 move by re-creating Parameters (`Module.to` refuses fake tensors), and every move is counted.
 

@@ -72,7 +72,8 @@ def end_to_end() -> dict:
     from safetensors.torch import load_file
 
     from revise_core import presets, video
-    from revise_core.editor import EditModels, ReviseEditor
+    from revise_core.editor import ReviseEditor
+    from revise_core.model_sets import EditModels
     from revise_core.testing import parity
     from revise_core.vlm import vila
 

@@ -4,7 +4,7 @@ Every function degrades to plain behaviour outside ComfyUI (tests, scripts): fol
 `REVISE_MODEL_DIRS` environment variable (`name=path;name=path`), progress goes to tqdm, interruption
 never fires, and a node's models move to their compute device for the block and back (`models_on_device`).
 
-Memory: who places what (issue 27).
+Memory: who places what.
 - ComfyUI places whole models. Every model a ReViSE loader returns gets one ModelPatcher
   (`make_patcher`, through `comfy.model_patcher.CoreModelPatcher` where it exists), kept alive on the
   module itself (`PATCHER_ATTRIBUTE`). A node asks for all the models it uses together in ONE
@@ -130,8 +130,6 @@ def _candidate_for(kind: str, path: Path) -> bool:
     has_connector = any(name.split(".", 1)[0] in CONNECTOR_MODULES for name in names)
     has_dit = not has_connector or any(name.startswith("wan_model.") for name in names)
     return has_connector if kind == "connector" else has_dit
-
-
 
 
 def _safetensors_header(path: Path) -> dict | None:

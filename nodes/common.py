@@ -23,6 +23,13 @@ def precision_input(tooltip: str = "Compute dtype the weights are cast to (fp8 f
     return (PRECISIONS, {"default": "auto", "tooltip": tooltip})
 
 
+def fps_input() -> tuple:
+    """The source's frame rate (Get Video Components' fps): Qwen3-VL writes each frame's time from it."""
+    return ("FLOAT", {"default": 16.0, "min": 0.01, "max": 1000.0, "step": 0.01,
+                      "tooltip": "Frame rate of the source video (wire Get Video Components' fps): a Qwen3-VL writes "
+                                 "each frame's time into its prompt, as the command line does from the file."})
+
+
 def clip_size_inputs(what: str = "keep") -> dict[str, tuple]:
     """num_frames / width / height widgets of the nodes that fit a clip to Wan's shape (0 = from the source)."""
     from revise_core.video import MAX_FRAMES, MAX_SIDE

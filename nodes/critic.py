@@ -5,7 +5,8 @@ from __future__ import annotations
 from revise_core import jsonio
 from revise_core.connector import ContextConnector
 from revise_core.critic import CriticConfig, SelfCritic
-from revise_core.editor import EditModels, EditSettings, ReviseEditor
+from revise_core.editor import EditSettings, ReviseEditor
+from revise_core.model_sets import EditModels
 from revise_core.sampler import SamplerConfig
 from revise_core.text import TextEncoder
 from revise_core.vlm import VisionLanguageModel
@@ -24,6 +25,7 @@ from .common import (
     expect,
     expect_dit,
     expect_vae,
+    fps_input,
     using,
 )
 
@@ -84,17 +86,17 @@ class ReViSEBestOfEdit:
             "shift": ("FLOAT", {"default": 5.0, "min": 0.1, "max": 20.0, "step": 0.1, "tooltip": "Flow shift."}),
             "seed": ("INT", {"default": 0, "min": 0, "max": 2**63 - 1, "control_after_generate": True,
                              "tooltip": "First seed; candidates use seed, seed+1, ..."}),
-        }, "optional": clip_size_inputs("edit")}
+        }, "optional": {**clip_size_inputs("edit"), "fps": fps_input()}}
 
     def edit(self, dit, vae, t5, vlm, connector, images, instruction, candidates, steps, guidance, shift, seed,
-             num_frames=0, width=0, height=0):
+             num_frames=0, width=0, height=0, fps=16.0):
         expect_dit(dit)
         expect_vae(vae)
         for value, kind, wire in ((t5, TextEncoder, T5), (vlm, VisionLanguageModel, VLM), (connector, ContextConnector, CONNECTOR)):
             expect(value, kind, wire.lower(), wire)
         editor = ReviseEditor(EditModels(dit=dit, vae=vae, text=t5, vlm=vlm, connector=connector))
         settings = EditSettings(sampler=SamplerConfig(steps=steps, guidance_scale=guidance, shift=shift, seed=seed),
-                                num_frames=num_frames or None, width=width or None, height=height or None)
+                                num_frames=num_frames or None, width=width or None, height=height or None, fps=fps)
         clip = (num_frames or images.shape[0], height or images.shape[1], width or images.shape[2])  # about the fitted
         # on a CPU the node says what N edits at the GPU defaults will cost, measured on the first step
         clock = node_text.cpu_clock(bridge.compute_device_of(dit), f"best-of-{candidates} sampling",

@@ -5,8 +5,15 @@ from __future__ import annotations
 from revise_core import vae as vae_ops
 from revise_core import video as video_ops
 from revise_core.connector import ContextConnector
-from revise_core.editor import Condition, EditSettings, VLMCondition, assemble_condition, encode_instruction
-from revise_core.sampler import GUIDANCE_MODES, SIGMA_SCHEDULES, SamplerConfig, sample
+from revise_core.editor import (
+    REASONING_MODES,
+    Condition,
+    EditSettings,
+    VLMCondition,
+    assemble_condition,
+    encode_instruction,
+)
+from revise_core.sampler import GUIDANCE_MODES, SCHEDULERS, SIGMA_SCHEDULES, SamplerConfig, sample
 from revise_core.text import TextEncoder
 from revise_core.vlm import VisionLanguageModel
 
@@ -26,6 +33,7 @@ from .common import (
     expect,
     expect_dit,
     expect_vae,
+    fps_input,
     using,
     vae_decode_memory,
     vae_encode_memory,
@@ -62,9 +70,7 @@ class ReViSEVAEEncode:
 
     def encode(self, vae, images, num_frames, width, height, resize, frame_policy, skip_frames=0):
         expect_vae(vae)
-        if skip_frames >= images.shape[0]:
-            raise video_ops.VideoError(f"the video has {images.shape[0]} frames, all skipped by skip_frames={skip_frames}")
-        frames = video_ops.conform(images[skip_frames:].float().cpu(), num_frames=num_frames or None,
+        frames = video_ops.conform(video_ops.skip_leading(images, skip_frames).float().cpu(), num_frames=num_frames or None,
                                    height=height or None, width=width or None, resize=resize, frame_policy=frame_policy)
         pixels = video_ops.to_model_space(frames)
         with using(vae, memory_required=vae_encode_memory(vae, pixels.shape)), \
@@ -111,19 +117,21 @@ class ReViSEVLMEncode:
     def INPUT_TYPES(cls):
         return {"required": {
             "vlm": (VLM, {"tooltip": "From ReViSE Load VLM."}),
-            "frames": ("IMAGE", {"tooltip": "The fitted source frames (ReViSE VAE Encode's 'frames')."}),
+            "frames": ("IMAGE", {"tooltip": "The frames the VLM reads: ReViSE VAE Encode's fitted 'frames', or the video "
+                                            "as loaded, at its own size (as the releases do: the VLM samples "
+                                            "vlm_frames over the whole clip)."}),
             "instruction": ("STRING", {"multiline": True, "default": "",
                                        "tooltip": "The edit instruction; it may need reasoning."}),
-            "reasoning": (["none", "caption"], {"default": "none",
+            "reasoning": (list(REASONING_MODES), {"default": "none",
                           "tooltip": "'caption': the VLM describes the source, then the expected result."}),
             "vlm_frames": ("INT", {"default": 8, "min": 1, "max": 64, "tooltip": "Frames the VLM sees."}),
             "caption_tokens": ("INT", {"default": 128, "min": 8, "max": 1024,
                                        "tooltip": "Upper bound on each generated caption."}),
-        }}
+        }, "optional": {"fps": fps_input()}}
 
-    def encode(self, vlm, frames, instruction, reasoning, vlm_frames, caption_tokens):
+    def encode(self, vlm, frames, instruction, reasoning, vlm_frames, caption_tokens, fps=16.0):
         expect(vlm, VisionLanguageModel, "vlm", VLM)
-        settings = EditSettings(reasoning=reasoning, vlm_frames=vlm_frames, caption_tokens=caption_tokens)
+        settings = EditSettings(reasoning=reasoning, vlm_frames=vlm_frames, caption_tokens=caption_tokens, fps=fps)
         with using(vlm):
             result = encode_instruction(vlm, frames.float().to(bridge.compute_device_of(vlm.model)), instruction, settings)
         return (VLMCondition(result.u.cpu(), result.prompts, result.reasoning), result.reasoning)
@@ -181,7 +189,7 @@ class ReViSESampler:
                                               "(half the cost)."}),
             "shift": ("FLOAT", {"default": 5.0, "min": 0.1, "max": 20.0, "step": 0.1,
                                 "tooltip": "Flow shift of the schedule (Wan: 3 for 480p, 5 for 720p)."}),
-            "scheduler": (["unipc", "euler"], {"default": "unipc", "tooltip": "diffusers flow-matching scheduler."}),
+            "scheduler": (list(SCHEDULERS), {"default": "unipc", "tooltip": "diffusers flow-matching scheduler."}),
             "seed": ("INT", {"default": 0, "min": 0, "max": 2**63 - 1, "control_after_generate": True,
                              "tooltip": "Noise seed (same seed, same edit)."}),
         }, "optional": {

@@ -203,7 +203,7 @@ class ReViSEModelSetLoader(_Loader):
         }}
 
     def load(self, model_set, precision, device, load_dit=True, encoders="compute", dit_storage="compute"):
-        from revise_core.editor import EditModels
+        from revise_core.model_sets import EditModels
 
         # "auto" precision per model, from the device each computes on (in ComfyUI the encoders' may differ)
         dtypes = {kind: dtype_of(precision, device, kind) for kind in SET_KINDS.values()}

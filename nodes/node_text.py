@@ -70,8 +70,8 @@ class CPUClock:
         self.what, self.total = what, total
         self.started = time.perf_counter()
         self.said = False
-        show(f"Running on the CPU: {what}, {total} steps. At the templates' GPU settings (33 frames 640x352, 40 "
-             "steps) that takes hours on a CPU; the time this machine needs follows after the first step.",
+        show(f"Running on the CPU: {what}, {total} steps. Settings sized for a GPU (the templates' 33 frames at "
+             "640x352) take hours on a CPU; the time this machine needs follows after the first step.",
              level=logging.WARNING)
 
     def step(self, done: int) -> None:

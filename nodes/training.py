@@ -14,8 +14,8 @@ from revise_core import jsonio
 from revise_core.checkpoints import compute_dtype
 from revise_core.connector import ContextConnector, save_connector
 from revise_core.dit import save_dit
-from revise_core.editor import EditModels
 from revise_core.losses import OBJECTIVES
+from revise_core.model_sets import EditModels
 from revise_core.vlm import VisionLanguageModel
 
 from . import comfy_bridge as bridge
@@ -130,8 +130,8 @@ class ReViSEUSOTrainer:
 
 def _train(trainer, *, resume: bool, output_name: str, on_step) -> tuple[list[dict], dict]:
     """setup, train and cleanup, with the run-folder errors said in the node's words, and how the run ended
-    said on the node (ComfyUI shows Cancel only as an interruption; that the last step was saved, and how to
-    continue, was said on the console only)."""
+    said on the node (ComfyUI shows Cancel only as an interruption: the node says which step was saved, and how
+    to continue)."""
     from trainer.state import ResumeError, RunExistsError
 
     try:
@@ -189,7 +189,8 @@ def _as_loaded(dit: torch.nn.Module, exported: Path, dtype: torch.dtype, device:
 
 
 def _png_as_image(path: Path | None) -> torch.Tensor:
-    if path is None or not Path(path).is_file():
+    """The curves as an IMAGE; a blank one without a PNG (no matplotlib: the curves are a CSV, named in the report)."""
+    if path is None or Path(path).suffix != ".png" or not Path(path).is_file():
         return torch.zeros(1, 64, 64, 3)
     from PIL import Image
 

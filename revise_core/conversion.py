@@ -79,8 +79,9 @@ def load_release_or_set_dit(source: str | os.PathLike, *, config: str | None = N
 def count_in_units(count: int) -> str:
     """A parameter count for people: 1.42 B, 3.1 M, 9.6 K, 812 (a tiny test model is not "0.00 B")."""
     for unit, scale in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
-        if count >= scale:
-            return f"{count / scale:.3g} {unit}"
+        shown = float(f"{count / scale:.3g}")  # rounded before the unit is chosen: 999,600 is "1 M", not "1e+03 K"
+        if shown >= 1:
+            return f"{shown:g} {unit}"
     return str(count)
 
 

@@ -22,12 +22,15 @@ from . import jsonio
 from .checkpoints import DTYPE_CHOICES, auto_dtype, default_device
 from .cli import add_debug_flag, add_placement_flags, placement_config
 from .cli import run as run_cli
+from .editor import REASONING_MODES
 from .output_paths import refuse_overwriting_inputs, writable_output
+from .presets import PRESETS
+from .sampler import GUIDANCE_MODES, SCHEDULERS, SIGMA_SCHEDULES
+from .video import FRAME_POLICIES, RESIZE_POLICIES
 
 logger = logging.getLogger(__name__)
 
 DEMO_INSTRUCTION = "what will the ice cube look like after an hour in the sun ?"
-PRESET_NAMES = ("revise-official", "omnivideo2-official")  # revise_core.presets.PRESETS (not imported: fast --help)
 # Without a preset: the settings these flags take when not given.
 DEFAULTS = dict(steps=40, guidance_scale=3.0, guidance_mode="standard", sigma_schedule="diffusers", shift=5.0,
                 scheduler="unipc", seed=0,
@@ -56,36 +59,36 @@ def build_parser() -> argparse.ArgumentParser:
                              "on CPU; random weights produce noise: this checks the pipeline, not quality. "
                              "'--demo revise': the kit's tiny ReViSE release folder with --preset revise-official; "
                              "'--demo qwen3': the tiny set with a Qwen3-VL (dense) as its VLM")
-    parser.add_argument("--preset", choices=sorted(PRESET_NAMES), default=None,
+    parser.add_argument("--preset", choices=sorted(PRESETS), default=None,
                         help="named settings reproducing a release (revise-official: the ReViSE release's "
                              "inference.sh; omnivideo2-official: the Omni-Video 2 1.3B release's v2v script, with a "
                              "Qwen3-VL-30B-A3B and its connector); explicit flags override it")
     # --- sampling (defaults: DEFAULTS below, or the preset's) ---
     parser.add_argument("--steps", type=int, help="denoising steps (default 40)")
     parser.add_argument("--guidance", type=float, help="guidance scale; 1 disables it (default 3)")
-    parser.add_argument("--guidance-mode", choices=("standard", "official"),
+    parser.add_argument("--guidance-mode", choices=GUIDANCE_MODES,
                         help="standard: uncond + g(cond - uncond) (default); official (the ReViSE release): cond + g(cond - uncond)")
     parser.add_argument("--shift", type=float, help="flow shift of the sigma schedule (default 5)")
-    parser.add_argument("--sigma-schedule", choices=("diffusers", "official"),
+    parser.add_argument("--sigma-schedule", choices=SIGMA_SCHEDULES,
                         help="diffusers: the scheduler's own flow sigmas (default); official: linspace(0.999, 0) "
                              "shifted, as the ReViSE / Wan2.1 releases")
-    parser.add_argument("--scheduler", choices=("unipc", "euler"), help="sampler (default unipc)")
+    parser.add_argument("--scheduler", choices=SCHEDULERS, help="sampler (default unipc)")
     parser.add_argument("--seed", type=int, help="noise seed (default 0)")
     # --- clip shape ---
     parser.add_argument("--frames", type=int, default=None,
                         help="frames to edit, 4k+1 (default: the source's count made 4k+1)")
     parser.add_argument("--height", type=int, default=None, help="output height, multiple of 32 (default: source)")
     parser.add_argument("--width", type=int, default=None, help="output width, multiple of 32 (default: source)")
-    parser.add_argument("--resize", choices=("crop", "pad", "stretch", "official"),
+    parser.add_argument("--resize", choices=RESIZE_POLICIES,
                         help="how the source is fitted to the size: centre crop (default), letterbox pad, stretch, "
                              "official (centre crop to the aspect, then bilinear, as the ReViSE release)")
-    parser.add_argument("--frame-policy", choices=("trim", "pad"),
+    parser.add_argument("--frame-policy", choices=FRAME_POLICIES,
                         help="make the frame count 4k+1 by trimming (default) or by repeating the last frame")
     # --- reasoning and runtime ---
     parser.add_argument("--caption-tokens", type=int, default=None,
                         help="bound on each caption the VLM writes with --reasoning caption (default 128; the "
                              "omnivideo2-official preset: 512)")
-    parser.add_argument("--reasoning", choices=("none", "caption"),
+    parser.add_argument("--reasoning", choices=REASONING_MODES,
                         help="'caption': the VLM writes source and target captions first (Omni-Video 2)")
     parser.add_argument("--dtype", choices=DTYPE_CHOICES, default="auto",
                         help="compute dtype; auto = bf16 on GPU, fp32 on CPU")
@@ -105,8 +108,9 @@ def main(argv: list[str] | None = None) -> int:
     from . import presets
     from .chat_text import check_instruction
     from .edit_inputs import read_edit_source
-    from .editor import EditModels, ReviseEditor
-    from .video import conform, synthetic_clip, write_video
+    from .editor import ReviseEditor, fit_source
+    from .model_sets import EditModels
+    from .video import synthetic_clip, write_video
 
     device = default_device(args.device)
     dtype = auto_dtype(args.dtype, device)
@@ -153,12 +157,8 @@ def main(argv: list[str] | None = None) -> int:
         raise ValueError(f"--best-of must be >= 1, got {args.best_of}")
     refuse_overwriting_inputs(out, [None if args.demo else args.video, models_dir, args.vlm])
     writable_output(out, what="--out")
-    # Fitting the clip here reports a bad frame count or size before loading; the editor's own fit is then a no-op.
-    if settings.skip_frames >= clip.frames.shape[0]:
-        raise ValueError(f"{args.video}: {clip.frames.shape[0]} frames, all skipped by the preset's first "
-                         f"{settings.skip_frames}")
-    conform(clip.frames[settings.skip_frames:], num_frames=settings.num_frames, frame_policy=settings.frame_policy,
-            height=settings.height, width=settings.width, resize=settings.resize)
+    # Fitting the clip here reports a bad frame count or size before loading (the editor fits it the same way).
+    fit_source(clip.frames, settings)
     steps = settings.sampler.steps
     # Loaded on the host; the placement plan then decides what goes to the device, and when.
     from .placement import Placement

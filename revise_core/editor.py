@@ -179,19 +179,11 @@ class ReviseEditor:
         settings = settings or EditSettings()
         timings: dict[str, float] = {}
         start = time.perf_counter()
-        if settings.skip_frames and vlm_source is None:
-            vlm_source = frames.float()  # the VLM family fits frames to its own input size
-        if settings.skip_frames >= frames.shape[0]:
-            raise video_ops.VideoError(f"the source has {frames.shape[0]} frames, all skipped by "
-                                       f"skip_frames={settings.skip_frames}")
-        clip = frames[settings.skip_frames:]
-        stride = clip_stride(clip.shape[0], settings.num_frames, settings.frame_stride)
-        if stride > 1 and vlm_source is None:  # the VLM reads the video itself, at its frame rate (Omni-Video 2)
+        source, stride = fit_source(frames, settings)
+        if (settings.skip_frames or stride > 1) and vlm_source is None:
+            # the VLM reads the video itself: its family fits the frames to its own input size (with a stride, at
+            # the video's own frame rate: Omni-Video 2)
             vlm_source = frames.float()
-        source = video_ops.conform(
-            clip[::stride].float(), num_frames=settings.num_frames, frame_policy=settings.frame_policy,
-            height=settings.height, width=settings.width, resize=settings.resize,
-        )
         if best_of > 1 and critic is None:
             critic = SelfCritic(self.models.vlm)
         candidates = []
@@ -236,6 +228,18 @@ class VLMCondition:
     u: torch.Tensor  # [L_u, H] last hidden states, system prefix dropped
     prompts: list[str]  # [instruction] or [target caption, instruction]
     reasoning: str
+
+
+def fit_source(frames: torch.Tensor, settings: EditSettings) -> tuple[torch.Tensor, int]:
+    """The clip an edit with `settings` starts from, and the frame stride used: the frames after the skipped ones,
+    every stride-th, fitted to the frame count and size ([T, H, W, 3] in 0..1). The command line calls it before
+    loading any model, so a video that cannot fit fails at once."""
+    clip = video_ops.skip_leading(frames, settings.skip_frames)
+    stride = clip_stride(clip.shape[0], settings.num_frames, settings.frame_stride)
+    fitted = video_ops.conform(clip[::stride].float(), num_frames=settings.num_frames,
+                               frame_policy=settings.frame_policy, height=settings.height, width=settings.width,
+                               resize=settings.resize)
+    return fitted, stride
 
 
 def check_settings_fit(connector: ContextConnector, settings: EditSettings) -> None:

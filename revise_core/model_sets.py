@@ -300,7 +300,7 @@ def find_qwen3_vl(folder: Path) -> Path:
         what = "no Qwen3-VL folder" if not found else f"{len(found)} Qwen3-VL folders {[str(f) for f in found]}"
         raise ckpt.ModelFileNotFoundError(
             f"{folder}: an Omni-Video 2 release folder with {what}; put the Qwen3-VL-30B-A3B-Instruct folder (its "
-            "VLM) inside it, or name it (vlm= in Python, --vlm on the command line)")
+            "VLM) inside it (the edit command line can also name it: --vlm; Python: vlm=)")
     return found[0]
 
 

@@ -1,6 +1,7 @@
 """`models.json`: a folder's description of its model set (paths relative to the folder, and configs).
 
-Light on purpose (no torch): the loaders, the converter and the test kit all read or write this file.
+Light on purpose (nothing beyond checkpoints.py, no diffusers or transformers): the loaders, the converter, the
+test kit and ComfyUI's model-folder scan read or write this file.
 """
 
 from __future__ import annotations

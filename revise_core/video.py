@@ -302,6 +302,13 @@ def check_clip_shape(num_frames: int | None, height: int | None, width: int | No
                              f"got {side}")
 
 
+def skip_leading(frames: torch.Tensor, count: int) -> torch.Tensor:
+    """The frames after the first `count` (a preset's skipped frames); VideoError when none would be left."""
+    if count >= frames.shape[0]:
+        raise VideoError(f"the video has {frames.shape[0]} frames, all skipped by skip_frames={count}")
+    return frames[count:]
+
+
 def conform(
     frames: torch.Tensor,
     *,

@@ -47,10 +47,10 @@ def tiny_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def demos_copy_the_session_models(tiny_dir, monkeypatch):
+def demos_copy_the_session_models(request, monkeypatch):
     """The demos (edit, critic, RVE-Bench, trainer) write the kit's seed-0 set into their own folder; writing it
-    takes seconds, so in tests they copy the session's, which is the same files (the kit is deterministic:
-    tests/test_testing_kit.py checks what write_tiny_models itself writes)."""
+    takes seconds, so in tests they copy the session's `tiny_dir` (made by write_tiny_models itself, once per
+    worker and only when a test asks for it), which is the same files: the kit is deterministic from its seed."""
     import shutil
 
     from revise_core import testing
@@ -59,7 +59,7 @@ def demos_copy_the_session_models(tiny_dir, monkeypatch):
     def copy_or_write(out_dir, seed: int = 0) -> dict:
         if seed != TINY_SEED:
             return write_tiny_models(out_dir, seed=seed)
-        shutil.copytree(tiny_dir, out_dir, dirs_exist_ok=True)
+        shutil.copytree(request.getfixturevalue("tiny_dir"), out_dir, dirs_exist_ok=True)
         return json.loads((Path(out_dir) / "manifest.json").read_text())
 
     monkeypatch.setattr(testing, "write_tiny_models", copy_or_write)

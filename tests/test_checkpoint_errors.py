@@ -212,7 +212,7 @@ def test_a_hostile_models_json_is_refused_entry_by_entry(tmp_path, caplog):
     import logging
 
     from revise_core.checkpoints import CheckpointError
-    from revise_core.editor import EditModels
+    from revise_core.model_sets import EditModels
 
     (tmp_path / "models.json").write_text(json.dumps({
         "dit": 12, "vae": ["a"], "t5": "", "vlm": "../../etc", "connector": "c.safetensors",

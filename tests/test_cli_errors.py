@@ -155,4 +155,5 @@ def test_sizes_and_numbers_out_of_range_are_one_line_errors(flags, message, tmp_
 def test_parameter_counts_read_in_human_units():
     from revise_core.conversion import count_in_units
 
-    assert [count_in_units(n) for n in (812, 9_600, 3_100_000, 1_420_000_000)] == ["812", "9.6 K", "3.1 M", "1.42 B"]
+    counts = (812, 999, 1_000, 9_600, 999_499, 999_600, 3_100_000, 999_999_999, 1_420_000_000)
+    assert [count_in_units(n) for n in counts] == ["812", "999", "1 K", "9.6 K", "999 K", "1 M", "3.1 M", "1 B", "1.42 B"]

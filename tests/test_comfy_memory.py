@@ -1,4 +1,4 @@
-"""ComfyUI manages ReViSE's models (issue 27): patchers, one load request per node, no unload_all_models.
+"""ComfyUI manages ReViSE's models: patchers, one load request per node, no unload_all_models.
 
 Two layers:
 - in the default suite, a fake `comfy` (model_management, model_patcher, utils, latent_formats),

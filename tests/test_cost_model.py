@@ -338,7 +338,7 @@ def test_only_measures_the_chosen_groups_and_keeps_the_others(tmp_path):
     assert all(r["device_gib"] == 4.0 for r in payload["edit_placements"])  # re-measured, not kept
     assert payload["commands"]["ladder"] == "earlier"
     table = out.with_suffix(".md").read_text()
-    assert "## A whole edit per placement" in table and "## Targets (issue 27)" in table
+    assert "## A whole edit per placement" in table and "## Targets: the consumer cards" in table
     with pytest.raises(SystemExit):
         cost_model.main(["--only", "everything", "--out", str(out)])
 

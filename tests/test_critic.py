@@ -114,7 +114,8 @@ def test_bad_inputs(vlm):
 
 
 def test_best_of_keeps_the_highest_relative_score(tiny_dir):
-    from revise_core.editor import EditModels, EditSettings, ReviseEditor
+    from revise_core.editor import EditSettings, ReviseEditor
+    from revise_core.model_sets import EditModels
     from revise_core.sampler import SamplerConfig
     from revise_core.video import synthetic_clip
 

@@ -10,7 +10,8 @@ import torch
 
 from revise_core import edit as edit_cli
 from revise_core.chat_text import EmptyInstructionError
-from revise_core.editor import EditModels, EditSettings, ReviseEditor
+from revise_core.editor import EditSettings, ReviseEditor
+from revise_core.model_sets import EditModels
 from revise_core.sampler import SamplerConfig
 from revise_core.video import VideoError, read_video, synthetic_clip
 

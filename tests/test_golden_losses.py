@@ -12,7 +12,7 @@ margin is for other CPUs' kernels (summation order, SIMD width: about 1e-6 relat
 (a loss term, a weight, a timestep, the reward's gradient path, the optimizer) moves them by far more.
 
 A change that alters the maths on purpose (or a torch / transformers / diffusers upgrade that changes the
-kit's initial weights) regenerates the numbers, and says so in its note:
+kit's initial weights) regenerates the numbers, and says so in its commit message:
 
     python tests/test_golden_losses.py        # prints GOLDEN to paste below
 """
@@ -156,7 +156,7 @@ def test_first_steps_equal_the_stored_numbers(measured, objective):
     expected, actual = GOLDEN[objective], measured[objective]
     wrong = {key: (actual[key], value) for key, value in expected.items() if not _close(actual[key], value)}
     assert not wrong, (f"{objective}: (measured, stored) differ beyond rel {RTOL}: {wrong}. If the maths changed on "
-                       "purpose, regenerate with `python tests/test_golden_losses.py` and say so in the note.")
+                       "purpose, regenerate with `python tests/test_golden_losses.py` and say so in the commit message.")
 
 
 def test_the_runs_exercise_what_they_pin(measured):

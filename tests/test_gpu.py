@@ -7,7 +7,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from revise_core.editor import EditModels, EditSettings, ReviseEditor
+from revise_core.editor import EditSettings, ReviseEditor
+from revise_core.model_sets import EditModels
 from revise_core.placement import Placement, PlacementConfig
 from revise_core.sampler import SamplerConfig
 from revise_core.video import synthetic_clip

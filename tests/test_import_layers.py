@@ -1,5 +1,5 @@
 """Imports flow one way: no module of the project imports, even inside a function, anything that imports it
-back, and every import goes to the same layer or one below, in the order of docs/architecture.md's table.
+back, and every import goes to the same layer or a lower one, in the order of docs/architecture.md's table.
 
 Every import statement is read from the source (function bodies, `if TYPE_CHECKING:` blocks and `__main__`
 guards included), so a deferred import that would close a circle fails here like a top-level one.

@@ -35,7 +35,8 @@ def _strict_json(text: str):
 @pytest.fixture(scope="module")
 def release_condition(tiny_models):
     """The ReViSE release's condition (its connector family and null branch) on the tiny models."""
-    from revise_core.editor import EditModels, EditSettings, ReviseEditor
+    from revise_core.editor import EditSettings, ReviseEditor
+    from revise_core.model_sets import EditModels
 
     models = EditModels(dit=tiny_models.dit, vae=tiny_models.vae, text=tiny_models.release_text, vlm=tiny_models.vila,
                         connector=tiny_models.release_connector)
@@ -125,7 +126,7 @@ def test_native_kit_has_the_sizes_comfyuis_wan_detection_assumes(tmp_path):
     """ComfyUI reads Wan's sizes from the tensors except text_dim (4096) and num_heads (dim // 128): the native
     kit (used by the real-ComfyUI test) keeps both, and the converted file detects as the model it is."""
     from revise_core import conversion
-    from revise_core.editor import EditModels
+    from revise_core.model_sets import EditModels
     from revise_core.testing.omnivideo2 import write_native_models
 
     paths = write_native_models(tmp_path / "native")

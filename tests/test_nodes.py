@@ -128,3 +128,20 @@ def test_loaders_store_the_encoders_in_int8_and_the_dit_in_fp8_and_the_nodes_sti
     assert torch.isfinite(vlm_cond.u).all()
     with pytest.raises(ValueError, match="not available for the dit"):
         loader().load("revise_ckpt", "fp32", "cpu", dit_storage="int8")
+
+
+def test_vlm_encode_gives_a_qwen3_vl_the_source_frame_rate():
+    """Qwen3-VL writes each frame's time into its prompt: the node's fps input (Get Video Components' fps in the
+    templates) reaches it, as the command line's frame rate does from the file."""
+    from revise_core.editor import EditSettings, encode_instruction
+    from revise_core.testing.omnivideo2 import tiny_qwen3_vl
+    from revise_core.video import synthetic_clip
+
+    vlm = tiny_qwen3_vl(seed=0)
+    frames = synthetic_clip(num_frames=9, height=32, width=32).frames
+    encode = ROOT_PACKAGE.NODE_CLASS_MAPPINGS["ReViSEVLMEncode"]()
+    with torch.no_grad():
+        at = {fps: encode.encode(vlm, frames, "make it red", "none", 4, 8, fps=fps)[0].u for fps in (8.0, 30.0)}
+        direct = encode_instruction(vlm, frames, "make it red", EditSettings(vlm_frames=4, fps=30.0)).u
+    assert torch.equal(at[30.0], direct.cpu())
+    assert at[8.0].shape != at[30.0].shape or not torch.equal(at[8.0], at[30.0])  # other times, other prompt

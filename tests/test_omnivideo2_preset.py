@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from revise_core import presets
-from revise_core.editor import EditModels, EditSettings, ReviseEditor, assemble_condition, clip_stride
+from revise_core.editor import EditSettings, ReviseEditor, assemble_condition, clip_stride
+from revise_core.model_sets import EditModels
 from revise_core.text import encode_text, pad_context
 from revise_core.video import synthetic_clip
 
@@ -170,7 +171,7 @@ def test_the_cli_runs_the_release_folder_with_its_preset_on_a_real_file(release,
     assert edit.main(["--models", str(release["release"]), "--video", str(tmp_path / "in.mp4"), "--instruction",
                       "make it red", "--out", str(out), "--preset", "omnivideo2-official", "--height", "64",
                       "--width", "96", "--steps", "1", "--caption-tokens", "2"]) == 0
-    assert strides == [3]
+    assert strides and set(strides) == {3}  # the command line's early check and the edit fit the same clip
     expected = torch.linspace(0, 129, 6).round().long().tolist()
     assert videos and all(v.indices == expected for v in videos if v.frames.shape[0] == 6)
     assert any(v.frames.shape[0] == 6 and tuple(v.frames.shape[2:]) == (48, 80) for v in videos)  # native size

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from revise_core import edit as edit_cli
-from revise_core.editor import EditModels, EditSettings, ReviseEditor
+from revise_core.editor import EditSettings, ReviseEditor
+from revise_core.model_sets import EditModels
 from revise_core.placement import (
     GIB,
     Placement,

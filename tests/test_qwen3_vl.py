@@ -105,7 +105,7 @@ def test_a_folder_without_its_video_preprocessor_config_is_refused(dense, tmp_pa
 
 
 def test_a_connector_of_another_width_is_a_clear_error(tiny_models):
-    from revise_core.editor import EditModels
+    from revise_core.model_sets import EditModels
 
     wide = tiny_qwen3_vl(seed=1)
     width = tiny_models.connector.config.vlm_dim

@@ -326,7 +326,8 @@ def test_native_wan_call_and_sampling_equal_ours(native_kit, tmp_path):
     from safetensors.torch import load_file, save_file
 
     from revise_core.dit import load_dit
-    from revise_core.editor import EditModels, EditSettings, ReviseEditor
+    from revise_core.editor import EditSettings, ReviseEditor
+    from revise_core.model_sets import EditModels
     from revise_core.sampler import SamplerConfig, initial_noise, sample
     from revise_core.video import synthetic_clip
 

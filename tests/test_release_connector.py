@@ -231,7 +231,7 @@ def test_release_sized_connector_on_the_meta_device():
 
 def test_the_release_folder_loads_as_a_model_set(release, tiny_models):
     from revise_core import model_sets
-    from revise_core.editor import EditModels
+    from revise_core.model_sets import EditModels
 
     assert model_sets.detect(release) == "revise release"
     models = EditModels.load(release)
@@ -334,7 +334,7 @@ def test_the_release_folder_loads_with_either_wan_config(release, tmp_path, tiny
     DiT's is 32, not WanModel's default 4096)."""
     import json
 
-    from revise_core.editor import EditModels
+    from revise_core.model_sets import EditModels
 
     folder = _release_with_wan_config(release, tmp_path, tiny_models, style)
     written = json.loads((folder / "wan" / "wanxiang1_3b" / "config.json").read_text())
@@ -350,7 +350,7 @@ def test_the_release_folder_loads_with_either_wan_config(release, tmp_path, tiny
 def test_a_release_wan_config_that_contradicts_the_weights_is_named(release, tmp_path, tiny_models):
     import json
 
-    from revise_core.editor import EditModels
+    from revise_core.model_sets import EditModels
 
     folder = _release_with_wan_config(release, tmp_path, tiny_models, "official")
     config_path = folder / "wan" / "wanxiang1_3b" / "config.json"

@@ -22,7 +22,8 @@ from revise_core import presets
 from revise_core import vae as vae_ops
 from revise_core import video as video_ops
 from revise_core.critic import ALL_QUESTION, SelfCritic
-from revise_core.editor import EditModels, ReviseEditor
+from revise_core.editor import ReviseEditor
+from revise_core.model_sets import EditModels
 from revise_core.testing import parity
 
 REFERENCE = Path(__file__).resolve().parent / "parity" / "revise_official.safetensors"

@@ -12,7 +12,8 @@ from conftest import assert_close
 from revise_core import edit as edit_cli
 from revise_core import presets
 from revise_core import vae as vae_ops
-from revise_core.editor import EditModels, ReviseEditor
+from revise_core.editor import ReviseEditor
+from revise_core.model_sets import EditModels
 from revise_core.sampler import SamplerConfig, initial_noise, make_scheduler, sample
 from revise_core.text import encode_text, pad_context
 from revise_core.video import VideoClip, resize_frames, write_video

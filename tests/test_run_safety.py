@@ -114,7 +114,7 @@ def test_comfyui_cancel_saves_the_last_finished_step_and_resume_errors_name_the_
     import sys
 
     from conftest import ROOT_PACKAGE
-    from revise_core.editor import EditModels
+    from revise_core.model_sets import EditModels
 
     bridge = sys.modules[ROOT_PACKAGE.__name__ + ".nodes.comfy_bridge"]  # the module the nodes use
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from revise_core import losses
-from revise_core.editor import EditModels
+from revise_core.model_sets import EditModels
 from trainer import state as checkpoints
 from trainer.config import USOConfig, build_config, parse_override, read_config_file
 from trainer.data import FeatureStore, ManifestError, read_manifest, sample_index
@@ -513,7 +513,7 @@ def test_feature_cache_key_is_the_same_in_every_process():
     import subprocess
     import sys
 
-    script = ("from revise_core.editor import EditModels\n"
+    script = ("from revise_core.model_sets import EditModels\n"
               "from revise_core.testing import tiny_text_encoder, tiny_vae, tiny_vlm\n"
               "from trainer.data import _encoder_fingerprint\n"
               "print(_encoder_fingerprint(EditModels(dit=None, vae=tiny_vae(0), text=tiny_text_encoder(0), "
@@ -522,7 +522,7 @@ def test_feature_cache_key_is_the_same_in_every_process():
     seed = "1" if os.environ.get("PYTHONHASHSEED") == "2" else "2"
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           env={**os.environ, "PYTHONHASHSEED": seed}, check=True)
-    from revise_core.editor import EditModels
+    from revise_core.model_sets import EditModels
     from revise_core.testing import tiny_text_encoder, tiny_vae, tiny_vlm
     from trainer.data import _encoder_fingerprint
 

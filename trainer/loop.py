@@ -24,7 +24,7 @@ import torch.distributed as dist
 from revise_core import checkpoints as ckpt
 from revise_core import losses
 from revise_core.critic import CriticConfig, SelfCritic
-from revise_core.editor import EditModels
+from revise_core.model_sets import EditModels
 from revise_core.output_paths import writable_output
 from revise_core.placement import Placement, PlacementConfig, quantize_int8
 

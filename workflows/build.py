@@ -285,17 +285,19 @@ def encode_video(column: Column, vae_from: Node, components: Node, **widgets) ->
 
 
 def condition(column: Column, models: Node | dict[str, Node], frames_from: tuple[Node, str], encode: Node,
-              reasoning: str) -> tuple[Node, Node]:
-    """VLM Encode and Connector, stacked in `column`; `models` is a model-set loader or the five loaders."""
+              reasoning: str, components: Node) -> tuple[Node, Node]:
+    """VLM Encode and Connector, stacked in `column`; `models` is a model-set loader or the five loaders;
+    the source's frame rate comes from `components` (Get Video Components)."""
     graph = column.graph
 
     def model(name: str) -> tuple[Node, str]:
         return (models[name], name) if isinstance(models, dict) else (models, name)
 
     vlm = column.add("ReViSEVLMEncode", node_width=360, instruction=INSTRUCTION, reasoning=reasoning, vlm_frames=8,
-                     caption_tokens=128)
+                     caption_tokens=128, fps=16.0)
     graph.connect(*model("vlm"), vlm, "vlm")
     graph.connect(*frames_from, vlm, "frames")
+    graph.connect(components, "fps", vlm, "fps")
     connector = column.add("ReViSEConnector", max_text_len=512)
     for name in ("connector", "t5", "vae"):
         graph.connect(*model(name), connector, name)
@@ -339,7 +341,7 @@ what the result should show); the connector fuses that with umT5 and the source 
     m = loaders(column)
     components = source_video(column.next())
     encode = encode_video(column, m["vae"], components)
-    vlm, connector = condition(column.next(), m, (encode, "frames"), encode, "caption")
+    vlm, connector = condition(column.next(), m, (encode, "frames"), encode, "caption", components)
     reasoning = column.add("PreviewAny", title="VLM reasoning")
     graph.connect(vlm, "reasoning", reasoning, "source")
     decode = sample_and_decode(column.next(), m, connector)
@@ -357,7 +359,7 @@ realism: P(Yes) and the relative score Δ − Δ(source, source) (> 0: better th
     m = loaders(column)
     components = source_video(column.next())
     encode = encode_video(column, m["vae"], components)
-    _, connector = condition(column.next(), m, (encode, "frames"), encode, "caption")
+    _, connector = condition(column.next(), m, (encode, "frames"), encode, "caption", components)
     decode = sample_and_decode(column.next(), m, connector)
     critic = column.next().add("ReViSESelfCritic", node_width=360, instruction=INSTRUCTION, chain_of_thought=False,
                                frames=4)
@@ -380,9 +382,11 @@ the critic, beyond the paper). The scores of every candidate are shown.""")
     m = loaders(column)
     components = source_video(column.next())
     best = column.next().add("ReViSEBestOfEdit", node_width=380, instruction=INSTRUCTION, candidates=4, steps=40,
-                             guidance=3.0, shift=5.0, seed=0, num_frames=33, width=640, height=352)
+                             guidance=3.0, shift=5.0, seed=0, num_frames=33, width=640, height=352,
+                             fps=16.0)
     connect_models(graph, m, best)
     graph.connect(components, "images", best, "images")
+    graph.connect(components, "fps", best, "fps")
     scores = column.add("PreviewAny", title="candidate scores")
     graph.connect(best, "scores", scores, "source")
     save_video(column.next(), best, "frames", "revise/best_of", fps_from=components)
@@ -436,7 +440,7 @@ mode) against its unconditioned context; written at 8 fps, seed 1818.""")
     components = source_video(column.next())
     encode = encode_video(column, models, components, num_frames=17, resize="official", skip_frames=1)
     # the video itself: VILA reads its frame 0
-    _, connector = condition(column.next(), models, (components, "images"), encode, "none")
+    _, connector = condition(column.next(), models, (components, "images"), encode, "none", components)
     decode = sample_and_decode(column.next(), models, connector, seed=1818, guidance_mode="official",
                                sigma_schedule="official")
     save_video(column.next(), decode, "frames", "revise/official_edit", fps=8.0)
@@ -465,7 +469,7 @@ exact sampler (its UniPC and sigmas) use the template "ReViSE release edit"; KSa
     vae = column.add("VAELoader", vae_name="wan_2.1_vae.safetensors")
     components = source_video(column.next())
     encode = encode_video(column, models, components, num_frames=17, resize="official", skip_frames=1)
-    _, connector = condition(column.next(), models, (components, "images"), encode, "none")
+    _, connector = condition(column.next(), models, (components, "images"), encode, "none", components)
     native = column.add("ReViSEWanConditioning")
     graph.connect(connector, "cond", native, "cond")
     shift = column.next().add("ModelSamplingSD3", shift=5.0)

@@ -27,7 +27,8 @@ import torch
 from revise_core import checkpoints as ckpt
 from revise_core import losses
 from revise_core import vae as vae_ops
-from revise_core.editor import EditModels, EditSettings, ReviseEditor
+from revise_core.editor import EditSettings, ReviseEditor
+from revise_core.model_sets import EditModels
 from revise_core.sampler import SamplerConfig
 from revise_core.testing import tiny_text_encoder, tiny_vlm
 from revise_core.video import from_model_space, to_model_space, write_video

@@ -6,14 +6,14 @@ or an Omni-Video 2 checkpoint; `revise.load_release_connector(folder)` reads a R
 
 from .base import ContextConnector, VisualContextAdapter, WanRMSNorm
 from .omnivideo2 import (
-                         BOUNDARY_NAMES,
-                         CONNECTOR_KEYS,
-                         CONNECTOR_LAYOUTS,
-                         FORMAT_NAME,
-                         Connector,
-                         ConnectorConfig,
-                         load_connector,
-                         save_connector,
+    BOUNDARY_NAMES,
+    CONNECTOR_KEYS,
+    CONNECTOR_LAYOUTS,
+    FORMAT_NAME,
+    Connector,
+    ConnectorConfig,
+    load_connector,
+    save_connector,
 )
 from .revise import VisionHeadConnector, VisionHeadConnectorConfig, load_release_connector
 
@@ -21,6 +21,20 @@ from .revise import VisionHeadConnector, VisionHeadConnectorConfig, load_release
 # revise.py: vision_head, dm_adapter, visual_context_adapter): a file holding one of them holds a connector.
 CONNECTOR_MODULES = ("vlm_proj", "vlm_norm", "visual_context_adapter", "vision_head", "dm_adapter")
 
-__all__ = ["BOUNDARY_NAMES", "CONNECTOR_KEYS", "CONNECTOR_MODULES", "CONNECTOR_LAYOUTS", "FORMAT_NAME", "Connector", "ConnectorConfig",
-           "ContextConnector", "VisionHeadConnector", "VisionHeadConnectorConfig", "VisualContextAdapter",
-           "WanRMSNorm", "load_connector", "load_release_connector", "save_connector"]
+__all__ = [
+    "BOUNDARY_NAMES",
+    "CONNECTOR_KEYS",
+    "CONNECTOR_MODULES",
+    "CONNECTOR_LAYOUTS",
+    "FORMAT_NAME",
+    "Connector",
+    "ConnectorConfig",
+    "ContextConnector",
+    "VisionHeadConnector",
+    "VisionHeadConnectorConfig",
+    "VisualContextAdapter",
+    "WanRMSNorm",
+    "load_connector",
+    "load_release_connector",
+    "save_connector",
+]

@@ -14,6 +14,10 @@ Reproduces the official inference (the release's connector modules, `RM:227-437`
 Widths, query and layer counts are read from the tensors (`config_from_tensors`); what the official code
 fixes in code and the tensors cannot tell is in `OFFICIAL`. Parameter names are the official ones under
 `vision_head.` / `dm_adapter.` / `visual_context_adapter.`, plus fixed buffers `boundary.*` and `null.*`.
+
+Line references name files of the official repository (Liuxinyv/ReViSE): `RM` nets/revise/modules/
+revise_video_model.py, `RU` nets/revise/revise_video_unified_gen.py, `RG` nets/revise/revise_video_generator.py,
+`AD` nets/revise/modules/adapter.py.
 """
 
 from __future__ import annotations

@@ -153,7 +153,8 @@ def make_predictions(triplets: list[Triplet], models_dir: Path, out: Path, *, st
     """Edit every source with ReViSE and write `<out>/<id>.mp4`. `placement`: a PlacementConfig (placement.py;
     default: every model resident)."""
     from ..edit_inputs import read_edit_source
-    from ..editor import EditModels, EditSettings, ReviseEditor
+    from ..editor import EditSettings, ReviseEditor
+    from ..model_sets import EditModels
     from ..placement import Placement
     from ..sampler import SamplerConfig
     from ..video import write_video

@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--predictions", action="append", default=[], metavar="[NAME=]DIR",
                         help="folder of <id>.mp4 edits; repeat to compare methods")
     parser.add_argument("--edit", action="store_true", help="first produce predictions with ReViSE (--models)")
-    parser.add_argument("--models", type=Path, help="models.json folder (editor, and the local judge's VLM)")
+    parser.add_argument("--models", type=Path, help="a model set: a models.json folder or a release folder (the editor, and the local judge's VLM)")
     parser.add_argument("--edit-steps", type=int, default=40, help="sampler steps with --edit (default 40)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the edits made with --edit")
     parser.add_argument("--judge", choices=("local", "openai"), default="openai", help="judge backend")
@@ -109,7 +109,7 @@ def _judge(args, parser) -> Judge:
         return OpenAIJudge(base_url=args.judge_url, model=args.judge_model, api_key=args.judge_key,
                            num_frames=args.judge_frames, retries=args.retries, timeout=args.judge_timeout)
     if args.models is None:
-        parser.error("the local judge needs --models (a models.json folder with a 'vlm' entry)")
+        parser.error("the local judge needs --models (a models.json folder with a 'vlm' entry, or a release folder)")
     from ..model_sets import vlm_folder
     from ..vlm import load_vlm
 

@@ -1,5 +1,5 @@
-"""The Omni-Video 2 / Qwen3-VL side of the tiny test kit (the rest is in testing.py): tiny Qwen3-VL (dense and
-MoE) models and folders, a models.json set with a Qwen3-VL, and a tiny Omni-Video 2 release folder whose sizes
+"""The Omni-Video 2 / Qwen3-VL side of the tiny test kit (the rest is in `testing/__init__.py`): tiny Qwen3-VL
+(dense and MoE) models and folders, a models.json set with a Qwen3-VL, and a tiny Omni-Video 2 release folder whose sizes
 ComfyUI's own Wan nodes load too (the real-ComfyUI test's native kit).
 """
 
