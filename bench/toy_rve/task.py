@@ -63,26 +63,38 @@ class Sample:
 
 def render(scene: Scene, *, category: str | None = None) -> torch.Tensor:
     """Frames [T, H, W, 3] in 0..1 of the scene, or of its target under `category`'s rule."""
-    top, bottom = (torch.tensor(c) for c in BACKGROUNDS[scene.background])
-    ramp = torch.linspace(0, 1, SIZE).view(SIZE, 1, 1)
-    background = (top * (1 - ramp) + bottom * ramp).expand(SIZE, SIZE, 3)
-    colour = torch.tensor(COLOURS[scene.colour])
+    background = background_of(scene)
     frames = []
     for t in range(FRAMES):
         frame = background.clone()
-        x, y, width, height, fill = scene.x + scene.velocity * t, scene.y, SIDE, SIDE, colour
-        if category == "physical causality":  # melted: wide and flat on the same bottom line
-            width, height = SIDE * 2, 3
-            x, y = x - SIDE // 2, scene.y + SIDE - height
-        elif category == "semantic inference":
-            fill = colour * 0.5 + FROST * 0.5
-        elif category == "temporal":
-            x = scene.x + scene.velocity * (t + 3)
-        elif category == "spatial":
-            y = SIZE - height
+        x, y, width, height, fill = object_at(scene, t, category)
         _paint(frame, x, y, width, height, fill)
         frames.append(frame)
     return torch.stack(frames)
+
+
+def background_of(scene: Scene) -> torch.Tensor:
+    """The scene's background [H, W, 3]: a vertical gradient."""
+    top, bottom = (torch.tensor(c) for c in BACKGROUNDS[scene.background])
+    ramp = torch.linspace(0, 1, SIZE).view(SIZE, 1, 1)
+    return (top * (1 - ramp) + bottom * ramp).expand(SIZE, SIZE, 3)
+
+
+def object_at(scene: Scene, t: int, category: str | None = None) -> tuple[int, int, int, int, torch.Tensor]:
+    """(x, y, width, height, colour) of the object in frame `t` of the scene, or of its target under `category`'s
+    rule: the one statement of the four rules (render paints it; the ideal critic measures against it)."""
+    colour = torch.tensor(COLOURS[scene.colour])
+    x, y, width, height, fill = scene.x + scene.velocity * t, scene.y, SIDE, SIDE, colour
+    if category == "physical causality":  # melted: wide and flat on the same bottom line
+        width, height = SIDE * 2, 3
+        x, y = x - SIDE // 2, scene.y + SIDE - height
+    elif category == "semantic inference":
+        fill = colour * 0.5 + FROST * 0.5
+    elif category == "temporal":
+        x = scene.x + scene.velocity * (t + 3)
+    elif category == "spatial":
+        y = SIZE - height
+    return x, y, width, height, fill
 
 
 def _paint(frame: torch.Tensor, x: int, y: int, width: int, height: int, colour: torch.Tensor) -> None:
