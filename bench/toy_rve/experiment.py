@@ -38,6 +38,7 @@ from trainer.step import decode_estimate, sample_loss
 
 from . import models as toy_models
 from .conditions import EXACT, FLAWED, FLAWED_20, UNSEEN, Condition, flaw_counts, training_targets
+from .ideal_critic import IdealCritic
 from .oracle import score as oracle_score
 from .task import CATEGORIES, Sample, all_phrasings, make_samples, render
 
@@ -47,6 +48,9 @@ OBJECTIVES = ("sft", "rwr", "uso")
 CRITICS = ("renders", "shaped", "estimates")
 MAIN_CRITIC = "shaped"
 RENDER_CRITIC_ROW = "uso, render-trained critic"
+# The positive control (ideal_critic.py): a rule-level judge that never reads target frames, in every condition.
+IDEAL_CRITIC = "ideal"
+IDEAL_CRITIC_ROW = "uso, ideal critic"
 RESERVED_DATA = ("critic-pool", "eval-bank")  # data folders of the estimate stage
 
 
@@ -289,9 +293,12 @@ class Experiment:
             steps=steps, seed=seed, device="cpu", checkpoint_every=steps, keep_checkpoints=1, tensorboard=False,
         )
         # SFT never calls the critic; the trainer then judges with the encoder VLM, which is never run
+        learned = critic if critic and critic != IDEAL_CRITIC else None
         trainer = USOTrainer(config, models=self._models(dit, connector),
-                             critic_vlm=self.critic(critic) if critic else None)
+                             critic_vlm=self.critic(learned) if learned else None)
         trainer.setup()
+        if critic == IDEAL_CRITIC:  # it judges in the learned critic's place, through the same step
+            trainer.critic = IdealCritic([s.scene for s in self.train + self.eval])
         return trainer
 
     def reward_gradient_share(self, condition: Condition, *, critic: str, samples: int = 16, sigma: float = 0.3,
@@ -401,6 +408,16 @@ def verdict(objectives: dict) -> dict:
     return {"uso_minus_sft": margin, "twice_larger_std": bar, "uso_beats_sft": margin > bar}
 
 
+def paired_verdict(objectives: dict, row: str) -> dict:
+    """`row` against SFT seed by seed (the same pre-trained model, seed and data order): does the mean paired
+    difference of Overall exceed twice its std?"""
+    differences = [a - b for a, b in zip(objectives[row]["per_seed_overall"], objectives["sft"]["per_seed_overall"],
+                                         strict=True)]
+    paired = mean_std(differences)
+    return {"row": row, "paired_differences": differences, "mean": paired["mean"], "std": paired["std"],
+            "beats_sft": paired["mean"] > 2 * paired["std"]}
+
+
 def run_experiment(config: ToyConfig, workdir: Path, *, workers: int = 2) -> dict:
     """Critics and generators are prepared side by side; then every condition's runs (sft / rwr / uso over
     the seeds, uso with the render-trained critic, and the sweeps), the reward's share of the update and the
@@ -450,6 +467,7 @@ def plan_runs(config: ToyConfig) -> list[Run]:
         common = dict(condition=condition.name, reason_weight=config.reason_weight)
         runs += [Run(f"{objective}-s{seed}", objective, seed, **common)
                  for objective in OBJECTIVES for seed in config.seeds]
+        runs += [Run(f"uso-ideal-s{seed}", "uso", seed, critic=IDEAL_CRITIC, **common) for seed in config.seeds]
         if condition.name == config.sweep_condition:
             runs += [Run(f"uso-renders-s{seed}", "uso", seed, critic="renders", **common) for seed in config.seeds]
             seed = config.seeds[0]
@@ -473,6 +491,9 @@ def summarize_condition(config: ToyConfig, condition: Condition, prepared: dict,
     ablation = [r for r in main if r.critic == "renders"]
     if ablation:
         objectives[RENDER_CRITIC_ROW] = _aggregate(ablation)
+    ideal = [r for r in main if r.critic == IDEAL_CRITIC]
+    if ideal:
+        objectives[IDEAL_CRITIC_ROW] = _aggregate(ideal)
     lambda_runs, sigma_runs = [], []
     if condition.name == config.sweep_condition:  # the main seed's uso run is the sweeps' default point
         point = [r for r in main if r.objective == "uso" and r.critic == MAIN_CRITIC and r.seed == config.seeds[0]]
@@ -483,6 +504,7 @@ def summarize_condition(config: ToyConfig, condition: Condition, prepared: dict,
         "condition": asdict(condition), "flaws": prepared["flaws"], "pretrain_seconds": prepared["pretrain_seconds"],
         "pretrained": prepared["pretrained"], "reward_gradient_share": shares,
         "objectives": objectives, "verdict": verdict(objectives),
+        "ideal_verdict": paired_verdict(objectives, IDEAL_CRITIC_ROW) if ideal else None,
         "runs": [asdict(r) for r in runs],
         "lambda_sweep": [asdict(r) for r in lambda_runs], "sigma_sweep": [asdict(r) for r in sigma_runs],
     }

@@ -77,6 +77,11 @@ def _condition(name: str, section: dict) -> list[str]:
     lines += ["", f"Per-seed Overall, sft: {_values(section['objectives']['sft'])}; "
               f"uso: {_values(section['objectives']['uso'])}.", "", f"USO − SFT Overall {check['uso_minus_sft']:+.3f} against 2 × the larger std "
               f"{check['twice_larger_std']:.3f}: **{'USO beats SFT' if check['uso_beats_sft'] else 'no win'}**.", ""]
+    ideal = section.get("ideal_verdict")
+    if ideal:
+        lines += [f"USO with the ideal critic − SFT, paired by seed: {ideal['mean']:+.3f} ± {ideal['std']:.3f} "
+                  f"({', '.join(f'{d:+.3f}' for d in ideal['paired_differences'])}): "
+                  f"**{'beats SFT by more than 2 paired std' if ideal['beats_sft'] else 'no win'}**.", ""]
     for critic, share in section["reward_gradient_share"].items():
         lines.append(f"- reward's share of USO's update ({critic} critic, σ = {share['sigma']}, "
                      f"λ = {share['reason_weight']}): ‖∇λ·L_reason‖ / ‖∇L_FM‖ = {share['norm_ratio_mean']:.2e}, "
