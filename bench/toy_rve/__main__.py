@@ -22,7 +22,7 @@ from .report import write
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.toy_rve", description=__doc__.split(":")[0])
     size = parser.add_mutually_exclusive_group(required=True)
-    size.add_argument("--quick", action="store_true", help="CPU preset, under 15 minutes on 2 cores")
+    size.add_argument("--quick", action="store_true", help="CPU preset, 15-22 minutes on 2 cores")
     size.add_argument("--full", action="store_true", help="larger preset, meant for a GPU machine")
     size.add_argument("--smoke", action="store_true", help="seconds-long plumbing check (numbers mean nothing)")
     parser.add_argument("--out", type=Path, default=None, help="results folder (default bench/results; smoke: a temp dir)")
