@@ -23,6 +23,16 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(1)
 
 
+def pytest_xdist_auto_num_workers(config) -> int | None:
+    """`-n auto` (pyproject's addopts): one worker per core this process may run on, at most 8. xdist's own
+    count prefers psutil's physical cores, which is 1 on a 2-vCPU machine with hyper-threads (half speed), and
+    every worker holds its own tiny model sets, so a many-core machine gains little beyond 8."""
+    if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):
+        return None  # the user's count: xdist's own hook reads it
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(8, cores))
+
+
 def _import_root_package():
     """The repository root imported as ComfyUI imports a custom-node folder."""
     import importlib.util
