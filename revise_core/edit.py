@@ -18,12 +18,19 @@ import sys
 import tempfile
 from pathlib import Path
 
-from . import jsonio
+from tqdm import tqdm
+
+from . import jsonio, presets
+from . import video as video_ops
+from .chat_text import check_instruction
 from .checkpoints import DTYPE_CHOICES, auto_dtype, default_device
 from .cli import add_debug_flag, add_placement_flags, placement_config
 from .cli import run as run_cli
-from .editor import REASONING_MODES
+from .edit_inputs import read_edit_source
+from .editor import REASONING_MODES, ReviseEditor, fit_source
+from .model_sets import EditModels
 from .output_paths import refuse_overwriting_inputs, writable_output
+from .placement import Placement
 from .presets import PRESETS
 from .sampler import GUIDANCE_MODES, SCHEDULERS, SIGMA_SCHEDULES
 from .video import FRAME_POLICIES, RESIZE_POLICIES
@@ -105,12 +112,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from . import presets
-    from .chat_text import check_instruction
-    from .edit_inputs import read_edit_source
-    from .editor import ReviseEditor, fit_source
-    from .model_sets import EditModels
-    from .video import synthetic_clip, write_video
 
     device = default_device(args.device)
     dtype = auto_dtype(args.dtype, device)
@@ -136,10 +137,10 @@ def main(argv: list[str] | None = None) -> int:
         models_dir = workdir / {"revise": "models/revise_ckpt", "qwen3": "models/qwen3"}.get(args.demo, "models")
         if args.demo == "qwen3":
             write_qwen3_model_set(workdir / "models")
-        clip = synthetic_clip(num_frames=(settings.num_frames or 9) + settings.skip_frames, height=64, width=64)
+        clip = video_ops.synthetic_clip(num_frames=(settings.num_frames or 9) + settings.skip_frames, height=64, width=64)
         instruction = args.instruction or DEMO_INSTRUCTION
         out = args.out or workdir / "edited.mp4"
-        write_video(workdir / "source.mp4", clip.frames, clip.fps)
+        video_ops.write_video(workdir / "source.mp4", clip.frames, clip.fps)
     else:
         missing = [name for name in ("models", "video", "instruction", "out") if getattr(args, name) is None]
         if missing:
@@ -161,16 +162,12 @@ def main(argv: list[str] | None = None) -> int:
     fit_source(clip.frames, settings)
     steps = settings.sampler.steps
     # Loaded on the host; the placement plan then decides what goes to the device, and when.
-    from .placement import Placement
-
     placement = Placement(placement_config(args), device)
     editor = ReviseEditor.placed(EditModels.load(models_dir, dtype=dtype, device="cpu", vlm=args.vlm), placement)
-    from tqdm import tqdm
-
     with tqdm(total=steps * args.best_of, desc="sampling", unit="step") as bar:
         result = editor.edit(clip.frames, instruction, settings, callback=lambda info: bar.update(1),
                              best_of=args.best_of, vlm_source=vlm_source)
-    write_video(out, result.frames, output_fps, quantization=preset.output_quantization)
+    video_ops.write_video(out, result.frames, output_fps, quantization=preset.output_quantization)
     summary = {
         "output": str(out), "frames": list(result.frames.shape), "instruction": instruction,
         "reasoning": result.reasoning, "seed": result.seed,

@@ -21,7 +21,7 @@ import torch
 from revise_core.chat_text import check_instruction
 from revise_core.critic import CriticConfig, CriticError, SelfCritic, Verdict
 
-from .task import CATEGORIES, FRAMES, PHRASINGS, SIZE, Scene, background_of, object_at, render
+from .task import FRAMES, PHRASINGS, SIZE, Scene, background_of, object_at, render
 
 # Δ = DELTA_AT_ZERO − DELTA_PER_ERROR · rule_error: a perfect edit scores Δ = 4 (P(Yes) 0.98), and an error
 # of 0.1 (e.g. the object 3 pixels off and 10 % too wide) lowers it by 2.
@@ -111,5 +111,3 @@ def _feature_error(frame: torch.Tensor, scene: Scene, t: int, category: str) -> 
     expected = _expected(scene, t, category).to(measured)
     return ((measured - expected).abs() / _SCALES.to(measured)).sum()
 
-
-__all__ = ["CATEGORIES", "IdealCritic", "category_of"]
