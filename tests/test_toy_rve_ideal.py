@@ -1,7 +1,7 @@
 """Toy-RVE's ideal critic: the positive control of the reward path, entering USO through the trainer's own step.
 
 It never reads target frames: it recognises the scene and time of each source frame and measures the edited
-frames' object (area, centre, extent, colour, through a soft mask) against what the instruction's rule asks.
+frames (coverage of the rule's box by the object's colour, spill outside it) against what the rule asks.
 """
 
 from __future__ import annotations
@@ -41,21 +41,22 @@ def test_the_ideal_critic_ranks_the_rule_above_every_wrong_edit_and_an_unedited_
         category_of("make it red")
 
 
-def test_its_gradient_turns_the_object_the_colour_the_rule_asks_for():
-    """Gradient ascent on Δ from the unedited video frosts the object (semantic inference). The soft mask gives
-    gradient only where pixels differ from the background, so the colour rule can be climbed this way; rules
-    that move the object (spatial, temporal) cannot, from pixels that equal the background."""
-    sample = next(s for s in make_samples(8, "train", 0) if s.category == "semantic inference")
+@pytest.mark.parametrize("category", ["physical causality", "semantic inference", "temporal", "spatial"])
+def test_gradient_ascent_on_its_verdict_carries_out_every_rule_from_the_unedited_video(category):
+    """Climbing Δ from the source reaches the rule's edit: the object recoloured, moved or melted. A critic
+    whose gradient leads nowhere from an unedited video (moment features of a background mask did, for every
+    rule that moves the object) could not be USO's positive control."""
+    sample = next(s for s in make_samples(8, "train", 0) if s.category == category)
     critic = IdealCritic([sample.scene])
     source = _quantised(render(sample.scene))
     edited = source.clone().requires_grad_(True)
-    for _ in range(200):
+    for _ in range(300):
         (grad,) = torch.autograd.grad(critic.verdict(source, edited, sample.instruction).delta, edited)
         with torch.no_grad():
-            edited += 0.1 * grad / grad.abs().max().clamp(min=1e-12)
+            edited += 0.01 * grad.sign()
             edited.clamp_(0, 1)
     target = render(sample.scene, category=sample.category)
-    assert float(critic.rule_error(source, edited.detach(), sample.instruction)) < 0.2 * float(
+    assert float(critic.rule_error(source, edited.detach(), sample.instruction)) < 0.1 * float(
         critic.rule_error(source, source, sample.instruction))
     assert (edited.detach() - target).abs().mean() < 0.2 * (source - target).abs().mean()
 

@@ -4,10 +4,18 @@ It judges an edit the way a perfect VLM would, by the instruction's rule, withou
 frames (a pixel distance to the target would be SFT in disguise). It knows the scene space: it recognises
 the scene and the time of each source frame it is shown, and from the rule of the instruction's category
 (`task.object_at`) it knows where the object must be, how big and of which colour. On the edited frames it
-measures the same rule-level features, differentiably, through a soft mask of what differs from the
-scene's background: the object's area, centroid, extent (from its second moments) and mean colour. The
-verdict Δ falls linearly with the summed feature error (`rule_error`); Δ_base is the same measure on the
-source.
+measures, differentiably, two rule-level features per frame through soft masks:
+- coverage: how much of the box the rule puts the object in shows the object's colour (a colour-likeness
+  mask, LIKENESS / (LIKENESS + mean |pixel − colour|)): the object's position, extent and colour at once;
+- spill: how much differs from the scene's background outside that box (a hinge above decoding noise), in
+  object areas: an object left behind, smeared or too large.
+The rule error is (1 − coverage) + spill, averaged over frames; the verdict Δ falls linearly with it, and
+Δ_base is the same measure on the source.
+
+Moment features of a background-difference mask (area, centroid, second-moment extent, mean colour) were
+tried first and trap gradient ascent: growing the object at the place the rule wants it first raises the
+mask's second moment (a tall two-part object), so their gradient pushes the new pixels back, and from the
+unedited video only the colour rule could be climbed. Coverage and spill have no such trap.
 
 It is a `SelfCritic` whose `verdict` is replaced, so it enters USO through exactly the code the VLM critic
 does: `trainer.step`'s one-step estimate, decode, frame sampling, `relative` (Δ − Δ_base, the baseline
@@ -21,14 +29,17 @@ import torch
 from revise_core.chat_text import check_instruction
 from revise_core.critic import CriticConfig, CriticError, SelfCritic, Verdict
 
-from .task import FRAMES, PHRASINGS, SIZE, Scene, background_of, object_at, render
+from .task import FRAMES, PHRASINGS, SIDE, SIZE, Scene, background_of, object_at, render
 
 # Δ = DELTA_AT_ZERO − DELTA_PER_ERROR · rule_error: a perfect edit scores Δ = 4 (P(Yes) 0.98), and an error
-# of 0.1 (e.g. the object 3 pixels off and 10 % too wide) lowers it by 2.
+# of 0.1 (e.g. an eighth of the object's box left at the background colour) lowers it by 2.
 DELTA_AT_ZERO, DELTA_PER_ERROR = 4.0, 20.0
-# Soft mask: sigmoid((|edit − background|₁ − THRESHOLD) / SOFTNESS); the toy's objects differ from the
-# background by 0.3 or more (L1 over RGB), decoding noise by much less.
-THRESHOLD, SOFTNESS = 0.15, 0.015
+# Colour likeness of a pixel to the object's colour: LIKENESS / (LIKENESS + mean |pixel − colour|), 1 on the
+# colour and 0.25 at the typical object-background difference of 0.3; its slope stays usable (~0.6) there.
+LIKENESS = 0.1
+# Spill: what differs from the background by more than SPILL_FLOOR (mean over RGB) outside the rule's box, in
+# object areas (SIDE²); the floor keeps decoding noise (~0.02) out of it.
+SPILL_FLOOR = 0.05
 
 
 def category_of(instruction: str) -> str:
@@ -58,13 +69,13 @@ class IdealCritic(SelfCritic):
         return self._scenes[index // FRAMES], index % FRAMES
 
     def rule_error(self, source: torch.Tensor, edited: torch.Tensor, instruction: str) -> torch.Tensor:
-        """Mean over frames of the object's feature error in `edited` against what the rule asks for; frames
+        """Mean over frames of (1 − coverage) + spill of `edited` against what the rule asks for; frames
         [T, H, W, 3] in ~0..1, `source` the source frames at the same times. Differentiable in `edited`."""
         category = category_of(instruction)
         errors = []
         for source_frame, frame in zip(source, edited, strict=True):
             scene, t = self.locate(source_frame)
-            errors.append(_feature_error(frame, scene, t, category))
+            errors.append(_rule_error(frame, scene, t, category))
         return torch.stack(errors).mean()
 
     def verdict(self, source: torch.Tensor, edited: torch.Tensor, instruction: str, *, dimension: str | None = None,
@@ -76,38 +87,18 @@ class IdealCritic(SelfCritic):
         return Verdict(delta=delta, preprocessing=preprocessing or "differentiable")
 
 
-def _features(frame: torch.Tensor, background: torch.Tensor) -> torch.Tensor:
-    """(area, centre x, centre y, width, height, r, g, b) of what differs from `background`, in pixels and 0..1,
-    through a soft mask (differentiable in `frame`)."""
-    mask = torch.sigmoid(((frame - background).abs().sum(-1) - THRESHOLD) / SOFTNESS)  # [H, W]
-    area = mask.sum().clamp(min=1e-3)
-    coords = torch.arange(SIZE, dtype=frame.dtype, device=frame.device) + 0.5
-    x_mass, y_mass = mask.sum(0), mask.sum(1)
-    cx, cy = (x_mass * coords).sum() / area, (y_mass * coords).sum() / area
-    # a uniform box of width w has variance w² / 12 about its centre
-    width = (12 * (x_mass * (coords - cx) ** 2).sum() / area).clamp(min=1e-6).sqrt()
-    height = (12 * (y_mass * (coords - cy) ** 2).sum() / area).clamp(min=1e-6).sqrt()
-    colour = (mask[..., None] * frame).sum((0, 1)) / area
-    return torch.cat([torch.stack([area, cx, cy, width, height]), colour])
-
-
-def _expected(scene: Scene, t: int, category: str) -> torch.Tensor:
-    """The same features of the object the rule asks for (clipped to the frame, as it is painted)."""
+def _rule_error(frame: torch.Tensor, scene: Scene, t: int, category: str) -> torch.Tensor:
+    """(1 − coverage) + spill of one frame [H, W, 3]: coverage is the mean colour likeness to the rule's object
+    colour over the box the rule puts the object in (1 when that box is out of the frame, as it is painted);
+    spill what differs from the background outside the box, in object areas."""
     x, y, width, height, colour = object_at(scene, t, category)
     x0, x1, y0, y1 = max(0, x), min(SIZE, x + width), max(0, y), min(SIZE, y + height)
-    visible_w, visible_h = max(0, x1 - x0), max(0, y1 - y0)
-    return torch.cat([torch.tensor([visible_w * visible_h, (x0 + x1) / 2, (y0 + y1) / 2, visible_w, visible_h],
-                                   dtype=torch.float32), colour.float()])
-
-
-# Each feature's error is divided by its scale: positions and extents by the frame side, the area by the
-# object's own area, colours as they are (0..1).
-_SCALES = torch.tensor([64.0, SIZE, SIZE, SIZE, SIZE, 1.0, 1.0, 1.0])
-
-
-def _feature_error(frame: torch.Tensor, scene: Scene, t: int, category: str) -> torch.Tensor:
-    background = background_of(scene).to(frame)
-    measured = _features(frame, background)
-    expected = _expected(scene, t, category).to(measured)
-    return ((measured - expected).abs() / _SCALES.to(measured)).sum()
-
+    outside = torch.ones(SIZE, SIZE, dtype=frame.dtype, device=frame.device)
+    coverage = frame.new_ones(())
+    if x0 < x1 and y0 < y1:
+        distance = (frame[y0:y1, x0:x1] - colour.to(frame)).abs().mean(-1)
+        coverage = (LIKENESS / (LIKENESS + distance)).mean()
+        outside[y0:y1, x0:x1] = 0
+    difference = ((frame - background_of(scene).to(frame)).abs().mean(-1) - SPILL_FLOOR).clamp(min=0)
+    spill = (difference * outside).sum() / (SIDE * SIDE)
+    return (1 - coverage) + spill
