@@ -67,22 +67,19 @@ def test_rve_bench_chart_without_matplotlib_is_a_csv(no_matplotlib, tmp_path, ca
 def test_toy_rve_chart_without_matplotlib_is_a_csv(no_matplotlib, tmp_path, caplog):
     from bench.toy_rve.report import _plot
 
-    def overall(mean, std=0.5):
-        return {"Overall": {"mean": mean, "std": std}}
+    def paired(mean, std):
+        return {"mean": mean, "std": std}
 
     results = {"conditions": {"exact targets": {
-        "condition": {"name": "exact targets"},
-        "objectives": {"sft": overall(4.0), "uso": overall(5.5, 0.25)},
-        "lambda_sweep": [{"reason_weight": 0.1, "scores": {"Overall": 5.0}}],
-        "sigma_sweep": [],
+        "comparisons": {"uso, ideal critic": paired(1.5, 0.25)},
+        "sweeps": {"reason_weight": [{"value": 0.1, "vs_sft": paired(1.0, 0.5)}]},
     }}}
     with caplog.at_level(logging.WARNING):
         written = _plot(results, tmp_path / "toy_rve.png")
     assert written == tmp_path / "toy_rve.csv" and not (tmp_path / "toy_rve.png").exists()
     assert _rows(written) == [["panel", "condition", "series", "x", "value", "std"],
-                              ["overall_minus_sft", "exact targets", "sft", "", "0.0", "0.5"],
-                              ["overall_minus_sft", "exact targets", "uso", "", "1.5", "0.25"],
-                              ["lambda_sweep", "exact targets", "Overall", "0.1", "5.0", ""]]
+                              ["overall_minus_sft", "exact targets", "uso, ideal critic", "", "1.5", "0.25"],
+                              ["reason_weight_sweep", "exact targets", "uso, ideal critic", "0.1", "1.0", "0.5"]]
     assert len(_notice(caplog)) == 1
 
 

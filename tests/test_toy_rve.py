@@ -53,17 +53,22 @@ def test_smoke_experiment_runs_and_reports_finite_numbers(tmp_path):
         assert main(["--smoke", "--workers", str(workers), "--out", str(out),
                      "--workdir", str(tmp_path / f"work{workers}")]) == 0
         outputs[workers] = json.loads((out / "toy_rve.json").read_text())
-        assert (out / "toy_rve.png").is_file() and "USO − SFT Overall" in (out / "toy_rve.md").read_text()
+        assert (out / "toy_rve.png").is_file() and "## Sensitivity checks" in (out / "toy_rve.md").read_text()
     results = outputs[1]
     assert set(results["conditions"]) == {"exact targets", "40% flawed targets", "unseen rule: semantic inference"}
+    assert set(results["sensitivity"]) == {"oracle_through_vae", "sft_gain"}
     for name, section in results["conditions"].items():
-        for objective in ("sft", "rwr", "uso"):
-            for metric, value in section["objectives"][objective].items():
-                if isinstance(value, dict) and "mean" in value:
-                    assert math.isfinite(value["mean"]), (name, objective, metric)
+        assert set(section["objectives"]) == {"sft", "rwr", "uso, ideal critic", "uso, renders critic",
+                                              "uso, shaped critic", "uso, estimates critic"}
+        for row, values in section["objectives"].items():
+            for metric in ("EA", "PC", "GN", "GR", "Overall"):
+                assert math.isfinite(values[metric]["mean"]), (name, row, metric)
+        assert set(section["diagnostics"]) == {"ideal", "renders", "shaped", "estimates"}
+        assert all(math.isfinite(d["norm_ratio"]) for d in section["diagnostics"].values())
         other = outputs[2]["conditions"][name]
         assert [(r["name"], r["scores"]) for r in section["runs"]] == [(r["name"], r["scores"]) for r in other["runs"]]
-        assert section["reward_gradient_share"] == other["reward_gradient_share"]
+        assert section["diagnostics"] == other["diagnostics"]
+    assert set(results["conditions"]["unseen rule: semantic inference"]["sweeps"]) == {"reason_weight", "sigma_max"}
 
 
 def test_spearman_matches_the_definition():
@@ -100,7 +105,7 @@ def test_toy_models_have_a_finer_latent_grid_and_trainable_init():
     video = render(make_samples(1, "train", 0)[0].scene).permute(3, 0, 1, 2)[None] * 2 - 1
     with torch.no_grad():
         latents = vae_ops.encode(toy_vae(0), video)
-    assert tuple(latents.shape) == (1, 16, 3, 8, 8)  # 4x spatial, 2x temporal: the object spans 2x2 latents
+    assert tuple(latents.shape) == (1, 16, 5, 8, 8)  # 4x spatial, one latent frame per frame: the object is 2x2
     dit, connector = toy_generator(0)
     norms = [m.weight for m in dit.modules() if type(m).__name__ in ("RMSNorm", "LayerNorm") and m.weight is not None]
     assert norms and all(torch.equal(w, torch.ones_like(w)) for w in norms)  # library init, not the test kit's noise
@@ -171,15 +176,32 @@ def test_condition_rejects_impossible_settings():
         Condition("bad", unseen_category="chemistry")
 
 
-def test_verdict_needs_more_than_twice_the_larger_seed_std():
-    from bench.toy_rve.experiment import verdict
+def test_paired_verdict_needs_more_than_twice_the_std_of_the_paired_difference():
+    from bench.toy_rve.experiment import paired_verdict
 
-    def row(mean, std):
-        return {"Overall": {"mean": mean, "std": std}}
+    def row(values, seeds=(0, 1, 2)):
+        return {"per_seed_overall": list(values), "seeds": list(seeds)}
 
-    assert verdict({"uso": row(4.2, 0.01), "sft": row(4.1, 0.04)})["uso_beats_sft"]  # +0.1 > 0.08
-    assert not verdict({"uso": row(4.2, 0.06), "sft": row(4.1, 0.01)})["uso_beats_sft"]  # +0.1 < 0.12
-    assert not verdict({"uso": row(4.0, 0.0), "sft": row(4.1, 0.0)})["uso_beats_sft"]
+    sft = row([4.0, 4.5, 5.0])  # a seed spread of 0.5: an unpaired test could not see a +0.1
+    assert paired_verdict(row([4.1, 4.61, 5.09]), sft)["beats_sft"]  # +0.1 ± 0.01
+    loose = paired_verdict(row([4.3, 4.4, 5.0]), sft)  # +0.067 ± 0.153
+    assert not loose["beats_sft"] and loose["paired_differences"] == pytest.approx([0.3, -0.1, 0.0])
+    with pytest.raises(ValueError, match="the same seeds"):
+        paired_verdict(row([4.0, 4.0, 4.0], seeds=(0, 1, 3)), sft)
+
+
+def test_learned_share_is_the_ratio_of_paired_gains_with_a_bootstrap_interval():
+    from bench.toy_rve.experiment import ideal_row, learned_share
+
+    def row(values):
+        return {"per_seed_overall": values}
+
+    objectives = {"sft": row([4.0, 4.2, 4.4, 4.1, 4.3]), ideal_row(): row([5.0, 5.2, 5.4, 5.1, 5.3]),
+                  "uso, shaped critic": row([4.5, 4.6, 4.9, 4.6, 4.8])}
+    share = learned_share(objectives, "uso, shaped critic", draws=500)
+    assert share["share"] == pytest.approx(0.48)  # gains +0.5, +0.4, +0.5, +0.5, +0.5 of +1.0 each
+    low, high = share["interval_95"]
+    assert 0.4 <= low <= share["share"] <= high <= 0.5 and share["draws_with_a_positive_ideal_gain"] == 500
 
 
 def _estimate_bank(count=2):
@@ -222,28 +244,34 @@ def test_estimate_stage_moves_the_critic_and_leaves_it_frozen():
 
 
 @pytest.mark.parametrize("preset", ["QUICK", "FULL"])
-def test_plan_runs_covers_every_condition_and_refuses_repeated_sweep_points(preset):
+def test_plan_runs_covers_every_condition_arm_and_sweep_point_over_every_seed(preset):
     from dataclasses import replace
 
     from bench.toy_rve import experiment
-    from bench.toy_rve.experiment import plan_runs
+    from bench.toy_rve.experiment import IDEAL_CRITIC, plan_runs
 
     config = getattr(experiment, preset)
     runs = plan_runs(config)
-    seeds = len(config.seeds)
+    assert len(config.seeds) >= 5
+    arms = [("sft", None), ("uso", IDEAL_CRITIC)] + [("uso", c) for c in config.learned_critics]
+    arms += [("rwr", experiment.RWR_CRITIC)] if config.rwr else []
     for condition in config.conditions:
         mine = [r for r in runs if r.condition == condition.name]
-        for objective in ("sft", "rwr", "uso"):
-            main = [r for r in mine if r.objective == objective and r.critic == "shaped"
-                    and r.reason_weight == config.reason_weight and r.sigma_max == 0.5]
-            assert sorted(r.seed for r in main) == sorted(config.seeds)
+        for objective, critic in arms:
+            main = [r for r in mine if r.objective == objective and r.critic == critic
+                    and r.reason_weight == config.reason_weight and r.sigma_max == config.sigma_max]
+            assert sorted(r.seed for r in main) == sorted(config.seeds), (condition.name, objective, critic)
         swept = condition.name == config.sweep_condition
-        assert len([r for r in mine if r.critic == "renders"]) == (seeds if swept else 0)
-        assert len([r for r in mine if r.reason_weight != config.reason_weight]) == (len(config.lambdas) if swept else 0)
-        assert len([r for r in mine if r.sigma_max != 0.5]) == (len(config.sigma_maxes) if swept else 0)
-    assert seeds >= 5  # sft / rwr / uso over at least five seeds
+        for field, values in (("reason_weight", config.lambdas), ("sigma_max", config.sigma_maxes)):
+            for value in values:  # every sweep point over every seed, all with the ideal critic
+                point = [r for r in mine if getattr(r, field) == value]
+                assert sorted(r.seed for r in point) == (sorted(config.seeds) if swept else [])
+                assert all(r.critic == IDEAL_CRITIC for r in point)
+    assert len({(r.condition, r.name) for r in runs}) == len(runs)
     with pytest.raises(ValueError, match="must not repeat the main runs' values"):
         plan_runs(replace(config, lambdas=(config.reason_weight,)))
+    with pytest.raises(ValueError, match="learned_critics must be among"):
+        plan_runs(replace(config, learned_critics=("oracle",)))
 
 
 def test_executor_runs_in_process_at_one_thread_and_refuses_zero():
@@ -279,44 +307,37 @@ def test_flawed_share_counts_only_the_rules_the_generator_sees():
     assert sum(counts.values()) == 40
 
 
-def test_summarize_condition_puts_each_run_in_its_row():
+def test_summarize_condition_puts_each_run_in_its_row_and_sweep_point():
+    from dataclasses import replace
+
     from bench.toy_rve.conditions import UNSEEN
-    from bench.toy_rve.experiment import METRICS, QUICK, RENDER_CRITIC_ROW, Run, summarize_condition
+    from bench.toy_rve.experiment import FULL, IDEAL_CRITIC, METRICS, Run, ideal_row, summarize_condition
     from bench.toy_rve.task import CATEGORIES
+
+    config = replace(FULL, learned_critics=("renders",), lambdas=(4.0,), sigma_maxes=(0.9,))
 
     def run(objective, seed, overall, **kwargs):
         scores = {m: overall for m in METRICS} | {"per_category": {c: overall for c in CATEGORIES}}
-        return Run(f"{objective}-{seed}-{overall}", objective, seed, condition=UNSEEN.name, scores=scores, **kwargs)
+        return Run(f"{objective}-{seed}-{overall}", objective, seed, condition=UNSEEN.name, scores=scores,
+                   triggered=0.5, **kwargs)
 
-    runs = [run("sft", s, 4.0 + s / 100) for s in QUICK.seeds] + [run("rwr", s, 3.0) for s in QUICK.seeds]
-    runs += [run("uso", s, 5.0 + s / 100) for s in QUICK.seeds]
-    runs += [run("uso", s, 6.0, critic="renders") for s in QUICK.seeds]
-    runs += [run("uso", 0, 7.0, reason_weight=4.0), run("uso", 0, 8.0, sigma_max=0.9)]
-    section = summarize_condition(QUICK, UNSEEN, {"flaws": {}, "pretrain_seconds": 0.0, "pretrained": {}}, runs, {})
+    seeds = config.seeds
+    runs = [run("sft", s, 4.0 + s / 100) for s in seeds] + [run("rwr", s, 3.0, critic="shaped") for s in seeds]
+    runs += [run("uso", s, 5.0 + s / 100 + (s % 2) / 1000, critic=IDEAL_CRITIC) for s in seeds]
+    runs += [run("uso", s, 4.5 + s / 100, critic="renders") for s in seeds]
+    runs += [run("uso", s, 7.0, critic=IDEAL_CRITIC, reason_weight=4.0) for s in seeds]
+    runs += [run("uso", s, 3.5, critic=IDEAL_CRITIC, sigma_max=0.9) for s in seeds]
+    section = summarize_condition(config, UNSEEN, {}, runs, {})
     rows = section["objectives"]
+    assert set(rows) == {"sft", "rwr", ideal_row(), "uso, renders critic"}  # no sweep run inside a row
     assert rows["sft"]["Overall"]["mean"] == pytest.approx(4.02) and rows["rwr"]["Overall"]["mean"] == 3.0
-    assert rows["uso"]["per_seed_overall"] == [5.0, 5.01, 5.02, 5.03, 5.04]  # no sweep or ablation run inside
-    assert rows[RENDER_CRITIC_ROW]["Overall"]["mean"] == 6.0
-    assert [r["scores"]["Overall"] for r in section["lambda_sweep"]] == [5.0, 7.0]  # seed 0's main run, λ = 4
-    assert [r["sigma_max"] for r in section["sigma_sweep"]] == [0.5, 0.9]
-    assert section["verdict"]["uso_beats_sft"] and section["verdict"]["uso_minus_sft"] == pytest.approx(1.0)
-
-
-def test_followup_refuses_what_it_cannot_pair(tmp_path, capsys):
-    import json
-    from dataclasses import asdict
-
-    from bench.toy_rve.experiment import QUICK
-    from bench.toy_rve.followup import main, run_followup
-
-    results = {"preset": "quick", "config": json.loads(json.dumps(asdict(QUICK))), "conditions": {"exact targets": {}}}
-    with pytest.raises(ValueError, match=r"unknown condition\(s\) \['nope'\]"):
-        run_followup(results, tmp_path, sigma_max=0.9, reason_weight=1.0, conditions=["nope"], workers=1)
-    changed = {**results, "config": {**results["config"], "seeds": [0]}}
-    with pytest.raises(ValueError, match="preset has changed"):
-        run_followup(changed, tmp_path, sigma_max=0.9, reason_weight=1.0, conditions=["exact targets"], workers=1)
-    path = tmp_path / "toy_rve.json"
-    path.write_text(json.dumps(results))
-    assert main(["--workdir", str(tmp_path / "empty"), "--results", str(path)]) == 2
-    assert capsys.readouterr().err.strip().endswith("holds no generators: give the --workdir of a finished "
-                                                    "`python -m bench.toy_rve` run")
+    assert rows["sft"]["triggered"] is None and rows[ideal_row()]["triggered"]["mean"] == 0.5
+    assert section["comparisons"][ideal_row()]["beats_sft"] and not section["comparisons"]["rwr"]["beats_sft"]
+    assert section["learned_share"]["renders"]["share"] == pytest.approx(0.5, abs=1e-2)
+    lam = section["sweeps"]["reason_weight"]
+    assert [p["value"] for p in lam] == [1.0, 4.0] and lam[1]["vs_sft"]["mean"] == pytest.approx(2.98)
+    sigma = section["sweeps"]["sigma_max"]
+    assert [p["value"] for p in sigma] == [0.5, 0.9] and not sigma[1]["vs_sft"]["beats_sft"]
+    no_win = [r for r in runs if not (r.critic == IDEAL_CRITIC and r.reason_weight == 1.0 and r.sigma_max == 0.5)]
+    no_win += [run("uso", s, 4.0 + s / 100 + (0.01 if s % 2 else -0.01), critic=IDEAL_CRITIC) for s in seeds]
+    assert summarize_condition(config, UNSEEN, {}, no_win, {})["learned_share"] == {"renders": None}

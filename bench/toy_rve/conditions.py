@@ -48,7 +48,6 @@ class Condition:
 
 EXACT = Condition("exact targets")
 FLAWED = Condition("40% flawed targets", flawed_fraction=0.4)
-FLAWED_20 = Condition("20% flawed targets", flawed_fraction=0.2)  # in the full preset
 UNSEEN = Condition("unseen rule: semantic inference", unseen_category="semantic inference")
 
 

@@ -1,12 +1,14 @@
-"""The Toy-RVE experiment: in every condition (what the generator's training targets look like), pre-train a
-tiny generator with SFT, fine-tune it with sft / rwr / uso (same steps, data order, noise and seeds), sweep λ
-and σ_max where the reward has something to add, and score edits of held-out samples with the oracle.
+"""The Toy-RVE experiment: pre-train one tiny generator to reproduce videos (no rule), then in every condition
+(what the fine-tuning targets look like) fine-tune it with sft / rwr / uso with the ideal critic / uso with each
+learned critic (same steps, data order, noise and seeds), sweep λ and σ_max of the ideal critic over every seed,
+measure the reward path's diagnostics, and score edits of held-out samples with the oracle.
 
 Everything goes through the project's own pieces: the USO trainer (`trainer.loop.USOTrainer`, fed a manifest
-of mp4 files and in-memory models), the editor (`ReviseEditor`) for evaluation, the SelfCritic as the reward.
+of mp4 files and in-memory models), the editor (`ReviseEditor`) for evaluation, the SelfCritic as the reward
+(the ideal critic is a SelfCritic too, set in the learned critic's place).
 
-The work runs in stages whose products are files in the work folder (frozen VAE, critics, pre-trained
-generators, feature cache), so that independent stages run in parallel processes: the toy's models are too
+The work runs in stages whose products are files in the work folder (frozen VAE, critics, the pre-trained
+generator, feature cache), so that independent stages run in parallel processes: the toy's models are too
 small for a second thread to speed up one process, while two one-thread processes use both cores.
 """
 
@@ -17,12 +19,14 @@ import json
 import logging
 import math
 import multiprocessing
+import random
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from revise_core import checkpoints as ckpt
 from revise_core import losses
@@ -37,28 +41,31 @@ from trainer.loop import USOTrainer
 from trainer.step import decode_estimate, sample_loss
 
 from . import models as toy_models
-from .conditions import EXACT, FLAWED, FLAWED_20, UNSEEN, Condition, flaw_counts, training_targets
+from .conditions import EXACT, FLAWED, UNSEEN, Condition, flaw_counts, training_targets
 from .ideal_critic import IdealCritic
 from .oracle import score as oracle_score
-from .task import CATEGORIES, Sample, all_phrasings, make_samples, render
+from .task import CATEGORIES, KEEP_PHRASINGS, Sample, all_phrasings, make_samples, render
 
 logger = logging.getLogger(__name__)
 METRICS = ("EA", "PC", "GN", "GR", "Overall")
 OBJECTIVES = ("sft", "rwr", "uso")
-CRITICS = ("renders", "shaped", "estimates")
-MAIN_CRITIC = "shaped"
-RENDER_CRITIC_ROW = "uso, render-trained critic"
-# The positive control (ideal_critic.py): a rule-level judge that never reads target frames, in every condition.
+CRITICS = ("renders", "shaped", "estimates")  # the learned critics (models.py)
+RWR_CRITIC = "shaped"  # the learned critic whose P(Yes) weighs RWR's samples
+# The positive control (ideal_critic.py): a rule-level judge that never reads target frames.
 IDEAL_CRITIC = "ideal"
-IDEAL_CRITIC_ROW = "uso, ideal critic"
-RESERVED_DATA = ("critic-pool", "eval-bank")  # data folders of the estimate stage
+PRETRAINING = "pre-training"  # the data folder of the pre-training task (every video reproduced unchanged)
+RESERVED_DATA = ("critic-pool", "eval-bank", PRETRAINING)  # data folders of other stages
+# The sensitivity checks the instrument must pass before any comparison means something.
+ORACLE_THROUGH_VAE_MIN = 8.5  # Overall of the exact target, encoded and decoded
+SFT_GAIN_MIN, SFT_GAIN_STD_RATIO = 0.5, 10.0  # SFT on exact targets over the pre-trained model
+BOOTSTRAP_DRAWS = 2000
 
 
 @dataclass
 class ToyConfig:
     train_samples: int = 48
     eval_samples: int = 12
-    vae_steps: int = 150
+    vae_steps: int = 600
     critic_steps: int = 10000
     critic_stage1_fraction: float = 0.45  # the Yes/No curriculum breaks symmetry after about 4,500 steps
     critic_graded_steps: int = 2000
@@ -67,33 +74,39 @@ class ToyConfig:
     critic_direction_weight: float = 1.0
     critic_estimate_steps: int = 300
     estimate_bank: int = 64
-    pretrain_steps: int = 800
-    finetune_steps: int = 60
+    pretrain_steps: int = 300
+    finetune_steps: int = 300
     global_batch: int = 4
     pretrain_lr: float = 1e-3
     finetune_lr: float = 1e-3
     seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
-    conditions: tuple[Condition, ...] = (EXACT, FLAWED, UNSEEN)
-    sweep_condition: str = UNSEEN.name  # the λ and σ_max sweeps run where the reward has something to add
-    lambdas: tuple[float, ...] = (0.25, 4.0)  # besides reason_weight, which the main runs use
-    sigma_maxes: tuple[float, ...] = (0.1, 0.9)  # besides 0.5
-    # λ: the paper's 0.25 weighs its L_reason against its L_FM; the toy's losses have other scales (the
-    # reward's gradient is about 0.05-0.08 of flow matching's at 0.25), and a probe on seeds 0-1 of the
-    # unseen-rule condition (before the 5-seed runs) found 1 and 4 alike; the λ sweep shows the rest
+    conditions: tuple[Condition, ...] = (EXACT,)
+    learned_critics: tuple[str, ...] = ()  # a USO arm per learned critic, in every condition
+    rwr: bool = False  # the reward-weighted regression arm (needs the learned critics' stage)
+    sweep_condition: str = EXACT.name  # the ideal critic's λ and σ_max sweeps, over every seed
+    lambdas: tuple[float, ...] = ()  # besides reason_weight
+    sigma_maxes: tuple[float, ...] = ()  # besides sigma_max
     reason_weight: float = 1.0
+    sigma_max: float = 0.5
+    diagnostic_samples: int = 16  # one-step estimates per critic and condition for the reward path's diagnostics
     sample_steps: int = 8
     guidance: float = 2.0
 
+    @property
+    def needs_learned_critics(self) -> bool:
+        return bool(self.learned_critics) or self.rwr
 
+
+# quick: the two sensitivity checks and the ideal critic against SFT on exact targets (2 cores, under 25 min)
 QUICK = ToyConfig()
-FULL = ToyConfig(train_samples=256, eval_samples=64, vae_steps=1500, critic_steps=20000, critic_stage1_fraction=0.36,
-                 critic_graded_steps=8000, critic_shaped_steps=3000, critic_estimate_steps=3000, estimate_bank=1024,
-                 pretrain_steps=5000, finetune_steps=400, global_batch=8,
-                 conditions=(EXACT, FLAWED_20, FLAWED, UNSEEN), lambdas=(0.1, 0.25, 0.5, 2.0, 4.0),
-                 sigma_maxes=(0.1, 0.3, 0.7, 0.9), sample_steps=25)
+FULL = ToyConfig(conditions=(EXACT, FLAWED, UNSEEN), learned_critics=CRITICS, rwr=True,
+                 sweep_condition=UNSEEN.name, lambdas=(0.25, 4.0), sigma_maxes=(0.1, 0.3, 0.7, 0.9))
 SMOKE = ToyConfig(train_samples=8, eval_samples=4, vae_steps=2, critic_steps=2, critic_graded_steps=2,
                   critic_shaped_steps=2, critic_estimate_steps=2, estimate_bank=4, pretrain_steps=2, finetune_steps=2,
-                  global_batch=2, seeds=(0, 1), lambdas=(0.25,), sigma_maxes=(0.9,), sample_steps=2)
+                  global_batch=2, seeds=(0, 1), conditions=(EXACT, FLAWED, UNSEEN), learned_critics=CRITICS, rwr=True,
+                  sweep_condition=UNSEEN.name, lambdas=(0.25,), sigma_maxes=(0.9,), diagnostic_samples=2,
+                  sample_steps=2)
+PRESETS = {"quick": QUICK, "full": FULL, "smoke": SMOKE}
 
 
 @dataclass
@@ -102,12 +115,21 @@ class Run:
     objective: str
     seed: int
     condition: str = EXACT.name
-    critic: str = MAIN_CRITIC  # which critic judges (uso) or weighs (rwr); see CRITICS
+    critic: str | None = None  # which critic judges (uso) or weighs (rwr): IDEAL_CRITIC or one of CRITICS
     reason_weight: float = 1.0
     sigma_max: float = 0.5
     scores: dict = field(default_factory=dict)
     triggered: float = float("nan")
     seconds: float = 0.0
+
+    @property
+    def row(self) -> str:
+        """The results table's row: sft, rwr, or "uso, <critic> critic"."""
+        return f"uso, {self.critic} critic" if self.objective == "uso" else self.objective
+
+
+def ideal_row() -> str:
+    return Run("", "uso", 0, critic=IDEAL_CRITIC).row
 
 
 class Experiment:
@@ -153,20 +175,28 @@ class Experiment:
                               format_name="toy-rve.critic")
         self.critics[name] = vlm
 
-    def generator(self, condition: Condition) -> tuple[torch.nn.Module, torch.nn.Module]:
+    def generator(self) -> tuple[torch.nn.Module, torch.nn.Module]:
+        """The pre-trained generator every arm of every condition starts from."""
         dit, connector = toy_models.toy_generator(0)
-        state = ckpt.read_state_dict(self.path("generators", f"{condition.slug}.safetensors")).tensors
+        state = ckpt.read_state_dict(self.path("generators", "pretrained.safetensors")).tensors
         dit.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("dit.")})
         connector.load_state_dict({k[10:]: v for k, v in state.items() if k.startswith("connector.")})
         return dit.eval(), connector.eval()
 
-    def manifest(self, condition: Condition) -> Path:
-        return self.path("data", condition.slug, "train.jsonl")
+    def manifest(self, condition: Condition | str) -> Path:
+        slug = condition if isinstance(condition, str) else condition.slug
+        return self.path("data", slug, "train.jsonl")
 
     # --- stage: the generator's side (VAE, data, pre-training) ---------------------------------------
 
     def prepare_generators(self) -> dict:
-        """Train the VAE, write every condition's data, pre-train a generator per condition with SFT."""
+        """Train the VAE, pre-train the generator to reproduce videos, write every condition's data.
+
+        Pre-training teaches the latent space and the copying of the source, never a rule: every target is the
+        source itself, under instructions that ask for no change (task.KEEP_PHRASINGS). So the pre-trained
+        model edits nothing (Overall 0, the unchanged source's) and fine-tuning is where the rules are learnt,
+        as in the paper, where the base editor is fine-tuned on reasoning edits. Pre-training on the rules
+        themselves (the previous design) left fine-tuning nothing to move: SFT gained 0.01 Overall."""
         cfg, started = self.config, time.perf_counter()
         vae = toy_models.toy_vae(1)
         # the training scenes plus scenes on the held-out background (not the evaluation samples themselves)
@@ -175,36 +205,41 @@ class Experiment:
         ckpt.save_safetensors(vae.state_dict(), self.path("frozen", "vae.safetensors"), format_name="toy-rve.vae",
                               config={"latents_mean": list(vae.config.latents_mean),
                                       "latents_std": list(vae.config.latents_std)})
-        report = {"vae": vae_report, "conditions": {}}
-        for condition in cfg.conditions:
-            flaws = self._write_manifest(condition, self.train, self.manifest(condition))
-            begun = time.perf_counter()
-            trainer = self._trainer(f"{condition.slug}/pretrain", *toy_models.toy_generator(0), objective="sft",
-                                    steps=cfg.pretrain_steps, lr=cfg.pretrain_lr, seed=1000, reason_weight=0.0,
-                                    sigma_max=0.5, manifest=self.manifest(condition), critic=None)
-            trainer.train()
-            dit, connector = trainer.generator.dit, trainer.generator.connector
-            state = {**{f"dit.{k}": v for k, v in dit.state_dict().items()},
-                     **{f"connector.{k}": v for k, v in connector.state_dict().items()}}
-            ckpt.save_safetensors(state, self.path("generators", f"{condition.slug}.safetensors"),
-                                  format_name="toy-rve.generator")
-            report["conditions"][condition.name] = {
-                "flaws": flaws, "pretrain_seconds": time.perf_counter() - begun,
-                "pretrained": self.evaluate(*self.generator(condition))}
-        report["seconds"] = time.perf_counter() - started
-        return report
+        vae_report["seconds"] = time.perf_counter() - started
+        begun = time.perf_counter()
+        rng = random.Random("pre-training")
+        unchanged = {s.id: (render(s.scene), "unchanged") for s in self.train}
+        self._write_manifest(self.train, unchanged, self.manifest(PRETRAINING),
+                             instructions={s.id: rng.choice(KEEP_PHRASINGS) for s in self.train})
+        trainer = self._trainer(f"{PRETRAINING}/run", *toy_models.toy_generator(0), objective="sft",
+                                steps=cfg.pretrain_steps, lr=cfg.pretrain_lr, seed=1000, reason_weight=0.0,
+                                sigma_max=cfg.sigma_max, manifest=self.manifest(PRETRAINING), critic=None)
+        trainer.train()
+        dit, connector = trainer.generator.dit, trainer.generator.connector
+        state = {**{f"dit.{k}": v for k, v in dit.state_dict().items()},
+                 **{f"connector.{k}": v for k, v in connector.state_dict().items()}}
+        ckpt.save_safetensors(state, self.path("generators", "pretrained.safetensors"),
+                              format_name="toy-rve.generator")
+        pretrain_seconds = time.perf_counter() - begun
+        flaws = {c.name: self._write_manifest(self.train, training_targets(self.train, c), self.manifest(c))
+                 for c in cfg.conditions}
+        return {"vae": vae_report, "pretrain_seconds": pretrain_seconds, "pretrained": self.evaluate(*self.generator()),
+                "flaws": flaws, "seconds": time.perf_counter() - started}
 
-    def _write_manifest(self, condition: Condition, samples: list[Sample], manifest: Path) -> dict[str, int]:
+    def _write_manifest(self, samples: list[Sample], targets: dict[str, tuple[torch.Tensor, str]], manifest: Path,
+                        *, instructions: dict[str, str] | None = None) -> dict[str, int]:
+        """Source and target videos of `samples` (targets: id -> (frames, kind)) and their manifest; the
+        samples' own instructions unless `instructions` gives others."""
         folder = manifest.parent
         (folder / "videos").mkdir(parents=True, exist_ok=True)
-        targets = training_targets(samples, condition)
         lines = []
         for sample in samples:
             # crf 0: nearly lossless, so the features see the rendered pixels
             write_video(folder / "videos" / f"{sample.id}_src.mp4", render(sample.scene), 8, crf=0)
             write_video(folder / "videos" / f"{sample.id}_tgt.mp4", targets[sample.id][0], 8, crf=0)
             lines.append({"id": sample.id, "source": f"videos/{sample.id}_src.mp4",
-                          "target": f"videos/{sample.id}_tgt.mp4", "instruction": sample.instruction,
+                          "target": f"videos/{sample.id}_tgt.mp4",
+                          "instruction": (instructions or {}).get(sample.id, sample.instruction),
                           "subset": "RAVE", "category": sample.category})
         manifest.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
         return flaw_counts(targets)
@@ -240,7 +275,7 @@ class Experiment:
         of every critic on held-out estimates."""
         started = time.perf_counter()
         cfg = self.config
-        dit, connector = self.generator(cfg.conditions[0])
+        dit, connector = self.generator()
         pool = make_samples(cfg.estimate_bank // 4, "train", 300) + make_samples(cfg.estimate_bank // 4, "eval", 300)
         bank = self.estimates(dit, connector, pool, count=cfg.estimate_bank, seed=11, name="critic-pool")
         held_out = self.estimates(dit, connector, self.eval, count=2 * len(self.eval), seed=12, name="eval-bank")
@@ -256,8 +291,8 @@ class Experiment:
         """`count` decoded one-step estimates of the generator on `samples` (targets correct or flawed, half and
         half, so that the bank spans good and bad edits), at σ uniform in [0.02, 0.9]."""
         condition = Condition(name, flawed_fraction=0.5)
-        manifest = self.path("data", condition.slug, "train.jsonl")
-        self._write_manifest(condition, samples, manifest)
+        manifest = self.manifest(condition)
+        self._write_manifest(samples, training_targets(samples, condition), manifest)
         trainer = self._trainer(f"{name}-features", dit, connector, objective="sft", steps=1, lr=1e-3, seed=0,
                                 reason_weight=0.0, sigma_max=0.5, manifest=manifest, critic=None)
         by_id = {s.id: s for s in samples}
@@ -270,7 +305,8 @@ class Experiment:
                 sigma = torch.rand(1, generator=generator) * 0.88 + 0.02
                 noise = torch.randn(feats.target_latents.shape, generator=generator)
                 z_t = losses.noisy_latents(feats.target_latents, noise, sigma)
-                velocity = trainer.model(z_t, sigma, feats.source_latents, feats.vlm_states, feats.text_tokens, False)
+                velocity = trainer.model(z_t, sigma, feats.source_latents, feats.vlm_states, feats.text_tokens, False,
+                                         feats.vlm_tokens)
                 edited, _ = decode_estimate(self.frozen["vae"], z_t, sigma, velocity)
                 sample = by_id[triplet.id]
                 bank.append(toy_models.Estimate(sample, triplet.instruction, edited, float(sigma),
@@ -301,39 +337,73 @@ class Experiment:
             trainer.critic = IdealCritic([s.scene for s in self.train + self.eval])
         return trainer
 
-    def reward_gradient_share(self, condition: Condition, *, critic: str, samples: int = 16, sigma: float = 0.3,
-                              reason_weight: float = 0.25) -> dict:
-        """How much of USO's update is the reward? On training samples at σ = `sigma` (<= σ_max), the gradient
-        of λ·L_reason on the pre-trained generator's parameters against that of L_FM: norm ratio and cosine."""
-        trainer = self._trainer(f"{condition.slug}/gradient-share-{critic}", *self.generator(condition),
-                                objective="uso", steps=1, lr=1e-3, seed=0, reason_weight=reason_weight,
-                                sigma_max=0.5, manifest=self.manifest(condition), critic=critic)
+    def reward_diagnostics(self, condition: Condition, *, critic: str) -> dict:
+        """The reward path of `critic` (the ideal one or a learned one) on one-step estimates of the pre-trained
+        generator, at the main λ and σ_max, on the condition's training samples:
+        - the share of the trainer's σ draws at or below σ_max (the steps in which the reward acts at all);
+        - at σ drawn as in training but at or below σ_max, the gradients on the generator's parameters of L_FM
+          and of λ·L_reason (USO's loss minus SFT's, with the same σ and noise): norms, ratio, cosine (L_FM's
+          gradient is the way to the training target, in parameters);
+        - in pixels, the cosine of ∂Δ/∂x̂0 with (correct target − x̂0), and the oracle EA gained by a step along
+          ∂Δ/∂x̂0 half the distance to the correct target long, beside the same step straight at it."""
+        cfg = self.config
+        trainer = self._trainer(f"{condition.slug}/diagnostics-{critic}", *self.generator(), objective="uso",
+                                steps=1, lr=cfg.finetune_lr, seed=0, reason_weight=cfg.reason_weight,
+                                sigma_max=cfg.sigma_max, manifest=self.manifest(condition), critic=critic)
+        generator = torch.Generator().manual_seed(0)
+        draws = losses.sample_sigmas(4096, trainer.config.timestep_shift, generator)
+        acting = draws[draws <= cfg.sigma_max]
         parameters = [p for p in trainer.model.parameters() if p.requires_grad]
-        ratios, cosines = [], []
-        for index in range(samples):
+        by_id = {s.id: s for s in self.train}
+        fm_norms, reward_norms, ratios, cosines, pixel_cosines, gains, straight_gains = ([] for _ in range(7))
+        for index in range(cfg.diagnostic_samples):
             triplet = trainer.triplets[index % len(trainer.triplets)]
             feats = trainer.features.get(triplet)
-            noise = torch.randn(feats.target_latents.shape, generator=torch.Generator().manual_seed(index))
+            sigma = acting[index % len(acting)].view(1)
+            noise = torch.randn(feats.target_latents.shape, generator=generator)
             flat = {}
-            for objective in ("sft", "uso"):  # uso − sft = the reward's share, with identical noise and σ
+            for objective in ("sft", "uso"):
                 result = sample_loss(trainer.model, trainer.models.vae, trainer.critic, feats, triplet.instruction,
-                                     sigma=torch.tensor([sigma]), noise=noise, drop=False,
+                                     sigma=sigma, noise=noise, drop=False,
                                      config=replace(trainer.config, objective=objective),
                                      device=torch.device("cpu"), autocast_dtype=None)
                 flat[objective] = torch.cat([g.flatten() for g in torch.autograd.grad(result.loss, parameters)])
             reward = flat["uso"] - flat["sft"]
-            ratios.append((reward.norm() / flat["sft"].norm()).item())
-            cosines.append(torch.nn.functional.cosine_similarity(reward, flat["sft"], dim=0).item())
-        return {"sigma": sigma, "reason_weight": reason_weight, "samples": samples, "critic": critic,
-                "norm_ratio_mean": sum(ratios) / samples, "cosine_with_fm_mean": sum(cosines) / samples}
+            fm_norms.append(flat["sft"].norm().item())
+            reward_norms.append(reward.norm().item())
+            ratios.append(reward_norms[-1] / max(fm_norms[-1], 1e-20))
+            cosines.append(F.cosine_similarity(reward, flat["sft"], dim=0).item())
+            with torch.no_grad():
+                z_t = losses.noisy_latents(feats.target_latents, noise, sigma)
+                velocity = trainer.model(z_t, sigma, feats.source_latents, feats.vlm_states, feats.text_tokens, False,
+                                         feats.vlm_tokens)
+                edited, frame_index = decode_estimate(self.frozen["vae"], z_t, sigma, velocity)
+            sample = by_id[triplet.id]
+            target = render(sample.scene, category=sample.category)[frame_index]
+            edited.requires_grad_(True)
+            verdict = trainer.critic.verdict(feats.source_frames[frame_index].to(edited), edited, triplet.instruction)
+            (pixel_gradient,) = torch.autograd.grad(verdict.delta, edited)
+            wanted = target - edited.detach()
+            pixel_cosines.append(F.cosine_similarity(pixel_gradient.flatten(), wanted.flatten(), dim=0).item())
+            step = pixel_gradient / pixel_gradient.norm().clamp(min=1e-12) * wanted.norm() * 0.5
+            before = oracle_ea(sample, edited.detach())
+            gains.append(oracle_ea(sample, edited.detach() + step) - before)
+            straight_gains.append(oracle_ea(sample, edited.detach() + wanted * 0.5) - before)
+        mean = lambda values: sum(values) / len(values)  # noqa: E731 - a local one-liner
+        return {"critic": critic, "samples": cfg.diagnostic_samples, "sigma_max": cfg.sigma_max,
+                "reason_weight": cfg.reason_weight, "share_of_steps_acting": float(len(acting) / len(draws)),
+                "fm_gradient_norm": mean(fm_norms), "reward_gradient_norm": mean(reward_norms),
+                "norm_ratio": mean(ratios), "cosine_with_fm": mean(cosines),
+                "pixel_cosine_with_target": mean(pixel_cosines), "ea_gain_of_gradient_step": mean(gains),
+                "ea_gain_of_straight_step": mean(straight_gains)}
 
     def finetune(self, run: Run) -> Run:
         started = time.perf_counter()
         condition = next(c for c in self.config.conditions if c.name == run.condition)
-        trainer = self._trainer(f"{condition.slug}/{run.name}", *self.generator(condition), objective=run.objective,
+        trainer = self._trainer(f"{condition.slug}/{run.name}", *self.generator(), objective=run.objective,
                                 steps=self.config.finetune_steps, lr=self.config.finetune_lr, seed=run.seed,
                                 reason_weight=run.reason_weight, sigma_max=run.sigma_max,
-                                manifest=self.manifest(condition), critic=run.critic if run.objective != "sft" else None)
+                                manifest=self.manifest(condition), critic=run.critic)
         history = trainer.train()
         run.triggered = sum(r["triggered"] for r in history) / len(history)
         run.scores = self.evaluate(trainer.generator.dit, trainer.generator.connector)
@@ -393,120 +463,167 @@ def mean_std(values: list[float]) -> dict:
 
 
 def _aggregate(members: list[Run]) -> dict:
+    members = sorted(members, key=lambda r: r.seed)
     row = {m: mean_std([r.scores[m] for r in members]) for m in METRICS}
     row["per_category"] = {c: mean_std([r.scores["per_category"][c] for r in members]) for c in CATEGORIES}
+    row["seeds"] = [r.seed for r in members]
     row["per_seed_overall"] = [r.scores["Overall"] for r in members]
+    row["triggered"] = mean_std([r.triggered for r in members]) if members[0].objective != "sft" else None
     row["seconds_per_run"] = sum(r.seconds for r in members) / len(members)
     return row
 
 
-def verdict(objectives: dict) -> dict:
-    """The issue's test: does USO's held-out Overall exceed SFT's by more than twice the larger seed std?"""
-    uso, sft = objectives["uso"]["Overall"], objectives["sft"]["Overall"]
-    margin = uso["mean"] - sft["mean"]
-    bar = 2 * max(uso["std"], sft["std"])
-    return {"uso_minus_sft": margin, "twice_larger_std": bar, "uso_beats_sft": margin > bar}
-
-
-def paired_verdict(objectives: dict, row: str) -> dict:
-    """`row` against SFT seed by seed (the same pre-trained model, seed and data order): does the mean paired
-    difference of Overall exceed twice its std?"""
-    differences = [a - b for a, b in zip(objectives[row]["per_seed_overall"], objectives["sft"]["per_seed_overall"],
-                                         strict=True)]
+def paired_verdict(row: dict, sft: dict) -> dict:
+    """`row` against SFT seed by seed (the same pre-trained model, seed, data order, σ and noise): does the
+    mean paired difference of Overall exceed twice its std?"""
+    if row["seeds"] != sft["seeds"]:
+        raise ValueError(f"paired comparison needs the same seeds, got {row['seeds']} and {sft['seeds']}")
+    differences = [a - b for a, b in zip(row["per_seed_overall"], sft["per_seed_overall"], strict=True)]
     paired = mean_std(differences)
-    return {"row": row, "paired_differences": differences, "mean": paired["mean"], "std": paired["std"],
+    return {"paired_differences": differences, "mean": paired["mean"], "std": paired["std"],
             "beats_sft": paired["mean"] > 2 * paired["std"]}
 
 
+def learned_share(objectives: dict, row: str, *, draws: int = BOOTSTRAP_DRAWS, seed: int = 0) -> dict:
+    """(USO_learned − SFT) / (USO_ideal − SFT) of Overall, with a 95 % percentile bootstrap interval over seeds
+    (seeds resampled with replacement, the three arms kept paired)."""
+    sft, ideal = objectives["sft"]["per_seed_overall"], objectives[ideal_row()]["per_seed_overall"]
+    learned = objectives[row]["per_seed_overall"]
+    learned_gain = [a - b for a, b in zip(learned, sft, strict=True)]
+    ideal_gain = [a - b for a, b in zip(ideal, sft, strict=True)]
+    rng = random.Random(seed)
+    shares = []
+    for _ in range(draws):
+        picks = [rng.randrange(len(sft)) for _ in sft]
+        denominator = sum(ideal_gain[i] for i in picks)
+        if denominator > 0:
+            shares.append(sum(learned_gain[i] for i in picks) / denominator)
+    shares.sort()
+    interval = ([shares[int(0.025 * len(shares))], shares[min(len(shares) - 1, int(0.975 * len(shares)))]]
+                if shares else [float("nan"), float("nan")])
+    return {"row": row, "share": sum(learned_gain) / sum(ideal_gain), "interval_95": interval,
+            "bootstrap_draws": draws, "draws_with_a_positive_ideal_gain": len(shares)}
+
+
+def sensitivity(references: dict, pretrained: dict, sections: dict) -> dict:
+    """The instrument's two checks: the VAE leaves room for a good edit, and supervised training on exact
+    targets moves the score by much more than the seeds' spread."""
+    through_vae = references["oracle target through the VAE"]["Overall"]
+    checks = {"oracle_through_vae": {"overall": through_vae, "required": ORACLE_THROUGH_VAE_MIN,
+                                     "passes": through_vae >= ORACLE_THROUGH_VAE_MIN}}
+    if EXACT.name in sections:
+        sft = sections[EXACT.name]["objectives"]["sft"]["Overall"]
+        gain = sft["mean"] - pretrained["Overall"]
+        checks["sft_gain"] = {"condition": EXACT.name, "pretrained": pretrained["Overall"], "sft": sft["mean"],
+                              "gain": gain, "seed_std": sft["std"], "required_gain": SFT_GAIN_MIN,
+                              "required_std_ratio": SFT_GAIN_STD_RATIO,
+                              "passes": gain >= SFT_GAIN_MIN and gain >= SFT_GAIN_STD_RATIO * sft["std"]}
+    return checks
+
+
 def run_experiment(config: ToyConfig, workdir: Path, *, workers: int = 2) -> dict:
-    """Critics and generators are prepared side by side; then every condition's runs (sft / rwr / uso over
-    the seeds, uso with the render-trained critic, and the sweeps), the reward's share of the update and the
-    estimate-stage critic are spread over `workers` one-thread processes (1: everything in this process).
-    Each task reads the stages' files, so where it runs changes no number."""
+    """The learned critics (when the preset has arms that need them) and the generator's side are prepared
+    side by side; then every fine-tuning run and the reward path's diagnostics are spread over `workers`
+    one-thread processes (1: everything in this process), those needing no learned critic first. Each task
+    reads the stages' files, so where it runs changes no number."""
     started = time.perf_counter()
     workdir = Path(workdir)
     runs = plan_runs(config)
-    share_critics = ("renders", MAIN_CRITIC)
     with executor(workers) as pool:
-        critics = pool.submit(_stage, config, workdir, "prepare_critics")
-        generators = pool.submit(_stage, config, workdir, "prepare_generators")
-        generators = generators.result()
-        # SFT never calls a critic: its runs fill the generator stage's process while the critics still train
+        critics = pool.submit(_stage, config, workdir, "prepare_critics") if config.needs_learned_critics else None
+        generators = pool.submit(_stage, config, workdir, "prepare_generators").result()
         chunks = [pool.submit(finetune_all, config, workdir, chunk)
-                  for chunk in _chunks([r for r in runs if r.objective == "sft"], 5)]
-        critics = critics.result()
-        estimate_stage = pool.submit(_stage, config, workdir, "prepare_estimate_critic")
-        shares = {(c.name, critic): pool.submit(_stage, config, workdir, "reward_gradient_share", c, critic=critic,
-                                                reason_weight=config.reason_weight)
-                  for c in config.conditions for critic in share_critics
-                  if critic == MAIN_CRITIC or c.name == config.sweep_condition}
-        chunks += [pool.submit(finetune_all, config, workdir, chunk)
-                   for chunk in _chunks([r for r in runs if r.objective != "sft"], 6)]
+                  for chunk in _chunks([r for r in runs if r.critic in (None, IDEAL_CRITIC)], 3)]
+        diagnostics = {(c.name, IDEAL_CRITIC): pool.submit(_stage, config, workdir, "reward_diagnostics", c,
+                                                           critic=IDEAL_CRITIC) for c in config.conditions}
+        estimate_stage = None
+        if critics is not None:
+            critics = critics.result()
+            estimate_future = pool.submit(_stage, config, workdir, "prepare_estimate_critic")
+            for stage in (("renders", "shaped"), ("estimates",)):
+                if stage == ("estimates",):  # its runs need the critic the estimate stage grades
+                    estimate_stage = estimate_future.result()
+                chunks += [pool.submit(finetune_all, config, workdir, chunk)
+                           for chunk in _chunks([r for r in runs if r.critic in stage], 3)]
+                diagnostics |= {(c.name, critic): pool.submit(_stage, config, workdir, "reward_diagnostics", c,
+                                                              critic=critic)
+                                for c in config.conditions for critic in config.learned_critics if critic in stage}
         done = [run for chunk in chunks for run in chunk.result()]
-        estimate_stage = estimate_stage.result()
-        shares = {key: future.result() for key, future in shares.items()}
+        diagnostics = {key: future.result() for key, future in diagnostics.items()}
     experiment = Experiment(config, workdir)
-    sections = {c.name: summarize_condition(config, c, generators["conditions"][c.name],
+    sections = {c.name: summarize_condition(config, c, generators["flaws"][c.name],
                                             [r for r in done if r.condition == c.name],
-                                            {critic: shares[(c.name, critic)] for critic in share_critics
-                                             if (c.name, critic) in shares})
+                                            {critic: d for (name, critic), d in diagnostics.items() if name == c.name})
                 for c in config.conditions}
+    references = experiment.reference_rows()
     return {
         "config": asdict(config), "workers": workers,
-        "prepare": {"vae": generators["vae"], "critics": critics, "estimate_stage": estimate_stage,
+        "prepare": {"vae": generators["vae"], "pretrain_seconds": generators["pretrain_seconds"],
+                    "critics": critics, "estimate_stage": estimate_stage,
                     "generator_stage_seconds": generators["seconds"]},
-        "references": experiment.reference_rows(), "conditions": sections,
-        "total_seconds": time.perf_counter() - started,
+        "references": references, "pretrained": generators["pretrained"],
+        "sensitivity": sensitivity(references, generators["pretrained"], sections),
+        "conditions": sections, "total_seconds": time.perf_counter() - started,
     }
 
 
 def plan_runs(config: ToyConfig) -> list[Run]:
-    """Every fine-tuning run of the experiment, in a fixed order."""
+    """Every fine-tuning run of the experiment, in a fixed order: per condition and seed SFT, RWR, USO with the
+    ideal critic and with each learned critic, then the ideal critic's λ and σ_max sweeps over every seed."""
+    unknown = set(config.learned_critics) - set(CRITICS)
+    if unknown:
+        raise ValueError(f"learned_critics must be among {CRITICS}, got {sorted(unknown)}")
     runs = []
     for condition in config.conditions:
-        common = dict(condition=condition.name, reason_weight=config.reason_weight)
-        runs += [Run(f"{objective}-s{seed}", objective, seed, **common)
-                 for objective in OBJECTIVES for seed in config.seeds]
-        runs += [Run(f"uso-ideal-s{seed}", "uso", seed, critic=IDEAL_CRITIC, **common) for seed in config.seeds]
+        common = dict(condition=condition.name, reason_weight=config.reason_weight, sigma_max=config.sigma_max)
+        for seed in config.seeds:
+            runs.append(Run(f"sft-s{seed}", "sft", seed, **common))
+            if config.rwr:
+                runs.append(Run(f"rwr-s{seed}", "rwr", seed, critic=RWR_CRITIC, **common))
+            runs += [Run(f"uso-{critic}-s{seed}", "uso", seed, critic=critic, **common)
+                     for critic in (IDEAL_CRITIC, *config.learned_critics)]
         if condition.name == config.sweep_condition:
-            runs += [Run(f"uso-renders-s{seed}", "uso", seed, critic="renders", **common) for seed in config.seeds]
-            seed = config.seeds[0]
-            runs += [Run(f"uso-lambda{lam}", "uso", seed, condition=condition.name, reason_weight=lam)
-                     for lam in config.lambdas]
-            runs += [Run(f"uso-sigma{sig}", "uso", seed, sigma_max=sig, **common) for sig in config.sigma_maxes]
+            for seed in config.seeds:
+                runs += [Run(f"uso-ideal-lambda{lam}-s{seed}", "uso", seed, critic=IDEAL_CRITIC,
+                             **{**common, "reason_weight": lam}) for lam in config.lambdas]
+                runs += [Run(f"uso-ideal-sigma{sig}-s{seed}", "uso", seed, critic=IDEAL_CRITIC,
+                             **{**common, "sigma_max": sig}) for sig in config.sigma_maxes]
     slugs = [c.slug for c in config.conditions]
     if len(set(slugs)) != len(slugs) or set(slugs) & set(RESERVED_DATA):
         raise ValueError(f"condition names must give distinct data folders, none of {RESERVED_DATA}; got {slugs}")
-    if config.reason_weight in config.lambdas or 0.5 in config.sigma_maxes:
+    if config.reason_weight in config.lambdas or config.sigma_max in config.sigma_maxes:
         raise ValueError(f"the sweeps must not repeat the main runs' values (λ {config.reason_weight}, "
-                         "σ_max 0.5): those points come from the main runs")
+                         f"σ_max {config.sigma_max}): those points come from the main runs")
     return runs
 
 
-def summarize_condition(config: ToyConfig, condition: Condition, prepared: dict, runs: list[Run],
-                        shares: dict) -> dict:
-    main = [r for r in runs if r.sigma_max == 0.5 and r.reason_weight == config.reason_weight]
-    objectives = {o: _aggregate([r for r in main if r.objective == o and r.critic == MAIN_CRITIC])
-                  for o in OBJECTIVES}
-    ablation = [r for r in main if r.critic == "renders"]
-    if ablation:
-        objectives[RENDER_CRITIC_ROW] = _aggregate(ablation)
-    ideal = [r for r in main if r.critic == IDEAL_CRITIC]
-    if ideal:
-        objectives[IDEAL_CRITIC_ROW] = _aggregate(ideal)
-    lambda_runs, sigma_runs = [], []
-    if condition.name == config.sweep_condition:  # the main seed's uso run is the sweeps' default point
-        point = [r for r in main if r.objective == "uso" and r.critic == MAIN_CRITIC and r.seed == config.seeds[0]]
-        lambda_runs = sorted([r for r in runs if r.reason_weight != config.reason_weight] + point,
-                             key=lambda r: r.reason_weight)
-        sigma_runs = sorted([r for r in runs if r.sigma_max != 0.5] + point, key=lambda r: r.sigma_max)
+def summarize_condition(config: ToyConfig, condition: Condition, flaws: dict, runs: list[Run],
+                        diagnostics: dict) -> dict:
+    main = [r for r in runs if r.sigma_max == config.sigma_max and r.reason_weight == config.reason_weight]
+    rows: dict[str, list[Run]] = {}
+    for run in main:
+        rows.setdefault(run.row, []).append(run)
+    objectives = {name: _aggregate(members) for name, members in rows.items()}
+    comparisons = {name: paired_verdict(row, objectives["sft"]) for name, row in objectives.items() if name != "sft"}
+    ideal_wins = comparisons[ideal_row()]["beats_sft"]
+    # the learned critic's share of the ideal critic's gain is defined only where that gain is real
+    shares = {critic: learned_share(objectives, f"uso, {critic} critic") if ideal_wins else None
+              for critic in config.learned_critics}
+    sweeps = {}
+    if condition.name == config.sweep_condition:
+        ideal_runs = [r for r in runs if r.critic == IDEAL_CRITIC]
+        for key, values, other, fixed in (("reason_weight", config.lambdas, "sigma_max", config.sigma_max),
+                                          ("sigma_max", config.sigma_maxes, "reason_weight", config.reason_weight)):
+            points = []
+            for value in sorted({*values, getattr(config, key)}):
+                point = _aggregate([r for r in ideal_runs if getattr(r, key) == value and getattr(r, other) == fixed])
+                points.append({"value": value, "Overall": point["Overall"], "EA": point["EA"],
+                               "triggered": point["triggered"], "per_seed_overall": point["per_seed_overall"],
+                               "vs_sft": paired_verdict(point, objectives["sft"])})
+            sweeps[key] = points
     return {
-        "condition": asdict(condition), "flaws": prepared["flaws"], "pretrain_seconds": prepared["pretrain_seconds"],
-        "pretrained": prepared["pretrained"], "reward_gradient_share": shares,
-        "objectives": objectives, "verdict": verdict(objectives),
-        "ideal_verdict": paired_verdict(objectives, IDEAL_CRITIC_ROW) if ideal else None,
-        "runs": [asdict(r) for r in runs],
-        "lambda_sweep": [asdict(r) for r in lambda_runs], "sigma_sweep": [asdict(r) for r in sigma_runs],
+        "condition": asdict(condition), "flaws": flaws, "objectives": objectives, "comparisons": comparisons,
+        "learned_share": shares, "diagnostics": diagnostics, "sweeps": sweeps, "runs": [asdict(r) for r in runs],
     }
 
 

@@ -36,14 +36,16 @@ logger = logging.getLogger(__name__)
 
 
 def toy_vae(seed: int) -> torch.nn.Module:
-    """The Wan VAE structure with one spatial and one temporal down-sampling level fewer (4x, 2x).
+    """The Wan VAE structure with one spatial down-sampling level fewer (4x) and no temporal down-sampling.
 
     With the test kit's 8x spatial VAE a 32x32 frame is a 4x4 latent and the 8x8 object one latent pixel: even
-    the exact target, encoded and decoded, scored EA 3.4 of 10, and every generator sat at that ceiling.
+    the exact target, encoded and decoded, scored EA 3.4 of 10. With 4x spatial and 2x temporal down-sampling
+    it still scored Overall 4.7 (two frames of a moving object share one latent frame); every latent frame
+    here holds one video frame, and the scenes' edges lie on the 4-pixel grid (task.GRID).
     """
     from diffusers import AutoencoderKLWan
 
-    config = {**tiny_vae_config(), "dim_mult": [1, 2, 4], "temperal_downsample": [False, True]}
+    config = {**tiny_vae_config(), "dim_mult": [1, 2, 4], "temperal_downsample": [False, False]}
     with seeded(seed):
         return AutoencoderKLWan.from_config(config).eval()
 
@@ -64,14 +66,19 @@ def toy_generator(seed: int) -> tuple[torch.nn.Module, Connector]:
     return dit, connector.eval()
 
 
-def train_vae(vae: torch.nn.Module, samples: list[Sample], *, steps: int, seed: int, lr: float = 2e-3,
+def train_vae(vae: torch.nn.Module, samples: list[Sample], *, steps: int, seed: int, lr: float = 3e-3,
               batch_size: int = 4) -> dict:
-    """Reconstruction training on sources and targets; sets the latent statistics in the VAE's config."""
+    """Reconstruction training on sources and targets; sets the latent statistics in the VAE's config.
+
+    One-cycle learning rate (10 % warm-up to `lr`, then cosine annealing): at a constant 2e-3 the reconstruction
+    kept improving slowly for thousands of steps; the annealed tail gets most of that in a few hundred.
+    """
     clips = torch.stack([render(s.scene, category=c) for s in samples for c in (None, s.category)])
     pixels = clips.permute(0, 4, 1, 2, 3) * 2 - 1  # [N, 3, T, H, W] in -1..1
     generator = torch.Generator().manual_seed(seed)
     vae.train().requires_grad_(True)
     optimizer = torch.optim.Adam(vae.parameters(), lr=lr)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=max(steps, 1), pct_start=0.1)
     loss = torch.tensor(float("nan"))
     for _ in range(steps):
         batch = pixels[torch.randint(0, pixels.shape[0], (batch_size,), generator=generator)]
@@ -80,6 +87,7 @@ def train_vae(vae: torch.nn.Module, samples: list[Sample], *, steps: int, seed: 
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
+        schedule.step()
     vae.eval().requires_grad_(False)
     with torch.no_grad():
         latents = torch.cat([vae.encode(pixels[i:i + 16]).latent_dist.mode() for i in range(0, len(pixels), 16)])

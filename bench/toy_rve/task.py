@@ -50,6 +50,8 @@ PHRASINGS = {
                 ["what if nothing kept it in the air ?", "let gravity take over"]),
 }
 CATEGORIES = tuple(PHRASINGS)
+# The pre-training task's instructions: the generator learns to reproduce a video before it learns any rule.
+KEEP_PHRASINGS = ("keep the video as it is", "leave everything as it is", "change nothing")
 
 
 @dataclass(frozen=True)
@@ -129,7 +131,8 @@ def make_samples(count: int, split: str, seed: int) -> list[Sample]:
 
 
 def all_phrasings() -> list[str]:
-    return [p for train, held_out in PHRASINGS.values() for p in train + held_out]
+    """Every instruction text of the toy (the tokenizers' vocabulary): the rules' phrasings, then pre-training's."""
+    return [p for train, held_out in PHRASINGS.values() for p in train + held_out] + list(KEEP_PHRASINGS)
 
 
 def negative_edit(sample: Sample, kind: str, rng: random.Random) -> torch.Tensor:
