@@ -98,14 +98,20 @@ def test_negative_edits_are_what_their_kind_says():
         negative_edit(sample, "noise", rng)
 
 
-def test_toy_models_have_a_finer_latent_grid_and_trainable_init():
-    from bench.toy_rve.models import toy_generator, toy_vae
+def test_toy_vae_keeps_every_pixel_and_the_generator_has_trainable_init():
+    from bench.toy_rve.models import fit_latent_statistics, toy_generator, toy_vae
     from revise_core import vae as vae_ops
 
-    video = render(make_samples(1, "train", 0)[0].scene).permute(3, 0, 1, 2)[None] * 2 - 1
+    vae = toy_vae()
+    video = torch.rand(1, 3, 5, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
     with torch.no_grad():
-        latents = vae_ops.encode(toy_vae(0), video)
-    assert tuple(latents.shape) == (1, 16, 5, 8, 8)  # 4x spatial, one latent frame per frame: the object is 2x2
+        latents = vae_ops.encode(vae, video)
+        decoded = vae_ops.decode(vae, latents, clamp=False)
+    assert tuple(latents.shape) == (1, 16, 5, 32, 32)  # no down-sampling: channels 0-2 are the pixels
+    assert (latents[:, :3] - video).abs().max() < 1e-3 and latents[:, 3:].abs().max() == 0
+    assert (decoded - video).abs().max() < 2e-3
+    report = fit_latent_statistics(vae, make_samples(4, "train", 0))
+    assert report["max_error"] < 1e-3 and len(vae.config.latents_std) == 16
     dit, connector = toy_generator(0)
     norms = [m.weight for m in dit.modules() if type(m).__name__ in ("RMSNorm", "LayerNorm") and m.weight is not None]
     assert norms and all(torch.equal(w, torch.ones_like(w)) for w in norms)  # library init, not the test kit's noise

@@ -58,7 +58,7 @@ def test_gradient_ascent_on_its_verdict_carries_out_every_rule_from_the_unedited
     target = render(sample.scene, category=sample.category)
     assert float(critic.rule_error(source, edited.detach(), sample.instruction)) < 0.1 * float(
         critic.rule_error(source, source, sample.instruction))
-    assert (edited.detach() - target).abs().mean() < 0.2 * (source - target).abs().mean()
+    assert (edited.detach() - target).abs().mean() < 0.3 * (source - target).abs().mean()
 
 
 # --- inside USO ----------------------------------------------------------------------------------------

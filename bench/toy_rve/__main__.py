@@ -22,8 +22,8 @@ from .report import write
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.toy_rve", description=__doc__.split(":")[0])
     size = parser.add_mutually_exclusive_group(required=True)
-    size.add_argument("--quick", action="store_true", help="CPU preset, 15-22 minutes on 2 cores")
-    size.add_argument("--full", action="store_true", help="larger preset, meant for a GPU machine")
+    size.add_argument("--quick", action="store_true", help="the sensitivity checks and the ideal critic against SFT on exact targets (CPU, under 25 minutes on 2 cores)")
+    size.add_argument("--full", action="store_true", help="every condition, arm and sweep (CPU, hours on 2 cores)")
     size.add_argument("--smoke", action="store_true", help="seconds-long plumbing check (numbers mean nothing)")
     parser.add_argument("--out", type=Path, default=None, help="results folder (default bench/results; smoke: a temp dir)")
     parser.add_argument("--workers", type=int, default=2,
@@ -43,9 +43,11 @@ def main(argv: list[str] | None = None) -> int:
     results["command"] = f"python -m bench.toy_rve --{preset}" + (f" --workers {args.workers}" if args.workers != 2 else "")
     paths = write(results, out)
     summary = {name: {row: round(values["Overall"]["mean"], 3) for row, values in section["objectives"].items()}
-               | {"uso beats sft": section["verdict"]["uso_beats_sft"]}
+               | {f"{row} beats sft": check["beats_sft"] for row, check in section["comparisons"].items()}
                for name, section in results["conditions"].items()}
-    print(json.dumps({"overall": summary, "files": [str(p) for p in paths]}, indent=2))
+    checks = {name: check["passes"] for name, check in results["sensitivity"].items()}
+    print(json.dumps({"sensitivity_checks_pass": checks, "overall": summary, "files": [str(p) for p in paths]},
+                     indent=2))
     return 0
 
 

@@ -65,7 +65,6 @@ BOOTSTRAP_DRAWS = 2000
 class ToyConfig:
     train_samples: int = 48
     eval_samples: int = 12
-    vae_steps: int = 600
     critic_steps: int = 10000
     critic_stage1_fraction: float = 0.45  # the Yes/No curriculum breaks symmetry after about 4,500 steps
     critic_graded_steps: int = 2000
@@ -101,7 +100,7 @@ class ToyConfig:
 QUICK = ToyConfig()
 FULL = ToyConfig(conditions=(EXACT, FLAWED, UNSEEN), learned_critics=CRITICS, rwr=True,
                  sweep_condition=UNSEEN.name, lambdas=(0.25, 4.0), sigma_maxes=(0.1, 0.3, 0.7, 0.9))
-SMOKE = ToyConfig(train_samples=8, eval_samples=4, vae_steps=2, critic_steps=2, critic_graded_steps=2,
+SMOKE = ToyConfig(train_samples=8, eval_samples=4, critic_steps=2, critic_graded_steps=2,
                   critic_shaped_steps=2, critic_estimate_steps=2, estimate_bank=4, pretrain_steps=2, finetune_steps=2,
                   global_batch=2, seeds=(0, 1), conditions=(EXACT, FLAWED, UNSEEN), learned_critics=CRITICS, rwr=True,
                   sweep_condition=UNSEEN.name, lambdas=(0.25,), sigma_maxes=(0.9,), diagnostic_samples=2,
@@ -150,13 +149,13 @@ class Experiment:
 
     @property
     def frozen(self) -> dict:
-        """The generator's frozen encoders: the trained toy VAE, and the test kit's umT5 and VLM at their
+        """The generator's frozen encoders: the toy VAE, and the test kit's umT5 and VLM at their
         initial weights. The critics are copies of that VLM taught to judge; the generator conditions on the
         untaught one, so that critics and generators can be prepared side by side."""
         if self._frozen is None:
             stored = ckpt.read_state_dict(self.path("frozen", "vae.safetensors"))
-            vae = toy_models.toy_vae(1)
-            vae.register_to_config(**stored.embedded_config())  # the latent statistics measured in training
+            vae = toy_models.toy_vae()
+            vae.register_to_config(**stored.embedded_config())  # the latent statistics measured on the data
             vae.load_state_dict(stored.tensors)
             self._frozen = {"vae": vae.eval().requires_grad_(False),
                             "text": tiny_text_encoder(2, extra_text=self.extra_text),
@@ -190,7 +189,7 @@ class Experiment:
     # --- stage: the generator's side (VAE, data, pre-training) ---------------------------------------
 
     def prepare_generators(self) -> dict:
-        """Train the VAE, pre-train the generator to reproduce videos, write every condition's data.
+        """Build the VAE, pre-train the generator to reproduce videos, write every condition's data.
 
         Pre-training teaches the latent space and the copying of the source, never a rule: every target is the
         source itself, under instructions that ask for no change (task.KEEP_PHRASINGS). So the pre-trained
@@ -198,10 +197,9 @@ class Experiment:
         as in the paper, where the base editor is fine-tuned on reasoning edits. Pre-training on the rules
         themselves (the previous design) left fine-tuning nothing to move: SFT gained 0.01 Overall."""
         cfg, started = self.config, time.perf_counter()
-        vae = toy_models.toy_vae(1)
+        vae = toy_models.toy_vae()
         # the training scenes plus scenes on the held-out background (not the evaluation samples themselves)
-        vae_pool = self.train + make_samples(cfg.train_samples, "eval", 100)
-        vae_report = toy_models.train_vae(vae, vae_pool, steps=cfg.vae_steps, seed=0)
+        vae_report = toy_models.fit_latent_statistics(vae, self.train + make_samples(cfg.train_samples, "eval", 100))
         ckpt.save_safetensors(vae.state_dict(), self.path("frozen", "vae.safetensors"), format_name="toy-rve.vae",
                               config={"latents_mean": list(vae.config.latents_mean),
                                       "latents_std": list(vae.config.latents_std)})
