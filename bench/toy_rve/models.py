@@ -19,7 +19,7 @@ import contextlib
 import logging
 import math
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -39,7 +39,7 @@ logger = logging.getLogger(__name__)
 def toy_vae() -> torch.nn.Module:
     """Wan's VAE structure at one level (no spatial or temporal down-sampling), set to an identity on RGB.
 
-    The latent keeps the pixels: channels 0-2 carry R, G, B in -1..1, channels 3-15 are zero. Trained VAEs
+    The latent is the pixels: its LATENT = 3 channels carry R, G, B in -1..1. Trained VAEs
     were the ceiling of every earlier Toy-RVE: the kit's 8x VAE left the exact target, encoded and decoded, at
     EA 3.4 of 10; a trained 4x/2x one at Overall 4.7 (6.8 after twice the training); and the structure trains
     slowly on objects whatever the down-sampling (one clip, no down-sampling, 200 steps: object error still
@@ -51,7 +51,7 @@ def toy_vae() -> torch.nn.Module:
     """
     from diffusers import AutoencoderKLWan
 
-    vae = AutoencoderKLWan.from_config({**tiny_vae_config(), "dim_mult": [1], "temperal_downsample": [],
+    vae = AutoencoderKLWan.from_config({**tiny_vae_config(), "z_dim": LATENT, "dim_mult": [1], "temperal_downsample": [],
                                         "scale_factor_spatial": 1, "scale_factor_temporal": 1})
     with torch.no_grad():
         for parameter in vae.parameters():
@@ -67,12 +67,14 @@ def toy_vae() -> torch.nn.Module:
             for k in range(3):
                 coder.conv_out.weight[k, k, -1, 1, 1] = scale
                 coder.conv_out.weight[k, 3 + k, -1, 1, 1] = -scale
+        # the encoder's head writes the mean's channels; the log-variance's stay 0 (mode() reads the mean)
         for conv in (vae.quant_conv, vae.post_quant_conv):
             channels = conv.weight.shape[0]
             conv.weight[:, :, 0, 0, 0] = torch.eye(channels)
     return vae.eval().requires_grad_(False)
 
 
+LATENT = 3  # the toy's latent channels: R, G, B (the generator's in and out channels, the connector's)
 _IDENTITY_CONSTANT = 100.0  # the constant channel C that makes the RMS norms before the SiLUs nearly linear
 
 
@@ -86,8 +88,8 @@ def _signed_copy(conv: torch.nn.Module, channels: int) -> None:
 
 
 def toy_generator(seed: int) -> tuple[torch.nn.Module, Connector]:
-    """The test kit's DiT and connector sizes with the libraries' own initialisation, and 4x4 patches: the toy
-    VAE's latent keeps every pixel, so 4x4 patches give the 8x8 tokens per frame a 4x VAE with 2x2 patches did.
+    """The test kit's DiT and connector sizes with the libraries' own initialisation, on the toy VAE's RGB latent
+    (3 channels) in 4x4 patches: 8x8 tokens per frame, as a 4x VAE with 2x2 patches gave.
 
     The test kit overwrites every weight (norm scales included) with N(0, 0.1) so that every path is observable
     in parity tests; that is no starting point for training, so the toy keeps diffusers' / torch's init.
@@ -95,8 +97,10 @@ def toy_generator(seed: int) -> tuple[torch.nn.Module, Connector]:
     from diffusers import WanTransformer3DModel
 
     with seeded(seed):
-        dit = WanTransformer3DModel.from_config({**tiny_dit_config(), "patch_size": [1, 4, 4]}).eval()
-        connector = Connector(tiny_connector_config())
+        dit = WanTransformer3DModel.from_config({**tiny_dit_config(LATENT), "out_channels": LATENT,
+                                                 "patch_size": [1, 4, 4]}).eval()
+        # the source alone is 320 context tokens (5 frames of 8x8 patches)
+        connector = Connector(replace(tiny_connector_config(max_context_len=512), latent_channels=LATENT))
         for token in connector.boundary.buffers():  # zero by default: make the boundary markers distinct
             token.normal_()
     return dit, connector.eval()
