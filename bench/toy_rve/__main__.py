@@ -7,15 +7,17 @@ import json
 import logging
 import os
 import platform
+import shlex
 import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 from bench.common import RESULTS
 
-from .experiment import FULL, QUICK, SMOKE, run_experiment
+from .experiment import FULL, QUICK, SMOKE, plan_runs, run_experiment
 from .report import write
 
 
@@ -30,17 +32,28 @@ def main(argv: list[str] | None = None) -> int:
                         help="one-thread worker processes (default 2, one per core of a 2-core machine; 1: all in "
                              "this process)")
     parser.add_argument("--workdir", type=Path, default=None, help="scratch folder (default: a temporary one)")
+    parser.add_argument("--reason-weight", type=float, default=None,
+                        help="λ of the main runs, instead of the preset's (its sweep must not contain it)")
+    parser.add_argument("--sigma-max", type=float, default=None, help="σ_max of the main runs, instead of the preset's")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     config = QUICK if args.quick else FULL if args.full else SMOKE
     preset = "quick" if args.quick else "full" if args.full else "smoke"
+    overrides = {name: value for name, value in (("reason_weight", args.reason_weight), ("sigma_max", args.sigma_max))
+                 if value is not None}
+    config = replace(config, **overrides)
+    try:
+        plan_runs(config)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     out = args.out or (RESULTS if not args.smoke else Path(tempfile.mkdtemp(prefix="toy-rve-out-")))
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="toy-rve-"))
     torch.manual_seed(0)
     results = run_experiment(config, workdir, workers=args.workers)
     results["preset"] = preset
     results["device"] = f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
-    results["command"] = f"python -m bench.toy_rve --{preset}" + (f" --workers {args.workers}" if args.workers != 2 else "")
+    results["command"] = shlex.join(["python", "-m", "bench.toy_rve", *(argv if argv is not None else sys.argv[1:])])
     paths = write(results, out)
     summary = {name: {row: round(values["Overall"]["mean"], 3) for row, values in section["objectives"].items()}
                | {f"{row} beats sft": check["beats_sft"] for row, check in section["comparisons"].items()}
