@@ -320,7 +320,7 @@ def test_summarize_condition_puts_each_run_in_its_row_and_sweep_point():
     from bench.toy_rve.experiment import FULL, IDEAL_CRITIC, METRICS, Run, ideal_row, summarize_condition
     from bench.toy_rve.task import CATEGORIES
 
-    config = replace(FULL, learned_critics=("renders",), lambdas=(4.0,), sigma_maxes=(0.9,))
+    config = replace(FULL, learned_critics=("renders",), lambdas=(4.0,), sigma_maxes=(0.9,), reason_weight=1.0)
 
     def run(objective, seed, overall, **kwargs):
         scores = {m: overall for m in METRICS} | {"per_category": {c: overall for c in CATEGORIES}}
@@ -347,3 +347,11 @@ def test_summarize_condition_puts_each_run_in_its_row_and_sweep_point():
     no_win = [r for r in runs if not (r.critic == IDEAL_CRITIC and r.reason_weight == 1.0 and r.sigma_max == 0.5)]
     no_win += [run("uso", s, 4.0 + s / 100 + (0.01 if s % 2 else -0.01), critic=IDEAL_CRITIC) for s in seeds]
     assert summarize_condition(config, UNSEEN, {}, no_win, {})["learned_share"] == {"renders": None}
+
+
+def test_command_line_refuses_a_main_point_that_a_sweep_repeats(capsys):
+    from bench.toy_rve.__main__ import main
+
+    assert main(["--full", "--reason-weight", "3"]) == 2  # λ 3 is a point of the full preset's sweep
+    assert capsys.readouterr().err.strip() == ("error: the sweeps must not repeat the main runs' values (λ 3.0, "
+                                               "σ_max 0.5): those points come from the main runs")

@@ -614,6 +614,8 @@ def summarize_condition(config: ToyConfig, condition: Condition, flaws: dict, ru
         ideal_runs = [r for r in runs if r.critic == IDEAL_CRITIC]
         for key, values, other, fixed in (("reason_weight", config.lambdas, "sigma_max", config.sigma_max),
                                           ("sigma_max", config.sigma_maxes, "reason_weight", config.reason_weight)):
+            if not values:  # no sweep: the main point alone is in the comparisons already
+                continue
             points = []
             for value in sorted({*values, getattr(config, key)}):
                 point = _aggregate([r for r in ideal_runs if getattr(r, key) == value and getattr(r, other) == fixed])

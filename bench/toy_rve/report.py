@@ -27,7 +27,7 @@ def write(results: dict, out: Path) -> list[Path]:
              "| model | " + " | ".join(METRICS) + " |", "|" + "---|" * (len(METRICS) + 1)]
     for name, row in [*results["references"].items(), ("pre-trained generator", results["pretrained"])]:
         lines.append(f"| {name} | " + " | ".join(f"{row[m]:.3f}" for m in METRICS) + " |")
-    lines += ["", f"VAE reconstruction MAE {results['prepare']['vae']['reconstruction_mae']:.4f}.", ""]
+    lines += ["", f"VAE reconstruction MAE {results['prepare']['vae']['reconstruction_mae']:.1e}.", ""]
     if results["prepare"]["critics"]:
         lines += _critics(results)
     for name, section in results["conditions"].items():
