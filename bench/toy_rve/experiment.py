@@ -73,6 +73,7 @@ class ToyConfig:
     critic_direction_weight: float = 1.0
     critic_estimate_steps: int = 300
     estimate_bank: int = 64
+    generator_layers: int = 2  # DiT blocks of the generator
     pretrain_steps: int = 1500
     finetune_steps: int = 600
     global_batch: int = 4
@@ -178,7 +179,7 @@ class Experiment:
 
     def generator(self) -> tuple[torch.nn.Module, torch.nn.Module]:
         """The pre-trained generator every arm of every condition starts from."""
-        dit, connector = toy_models.toy_generator(0)
+        dit, connector = toy_models.toy_generator(0, layers=self.config.generator_layers)
         state = ckpt.read_state_dict(self.path("generators", "pretrained.safetensors")).tensors
         dit.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("dit.")})
         connector.load_state_dict({k[10:]: v for k, v in state.items() if k.startswith("connector.")})
@@ -211,7 +212,8 @@ class Experiment:
         unchanged = {s.id: (render(s.scene), "unchanged") for s in self.train}
         self._write_manifest(self.train, unchanged, self.manifest(PRETRAINING),
                              instructions={s.id: rng.choice(KEEP_PHRASINGS) for s in self.train})
-        trainer = self._trainer(f"{PRETRAINING}/run", *toy_models.toy_generator(0), objective="sft",
+        trainer = self._trainer(f"{PRETRAINING}/run", *toy_models.toy_generator(0, layers=cfg.generator_layers),
+                                objective="sft",
                                 steps=cfg.pretrain_steps, lr=cfg.pretrain_lr, seed=1000, reason_weight=0.0,
                                 sigma_max=cfg.sigma_max, manifest=self.manifest(PRETRAINING), critic=None)
         trainer.train()

@@ -87,9 +87,10 @@ def _signed_copy(conv: torch.nn.Module, channels: int) -> None:
     conv.bias[2 * channels] = _IDENTITY_CONSTANT
 
 
-def toy_generator(seed: int) -> tuple[torch.nn.Module, Connector]:
-    """The test kit's DiT and connector sizes with the libraries' own initialisation, on the toy VAE's RGB latent
-    (3 channels) in 4x4 patches: 8x8 tokens per frame, as a 4x VAE with 2x2 patches gave.
+def toy_generator(seed: int, *, layers: int = 2) -> tuple[torch.nn.Module, Connector]:
+    """The test kit's DiT (with `layers` blocks) and connector sizes with the libraries' own initialisation, on
+    the toy VAE's RGB latent (3 channels) in 4x4 patches: 8x8 tokens per frame, as a 4x VAE with 2x2 patches
+    gave.
 
     The test kit overwrites every weight (norm scales included) with N(0, 0.1) so that every path is observable
     in parity tests; that is no starting point for training, so the toy keeps diffusers' / torch's init.
@@ -98,7 +99,7 @@ def toy_generator(seed: int) -> tuple[torch.nn.Module, Connector]:
 
     with seeded(seed):
         dit = WanTransformer3DModel.from_config({**tiny_dit_config(LATENT), "out_channels": LATENT,
-                                                 "patch_size": [1, 4, 4]}).eval()
+                                                 "patch_size": [1, 4, 4], "num_layers": layers}).eval()
         # the source alone is 320 context tokens (5 frames of 8x8 patches)
         connector = Connector(replace(tiny_connector_config(max_context_len=512), latent_channels=LATENT))
         for token in connector.boundary.buffers():  # zero by default: make the boundary markers distinct
