@@ -178,13 +178,16 @@ def _plot(results: dict, path: Path) -> Path:
     axes[0].legend(fontsize=7)
     for axis, key, title in ((axes[1], "reason_weight", "ideal critic: λ sweep"),
                              (axes[2], "sigma_max", "ideal critic: σ_max sweep")):
-        for name, section in results["conditions"].items():
-            points = section["sweeps"].get(key)
-            if points:
-                axis.errorbar([p["value"] for p in points], [p["vs_sft"]["mean"] for p in points],
-                              yerr=[p["vs_sft"]["std"] for p in points], marker="o", capsize=3, label=name)
+        swept = [(name, section["sweeps"][key]) for name, section in results["conditions"].items()
+                 if section["sweeps"].get(key)]
+        for name, points in swept:
+            axis.errorbar([p["value"] for p in points], [p["vs_sft"]["mean"] for p in points],
+                          yerr=[p["vs_sft"]["std"] for p in points], marker="o", capsize=3, label=name)
         axis.axhline(0, color="grey", linestyle="--", linewidth=0.8)
         axis.set_title(f"{title} (Overall − SFT, paired)")
+        if not swept:
+            axis.text(0.5, 0.5, "not swept in this preset", ha="center", va="center", transform=axis.transAxes)
+            continue
         if key == "reason_weight":
             axis.set_xscale("log")
         axis.legend(fontsize=7)
