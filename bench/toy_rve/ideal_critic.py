@@ -15,7 +15,10 @@ The rule error is (1 − coverage) + spill, averaged over frames; the verdict Δ
 Moment features of a background-difference mask (area, centroid, second-moment extent, mean colour) were
 tried first and trap gradient ascent: growing the object at the place the rule wants it first raises the
 mask's second moment (a tall two-part object), so their gradient pushes the new pixels back, and from the
-unedited video only the colour rule could be climbed. Coverage and spill have no such trap.
+unedited video only the colour rule could be climbed. Coverage and spill have no such trap. Together they come
+close to a (saturating) distance to what the rule paints, never to a training target: where the targets are
+flawed or missing (the other conditions), this critic still knows the rule, which is what a positive control
+of the reward path needs.
 
 It is a `SelfCritic` whose `verdict` is replaced, so it enters USO through exactly the code the VLM critic
 does: `trainer.step`'s one-step estimate, decode, frame sampling, `relative` (Δ − Δ_base, the baseline
