@@ -183,7 +183,7 @@ def test_condition_rejects_impossible_settings():
 
 
 def test_paired_verdict_needs_more_than_twice_the_std_of_the_paired_difference():
-    from bench.toy_rve.experiment import paired_verdict
+    from bench.toy_rve.statistics import paired_verdict
 
     def row(values, seeds=(0, 1, 2)):
         return {"per_seed_overall": list(values), "seeds": list(seeds)}
@@ -197,14 +197,9 @@ def test_paired_verdict_needs_more_than_twice_the_std_of_the_paired_difference()
 
 
 def test_learned_share_is_the_ratio_of_paired_gains_with_a_bootstrap_interval():
-    from bench.toy_rve.experiment import ideal_row, learned_share
+    from bench.toy_rve.statistics import learned_share
 
-    def row(values):
-        return {"per_seed_overall": values}
-
-    objectives = {"sft": row([4.0, 4.2, 4.4, 4.1, 4.3]), ideal_row(): row([5.0, 5.2, 5.4, 5.1, 5.3]),
-                  "uso, shaped critic": row([4.5, 4.6, 4.9, 4.6, 4.8])}
-    share = learned_share(objectives, "uso, shaped critic", draws=500)
+    share = learned_share([4.0, 4.2, 4.4, 4.1, 4.3], [5.0, 5.2, 5.4, 5.1, 5.3], [4.5, 4.6, 4.9, 4.6, 4.8], draws=500)
     assert share["share"] == pytest.approx(0.48)  # gains +0.5, +0.4, +0.5, +0.5, +0.5 of +1.0 each
     low, high = share["interval_95"]
     assert 0.4 <= low <= share["share"] <= high <= 0.5 and share["draws_with_a_positive_ideal_gain"] == 500
@@ -253,14 +248,15 @@ def test_estimate_stage_moves_the_critic_and_leaves_it_frozen():
 def test_plan_runs_covers_every_condition_arm_and_sweep_point_over_every_seed(preset):
     from dataclasses import replace
 
-    from bench.toy_rve import experiment
-    from bench.toy_rve.experiment import IDEAL_CRITIC, plan_runs
+    from bench.toy_rve import config as presets
+    from bench.toy_rve.config import IDEAL_CRITIC, RWR_CRITIC
+    from bench.toy_rve.experiment import plan_runs
 
-    config = getattr(experiment, preset)
+    config = getattr(presets, preset)
     runs = plan_runs(config)
     assert len(config.seeds) >= 5
     arms = [("sft", None), ("uso", IDEAL_CRITIC)] + [("uso", c) for c in config.learned_critics]
-    arms += [("rwr", experiment.RWR_CRITIC)] if config.rwr else []
+    arms += [("rwr", RWR_CRITIC)] if config.rwr else []
     for condition in config.conditions:
         mine = [r for r in runs if r.condition == condition.name]
         for objective, critic in arms:
@@ -281,7 +277,7 @@ def test_plan_runs_covers_every_condition_arm_and_sweep_point_over_every_seed(pr
 
 
 def test_executor_runs_in_process_at_one_thread_and_refuses_zero():
-    from bench.toy_rve.experiment import executor
+    from bench.toy_rve.workers import executor
 
     before = torch.get_num_threads()
     with executor(1) as pool:
@@ -295,7 +291,8 @@ def test_plan_runs_refuses_conditions_that_share_a_data_folder():
     from dataclasses import replace
 
     from bench.toy_rve.conditions import Condition
-    from bench.toy_rve.experiment import QUICK, plan_runs
+    from bench.toy_rve.config import QUICK
+    from bench.toy_rve.experiment import plan_runs
 
     with pytest.raises(ValueError, match="distinct data folders"):
         plan_runs(replace(QUICK, conditions=(Condition("a b"), Condition("a-b"))))
@@ -317,7 +314,8 @@ def test_summarize_condition_puts_each_run_in_its_row_and_sweep_point():
     from dataclasses import replace
 
     from bench.toy_rve.conditions import UNSEEN
-    from bench.toy_rve.experiment import FULL, IDEAL_CRITIC, METRICS, Run, ideal_row, summarize_condition
+    from bench.toy_rve.config import FULL, IDEAL_CRITIC, IDEAL_ROW, Run
+    from bench.toy_rve.experiment import METRICS, summarize_condition
     from bench.toy_rve.task import CATEGORIES
 
     config = replace(FULL, learned_critics=("renders",), lambdas=(4.0,), sigma_maxes=(0.9,), reason_weight=1.0)
@@ -335,10 +333,10 @@ def test_summarize_condition_puts_each_run_in_its_row_and_sweep_point():
     runs += [run("uso", s, 3.5, critic=IDEAL_CRITIC, sigma_max=0.9) for s in seeds]
     section = summarize_condition(config, UNSEEN, {}, runs, {})
     rows = section["objectives"]
-    assert set(rows) == {"sft", "rwr", ideal_row(), "uso, renders critic"}  # no sweep run inside a row
+    assert set(rows) == {"sft", "rwr", IDEAL_ROW, "uso, renders critic"}  # no sweep run inside a row
     assert rows["sft"]["Overall"]["mean"] == pytest.approx(4.02) and rows["rwr"]["Overall"]["mean"] == 3.0
-    assert rows["sft"]["triggered"] is None and rows[ideal_row()]["triggered"]["mean"] == 0.5
-    assert section["comparisons"][ideal_row()]["beats_sft"] and not section["comparisons"]["rwr"]["beats_sft"]
+    assert rows["sft"]["triggered"] is None and rows[IDEAL_ROW]["triggered"]["mean"] == 0.5
+    assert section["comparisons"][IDEAL_ROW]["beats_sft"] and not section["comparisons"]["rwr"]["beats_sft"]
     assert section["learned_share"]["renders"]["share"] == pytest.approx(0.5, abs=1e-2)
     lam = section["sweeps"]["reason_weight"]
     assert [p["value"] for p in lam] == [1.0, 4.0] and lam[1]["vs_sft"]["mean"] == pytest.approx(2.98)

@@ -17,7 +17,8 @@ import torch
 
 from bench.common import RESULTS
 
-from .experiment import FULL, QUICK, SMOKE, plan_runs, run_experiment
+from .config import PRESETS
+from .experiment import plan_runs, run_experiment
 from .report import write
 
 
@@ -37,8 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sigma-max", type=float, default=None, help="σ_max of the main runs, instead of the preset's")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    config = QUICK if args.quick else FULL if args.full else SMOKE
     preset = "quick" if args.quick else "full" if args.full else "smoke"
+    config = PRESETS[preset]
     overrides = {name: value for name, value in (("reason_weight", args.reason_weight), ("sigma_max", args.sigma_max))
                  if value is not None}
     config = replace(config, **overrides)

@@ -17,12 +17,9 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import math
-import multiprocessing
 import random
 import time
-from concurrent.futures import Future, ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
@@ -41,97 +38,21 @@ from trainer.loop import USOTrainer
 from trainer.step import decode_estimate, sample_loss
 
 from . import models as toy_models
-from .conditions import EXACT, FLAWED, UNSEEN, Condition, flaw_counts, training_targets
+from .conditions import EXACT, Condition, flaw_counts, training_targets
+from .config import CRITICS, IDEAL_CRITIC, IDEAL_ROW, RWR_CRITIC, Run, ToyConfig, row_name
 from .ideal_critic import IdealCritic
 from .oracle import score as oracle_score
+from .statistics import learned_share, mean_std, paired_verdict
 from .task import CATEGORIES, KEEP_PHRASINGS, Sample, all_phrasings, make_samples, render
+from .workers import executor
 
 logger = logging.getLogger(__name__)
 METRICS = ("EA", "PC", "GN", "GR", "Overall")
-OBJECTIVES = ("sft", "rwr", "uso")
-CRITICS = ("renders", "shaped", "estimates")  # the learned critics (models.py)
-RWR_CRITIC = "shaped"  # the learned critic whose P(Yes) weighs RWR's samples
-# The positive control (ideal_critic.py): a rule-level judge that never reads target frames.
-IDEAL_CRITIC = "ideal"
 PRETRAINING = "pre-training"  # the data folder of the pre-training task (every video reproduced unchanged)
 RESERVED_DATA = ("critic-pool", "eval-bank", PRETRAINING)  # data folders of other stages
 # The sensitivity checks the instrument must pass before any comparison means something.
 ORACLE_THROUGH_VAE_MIN = 8.5  # Overall of the exact target, encoded and decoded
 SFT_GAIN_MIN, SFT_GAIN_STD_RATIO = 0.5, 10.0  # SFT on exact targets over the pre-trained model
-BOOTSTRAP_DRAWS = 2000
-
-
-@dataclass
-class ToyConfig:
-    train_samples: int = 48
-    eval_samples: int = 12
-    critic_steps: int = 10000
-    critic_stage1_fraction: float = 0.45  # the Yes/No curriculum breaks symmetry after about 4,500 steps
-    critic_graded_steps: int = 2000
-    critic_shaped_steps: int = 600
-    critic_region_weight: float = 0.0
-    critic_direction_weight: float = 1.0
-    critic_estimate_steps: int = 300
-    estimate_bank: int = 64
-    generator_layers: int = 2  # DiT blocks of the generator
-    pretrain_steps: int = 1500
-    finetune_steps: int = 600
-    global_batch: int = 4
-    pretrain_lr: float = 1e-3
-    finetune_lr: float = 1e-3
-    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
-    conditions: tuple[Condition, ...] = (EXACT,)
-    learned_critics: tuple[str, ...] = ()  # a USO arm per learned critic, in every condition
-    rwr: bool = False  # the reward-weighted regression arm (needs the learned critics' stage)
-    sweep_condition: str = EXACT.name  # the ideal critic's λ and σ_max sweeps, over every seed
-    lambdas: tuple[float, ...] = ()  # besides reason_weight
-    sigma_maxes: tuple[float, ...] = ()  # besides sigma_max
-    # λ: at 1 the ideal critic's gradient on the generator is 3 % of flow matching's (diagnostics, probe on 2
-    # seeds), at 30 it is 78 %; 10 sits between
-    reason_weight: float = 10.0
-    sigma_max: float = 0.5
-    diagnostic_samples: int = 16  # one-step estimates per critic and condition for the reward path's diagnostics
-    sample_steps: int = 8
-    guidance: float = 2.0
-
-    @property
-    def needs_learned_critics(self) -> bool:
-        return bool(self.learned_critics) or self.rwr
-
-
-# quick: the two sensitivity checks and the ideal critic against SFT on exact targets (2 cores, under 25 min)
-QUICK = ToyConfig()
-FULL = ToyConfig(conditions=(EXACT, FLAWED, UNSEEN), learned_critics=CRITICS, rwr=True,
-                 sweep_condition=UNSEEN.name, lambdas=(1.0, 3.0, 30.0), sigma_maxes=(0.1, 0.3, 0.7, 0.9))
-SMOKE = ToyConfig(train_samples=8, eval_samples=4, critic_steps=2, critic_graded_steps=2,
-                  critic_shaped_steps=2, critic_estimate_steps=2, estimate_bank=4, pretrain_steps=2, finetune_steps=2,
-                  global_batch=2, seeds=(0, 1), conditions=(EXACT, FLAWED, UNSEEN), learned_critics=CRITICS, rwr=True,
-                  sweep_condition=UNSEEN.name, lambdas=(0.25,), sigma_maxes=(0.9,), diagnostic_samples=2,
-                  sample_steps=2)
-PRESETS = {"quick": QUICK, "full": FULL, "smoke": SMOKE}
-
-
-@dataclass
-class Run:
-    name: str
-    objective: str
-    seed: int
-    condition: str = EXACT.name
-    critic: str | None = None  # which critic judges (uso) or weighs (rwr): IDEAL_CRITIC or one of CRITICS
-    reason_weight: float = 1.0
-    sigma_max: float = 0.5
-    scores: dict = field(default_factory=dict)
-    triggered: float = float("nan")
-    seconds: float = 0.0
-
-    @property
-    def row(self) -> str:
-        """The results table's row: sft, rwr, or "uso, <critic> critic"."""
-        return f"uso, {self.critic} critic" if self.objective == "uso" else self.objective
-
-
-def ideal_row() -> str:
-    return Run("", "uso", 0, critic=IDEAL_CRITIC).row
 
 
 class Experiment:
@@ -306,14 +227,19 @@ class Experiment:
                 feats = trainer.features.get(triplet)
                 sigma = torch.rand(1, generator=generator) * 0.88 + 0.02
                 noise = torch.randn(feats.target_latents.shape, generator=generator)
-                z_t = losses.noisy_latents(feats.target_latents, noise, sigma)
-                velocity = trainer.model(z_t, sigma, feats.source_latents, feats.vlm_states, feats.text_tokens, False,
-                                         feats.vlm_tokens)
-                edited, _ = decode_estimate(self.frozen["vae"], z_t, sigma, velocity)
+                edited, _ = self._decoded_estimate(trainer, feats, sigma, noise)
                 sample = by_id[triplet.id]
                 bank.append(toy_models.Estimate(sample, triplet.instruction, edited, float(sigma),
                                                 oracle_ea(sample, edited)))
         return bank
+
+    def _decoded_estimate(self, trainer: USOTrainer, feats, sigma: torch.Tensor, noise: torch.Tensor):
+        """The generator's one-step estimate x̂0 at σ from the target noised with `noise`, decoded as USO decodes
+        it (trainer.step.decode_estimate): (frames [T, H, W, 3], their frame indices)."""
+        z_t = losses.noisy_latents(feats.target_latents, noise, sigma)
+        velocity = trainer.model(z_t, sigma, feats.source_latents, feats.vlm_states, feats.text_tokens, False,
+                                 feats.vlm_tokens)
+        return decode_estimate(self.frozen["vae"], z_t, sigma, velocity)
 
     # --- training -------------------------------------------------------------------------------------
 
@@ -376,10 +302,7 @@ class Experiment:
             ratios.append(reward_norms[-1] / max(fm_norms[-1], 1e-20))
             cosines.append(F.cosine_similarity(reward, flat["sft"], dim=0).item())
             with torch.no_grad():
-                z_t = losses.noisy_latents(feats.target_latents, noise, sigma)
-                velocity = trainer.model(z_t, sigma, feats.source_latents, feats.vlm_states, feats.text_tokens, False,
-                                         feats.vlm_tokens)
-                edited, frame_index = decode_estimate(self.frozen["vae"], z_t, sigma, velocity)
+                edited, frame_index = self._decoded_estimate(trainer, feats, sigma, noise)
             sample = by_id[triplet.id]
             target = render(sample.scene, category=sample.category)[frame_index]
             edited.requires_grad_(True)
@@ -458,12 +381,6 @@ def summarize(scores) -> dict:
     return out
 
 
-def mean_std(values: list[float]) -> dict:
-    mean = sum(values) / len(values)
-    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
-    return {"mean": mean, "std": std}
-
-
 def _aggregate(members: list[Run]) -> dict:
     members = sorted(members, key=lambda r: r.seed)
     row = {m: mean_std([r.scores[m] for r in members]) for m in METRICS}
@@ -473,38 +390,6 @@ def _aggregate(members: list[Run]) -> dict:
     row["triggered"] = mean_std([r.triggered for r in members]) if members[0].objective != "sft" else None
     row["seconds_per_run"] = sum(r.seconds for r in members) / len(members)
     return row
-
-
-def paired_verdict(row: dict, sft: dict) -> dict:
-    """`row` against SFT seed by seed (the same pre-trained model, seed, data order, σ and noise): does the
-    mean paired difference of Overall exceed twice its std?"""
-    if row["seeds"] != sft["seeds"]:
-        raise ValueError(f"paired comparison needs the same seeds, got {row['seeds']} and {sft['seeds']}")
-    differences = [a - b for a, b in zip(row["per_seed_overall"], sft["per_seed_overall"], strict=True)]
-    paired = mean_std(differences)
-    return {"paired_differences": differences, "mean": paired["mean"], "std": paired["std"],
-            "beats_sft": paired["mean"] > 2 * paired["std"]}
-
-
-def learned_share(objectives: dict, row: str, *, draws: int = BOOTSTRAP_DRAWS, seed: int = 0) -> dict:
-    """(USO_learned − SFT) / (USO_ideal − SFT) of Overall, with a 95 % percentile bootstrap interval over seeds
-    (seeds resampled with replacement, the three arms kept paired)."""
-    sft, ideal = objectives["sft"]["per_seed_overall"], objectives[ideal_row()]["per_seed_overall"]
-    learned = objectives[row]["per_seed_overall"]
-    learned_gain = [a - b for a, b in zip(learned, sft, strict=True)]
-    ideal_gain = [a - b for a, b in zip(ideal, sft, strict=True)]
-    rng = random.Random(seed)
-    shares = []
-    for _ in range(draws):
-        picks = [rng.randrange(len(sft)) for _ in sft]
-        denominator = sum(ideal_gain[i] for i in picks)
-        if denominator > 0:
-            shares.append(sum(learned_gain[i] for i in picks) / denominator)
-    shares.sort()
-    interval = ([shares[int(0.025 * len(shares))], shares[min(len(shares) - 1, int(0.975 * len(shares)))]]
-                if shares else [float("nan"), float("nan")])
-    return {"row": row, "share": sum(learned_gain) / sum(ideal_gain), "interval_95": interval,
-            "bootstrap_draws": draws, "draws_with_a_positive_ideal_gain": len(shares)}
 
 
 def sensitivity(references: dict, pretrained: dict, sections: dict) -> dict:
@@ -532,24 +417,26 @@ def run_experiment(config: ToyConfig, workdir: Path, *, workers: int = 2) -> dic
     workdir = Path(workdir)
     runs = plan_runs(config)
     with executor(workers) as pool:
+        chunks, diagnostics = [], {}
+
+        def submit(critics: tuple) -> None:  # every run and diagnostic that judges with one of `critics`
+            chunks.extend(pool.submit(finetune_all, config, workdir, chunk)
+                          for chunk in _chunks([r for r in runs if r.critic in critics], 3))
+            diagnostics.update({(c.name, critic): pool.submit(_stage, config, workdir, "reward_diagnostics", c,
+                                                              critic=critic)
+                                for c in config.conditions for critic in critics
+                                if critic == IDEAL_CRITIC or critic in config.learned_critics})
+
         critics = pool.submit(_stage, config, workdir, "prepare_critics") if config.needs_learned_critics else None
         generators = pool.submit(_stage, config, workdir, "prepare_generators").result()
-        chunks = [pool.submit(finetune_all, config, workdir, chunk)
-                  for chunk in _chunks([r for r in runs if r.critic in (None, IDEAL_CRITIC)], 3)]
-        diagnostics = {(c.name, IDEAL_CRITIC): pool.submit(_stage, config, workdir, "reward_diagnostics", c,
-                                                           critic=IDEAL_CRITIC) for c in config.conditions}
+        submit((None, IDEAL_CRITIC))  # SFT and the ideal critic need no learned critic
         estimate_stage = None
         if critics is not None:
             critics = critics.result()
             estimate_future = pool.submit(_stage, config, workdir, "prepare_estimate_critic")
-            for stage in (("renders", "shaped"), ("estimates",)):
-                if stage == ("estimates",):  # its runs need the critic the estimate stage grades
-                    estimate_stage = estimate_future.result()
-                chunks += [pool.submit(finetune_all, config, workdir, chunk)
-                           for chunk in _chunks([r for r in runs if r.critic in stage], 3)]
-                diagnostics |= {(c.name, critic): pool.submit(_stage, config, workdir, "reward_diagnostics", c,
-                                                              critic=critic)
-                                for c in config.conditions for critic in config.learned_critics if critic in stage}
+            submit(("renders", "shaped"))
+            estimate_stage = estimate_future.result()  # grades the "estimates" critic
+            submit(("estimates",))
         done = [run for chunk in chunks for run in chunk.result()]
         diagnostics = {key: future.result() for key, future in diagnostics.items()}
     experiment = Experiment(config, workdir)
@@ -607,10 +494,13 @@ def summarize_condition(config: ToyConfig, condition: Condition, flaws: dict, ru
         rows.setdefault(run.row, []).append(run)
     objectives = {name: _aggregate(members) for name, members in rows.items()}
     comparisons = {name: paired_verdict(row, objectives["sft"]) for name, row in objectives.items() if name != "sft"}
-    ideal_wins = comparisons[ideal_row()]["beats_sft"]
+    per_seed = {name: row["per_seed_overall"] for name, row in objectives.items()}
     # the learned critic's share of the ideal critic's gain is defined only where that gain is real
-    shares = {critic: learned_share(objectives, f"uso, {critic} critic") if ideal_wins else None
-              for critic in config.learned_critics}
+    shares = {critic: None for critic in config.learned_critics}
+    if comparisons[IDEAL_ROW]["beats_sft"]:
+        for critic in config.learned_critics:
+            row = row_name("uso", critic)
+            shares[critic] = {"row": row, **learned_share(per_seed["sft"], per_seed[IDEAL_ROW], per_seed[row])}
     sweeps = {}
     if condition.name == config.sweep_condition:
         ideal_runs = [r for r in runs if r.critic == IDEAL_CRITIC]
@@ -635,46 +525,10 @@ def _stage(config: ToyConfig, workdir: Path, method: str, *args, **kwargs):
     return getattr(Experiment(config, workdir), method)(*args, **kwargs)
 
 
-def finetune_all(config: ToyConfig, workdir: Path, runs: list[Run]) -> list[Run]:
-    experiment = Experiment(config, workdir)  # loads the frozen parts once for the whole chunk
-    return [experiment.finetune(run) for run in runs]
-
-
 def _chunks(runs: list[Run], size: int) -> list[list[Run]]:
     return [runs[i:i + size] for i in range(0, len(runs), size)]
 
 
-class _InProcess:
-    """The executor interface, each task run at once in this process (workers=1)."""
-
-    def __enter__(self) -> _InProcess:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        return None
-
-    def submit(self, fn, *args, **kwargs) -> Future:
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)  # as in a worker: one thread count, so where a task runs changes no number
-        try:
-            result = fn(*args, **kwargs)
-        finally:
-            torch.set_num_threads(threads)
-        future: Future = Future()
-        future.set_result(result)
-        return future
-
-
-def executor(workers: int):
-    if workers < 1:
-        raise ValueError(f"workers must be >= 1, got {workers}")
-    if workers == 1:
-        return _InProcess()
-    # spawn, not fork: a forked child of a process that has already run OpenMP threads can hang in them
-    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_init_worker)
-
-
-def _init_worker() -> None:
-    torch.set_num_threads(1)  # the toy's tensors are too small for a second thread to help; a second process does
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+def finetune_all(config: ToyConfig, workdir: Path, runs: list[Run]) -> list[Run]:
+    experiment = Experiment(config, workdir)  # loads the frozen parts once for the whole chunk
+    return [experiment.finetune(run) for run in runs]
