@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from bench.toy_rve.oracle import score, target_of
-from bench.toy_rve.task import CATEGORIES, PHRASINGS, make_samples, render
+from bench.toy_rve.task import CATEGORIES, PHRASINGS, background_of, make_samples, render
 
 
 def test_splits_hold_out_phrasings_and_backgrounds():
@@ -15,6 +15,21 @@ def test_splits_hold_out_phrasings_and_backgrounds():
     assert not {s.instruction for s in train} & {s.instruction for s in held_out}
     assert not {s.scene.background for s in train} & {s.scene.background for s in held_out}
     assert all(s.instruction in PHRASINGS[s.category][1] for s in held_out)
+
+
+def test_evaluation_scenes_can_take_the_training_phrasings_without_changing_a_scene():
+    held_out, reworded = make_samples(20, "eval", 0), make_samples(20, "eval", 0, phrasings="training")
+    assert [s.scene for s in held_out] == [s.scene for s in reworded]
+    assert all(s.instruction in PHRASINGS[s.category][0] for s in reworded)
+    with pytest.raises(ValueError, match="phrasings must be one of"):
+        make_samples(4, "eval", 0, phrasings="paraphrased")
+
+
+def test_every_background_patch_of_a_row_differs_so_the_source_can_be_placed_by_content():
+    background = background_of(make_samples(1, "train", 0)[0].scene)  # [H, W, 3]
+    patches = background.unfold(0, 4, 4).unfold(1, 4, 4).mean((-1, -2))  # [8, 8, 3]: one colour per 4x4 patch
+    along_a_row = (patches[:, 1:] - patches[:, :-1]).abs().amax(-1)
+    assert along_a_row.min() > 0.02
 
 
 @pytest.mark.parametrize("index", range(4))

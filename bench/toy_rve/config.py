@@ -17,6 +17,9 @@ IDEAL_CRITIC = "ideal"
 class ToyConfig:
     train_samples: int = 48
     eval_samples: int = 12
+    eval_phrasings: str = "training"  # held-out scenes worded with the training phrasings, or "held-out"
+    # pre-training's reproduction task covers the held-out background too (never the evaluation samples)
+    pretrain_all_backgrounds: bool = True
     critic_steps: int = 10000
     critic_stage1_fraction: float = 0.45  # the Yes/No curriculum breaks symmetry after about 4,500 steps
     critic_graded_steps: int = 2000

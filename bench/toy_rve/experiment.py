@@ -61,7 +61,7 @@ class Experiment:
     def __init__(self, config: ToyConfig, workdir: Path) -> None:
         self.config, self.workdir = config, Path(workdir)
         self.train = make_samples(config.train_samples, "train", 0)
-        self.eval = make_samples(config.eval_samples, "eval", 0)
+        self.eval = make_samples(config.eval_samples, "eval", 0, phrasings=config.eval_phrasings)
         self.extra_text = tuple(all_phrasings())
         self.critics: dict[str, object] = {}
         self._frozen: dict | None = None
@@ -130,9 +130,11 @@ class Experiment:
         vae_report["seconds"] = time.perf_counter() - started
         begun = time.perf_counter()
         rng = random.Random("pre-training")
-        unchanged = {s.id: (render(s.scene), "unchanged") for s in self.train}
-        self._write_manifest(self.train, unchanged, self.manifest(PRETRAINING),
-                             instructions={s.id: rng.choice(KEEP_PHRASINGS) for s in self.train})
+        scenes = self.train + ([replace(s, id=f"background-{s.id}") for s in make_samples(cfg.train_samples, "eval", 200)]
+                               if cfg.pretrain_all_backgrounds else [])
+        unchanged = {s.id: (render(s.scene), "unchanged") for s in scenes}
+        self._write_manifest(scenes, unchanged, self.manifest(PRETRAINING),
+                             instructions={s.id: rng.choice(KEEP_PHRASINGS) for s in scenes})
         trainer = self._trainer(f"{PRETRAINING}/run", *toy_models.toy_generator(0, layers=cfg.generator_layers),
                                 objective="sft",
                                 steps=cfg.pretrain_steps, lr=cfg.pretrain_lr, seed=1000, reason_weight=0.0,

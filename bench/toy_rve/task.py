@@ -1,6 +1,6 @@
 """Scenes, reasoning rules and instructions of Toy-RVE.
 
-A scene is a small video (5 frames of 32x32): a vertical-gradient background and one square object of a
+A scene is a small video (5 frames of 32x32): a background of two gradients (vertical and horizontal) and one square object of a
 given colour moving horizontally. An instruction never states the operation; the target follows from a
 rule of one of four reasoning categories:
 - physical causality ("ice cube in the sun"): the object melts into a wide, flat puddle on its bottom line;
@@ -26,6 +26,7 @@ BACKGROUNDS = (((0.15, 0.2, 0.35), (0.35, 0.45, 0.6)), ((0.3, 0.25, 0.15), (0.6,
 COLOURS = {"red": (0.9, 0.15, 0.1), "yellow": (0.95, 0.85, 0.15), "blue": (0.15, 0.3, 0.9), "green": (0.2, 0.8, 0.3)}
 FROST, FROST_SHARE = torch.tensor((0.45, 0.85, 1.0)), 0.6
 TRAIN_BACKGROUNDS, EVAL_BACKGROUNDS = (0, 1), (2,)
+HORIZONTAL_TILT = torch.tensor((0.3, -0.15, 0.0))  # the background's colour change from left edge to right edge
 
 PHRASINGS = {
     "physical causality": (["what will the ice cube look like after an hour in the sun ?",
@@ -44,6 +45,7 @@ PHRASINGS = {
                 ["what if nothing kept it in the air ?", "let gravity take over"]),
 }
 CATEGORIES = tuple(PHRASINGS)
+PHRASING_SETS = ("training", "held-out")
 # The pre-training task's instructions: the generator learns to reproduce a video before it learns any rule.
 KEEP_PHRASINGS = ("keep the video as it is", "leave everything as it is", "change nothing")
 
@@ -79,10 +81,16 @@ def render(scene: Scene, *, category: str | None = None) -> torch.Tensor:
 
 
 def background_of(scene: Scene) -> torch.Tensor:
-    """The scene's background [H, W, 3]: a vertical gradient."""
+    """The scene's background [H, W, 3]: a vertical gradient between its two colours, tilted horizontally.
+
+    Both directions vary because the source video reaches the DiT as context tokens without positions (the
+    release's VisualContextAdapter has none, and Wan's RoPE is relative): a patch of the source can only be
+    placed by its content. Under a purely vertical gradient every patch of a row looked the same, and the
+    generator could not tell where along the row the object was (its copies were smeared sideways)."""
     top, bottom = (torch.tensor(c) for c in BACKGROUNDS[scene.background])
-    ramp = torch.linspace(0, 1, SIZE).view(SIZE, 1, 1)
-    return (top * (1 - ramp) + bottom * ramp).expand(SIZE, SIZE, 3)
+    ramp = torch.linspace(0, 1, SIZE)
+    vertical = top * (1 - ramp.view(SIZE, 1, 1)) + bottom * ramp.view(SIZE, 1, 1)
+    return (vertical + HORIZONTAL_TILT * (ramp.view(1, SIZE, 1) - 0.5)).expand(SIZE, SIZE, 3).clamp(0, 1)
 
 
 def object_at(scene: Scene, t: int, category: str | None = None) -> tuple[int, int, int, int, torch.Tensor]:
@@ -109,18 +117,23 @@ def _paint(frame: torch.Tensor, x: int, y: int, width: int, height: int, colour:
         frame[y0:y1, x0:x1] = colour
 
 
-def make_samples(count: int, split: str, seed: int) -> list[Sample]:
-    """Samples of a split: train uses training phrasings and backgrounds, eval the held-out ones."""
+def make_samples(count: int, split: str, seed: int, *, phrasings: str | None = None) -> list[Sample]:
+    """Samples of a split: train uses training backgrounds, eval the held-out one; the instructions come from
+    the split's own phrasings (train: training, eval: held-out) unless `phrasings` names one of PHRASING_SETS."""
+    if phrasings is not None and phrasings not in PHRASING_SETS:
+        raise ValueError(f"phrasings must be one of {PHRASING_SETS}, got '{phrasings}'")
     rng = random.Random(f"{split}-{seed}")
+    wording = random.Random(f"{split}-{seed}-wording")  # apart, so that the scenes never depend on the phrasings
     backgrounds = TRAIN_BACKGROUNDS if split == "train" else EVAL_BACKGROUNDS
+    held_out = phrasings == "held-out" if phrasings is not None else split != "train"
     samples = []
     for index in range(count):
         category = CATEGORIES[index % len(CATEGORIES)]
-        phrasings = PHRASINGS[category][0 if split == "train" else 1]
+        phrasings_of_rule = PHRASINGS[category][1 if held_out else 0]
         velocity = rng.choice((-2, 2))
         x = rng.randint(10, 14) if velocity < 0 else rng.randint(4, 8)
         scene = Scene(rng.choice(backgrounds), rng.choice(sorted(COLOURS)), x, rng.randint(4, 14), velocity)
-        samples.append(Sample(f"{split}-{index:04d}", scene, category, rng.choice(phrasings), split))
+        samples.append(Sample(f"{split}-{index:04d}", scene, category, wording.choice(phrasings_of_rule), split))
     return samples
 
 
