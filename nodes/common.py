@@ -16,6 +16,7 @@ DEVICES = ["auto", "cpu", "cuda"]
 # Wire types: the values travelling on them are revise_core objects.
 DIT, VAE, T5, VLM, CONNECTOR = "REVISE_DIT", "REVISE_VAE", "REVISE_T5", "REVISE_VLM", "REVISE_CONNECTOR"
 COND, VLM_COND = "REVISE_COND", "REVISE_VLM_COND"
+CONTEXT_OPTIONS = "REVISE_CONTEXT_OPTIONS"
 
 
 def precision_input(tooltip: str = "Compute dtype the weights are cast to (fp8 files are upcast). auto: bf16 on a "

@@ -16,6 +16,7 @@ from revise_core.editor import (
 from revise_core.sampler import GUIDANCE_MODES, SCHEDULERS, SIGMA_SCHEDULES, SamplerConfig, sample
 from revise_core.text import TextEncoder
 from revise_core.vlm import VisionLanguageModel
+from revise_core.windows import WINDOW_SCHEDULES, TemporalWindows
 
 from . import comfy_bridge as bridge
 from . import node_text
@@ -23,6 +24,7 @@ from .common import (
     CATEGORY,
     COND,
     CONNECTOR,
+    CONTEXT_OPTIONS,
     DIT,
     T5,
     VAE,
@@ -137,6 +139,34 @@ class ReViSEVLMEncode:
         return (VLMCondition(result.u.cpu(), result.prompts, result.reasoning), result.reasoning)
 
 
+class ReViSEContextOptions:
+    CATEGORY = f"{CATEGORY}/conditioning"
+    FUNCTION = "options"
+    DESCRIPTION = ("Temporal context windows for long clips: the ReViSE Connector builds one context per window (its "
+                   "slice of the source video, the instruction and VLM rows shared), and the ReViSE Sampler denoises "
+                   "window by window, blending the overlaps linearly. Sizes count latent frames: one latent frame is "
+                   "4 video frames with Wan's VAE (the first window's first latent frame is 1).")
+    RETURN_TYPES = (CONTEXT_OPTIONS,)
+    RETURN_NAMES = ("context_options",)
+    OUTPUT_TOOLTIPS = ("Wire into the ReViSE Connector's context_options.",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "window": ("INT", {"default": 5, "min": 1, "max": 256,
+                               "tooltip": "Latent frames per window (5 = 17-20 video frames, what the ReViSE release "
+                                          "edits at once). The Connector refuses a window whose context would cut the "
+                                          "instruction and says the largest that fits."}),
+            "overlap": ("INT", {"default": 1, "min": 0, "max": 255,
+                                "tooltip": "Latent frames neighbouring windows share (below the window)."}),
+            "schedule": (list(WINDOW_SCHEDULES), {"default": "static",
+                                                  "tooltip": "static: the same windows at every step."}),
+        }}
+
+    def options(self, window, overlap, schedule):
+        return (TemporalWindows(window, overlap, schedule),)
+
+
 class ReViSEConnector:
     CATEGORY = f"{CATEGORY}/conditioning"
     FUNCTION = "connect"
@@ -156,17 +186,28 @@ class ReViSEConnector:
             "vlm_cond": (VLM_COND, {"tooltip": "From ReViSE VLM Encode."}),
             "source_latent": ("LATENT", {"tooltip": "From ReViSE VAE Encode."}),
             "max_text_len": ("INT", {"default": 512, "min": 16, "max": 1024, "tooltip": "umT5 tokens per prompt."}),
+        }, "optional": {
+            "context_options": (CONTEXT_OPTIONS, {"tooltip": "From ReViSE Context Options: edit a long clip in "
+                                                             "overlapping temporal windows."}),
+            "allow_context_cut": ("BOOLEAN", {"default": False,
+                                              "tooltip": "Off: a source too long for the context (which would cut "
+                                                         "the instruction and VLM rows) is refused with the largest "
+                                                         "frame count or window that fits. On: cut as the release "
+                                                         "does."}),
         }}
 
-    def connect(self, connector, t5, vae, vlm_cond, source_latent, max_text_len):
+    def connect(self, connector, t5, vae, vlm_cond, source_latent, max_text_len, context_options=None,
+                allow_context_cut=False):
         expect(connector, ContextConnector, "connector", CONNECTOR)
         expect(t5, TextEncoder, "t5", T5)
         expect(vlm_cond, VLMCondition, "vlm_cond", VLM_COND)
+        if context_options is not None:
+            expect(context_options, TemporalWindows, "context_options", CONTEXT_OPTIONS)
         device = bridge.compute_device_of(connector)
         with using(connector, t5):
             condition = assemble_condition(connector, t5, vae, source_latent["samples"].to(device),
                                            VLMCondition(vlm_cond.u.to(device), vlm_cond.prompts, vlm_cond.reasoning),
-                                           max_text_len)
+                                           max_text_len, window=context_options, allow_cut=allow_context_cut)
         return (condition,)
 
 
@@ -209,15 +250,24 @@ class ReViSESampler:
                                guidance_mode=guidance_mode, sigma_schedule=sigma_schedule)
         # on a CPU the node says what the GPU defaults will cost, measured on the first step
         clock = node_text.cpu_clock(bridge.compute_device_of(dit), "sampling", steps)
-        with using(dit, memory_required=dit_memory(dit, cond.source_latents.shape)):
-            latents = sample(dit, cond.cond, cond.uncond, latent_shape=tuple(cond.source_latents.shape), config=config,
+        shape = tuple(cond.source_latents.shape)
+        if cond.windows:  # one progress tick per window and step; ComfyUI's interrupt is checked at each tick
+            window_shape = (*shape[:2], max(w.end - w.start for w in cond.windows), *shape[3:])
+            tick = bridge.progress(steps * len(cond.windows))
+            with using(dit, memory_required=dit_memory(dit, window_shape)):
+                latents = sample(dit, None, None, latent_shape=shape, config=config, windows=cond.windows,
+                                 on_window=lambda step, window: tick(None))
+            return ({"samples": cond.denormalize(latents.float()).cpu()},)
+        with using(dit, memory_required=dit_memory(dit, shape)):
+            latents = sample(dit, cond.cond, cond.uncond, latent_shape=shape, config=config,
                              callback=node_text.timed(bridge.progress(steps, preview_latents=True), clock))
         return ({"samples": cond.denormalize(latents.float()).cpu()},)
 
 
-NODES = {cls.__name__: cls for cls in (ReViSEVAEEncode, ReViSEVAEDecode, ReViSEVLMEncode, ReViSEConnector,
-                                        ReViSESampler)}
+NODES = {cls.__name__: cls for cls in (ReViSEVAEEncode, ReViSEVAEDecode, ReViSEVLMEncode, ReViSEContextOptions,
+                                        ReViSEConnector, ReViSESampler)}
 DISPLAY_NAMES = {
     "ReViSEVAEEncode": "ReViSE VAE Encode (fit video)", "ReViSEVAEDecode": "ReViSE VAE Decode",
-    "ReViSEVLMEncode": "ReViSE VLM Encode", "ReViSEConnector": "ReViSE Connector", "ReViSESampler": "ReViSE Sampler",
+    "ReViSEVLMEncode": "ReViSE VLM Encode", "ReViSEContextOptions": "ReViSE Context Options",
+    "ReViSEConnector": "ReViSE Connector", "ReViSESampler": "ReViSE Sampler",
 }

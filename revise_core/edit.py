@@ -34,6 +34,7 @@ from .placement import Placement
 from .presets import PRESETS
 from .sampler import GUIDANCE_MODES, SCHEDULERS, SIGMA_SCHEDULES
 from .video import FRAME_POLICIES, RESIZE_POLICIES
+from .windows import WINDOW_SCHEDULES, TemporalWindows
 
 logger = logging.getLogger(__name__)
 
@@ -91,6 +92,18 @@ def build_parser() -> argparse.ArgumentParser:
                              "official (centre crop to the aspect, then bilinear, as the ReViSE release)")
     parser.add_argument("--frame-policy", choices=FRAME_POLICIES,
                         help="make the frame count 4k+1 by trimming (default) or by repeating the last frame")
+    # --- long clips ---
+    parser.add_argument("--window", type=int, default=None,
+                        help="denoise in overlapping temporal windows of this many latent frames (a latent frame is "
+                             "4 video frames with Wan's VAE); each window sees its own slice of the source, the "
+                             "instruction and VLM rows are shared (default: one pass over the clip)")
+    parser.add_argument("--window-overlap", type=int, default=1,
+                        help="latent frames neighbouring windows share; blended linearly (default 1)")
+    parser.add_argument("--window-schedule", choices=WINDOW_SCHEDULES, default="static",
+                        help="static: the same windows at every step")
+    parser.add_argument("--allow-context-cut", action="store_true",
+                        help="edit even when the source video's tokens leave no room for the whole instruction and "
+                             "VLM rows (the connector then cuts them as its release does); refused otherwise")
     # --- reasoning and runtime ---
     parser.add_argument("--caption-tokens", type=int, default=None,
                         help="bound on each caption the VLM writes with --reasoning caption (default 128; the "
@@ -126,7 +139,11 @@ def main(argv: list[str] | None = None) -> int:
             given.setdefault("width", 96)
     preset = presets.get_preset(args.preset) if args.preset else presets.NO_PRESET
     base = {} if args.preset else DEFAULTS
-    settings = presets.edit_settings(preset, **{**base, **given}, tiled_decode=args.tiled_decode)
+    window = None
+    if args.window is not None:
+        window = TemporalWindows(args.window, args.window_overlap, args.window_schedule)
+    settings = presets.edit_settings(preset, **{**base, **given}, tiled_decode=args.tiled_decode, window=window,
+                                     allow_context_cut=args.allow_context_cut)
     workdir, vlm_source = None, None
     if args.demo:
         from .testing import write_tiny_models

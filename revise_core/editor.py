@@ -23,12 +23,14 @@ from . import vae as vae_ops
 from . import video as video_ops
 from .chat_text import check_instruction
 from .connector import ContextConnector
+from .context_budget import ContextBudget
 from .critic import SelfCritic
 from .model_sets import EditModels
 from .placement import Placement
-from .sampler import SamplerConfig, StepInfo, sample
+from .sampler import SamplerConfig, StepInfo, WindowContext, sample
 from .text import TextEncoder, encode_text, pad_context
 from .vlm import VisionLanguageModel
+from .windows import TemporalWindows, blend_weights
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +65,12 @@ class EditSettings:
     # Rows the contexts are zero-padded to (the DiT attends to all); None: the connector's max_context_len.
     # Omni-Video 2's inference script pads to 6272.
     context_len: int | None = None
+    # Denoise the latent video in overlapping temporal windows (revise_core.windows), each with its own slice
+    # of the source as visual context and the VLM / instruction rows shared; None: one pass over the clip.
+    window: TemporalWindows | None = None
+    # An edit whose context would not hold the whole instruction and VLM rows is refused unless this is set;
+    # then the connector cuts the context as its release does.
+    allow_context_cut: bool = False
 
     def __post_init__(self) -> None:
         if self.reasoning not in REASONING_MODES:
@@ -94,13 +102,14 @@ class EditResult:
 class Condition:
     """What the sampler needs, plus what the critic and trainer reuse."""
 
-    cond: torch.Tensor  # [1, max_context_len, D]
-    uncond: torch.Tensor  # [1, max_context_len, D]
+    cond: torch.Tensor | None  # [1, max_context_len, D]; None when windowed
+    uncond: torch.Tensor | None  # [1, max_context_len, D]; None when windowed
     source_latents: torch.Tensor  # normalised [1, 16, t, h, w]
     reasoning: str
     # the VAE's per-channel statistics, to turn sampled latents back into raw VAE space
     latents_mean: list[float] = field(default_factory=list)
     latents_std: list[float] = field(default_factory=list)
+    windows: list[WindowContext] | None = None  # a windowed edit's contexts, one per temporal window
 
     def denormalize(self, latents: torch.Tensor) -> torch.Tensor:
         return vae_ops.denormalize_with(latents, self.latents_mean, self.latents_std)
@@ -144,7 +153,8 @@ class ReviseEditor:
             vlm_condition = encode_instruction(m.vlm, vlm_frames, instruction, settings, timings)
         with use("t5", "connector"):
             return assemble_condition(m.connector, m.text, m.vae, raw, vlm_condition, settings.max_text_len, timings,
-                                      negative_prompt=settings.negative_prompt, context_len=settings.context_len)
+                                      negative_prompt=settings.negative_prompt, context_len=settings.context_len,
+                                      window=settings.window, allow_cut=settings.allow_context_cut)
 
 
     def edit(
@@ -213,8 +223,8 @@ class ReviseEditor:
         if noise is not None and tuple(noise.shape) != shape:
             raise ValueError(f"noise of shape {tuple(noise.shape)} given for latents of shape {shape}")
         with _timed(timings, "sample"), self.placement.use("dit"):
-            latents = sample(self.models.dit, condition.cond, condition.uncond,
-                             latent_shape=shape, noise=noise, config=sampler, callback=callback, cancel=cancel)
+            latents = sample(self.models.dit, condition.cond, condition.uncond, latent_shape=shape, noise=noise,
+                             config=sampler, callback=callback, cancel=cancel, windows=condition.windows)
         raw = vae_ops.denormalize_latents(self.models.vae, latents)
         with _timed(timings, "vae_decode"), self.placement.use("vae"):
             pixels = vae_ops.decode(self.models.vae, raw, tiled=settings.tiled_decode)
@@ -282,25 +292,46 @@ def clip_stride(available: int, num_frames: int | None, stride: int) -> int:
 def assemble_condition(connector: ContextConnector, text: TextEncoder, vae: nn.Module, source_latents_raw: torch.Tensor,
                        vlm_condition: VLMCondition, max_text_len: int = 512,
                        timings: dict[str, float] | None = None, *, negative_prompt: str | None = None,
-                       context_len: int | None = None) -> Condition:
+                       context_len: int | None = None, window: TemporalWindows | None = None,
+                       allow_cut: bool = False) -> Condition:
     """umT5 over the prompts, then f_C: cond from u, T5 and v; uncond = the family's null context (or, with a
-    `negative_prompt`, its negative context); both zero-padded to `context_len` (default max_context_len)."""
+    `negative_prompt`, its negative context); both zero-padded to `context_len` (default max_context_len).
+
+    With a `window` shorter than the clip, one cond / uncond per temporal window: the window's slice of the
+    source latents (one causal encode of the whole clip) as v, u and T5 shared. A context that cannot hold the whole instruction and
+    VLM rows raises ContextOverflowError unless `allow_cut` (then the connector cuts as its release does)."""
     timings = timings if timings is not None else {}
     source_latents = vae_ops.normalize_latents(vae, source_latents_raw.float())
-    video_tokens = connector.adapt_video(source_latents.to(_dtype(connector)))[0]
     with _timed(timings, "text_encode"):
         text_tokens = torch.cat(encode_text(text, vlm_condition.prompts, max_length=max_text_len))
-    vlm_tokens = connector.project_vlm(vlm_condition.u.to(video_tokens))
-    length = context_len or connector.config.max_context_len
-    cond = pad_context(connector.assemble(vlm_tokens, text_tokens.to(vlm_tokens), video_tokens), length)
+    negative_tokens = None
     if negative_prompt is not None:
         with _timed(timings, "text_encode"):
             negative_tokens = torch.cat(encode_text(text, [negative_prompt], max_length=max_text_len))
-        uncond = pad_context(connector.negative_context(negative_tokens.to(video_tokens), video_tokens), length)
-    else:
-        uncond = pad_context(connector.null_context(video_tokens), length)
-    return Condition(cond[None], uncond[None], source_latents, vlm_condition.reasoning,
-                     latents_mean=list(vae.config.latents_mean), latents_std=list(vae.config.latents_std))
+    dtype = _dtype(connector)
+    latent_frames = source_latents.shape[2]
+    spans = window.spans(latent_frames) if window is not None else [(0, latent_frames)]
+    weights = blend_weights(spans, latent_frames)
+    length = context_len or connector.config.max_context_len
+    vlm_tokens, contexts = None, []
+    for index, (start, end) in enumerate(spans):
+        video_tokens = connector.adapt_video(source_latents[:, :, start:end].to(dtype))[0]
+        if vlm_tokens is None:
+            vlm_tokens = connector.project_vlm(vlm_condition.u.to(video_tokens))
+            if not allow_cut:
+                ContextBudget.measure(connector, vlm_rows=vlm_tokens.shape[0], text_rows=text_tokens.shape[0],
+                                      video_rows=video_tokens.shape[0], latent_frames=end - start).check(
+                    end - start, windowed=window is not None and len(spans) > 1)
+        cond = pad_context(connector.assemble(vlm_tokens, text_tokens.to(vlm_tokens), video_tokens), length)
+        if negative_tokens is not None:
+            uncond = pad_context(connector.negative_context(negative_tokens.to(video_tokens), video_tokens), length)
+        else:
+            uncond = pad_context(connector.null_context(video_tokens), length)
+        contexts.append(WindowContext(start, end, cond[None], uncond[None], weights[index, start:end]))
+    whole = len(spans) == 1  # one window over the whole clip is the plain edit, in every dtype
+    return Condition(contexts[0].cond if whole else None, contexts[0].uncond if whole else None, source_latents,
+                     vlm_condition.reasoning, latents_mean=list(vae.config.latents_mean),
+                     latents_std=list(vae.config.latents_std), windows=None if whole else contexts)
 
 
 def caption_reasoning(vlm: VisionLanguageModel, source: torch.Tensor, instruction: str,

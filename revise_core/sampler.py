@@ -103,9 +103,21 @@ def initial_noise(shape: tuple[int, ...], seed: int, device: torch.device | str 
     return torch.randn(shape, generator=generator, dtype=torch.float32).to(device)
 
 
+@dataclass
+class WindowContext:
+    """One temporal window of a windowed edit: its latent frames [start, end), its contexts (the source slice's
+    video tokens with the shared VLM and text rows), and its blending weight per latent frame of the window."""
+
+    start: int
+    end: int
+    cond: torch.Tensor  # [B, L, D]
+    uncond: torch.Tensor | None
+    weight: torch.Tensor  # [end - start], windows.blend_weights' row over this window's frames
+
+
 def sample(
     dit: nn.Module,
-    cond: torch.Tensor,
+    cond: torch.Tensor | None,
     uncond: torch.Tensor | None,
     *,
     latent_shape: tuple[int, ...] | None = None,
@@ -113,11 +125,17 @@ def sample(
     config: SamplerConfig | None = None,
     callback: Callable[[StepInfo], None] | None = None,
     cancel: Callable[[], bool] | None = None,
+    windows: list[WindowContext] | None = None,
+    on_window: Callable[[int, int], None] | None = None,
 ) -> torch.Tensor:
     """Denoise from noise to normalised latents [B, 16, t, h, w].
 
     `cond` / `uncond` are DiT contexts [B, L, text_dim] (uncond may be None when guidance is off).
     Either `noise` or `latent_shape` (then noise comes from `config.seed`) must be given.
+    `windows` (instead of cond / uncond): the latent frames are denoised window by window with each window's
+    contexts, and the windows' velocities blended by their weights (`revise_core.windows`); one scheduler steps
+    the whole latent video. `cancel` is also asked between windows, and `on_window(step, window)` is called
+    after each window's prediction (a progress bar of steps × windows).
     """
     config = config or SamplerConfig()
     device = device_of(dit)
@@ -127,13 +145,25 @@ def sample(
             raise ValueError("sample() needs either noise or latent_shape")
         noise = initial_noise(tuple(latent_shape), config.seed, device)
     guided = config.guidance_scale != (1.0 if config.guidance_mode == "standard" else 0.0)
-    if guided and uncond is None:
-        raise ValueError(f"guidance_scale {config.guidance_scale} ({config.guidance_mode} guidance) needs an "
-                         "unconditional context (uncond)")
-    if cond.ndim != 3 or cond.shape[0] != noise.shape[0]:
-        raise ValueError(f"cond must be [B, L, D] with B={noise.shape[0]}, got {tuple(cond.shape)}")
-    cond = cond.to(device=device, dtype=dtype)
-    uncond = uncond.to(device=device, dtype=dtype) if guided else None
+    if windows is None:
+        if cond is None:
+            raise ValueError("sample() needs a context (cond) or windows")
+        windows = [WindowContext(0, noise.shape[2], cond, uncond, torch.ones(noise.shape[2]))]
+        whole = True
+    else:
+        if cond is not None or uncond is not None:
+            raise ValueError("give sample() either cond / uncond or windows, not both")
+        _check_windows(windows, noise.shape[2])
+        whole = False
+    for window in windows:
+        if guided and window.uncond is None:
+            raise ValueError(f"guidance_scale {config.guidance_scale} ({config.guidance_mode} guidance) needs an "
+                             "unconditional context (uncond)")
+        if window.cond.ndim != 3 or window.cond.shape[0] != noise.shape[0]:
+            raise ValueError(f"cond must be [B, L, D] with B={noise.shape[0]}, got {tuple(window.cond.shape)}")
+    windows = [WindowContext(w.start, w.end, w.cond.to(device=device, dtype=dtype),
+                             w.uncond.to(device=device, dtype=dtype) if guided else None,
+                             w.weight.to(device=device, dtype=torch.float32)) for w in windows]
 
     scheduler = make_scheduler(config.scheduler, config.shift)
     if config.sigma_schedule == "official":
@@ -148,18 +178,48 @@ def sample(
             raise SamplingCancelled(f"sampling cancelled before step {index + 1}/{len(timesteps)}")
         model_input = latents.to(dtype)
         batch_t = timestep.expand(latents.shape[0])
-        velocity = dit(hidden_states=model_input, timestep=batch_t, encoder_hidden_states=cond, return_dict=False)[0]
-        if guided:
-            velocity_uncond = dit(hidden_states=model_input, timestep=batch_t, encoder_hidden_states=uncond,
-                                  return_dict=False)[0]
-            if config.guidance_mode == "standard":  # in the model's dtype, as diffusers' WanPipeline
-                velocity = velocity_uncond + config.guidance_scale * (velocity - velocity_uncond)
-            else:  # the release casts both predictions to fp32 first (wan/modules/model.py:595, RU:369)
-                velocity, velocity_uncond = velocity.float(), velocity_uncond.float()
-                velocity = velocity + config.guidance_scale * (velocity - velocity_uncond)
+        if whole:
+            velocity = _guided_velocity(dit, model_input, batch_t, windows[0].cond, windows[0].uncond, config)
+        else:
+            velocity = torch.zeros_like(latents)
+            for number, window in enumerate(windows):
+                if number and cancel is not None and cancel():
+                    raise SamplingCancelled(f"sampling cancelled in step {index + 1}/{len(timesteps)}, before "
+                                            f"window {number + 1}/{len(windows)}")
+                part = _guided_velocity(dit, model_input[:, :, window.start:window.end], batch_t, window.cond,
+                                        window.uncond, config)
+                velocity[:, :, window.start:window.end] += part.float() * window.weight.view(1, 1, -1, 1, 1)
+                if on_window is not None:
+                    on_window(index, number)
         sigma = float(scheduler.sigmas[index])
         denoised = latents - sigma * velocity.float()
         latents = scheduler.step(velocity, timestep, latents, return_dict=False)[0]
         if callback is not None:
             callback(StepInfo(index, len(timesteps), float(timestep), sigma, latents, denoised))
     return latents
+
+
+def _guided_velocity(dit: nn.Module, model_input: torch.Tensor, batch_t: torch.Tensor, cond: torch.Tensor,
+                     uncond: torch.Tensor | None, config: SamplerConfig) -> torch.Tensor:
+    velocity = dit(hidden_states=model_input, timestep=batch_t, encoder_hidden_states=cond, return_dict=False)[0]
+    if uncond is not None:
+        velocity_uncond = dit(hidden_states=model_input, timestep=batch_t, encoder_hidden_states=uncond,
+                              return_dict=False)[0]
+        if config.guidance_mode == "standard":  # in the model's dtype, as diffusers' WanPipeline
+            velocity = velocity_uncond + config.guidance_scale * (velocity - velocity_uncond)
+        else:  # the release casts both predictions to fp32 first (wan/modules/model.py:595, RU:369)
+            velocity, velocity_uncond = velocity.float(), velocity_uncond.float()
+            velocity = velocity + config.guidance_scale * (velocity - velocity_uncond)
+    return velocity
+
+
+def _check_windows(windows: list[WindowContext], latent_frames: int) -> None:
+    """Every latent frame covered, with weights summing to one (windows.blend_weights gives such weights)."""
+    total = torch.zeros(latent_frames, dtype=torch.float64)
+    for window in windows:
+        if not 0 <= window.start < window.end <= latent_frames or window.weight.numel() != window.end - window.start:
+            raise ValueError(f"window [{window.start}, {window.end}) with {window.weight.numel()} weights does not "
+                             f"fit a clip of {latent_frames} latent frames")
+        total[window.start:window.end] += window.weight.double().cpu()
+    if not torch.allclose(total, torch.ones_like(total), atol=1e-5):
+        raise ValueError(f"window weights must sum to one at every latent frame, got {total.tolist()}")

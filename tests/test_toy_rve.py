@@ -134,6 +134,20 @@ def test_toy_vae_keeps_every_pixel_and_the_generator_has_trainable_init():
     assert all(not torch.allclose(a, b) for i, a in enumerate(tokens) for b in tokens[i + 1:])
 
 
+def test_the_placed_connector_tells_equal_source_patches_apart_with_the_release_weights():
+    from bench.toy_rve.models import toy_generator
+
+    _, plain = toy_generator(0)
+    _, placed = toy_generator(0, placed_source=True)
+    assert plain.state_dict().keys() == placed.state_dict().keys()  # a computed code: no new weights
+    uniform = torch.full((1, 3, 5, 32, 32), 0.3)  # every source patch looks the same
+    with torch.no_grad():
+        same, distinct = plain.adapt_video(uniform)[0], placed.adapt_video(uniform)[0]
+    assert torch.allclose(same, same[:1].expand_as(same), atol=1e-5)
+    gaps = (distinct[:, None] - distinct[None]).abs().sum(-1) + torch.eye(len(distinct)) * 1e9
+    assert gaps.min() > 0.5  # 320 tokens, every one distinct
+
+
 def test_gradient_alignment_reports_the_exact_direction_gain():
     from bench.toy_rve.models import gradient_alignment
     from bench.toy_rve.task import all_phrasings

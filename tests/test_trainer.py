@@ -139,8 +139,9 @@ def test_interrupted_and_resumed_run_gives_the_same_losses(tiny_dir, manifest, t
             "s_per_it"} <= logged[0].keys()
 
 
-def test_ctrl_c_saves_the_last_completed_step(tiny_dir, manifest, tmp_path):
-    trainer = make_trainer(tiny_dir, manifest, tmp_path, checkpoint_every=100)
+@pytest.mark.parametrize("schedule", ["constant", "cosine"])
+def test_ctrl_c_saves_the_last_completed_step(tiny_dir, manifest, tmp_path, schedule):
+    trainer = make_trainer(tiny_dir, manifest, tmp_path, checkpoint_every=100, lr_schedule=schedule, warmup_steps=1)
     trainer.setup()
     original = trainer._loss_step
     calls = []
@@ -155,9 +156,14 @@ def test_ctrl_c_saves_the_last_completed_step(tiny_dir, manifest, tmp_path):
     with pytest.raises(KeyboardInterrupt):
         trainer.train()
     assert checkpoints.latest(tmp_path).name == "step_000002"
-    resumed = run(tiny_dir, manifest, tmp_path, resume=True, checkpoint_every=100)
-    straight = run(tiny_dir, manifest, tmp_path / "straight")
+    resumed = run(tiny_dir, manifest, tmp_path, resume=True, checkpoint_every=100, lr_schedule=schedule,
+                  warmup_steps=1)
+    straight = run(tiny_dir, manifest, tmp_path / "straight", lr_schedule=schedule, warmup_steps=1)
     assert [r["loss"] for r in resumed] == [r["loss"] for r in straight]
+    # one warm-up step, then constant, or a half cosine over the 3 steps after it: 1, cos²(π/6), cos²(π/3)
+    factors = [1.0, 1.0, 1.0, 1.0] if schedule == "constant" else [1.0, 1.0, 0.75, 0.25]
+    assert [r["lr"] for r in straight] == pytest.approx([1e-4 * f for f in factors])
+    assert [r["lr"] for r in resumed][-2:] == pytest.approx([1e-4 * f for f in factors][-2:])
 
 
 def test_non_finite_loss_stops_with_a_clear_message_and_keeps_the_last_checkpoint(tiny_dir, manifest, tmp_path):

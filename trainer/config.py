@@ -17,6 +17,7 @@ from revise_core.resources import config_path
 from revise_core.video import MAX_FRAMES, MAX_SIDE
 
 OPTIMIZERS = ("adamw", "adamw8bit")
+LR_SCHEDULES = ("constant", "cosine")
 
 
 def _opt(default, help: str, **kw):  # noqa: A002 - mirrors argparse's name
@@ -60,6 +61,8 @@ class USOConfig:
     weight_decay: float = _opt(1e-4, "AdamW weight decay (paper: 1e-4)")
     grad_clip: float = _opt(0.1, "gradient norm clip (paper: 0.1; 0 = off)")
     warmup_steps: int = _opt(0, "linear learning-rate warm-up steps")
+    lr_schedule: str = _opt("constant", "learning rate after the warm-up: constant (the paper) | cosine (decays to 0 "
+                                        "at the last step)")
     global_batch: int = _opt(8, "samples per optimizer step across all processes (gradient accumulation)")
     steps: int = _opt(1000, "optimizer steps")
     train: str = _opt("full", "what trains in the DiT: full | lora (the visual adapter always trains)")
@@ -132,7 +135,8 @@ class USOConfig:
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
         for name, allowed in (("frozen_placement", ("resident", "sequential", "stream")),
-                              ("encoders", ("compute", "int8")), ("optimizer", OPTIMIZERS)):
+                              ("encoders", ("compute", "int8")), ("optimizer", OPTIMIZERS),
+                              ("lr_schedule", LR_SCHEDULES)):
             if getattr(self, name) not in allowed:
                 problems.append(f"{name} must be one of {allowed}, got '{getattr(self, name)}'")
         if self.critic_decode not in ("video", "frames"):

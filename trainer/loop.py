@@ -13,7 +13,9 @@ more processes with the same global batch, sees exactly the same samples and noi
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -91,6 +93,18 @@ def frozen_placement(cfg: USOConfig, device: torch.device, *, critic_is_encoder:
     if cfg.frozen_placement == "resident" and cfg.offload_text_encoder:
         fixed["t5"] = "sequential"
     return Placement(PlacementConfig(placement=cfg.frozen_placement, encoders=cfg.encoders), device), fixed
+
+
+def lr_factor(step: int, *, warmup: int, steps: int, schedule: str) -> float:
+    """The learning rate's multiplier at optimizer step `step` (0-based): linear warm-up over `warmup` steps,
+    then 1 (constant) or a half cosine from 1 at the first step after the warm-up toward 0 after the last of
+    `steps` steps (cosine)."""
+    if warmup and step < warmup:
+        return (step + 1) / warmup
+    if schedule == "cosine":
+        progress = (step - warmup) / max(1, steps - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    return 1.0
 
 
 def make_optimizer(cfg: USOConfig, params: list) -> torch.optim.Optimizer:
@@ -214,9 +228,9 @@ class USOTrainer:
         self.model = self._wrap(self.generator)
         params = [p for p in self.generator.parameters() if p.requires_grad]
         self.optimizer = make_optimizer(cfg, params)
-        warmup = max(cfg.warmup_steps, 0)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda step: min(1.0, (step + 1) / warmup) if warmup else 1.0)
+            self.optimizer, functools.partial(lr_factor, warmup=max(cfg.warmup_steps, 0), steps=cfg.steps,
+                                              schedule=cfg.lr_schedule))
         self.start_step = 0
         if resume_from is not None:
             path = resume_from

@@ -298,7 +298,7 @@ def condition(column: Column, models: Node | dict[str, Node], frames_from: tuple
     graph.connect(*model("vlm"), vlm, "vlm")
     graph.connect(*frames_from, vlm, "frames")
     graph.connect(components, "fps", vlm, "fps")
-    connector = column.add("ReViSEConnector", max_text_len=512)
+    connector = column.add("ReViSEConnector", max_text_len=512, allow_context_cut=False)
     for name in ("connector", "t5", "vae"):
         graph.connect(*model(name), connector, name)
     graph.connect(vlm, "vlm_cond", connector, "vlm_cond")
@@ -447,6 +447,29 @@ mode) against its unconditioned context; written at 8 fps, seed 1818.""")
     return graph.to_ui()
 
 
+def long_clip_workflow() -> dict:
+    graph = Graph()
+    note = readme(graph, head=RELEASE_NOTE, height=500, text="""**A long clip in temporal windows.** The release's
+context holds about 6 latent frames of 640x352 video beside its VLM rows and the instruction (one latent frame is 4
+video frames). **ReViSE Context Options** makes the Connector build one context per window of 5 latent frames (its
+slice of the source, the instruction and VLM rows shared); the Sampler denoises window by window and blends the
+1-frame overlaps. Every frame of the video is edited (num_frames 0). The video's frames stay in RAM as IMAGE tensors;
+the GPU holds one window at a time.""")
+    cpu_note(graph, note, 81, 40, SAMPLER_MEASURES)
+    column = Column(graph)
+    models = column.add("ReViSEModelSetLoader", model_set="revise_ckpt", precision="auto", device="auto",
+                        load_dit=True, encoders="compute", dit_storage="compute")
+    components = source_video(column.next())
+    encode = encode_video(column, models, components, num_frames=0, resize="official", skip_frames=1)
+    options = column.next().add("ReViSEContextOptions", window=5, overlap=1, schedule="static")
+    _, connector = condition(column, models, (components, "images"), encode, "none", components)
+    graph.connect(options, "context_options", connector, "context_options")
+    decode = sample_and_decode(column.next(), models, connector, seed=1818, guidance_mode="official",
+                               sigma_schedule="official")
+    save_video(column.next(), decode, "frames", "revise/long_clip_edit", fps=8.0)
+    return graph.to_ui()
+
+
 NATIVE_NOTE = RELEASE_NOTE + """
 
 **ComfyUI's own sampler.** Convert the release's DiT once into a file `UNETLoader` reads as Wan2.1:
@@ -495,6 +518,7 @@ WORKFLOWS = {
     "ReViSE edit and SelfCritic.json": critic_workflow,
     "ReViSE best-of-N edit.json": best_of_workflow,
     "ReViSE USO fine-tune.json": finetune_workflow,
+    "ReViSE long clip edit.json": long_clip_workflow,
 }
 
 

@@ -194,6 +194,14 @@ def finetune_picture(draw, colour) -> None:
     chip(draw, (370, 290), "DiT + connector", colour, size=21)
 
 
+def long_clip_middle(draw, colour) -> None:
+    for index in range(4):  # overlapping windows along the clip
+        left = 40 + index * 104
+        draw.rounded_rectangle((left, 290 + (index % 2) * 22, left + 130, 310 + (index % 2) * 22), radius=8,
+                               outline=colour, width=3)
+    chip(draw, (250, 346), "windows of 5 latent frames", colour, size=19)
+
+
 def caption(draw, lines: tuple[str, str, str], colour) -> None:
     """What it does (white), what it needs and how long it takes (grey), under the picture."""
     draw.rectangle((0, 362, SIZE, SIZE), fill=PANEL)
@@ -225,6 +233,8 @@ PICTURES: dict[str, tuple] = {
                                    ("Edit, then its own VLM scores it", FIVE_MODELS, times(33))),
     "ReViSE best-of-N edit": ((247, 118, 142), best_of_picture,
                               ("4 edits, the critic keeps the best", FIVE_MODELS, times(33, candidates=4))),
+    "ReViSE long clip edit": ((236, 120, 96), lambda d, c: edit_picture(d, c, long_clip_middle),
+                              ("A long clip in temporal windows", "Needs: models/revise/revise_ckpt", times(81))),
     "ReViSE USO fine-tune": ((42, 195, 222), finetune_picture,
                              ("Fine-tune on your own triplets", "Needs: a manifest of video triplets",
                               "GPU: hours · CPU: not practical")),

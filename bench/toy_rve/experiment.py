@@ -100,7 +100,8 @@ class Experiment:
 
     def generator(self) -> tuple[torch.nn.Module, torch.nn.Module]:
         """The pre-trained generator every arm of every condition starts from."""
-        dit, connector = toy_models.toy_generator(0, layers=self.config.generator_layers)
+        dit, connector = toy_models.toy_generator(0, layers=self.config.generator_layers,
+                                                  placed_source=self.config.placed_source)
         state = ckpt.read_state_dict(self.path("generators", "pretrained.safetensors")).tensors
         dit.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("dit.")})
         connector.load_state_dict({k[10:]: v for k, v in state.items() if k.startswith("connector.")})
@@ -135,7 +136,8 @@ class Experiment:
         unchanged = {s.id: (render(s.scene), "unchanged") for s in scenes}
         self._write_manifest(scenes, unchanged, self.manifest(PRETRAINING),
                              instructions={s.id: rng.choice(KEEP_PHRASINGS) for s in scenes})
-        trainer = self._trainer(f"{PRETRAINING}/run", *toy_models.toy_generator(0, layers=cfg.generator_layers),
+        trainer = self._trainer(f"{PRETRAINING}/run", *toy_models.toy_generator(0, layers=cfg.generator_layers,
+                                                                        placed_source=cfg.placed_source),
                                 objective="sft",
                                 steps=cfg.pretrain_steps, lr=cfg.pretrain_lr, seed=1000, reason_weight=0.0,
                                 sigma_max=cfg.sigma_max, manifest=self.manifest(PRETRAINING), critic=None)
@@ -250,12 +252,14 @@ class Experiment:
                           connector=connector)
 
     def _trainer(self, name: str, dit, connector, *, objective: str, steps: int, lr: float, seed: int,
-                 reason_weight: float, sigma_max: float, manifest: Path, critic: str | None) -> USOTrainer:
+                 reason_weight: float, sigma_max: float, manifest: Path, critic: str | None,
+                 schedule: str = "constant") -> USOTrainer:
         config = USOConfig(
             manifest=str(manifest), output_dir=str(self.path("runs", name)),
             feature_cache=str(self.path("features")), num_frames=5, height=32, width=32, max_text_len=32,
             vlm_frames=4, objective=objective, reason_weight=reason_weight, sigma_max=sigma_max, critic_frames=4,
-            cfg_drop=0.1, lr=lr, weight_decay=1e-4, grad_clip=1.0, global_batch=self.config.global_batch,
+            cfg_drop=0.1, lr=lr, lr_schedule=schedule, weight_decay=1e-4, grad_clip=self.config.grad_clip,
+            global_batch=self.config.global_batch,
             steps=steps, seed=seed, device="cpu", checkpoint_every=steps, keep_checkpoints=1, tensorboard=False,
         )
         # SFT never calls the critic; the trainer then judges with the encoder VLM, which is never run
@@ -330,7 +334,8 @@ class Experiment:
         trainer = self._trainer(f"{condition.slug}/{run.name}", *self.generator(), objective=run.objective,
                                 steps=self.config.finetune_steps, lr=self.config.finetune_lr, seed=run.seed,
                                 reason_weight=run.reason_weight, sigma_max=run.sigma_max,
-                                manifest=self.manifest(condition), critic=run.critic)
+                                manifest=self.manifest(condition), critic=run.critic,
+                                schedule=self.config.finetune_lr_schedule)
         history = trainer.train()
         run.triggered = sum(r["triggered"] for r in history) / len(history)
         run.scores = self.evaluate(trainer.generator.dit, trainer.generator.connector)

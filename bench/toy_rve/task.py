@@ -1,13 +1,14 @@
 """Scenes, reasoning rules and instructions of Toy-RVE.
 
-A scene is a small video (5 frames of 32x32): a background of two gradients (vertical and horizontal) and one square object of a
-given colour moving horizontally. An instruction never states the operation; the target follows from a
+A scene is a small video (5 frames of 32x32): a background graded both vertically and horizontally, and one
+square object of a given colour moving horizontally. An instruction never states the operation; the target follows from a
 rule of one of four reasoning categories:
 - physical causality ("ice cube in the sun"): the object melts into a wide, flat puddle on its bottom line;
 - semantic inference ("a deep frost settles"): the object takes an icy cyan tint (60 % frost), background untouched;
 - temporal ("two seconds later"): the object is where its motion takes it three frames later;
 - spatial ("the floor gives way under it"): the object drops to the bottom of the frame.
-Evaluation uses held-out phrasings and held-out scene combinations (a background never used in training).
+Evaluation uses held-out scene combinations (a background never used in fine-tuning); the experiment words them
+with the training phrasings (`ToyConfig.eval_phrasings`; the held-out phrasings are an option).
 """
 
 from __future__ import annotations
@@ -83,10 +84,9 @@ def render(scene: Scene, *, category: str | None = None) -> torch.Tensor:
 def background_of(scene: Scene) -> torch.Tensor:
     """The scene's background [H, W, 3]: a vertical gradient between its two colours, tilted horizontally.
 
-    Both directions vary because the source video reaches the DiT as context tokens without positions (the
-    release's VisualContextAdapter has none, and Wan's RoPE is relative): a patch of the source can only be
-    placed by its content. Under a purely vertical gradient every patch of a row looked the same, and the
-    generator could not tell where along the row the object was (its copies were smeared sideways)."""
+    Both directions vary so that every 4x4 patch of a row differs: the source video reaches the DiT as context
+    tokens without positions (the release's VisualContextAdapter has none, and Wan's RoPE is relative), so the
+    background's own look tells where a source patch belongs (models.PlacedConnector adds a computed one)."""
     top, bottom = (torch.tensor(c) for c in BACKGROUNDS[scene.background])
     ramp = torch.linspace(0, 1, SIZE)
     vertical = top * (1 - ramp.view(SIZE, 1, 1)) + bottom * ramp.view(SIZE, 1, 1)

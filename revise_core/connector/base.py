@@ -25,6 +25,7 @@ class ContextConnector(nn.Module, abc.ABC):
     `latent_channels` and `max_context_len`; `visual_context_adapter` is the part that trains."""
 
     family: ClassVar[str]
+    boundary_names: ClassVar[tuple[str, ...]]  # the boundary tokens `assemble` puts around the parts
     config: object
     visual_context_adapter: nn.Module
 
@@ -45,6 +46,12 @@ class ContextConnector(nn.Module, abc.ABC):
     def assemble(self, vlm_tokens: torch.Tensor | None, text_tokens: torch.Tensor | None,
                  video_tokens: torch.Tensor) -> torch.Tensor:
         """One context sequence [L <= max_context_len, context_dim] in the family's order."""
+
+    def uncut_length(self, vlm_rows: int, text_rows: int, video_rows: int) -> int:
+        """Rows of the conditional sequence `assemble` builds from parts of these lengths, before any cut to
+        `max_context_len` (every part and boundary token of the family counted)."""
+        boundary = sum(getattr(self.boundary, name).shape[0] for name in self.boundary_names)
+        return vlm_rows + text_rows + video_rows + boundary
 
     @abc.abstractmethod
     def null_context(self, video_tokens: torch.Tensor, *, vlm_tokens: torch.Tensor | None = None) -> torch.Tensor:

@@ -77,6 +77,7 @@ class Connector(ContextConnector):
     """Omni-Video 2: u -> RMSNorm -> Linear; order [u] [<prp_st> T5 <prp_ed>] [<img_st> v <img_ed>]."""
 
     family = "omnivideo2"
+    boundary_names = BOUNDARY_NAMES
 
     def __init__(self, config: ConnectorConfig) -> None:
         super().__init__()

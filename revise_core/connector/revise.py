@@ -165,6 +165,7 @@ def _transformer(shape: TransformerShape) -> nn.Transformer:
 
 class VisionHeadConnector(ContextConnector):
     family = "revise"
+    boundary_names = BOUNDARY_NAMES
 
     def __init__(self, config: VisionHeadConnectorConfig) -> None:
         super().__init__()
