@@ -10,11 +10,16 @@ ComfyUI batches them into one model call as it does for its own prompts.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
+
 import torch
 
 from revise_core.editor import Condition
 
 from .common import CATEGORY, COND, expect
+
+logger = logging.getLogger(__name__)
 
 
 def native_conditioning(condition: Condition) -> tuple[list, list, dict]:
@@ -58,5 +63,82 @@ class ReViSEWanConditioning:
         return native_conditioning(cond)
 
 
-NODES = {"ReViSEWanConditioning": ReViSEWanConditioning}
-DISPLAY_NAMES = {"ReViSEWanConditioning": "ReViSE → Wan Conditioning (native KSampler)"}
+RESIZE_CALLBACK_KEY = "revise_window_context"
+_FINGERPRINT_ROWS = 64  # rows compared to recognise our contexts among the cond items ComfyUI resizes
+
+
+def window_context_callback(condition: Condition) -> Callable:
+    """A RESIZE_COND_ITEM callback for ComfyUI's context-window handler (comfy/context_windows.py).
+
+    ComfyUI slices cond tensors with a frame axis; our context has none (it holds the source tokens of every
+    latent frame), so each window would attend to the whole clip's source. This callback recognises our positive
+    and negative contexts (by a fixed set of rows) and returns them rebuilt for the window's latent frames
+    (`Condition.window_context`): that slice of the source, the same VLM rows and instruction."""
+    if condition.window_context is None or condition.cond is None:
+        raise ValueError("this ReViSE condition cannot be rebuilt per window (it was made by a windowed ReViSE "
+                         "Connector, or by an older version); connect a Connector without context options")
+    full = {"cond": condition.cond.detach().float().cpu(), "uncond": condition.uncond.detach().float().cpu()}
+    rows = torch.linspace(0, full["cond"].shape[1] - 1, _FINGERPRINT_ROWS).long()
+    fingerprints = {name: tensor[:, rows] for name, tensor in full.items()}
+    cache: dict[tuple[int, ...], tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def resize(cond_key, cond_value, window, x_in, device, cond_item):
+        tensor = getattr(cond_value, "cond", None)
+        if cond_key != "c_crossattn" or not isinstance(tensor, torch.Tensor) or tensor.shape != full["cond"].shape:
+            return None
+        sample = tensor[:, rows].detach().float().cpu()
+        which = next((name for name, print_ in fingerprints.items() if torch.equal(sample, print_)), None)
+        if which is None:
+            return None
+        frames = tuple(int(i) for i in window.index_list)
+        if frames not in cache:
+            logger.info("ReViSE context rebuilt for the window of latent frames %s", list(frames))
+            with torch.no_grad():
+                cache[frames] = tuple(t.float().cpu() for t in condition.window_context(frames))
+        rebuilt = cache[frames][0 if which == "cond" else 1]
+        return cond_value._copy_with(rebuilt.to(device=device if device is not None else tensor.device,
+                                                dtype=tensor.dtype))
+
+    return resize
+
+
+class ReViSEContextWindows:
+    CATEGORY = f"{CATEGORY}/conditioning"
+    FUNCTION = "patch"
+    DESCRIPTION = (
+        "Makes ComfyUI's own context windows work with a ReViSE condition on the native path: put it after "
+        "WAN Context Windows (Manual). ComfyUI slices what has a frame axis; the ReViSE context holds the source "
+        "video's tokens of every frame, so each window would otherwise see the whole clip's source. This node "
+        "rebuilds the context for each window's latent frames (that slice of the source, the instruction and "
+        "VLM rows shared).")
+    RETURN_TYPES = ("MODEL",)
+    RETURN_NAMES = ("model",)
+    OUTPUT_TOOLTIPS = ("The model with the per-window ReViSE context; wire it into KSampler.",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "model": ("MODEL", {"tooltip": "The output of WAN Context Windows (Manual)."}),
+            "cond": (COND, {"tooltip": "From ReViSE Connector (the same one ReViSE → Wan Conditioning reads), "
+                                      "without context options."}),
+        }}
+
+    def patch(self, model, cond):
+        expect(cond, Condition, "cond", COND)
+        handler = getattr(model, "model_options", {}).get("context_handler")
+        if handler is None or not hasattr(handler, "callbacks"):
+            raise ValueError("the model has no context windows: put ComfyUI's WAN Context Windows (Manual) node "
+                             "before ReViSE Context Windows (native)")
+        import comfy.context_windows
+        import comfy.patcher_extension
+
+        patched = model.clone()  # deep-copies model_options, the handler with it
+        comfy.patcher_extension.add_callback_with_key(
+            comfy.context_windows.IndexListCallbacks.RESIZE_COND_ITEM, RESIZE_CALLBACK_KEY,
+            window_context_callback(cond), patched.model_options["context_handler"].callbacks)
+        return (patched,)
+
+
+NODES = {"ReViSEWanConditioning": ReViSEWanConditioning, "ReViSEContextWindows": ReViSEContextWindows}
+DISPLAY_NAMES = {"ReViSEWanConditioning": "ReViSE → Wan Conditioning (native KSampler)",
+                 "ReViSEContextWindows": "ReViSE Context Windows (native)"}

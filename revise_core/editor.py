@@ -12,7 +12,7 @@ import dataclasses
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -110,6 +110,9 @@ class Condition:
     latents_mean: list[float] = field(default_factory=list)
     latents_std: list[float] = field(default_factory=list)
     windows: list[WindowContext] | None = None  # a windowed edit's contexts, one per temporal window
+    # (cond, uncond) [1, context_len, D] for any list of latent frames: that slice of the source as v, the same
+    # u and T5 (what a context-window sampler outside ours, e.g. ComfyUI's, needs per window)
+    window_context: Callable[[Sequence[int]], tuple[torch.Tensor, torch.Tensor]] | None = None
 
     def denormalize(self, latents: torch.Tensor) -> torch.Tensor:
         return vae_ops.denormalize_with(latents, self.latents_mean, self.latents_std)
@@ -298,8 +301,9 @@ def assemble_condition(connector: ContextConnector, text: TextEncoder, vae: nn.M
     `negative_prompt`, its negative context); both zero-padded to `context_len` (default max_context_len).
 
     With a `window` shorter than the clip, one cond / uncond per temporal window: the window's slice of the
-    source latents (one causal encode of the whole clip) as v, u and T5 shared. A context that cannot hold the whole instruction and
-    VLM rows raises ContextOverflowError unless `allow_cut` (then the connector cuts as its release does)."""
+    source latents (one causal encode of the whole clip) as v, u and T5 shared; `Condition.window_context`
+    builds the pair for any latent frames. A context that cannot hold the whole instruction and VLM rows raises
+    ContextOverflowError unless `allow_cut` (then the connector cuts as its release does)."""
     timings = timings if timings is not None else {}
     source_latents = vae_ops.normalize_latents(vae, source_latents_raw.float())
     with _timed(timings, "text_encode"):
@@ -310,28 +314,33 @@ def assemble_condition(connector: ContextConnector, text: TextEncoder, vae: nn.M
             negative_tokens = torch.cat(encode_text(text, [negative_prompt], max_length=max_text_len))
     dtype = _dtype(connector)
     latent_frames = source_latents.shape[2]
-    spans = window.spans(latent_frames) if window is not None else [(0, latent_frames)]
-    weights = blend_weights(spans, latent_frames)
     length = context_len or connector.config.max_context_len
-    vlm_tokens, contexts = None, []
-    for index, (start, end) in enumerate(spans):
-        video_tokens = connector.adapt_video(source_latents[:, :, start:end].to(dtype))[0]
-        if vlm_tokens is None:
-            vlm_tokens = connector.project_vlm(vlm_condition.u.to(video_tokens))
-            if not allow_cut:
-                ContextBudget.measure(connector, vlm_rows=vlm_tokens.shape[0], text_rows=text_tokens.shape[0],
-                                      video_rows=video_tokens.shape[0], latent_frames=end - start).check(
-                    end - start, windowed=window is not None and len(spans) > 1)
-        cond = pad_context(connector.assemble(vlm_tokens, text_tokens.to(vlm_tokens), video_tokens), length)
+    first = connector.adapt_video(source_latents[:, :, :1].to(dtype))[0]
+    vlm_tokens = connector.project_vlm(vlm_condition.u.to(first))
+    text_tokens = text_tokens.to(vlm_tokens)
+
+    def window_context(frames: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        video_tokens = connector.adapt_video(source_latents[:, :, list(frames)].to(dtype))[0]
+        cond = pad_context(connector.assemble(vlm_tokens, text_tokens, video_tokens), length)
         if negative_tokens is not None:
             uncond = pad_context(connector.negative_context(negative_tokens.to(video_tokens), video_tokens), length)
         else:
             uncond = pad_context(connector.null_context(video_tokens), length)
-        contexts.append(WindowContext(start, end, cond[None], uncond[None], weights[index, start:end]))
+        return cond[None], uncond[None]
+
+    spans = window.spans(latent_frames) if window is not None else [(0, latent_frames)]
+    if not allow_cut:
+        ContextBudget.measure(connector, vlm_rows=vlm_tokens.shape[0], text_rows=text_tokens.shape[0],
+                              video_rows=first.shape[0], latent_frames=1).check(
+            spans[0][1] - spans[0][0], windowed=len(spans) > 1)
+    weights = blend_weights(spans, latent_frames)
+    contexts = [WindowContext(start, end, *window_context(range(start, end)), weights[index, start:end])
+                for index, (start, end) in enumerate(spans)]
     whole = len(spans) == 1  # one window over the whole clip is the plain edit, in every dtype
     return Condition(contexts[0].cond if whole else None, contexts[0].uncond if whole else None, source_latents,
                      vlm_condition.reasoning, latents_mean=list(vae.config.latents_mean),
-                     latents_std=list(vae.config.latents_std), windows=None if whole else contexts)
+                     latents_std=list(vae.config.latents_std), windows=None if whole else contexts,
+                     window_context=window_context)
 
 
 def caption_reasoning(vlm: VisionLanguageModel, source: torch.Tensor, instruction: str,

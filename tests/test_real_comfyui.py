@@ -276,6 +276,25 @@ def test_workflow_runs_in_comfyui(server, path):
         assert _node_texts(messages, _node_id(api, "ReViSEUSOTrainer"))[-1].startswith("Finished: step 2 of 2")
 
 
+def test_comfyuis_context_windows_run_the_native_path_with_our_per_window_context(server):
+    """The native workflow with ComfyUI's WAN Context Windows (Manual) and ReViSE Context Windows (native) between
+    ModelSamplingSD3 and KSampler: windows of 2 latent frames (5 video frames) with 1 shared, over the clip's 3."""
+    api = tiny_api(ROOT / "workflows" / NATIVE, server["manifest"], names=NATIVE_NAMES)
+    sampler = _node_id(api, "KSampler")
+    shift = _node_id(api, "ModelSamplingSD3")
+    connector = _node_id(api, "ReViSEConnector")
+    api["900"] = {"class_type": "WanContextWindowsManual", "inputs": {
+        "model": [shift, 0], "context_length": 5, "context_overlap": 4, "context_schedule": "standard_static",
+        "context_stride": 1, "closed_loop": False, "fuse_method": "pyramid", "freenoise": False}}
+    api["901"] = {"class_type": "ReViSEContextWindows", "inputs": {"model": ["900", 0], "cond": [connector, 0]}}
+    api[sampler]["inputs"]["model"] = ["901", 0]
+    entry, _ = _run(server, api)
+    assert any("images" in out or "video" in out or "animated" in out for out in entry["outputs"].values())
+    log = server["log"].read_text()
+    assert "Using context windows 2 with overlap 1" in log, log[-3000:]
+    assert "ReViSE context rebuilt for the window of latent frames [1, 2]" in log, log[-3000:]
+
+
 def test_cancel_in_the_trainer_saves_and_says_so_on_the_node(server):
     """Cancel (POST /interrupt, what the frontend's button sends) during training: the run ends interrupted,
     the last finished step is on disk, and the trainer node shows which one and how to continue."""

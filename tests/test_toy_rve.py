@@ -382,3 +382,20 @@ def test_command_line_refuses_a_main_point_that_a_sweep_repeats(capsys):
     assert main(["--full", "--reason-weight", "3"]) == 2  # λ 3 is a point of the full preset's sweep
     assert capsys.readouterr().err.strip() == ("error: the sweeps must not repeat the main runs' values (λ 3.0, "
                                                "σ_max 0.5): those points come from the main runs")
+
+
+def test_command_line_conditions_replace_the_presets_and_keep_a_sweep_on_one_of_them(capsys, monkeypatch):
+    import bench.toy_rve.__main__ as cli
+
+    planned = {}
+
+    def plan(config):  # stop after the plan: the chosen conditions and where the sweeps run
+        planned.update(conditions=[c.name for c in config.conditions], sweep=config.sweep_condition)
+        raise ValueError("planned")
+
+    monkeypatch.setattr(cli, "plan_runs", plan)
+    assert cli.main(["--full", "--conditions", "exact", "flawed", "exact"]) == 2
+    assert planned == {"conditions": ["exact targets", "40% flawed targets"], "sweep": "exact targets"}
+    assert cli.main(["--quick", "--conditions", "unseen"]) == 2
+    assert planned["conditions"] == ["unseen rule: semantic inference"]
+    assert capsys.readouterr().err.strip().endswith("error: planned")

@@ -154,3 +154,38 @@ def test_an_edit_whose_context_would_cut_the_instruction_is_refused_naming_what_
         assert cut.frames.shape[0] == 17
     finally:
         connector.config = dataclasses.replace(connector.config, max_context_len=original)
+
+
+class _CrossAttn:
+    """The shape of ComfyUI's CONDCrossAttn as the context-window handler hands it to a RESIZE_COND_ITEM callback."""
+
+    def __init__(self, cond):
+        self.cond = cond
+
+    def _copy_with(self, cond):
+        return type(self)(cond)
+
+
+class _Window:
+    def __init__(self, index_list):
+        self.index_list = index_list
+
+
+def test_the_native_callback_rebuilds_our_contexts_for_comfyuis_windows_and_leaves_others_alone(editor):
+    from nodes.native import window_context_callback
+
+    condition = editor.condition(_clip(), "make it snow", _settings())
+    callback = window_context_callback(condition)
+    window = _Window([2, 3, 4])
+    x_in = torch.zeros(1, 16, 5, 8, 8)
+    rebuilt = callback("c_crossattn", _CrossAttn(condition.cond.clone()), window, x_in, None, {})
+    rebuilt_null = callback("c_crossattn", _CrossAttn(condition.uncond.clone()), window, x_in, None, {})
+    cond, uncond = condition.window_context([2, 3, 4])
+    assert isinstance(rebuilt, _CrossAttn) and torch.equal(rebuilt.cond, cond) and torch.equal(rebuilt_null.cond, uncond)
+    windowed = editor.condition(_clip(), "make it snow", _settings(window=TemporalWindows(3, 1)))
+    assert torch.equal(windowed.windows[1].cond, cond)  # our own sampler's second window: frames 2-4
+    assert not torch.equal(cond, condition.cond)
+    assert callback("c_concat", _CrossAttn(condition.cond), window, x_in, None, {}) is None  # not a context
+    assert callback("c_crossattn", _CrossAttn(torch.randn_like(condition.cond)), window, x_in, None, {}) is None
+    with pytest.raises(ValueError, match="cannot be rebuilt per window"):
+        window_context_callback(windowed)

@@ -17,7 +17,10 @@ import torch
 
 from bench.common import RESULTS
 
+from .conditions import EXACT, FLAWED, UNSEEN
 from .config import PRESETS
+
+CONDITIONS = {"exact": EXACT, "flawed": FLAWED, "unseen": UNSEEN}  # --conditions names
 from .experiment import plan_runs, run_experiment
 from .report import write
 
@@ -36,12 +39,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reason-weight", type=float, default=None,
                         help="λ of the main runs, instead of the preset's (its sweep must not contain it)")
     parser.add_argument("--sigma-max", type=float, default=None, help="σ_max of the main runs, instead of the preset's")
+    parser.add_argument("--conditions", nargs="+", choices=sorted(CONDITIONS), default=None,
+                        help="the conditions to run, instead of the preset's (exact targets; 40 %% flawed targets; a "
+                             "rule no training target carries out); SFT's sensitivity check needs exact")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     preset = "quick" if args.quick else "full" if args.full else "smoke"
     config = PRESETS[preset]
     overrides = {name: value for name, value in (("reason_weight", args.reason_weight), ("sigma_max", args.sigma_max))
                  if value is not None}
+    if args.conditions:
+        chosen = tuple(CONDITIONS[name] for name in dict.fromkeys(args.conditions))
+        overrides["conditions"] = chosen
+        if config.sweep_condition not in {c.name for c in chosen}:
+            overrides["sweep_condition"] = chosen[0].name
     config = replace(config, **overrides)
     try:
         plan_runs(config)
