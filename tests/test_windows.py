@@ -110,48 +110,48 @@ def editor(tiny_dir):
     return ReviseEditor(EditModels.load(tiny_dir))
 
 
-def _settings(**extra) -> EditSettings:
-    return EditSettings(sampler=SamplerConfig(steps=2, guidance_scale=2.0, scheduler="euler", seed=3), num_frames=17,
-                        height=64, width=64, max_text_len=16, vlm_frames=2, **extra)
+def _settings(frames: int = 9, **extra) -> EditSettings:
+    return EditSettings(sampler=SamplerConfig(steps=2, guidance_scale=2.0, scheduler="euler", seed=3),
+                        num_frames=frames, height=64, width=64, max_text_len=16, vlm_frames=2, **extra)
 
 
-def _clip(frames: int = 17) -> torch.Tensor:
+def _clip(frames: int = 9) -> torch.Tensor:  # 9 frames: 3 latent frames
     return torch.rand(frames, 64, 64, 3, generator=torch.Generator().manual_seed(1))
 
 
 def test_one_window_over_the_whole_clip_is_the_plain_edit_exactly(editor):
     plain = editor.edit(_clip(), "make it snow", _settings())
-    one_window = editor.edit(_clip(), "make it snow", _settings(window=TemporalWindows(5, 1)))  # 17 frames: 5 latent
+    one_window = editor.edit(_clip(), "make it snow", _settings(window=TemporalWindows(3, 1)))  # all 3 latent frames
     assert torch.equal(plain.latents, one_window.latents)
 
 
 def test_a_windowed_edit_shares_the_vlm_and_instruction_rows_and_slices_the_source(editor):
-    settings = _settings(window=TemporalWindows(3, 1))
+    settings = _settings(window=TemporalWindows(2, 1))
     condition = editor.condition(_clip(), "make it snow", settings)
-    assert condition.cond is None and [(w.start, w.end) for w in condition.windows] == [(0, 3), (2, 5)]
+    assert condition.cond is None and [(w.start, w.end) for w in condition.windows] == [(0, 2), (1, 3)]
     first, second = (w.cond[0] for w in condition.windows)
-    video_rows = editor.models.connector.adapt_video(condition.source_latents[:, :, :3])[0].shape[0]
+    video_rows = editor.models.connector.adapt_video(condition.source_latents[:, :, :2])[0].shape[0]
     differing = int((first != second).any(-1).sum())
     assert 0 < differing <= video_rows  # only the source-video rows differ between windows
     result = editor.edit(_clip(), "make it snow", settings)
-    assert result.frames.shape[0] == 17
+    assert result.frames.shape[0] == 9
 
 
 def test_an_edit_whose_context_would_cut_the_instruction_is_refused_naming_what_fits(editor):
     connector = editor.models.connector
     original = connector.config.max_context_len
-    plain = editor.condition(_clip(), "make it snow", _settings())
+    plain = editor.condition(_clip(17), "make it snow", _settings(17))
     rows = int(plain.cond[0].abs().sum(-1).gt(0).sum())  # assembled rows (the rest is zero padding)
     try:
         # 5 latent frames of 4 source rows each: 6 rows fewer leaves room for 3 latent frames (9 video frames)
         connector.config = dataclasses.replace(connector.config, max_context_len=rows - 6)
         with pytest.raises(ContextOverflowError, match=r"the instruction and then the VLM rows would be cut; at this "
                                                         r"size use at most 9 frames, or edit in windows \(--window 3\)"):
-            editor.edit(_clip(), "make it snow", _settings())
+            editor.condition(_clip(17), "make it snow", _settings(17))
         with pytest.raises(ContextOverflowError, match="use windows of at most 3 latent frames"):
-            editor.edit(_clip(), "make it snow", _settings(window=TemporalWindows(4, 1)))
-        cut = editor.edit(_clip(), "make it snow", _settings(allow_context_cut=True))  # the release's cut
-        assert cut.frames.shape[0] == 17
+            editor.condition(_clip(17), "make it snow", _settings(17, window=TemporalWindows(4, 1)))
+        cut = editor.condition(_clip(17), "make it snow", _settings(17, allow_context_cut=True))  # the release's cut
+        assert cut.cond.shape[1] == rows - 6  # cut by the connector (its family decides which rows go)
     finally:
         connector.config = dataclasses.replace(connector.config, max_context_len=original)
 
@@ -176,14 +176,14 @@ def test_the_native_callback_rebuilds_our_contexts_for_comfyuis_windows_and_leav
 
     condition = editor.condition(_clip(), "make it snow", _settings())
     callback = window_context_callback(condition)
-    window = _Window([2, 3, 4])
-    x_in = torch.zeros(1, 16, 5, 8, 8)
+    window = _Window([1, 2])
+    x_in = torch.zeros(1, 16, 3, 8, 8)
     rebuilt = callback("c_crossattn", _CrossAttn(condition.cond.clone()), window, x_in, None, {})
     rebuilt_null = callback("c_crossattn", _CrossAttn(condition.uncond.clone()), window, x_in, None, {})
-    cond, uncond = condition.window_context([2, 3, 4])
+    cond, uncond = condition.window_context([1, 2])
     assert isinstance(rebuilt, _CrossAttn) and torch.equal(rebuilt.cond, cond) and torch.equal(rebuilt_null.cond, uncond)
-    windowed = editor.condition(_clip(), "make it snow", _settings(window=TemporalWindows(3, 1)))
-    assert torch.equal(windowed.windows[1].cond, cond)  # our own sampler's second window: frames 2-4
+    windowed = editor.condition(_clip(), "make it snow", _settings(window=TemporalWindows(2, 1)))
+    assert torch.equal(windowed.windows[1].cond, cond)  # our own sampler's second window: frames 1-2
     assert not torch.equal(cond, condition.cond)
     assert callback("c_concat", _CrossAttn(condition.cond), window, x_in, None, {}) is None  # not a context
     assert callback("c_crossattn", _CrossAttn(torch.randn_like(condition.cond)), window, x_in, None, {}) is None
