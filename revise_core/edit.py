@@ -26,13 +26,14 @@ from .chat_text import check_instruction
 from .checkpoints import DTYPE_CHOICES, auto_dtype, default_device
 from .cli import add_debug_flag, add_placement_flags, placement_config
 from .cli import run as run_cli
-from .edit_inputs import read_edit_source
+from .edit_inputs import StreamedSource, read_edit_source
 from .editor import REASONING_MODES, ReviseEditor, fit_source
 from .model_sets import EditModels
 from .output_paths import refuse_overwriting_inputs, writable_output
 from .placement import Placement
 from .presets import PRESETS
 from .sampler import GUIDANCE_MODES, SCHEDULERS, SIGMA_SCHEDULES
+from .streamed_edit import edit_streamed
 from .video import FRAME_POLICIES, RESIZE_POLICIES
 from .windows import WINDOW_SCHEDULES, TemporalWindows
 
@@ -144,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         window = TemporalWindows(args.window, args.window_overlap, args.window_schedule)
     settings = presets.edit_settings(preset, **{**base, **given}, tiled_decode=args.tiled_decode, window=window,
                                      allow_context_cut=args.allow_context_cut)
-    workdir, vlm_source = None, None
+    workdir = None
     if args.demo:
         from .testing import write_tiny_models
         from .testing.omnivideo2 import write_qwen3_model_set
@@ -157,47 +158,83 @@ def main(argv: list[str] | None = None) -> int:
         clip = video_ops.synthetic_clip(num_frames=(settings.num_frames or 9) + settings.skip_frames, height=64, width=64)
         instruction = args.instruction or DEMO_INSTRUCTION
         out = args.out or workdir / "edited.mp4"
-        video_ops.write_video(workdir / "source.mp4", clip.frames, clip.fps)
+        video_path = video_ops.write_video(workdir / "source.mp4", clip.frames, clip.fps)
     else:
         missing = [name for name in ("models", "video", "instruction", "out") if getattr(args, name) is None]
         if missing:
             build_parser().error("missing " + ", ".join(f"--{m}" for m in missing) + " (or use --demo)")
         check_instruction(args.instruction, what="--instruction")
-        source = read_edit_source(args.video, settings, preset)
-        clip, vlm_source = source.clip, source.vlm_source
-        models_dir, instruction, out = args.models, args.instruction, args.out
-    settings.fps = float(clip.fps)
-    output_fps = preset.output_fps or clip.fps
+        models_dir, instruction, out, video_path = args.models, args.instruction, args.out, args.video
 
     # Everything the user gave is checked before any model is loaded (which takes minutes at real size).
     placement_config(args)
     if args.best_of < 1:
         raise ValueError(f"--best-of must be >= 1, got {args.best_of}")
+    streamed = window is not None
+    if streamed and args.best_of > 1:
+        raise ValueError("--best-of scores whole edits held in memory; a windowed edit (--window) streams its "
+                         "frames: use one or the other")
+    if streamed and args.tiled_decode:
+        raise ValueError("--tiled-decode decodes the whole clip at once; a windowed edit (--window) decodes one "
+                         "latent frame at a time already")
     refuse_overwriting_inputs(out, [None if args.demo else args.video, models_dir, args.vlm])
     writable_output(out, what="--out")
-    # Fitting the clip here reports a bad frame count or size before loading (the editor fits it the same way).
-    fit_source(clip.frames, settings)
-    steps = settings.sampler.steps
+    if streamed:  # counts the frames and plans the clip: a video that cannot fit fails here
+        source = StreamedSource.open(video_path, settings, preset)
+        source_fps = source.fps
+    else:
+        source = read_edit_source(video_path, settings, preset)
+        source_fps = source.clip.fps
+        # Fitting the clip here reports a bad frame count or size before loading (the editor fits it the same way).
+        fit_source(source.clip.frames, settings)
+    settings.fps = float(source_fps)
+    output_fps = preset.output_fps or source_fps
     # Loaded on the host; the placement plan then decides what goes to the device, and when.
     placement = Placement(placement_config(args), device)
     editor = ReviseEditor.placed(EditModels.load(models_dir, dtype=dtype, device="cpu", vlm=args.vlm), placement)
-    with tqdm(total=steps * args.best_of, desc="sampling", unit="step") as bar:
-        result = editor.edit(clip.frames, instruction, settings, callback=lambda info: bar.update(1),
-                             best_of=args.best_of, vlm_source=vlm_source)
-    video_ops.write_video(out, result.frames, output_fps, quantization=preset.output_quantization)
+    if streamed:
+        result, frames, scores = _edit_streamed(editor, source, instruction, settings, out, output_fps,
+                                                preset.output_quantization)
+    else:
+        with tqdm(total=settings.sampler.steps * args.best_of, desc="sampling", unit="step") as bar:
+            result = editor.edit(source.clip.frames, instruction, settings, callback=lambda info: bar.update(1),
+                                 best_of=args.best_of, vlm_source=source.vlm_source)
+        video_ops.write_video(out, result.frames, output_fps, quantization=preset.output_quantization)
+        frames, scores = list(result.frames.shape), result.scores
     summary = {
-        "output": str(out), "frames": list(result.frames.shape), "instruction": instruction,
+        "output": str(out), "frames": frames, "instruction": instruction,
         "reasoning": result.reasoning, "seed": result.seed,
         "timings_s": {k: round(v, 4) for k, v in result.timings.items()}, "device": device, "dtype": dtype,
     }
     summary["placement"] = placement.summary()
-    if result.scores:
-        summary["best_of"] = result.scores
+    if scores:
+        summary["best_of"] = scores
     if args.demo:
         summary["note"] = "tiny random weights: the output is noise by design; see docs/models.md for real models"
     print(jsonio.dumps(summary, indent=2) if args.json else
-          f"wrote {out} ({result.frames.shape[0]} frames, {result.timings['total']:.2f} s)")
+          f"wrote {out} ({frames[0]} frames, {result.timings['total']:.2f} s)")
     return 0
+
+
+def _edit_streamed(editor: ReviseEditor, source: StreamedSource, instruction: str, settings, out: Path, fps,
+                   quantization: str):
+    """The windowed edit: read, encode, decode and write a chunk at a time; bars of frames read, windows x steps
+    sampled and frames written."""
+    windows = len(settings.window.spans(video_ops.latent_frames(source.num_frames)))
+    bars = {"encode": tqdm(total=source.num_frames, desc="encoding", unit="frame"),
+            "sample": tqdm(total=settings.sampler.steps * windows, desc="sampling", unit="window"),
+            "decode": tqdm(total=source.num_frames, desc="decoding", unit="frame")}
+    try:
+        with video_ops.VideoWriter(out, fps, quantization=quantization) as writer:
+            result = edit_streamed(editor, source, instruction, settings, writer.write,
+                                   on_window=None if windows == 1 else lambda step, window: bars["sample"].update(1),
+                                   callback=None if windows > 1 else lambda info: bars["sample"].update(1),
+                                   on_frames=lambda stage, count: bars[stage].update(count))
+    finally:
+        for bar in bars.values():
+            bar.close()
+    height, width = source.size
+    return result, [result.frames_written, height, width, 3], []
 
 
 if __name__ == "__main__":

@@ -148,10 +148,19 @@ class ReviseEditor:
         own frames at their native size, from frame 0)."""
         check_instruction(instruction)
         check_settings_fit(self.models.connector, settings)
+        timings = timings if timings is not None else {}
+        with timed(timings, "vae_encode"), self.placement.use("vae"):
+            raw = vae_ops.encode(self.models.vae, video_ops.to_model_space(source).to(self.device))
+        return self.condition_from_latents(raw, source if vlm_source is None else vlm_source.float(), instruction,
+                                           settings, timings)
+
+    def condition_from_latents(self, raw: torch.Tensor, vlm_frames, instruction: str, settings: EditSettings,
+                               timings: dict[str, float] | None = None) -> Condition:
+        """`condition` from the source's raw VAE latents [1, 16, t, h, w] and what the VLM sees (frames
+        [T, H, W, 3] or vlm.base.SampledFrames): the streamed edit encodes the clip itself, chunk by chunk."""
+        check_instruction(instruction)
+        check_settings_fit(self.models.connector, settings)
         m, timings, use = self.models, timings if timings is not None else {}, self.placement.use
-        with _timed(timings, "vae_encode"), use("vae"):
-            raw = vae_ops.encode(m.vae, video_ops.to_model_space(source).to(self.device))
-        vlm_frames = source if vlm_source is None else vlm_source.float()
         with use("vlm"):
             vlm_condition = encode_instruction(m.vlm, vlm_frames, instruction, settings, timings)
         with use("t5", "connector"):
@@ -208,7 +217,7 @@ class ReviseEditor:
                                                       cancel=cancel, noise=noise)
                 score = {"seed": seed}
                 if best_of > 1:
-                    with _timed(timings, "critic"), self.placement.use("vlm"):
+                    with timed(timings, "critic"), self.placement.use("vlm"):
                         report = critic.report(source, edited, instruction, per_dimension=False)
                     score.update(relative_delta=report.relative_delta, p_yes=report.p_yes)
                 candidates.append((raw, edited, score))
@@ -219,17 +228,26 @@ class ReviseEditor:
                           timings=timings, seed=score["seed"],
                           scores=[c[2] for c in candidates] if best_of > 1 else [])
 
-    def _sample_and_decode(self, condition: Condition, settings: EditSettings, seed: int, timings: dict[str, float],
-                           *, callback=None, cancel=None, noise=None) -> tuple[torch.Tensor, torch.Tensor]:
+    def sample_latents(self, condition: Condition, settings: EditSettings, seed: int,
+                       timings: dict[str, float] | None = None, *, callback=None, cancel=None, noise=None,
+                       on_window=None) -> torch.Tensor:
+        """Denoise with `condition` from the noise of `seed` (or `noise`) -> raw VAE latents [1, 16, t, h, w]
+        (on the host when windowed: sampler.sample keeps a windowed latent video there)."""
+        timings = timings if timings is not None else {}
         sampler = dataclasses.replace(settings.sampler, seed=seed)
         shape = tuple(condition.source_latents.shape)
         if noise is not None and tuple(noise.shape) != shape:
             raise ValueError(f"noise of shape {tuple(noise.shape)} given for latents of shape {shape}")
-        with _timed(timings, "sample"), self.placement.use("dit"):
+        with timed(timings, "sample"), self.placement.use("dit"):
             latents = sample(self.models.dit, condition.cond, condition.uncond, latent_shape=shape, noise=noise,
-                             config=sampler, callback=callback, cancel=cancel, windows=condition.windows)
-        raw = vae_ops.denormalize_latents(self.models.vae, latents)
-        with _timed(timings, "vae_decode"), self.placement.use("vae"):
+                             config=sampler, callback=callback, cancel=cancel, windows=condition.windows,
+                             on_window=on_window)
+        return vae_ops.denormalize_latents(self.models.vae, latents)
+
+    def _sample_and_decode(self, condition: Condition, settings: EditSettings, seed: int, timings: dict[str, float],
+                           *, callback=None, cancel=None, noise=None) -> tuple[torch.Tensor, torch.Tensor]:
+        raw = self.sample_latents(condition, settings, seed, timings, callback=callback, cancel=cancel, noise=noise)
+        with timed(timings, "vae_decode"), self.placement.use("vae"):
             pixels = vae_ops.decode(self.models.vae, raw, tiled=settings.tiled_decode)
         return raw.cpu(), video_ops.from_model_space(pixels.float()).cpu()
 
@@ -271,9 +289,9 @@ def encode_instruction(vlm: VisionLanguageModel, source: torch.Tensor, instructi
     timings = timings if timings is not None else {}
     reasoning, prompts = "", [instruction]
     if settings.reasoning == "caption":
-        with _timed(timings, "vlm_reasoning"):
+        with timed(timings, "vlm_reasoning"):
             reasoning, prompts = caption_reasoning(vlm, source, instruction, settings)
-    with _timed(timings, "vlm_encode"):
+    with timed(timings, "vlm_encode"):
         u = vlm.encode(source, instruction, num_frames=settings.vlm_frames, fps=settings.fps)
     return VLMCondition(u, prompts, reasoning)
 
@@ -306,11 +324,11 @@ def assemble_condition(connector: ContextConnector, text: TextEncoder, vae: nn.M
     ContextOverflowError unless `allow_cut` (then the connector cuts as its release does)."""
     timings = timings if timings is not None else {}
     source_latents = vae_ops.normalize_latents(vae, source_latents_raw.float())
-    with _timed(timings, "text_encode"):
+    with timed(timings, "text_encode"):
         text_tokens = torch.cat(encode_text(text, vlm_condition.prompts, max_length=max_text_len))
     negative_tokens = None
     if negative_prompt is not None:
-        with _timed(timings, "text_encode"):
+        with timed(timings, "text_encode"):
             negative_tokens = torch.cat(encode_text(text, [negative_prompt], max_length=max_text_len))
     dtype = _dtype(connector)
     latent_frames = source_latents.shape[2]
@@ -363,7 +381,7 @@ def caption_reasoning(vlm: VisionLanguageModel, source: torch.Tensor, instructio
     return reasoning, [target_caption, instruction]
 
 
-class _timed:
+class timed:
     """Adds the wall time of a block to timings[name] (synchronising CUDA so the figure is real)."""
 
     def __init__(self, timings: dict[str, float], name: str) -> None:

@@ -161,23 +161,26 @@ def sample(
                              "unconditional context (uncond)")
         if window.cond.ndim != 3 or window.cond.shape[0] != noise.shape[0]:
             raise ValueError(f"cond must be [B, L, D] with B={noise.shape[0]}, got {tuple(window.cond.shape)}")
-    windows = [WindowContext(w.start, w.end, w.cond.to(device=device, dtype=dtype),
-                             w.uncond.to(device=device, dtype=dtype) if guided else None,
-                             w.weight.to(device=device, dtype=torch.float32)) for w in windows]
+    # A windowed edit keeps the latent video, the scheduler's state and the windows' contexts on the host and
+    # moves one window at a time to the device: device memory is one window's, whatever the clip's length.
+    storage = device if whole else torch.device("cpu")
+    windows = [WindowContext(w.start, w.end, w.cond.to(device=storage, dtype=dtype),
+                             w.uncond.to(device=storage, dtype=dtype) if guided else None,
+                             w.weight.to(device=storage, dtype=torch.float32)) for w in windows]
 
     scheduler = make_scheduler(config.scheduler, config.shift)
     if config.sigma_schedule == "official":
-        scheduler.set_timesteps(sigmas=official_sigmas(config.steps), device=device)
+        scheduler.set_timesteps(sigmas=official_sigmas(config.steps), device=storage)
     else:
-        scheduler.set_timesteps(config.steps, device=device)
+        scheduler.set_timesteps(config.steps, device=storage)
     scheduler.set_begin_index(0)
-    latents = noise.to(device=device, dtype=torch.float32)
+    latents = noise.to(device=storage, dtype=torch.float32)
     timesteps = scheduler.timesteps
     for index, timestep in enumerate(timesteps):
         if cancel is not None and cancel():
             raise SamplingCancelled(f"sampling cancelled before step {index + 1}/{len(timesteps)}")
         model_input = latents.to(dtype)
-        batch_t = timestep.expand(latents.shape[0])
+        batch_t = timestep.expand(latents.shape[0]).to(device)
         if whole:
             velocity = _guided_velocity(dit, model_input, batch_t, windows[0].cond, windows[0].uncond, config)
         else:
@@ -186,9 +189,10 @@ def sample(
                 if number and cancel is not None and cancel():
                     raise SamplingCancelled(f"sampling cancelled in step {index + 1}/{len(timesteps)}, before "
                                             f"window {number + 1}/{len(windows)}")
-                part = _guided_velocity(dit, model_input[:, :, window.start:window.end], batch_t, window.cond,
-                                        window.uncond, config)
-                velocity[:, :, window.start:window.end] += part.float() * window.weight.view(1, 1, -1, 1, 1)
+                part = _guided_velocity(dit, model_input[:, :, window.start:window.end].to(device), batch_t,
+                                        window.cond.to(device),
+                                        window.uncond.to(device) if window.uncond is not None else None, config)
+                velocity[:, :, window.start:window.end] += part.float().to(storage) * window.weight.view(1, 1, -1, 1, 1)
                 if on_window is not None:
                     on_window(index, number)
         sigma = float(scheduler.sigmas[index])

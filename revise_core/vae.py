@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import torch
 from torch import nn
 
 from . import checkpoints as ckpt
+from . import video as video_ops
 from . import wan_keys
 from .component_loading import ComponentSpec, SingleFileLayout, load_component
 from .variants import KNOWN_VARIANTS, ConfigSpec, Variant
@@ -167,7 +168,7 @@ def decode(
         if not 1 <= num_latent_frames <= latents.shape[2]:
             raise ValueError(f"num_latent_frames must be in 1..{latents.shape[2]}, got {num_latent_frames}")
         latents = latents[:, :, :num_latent_frames]
-    latents = latents.to(ckpt.compute_dtype(vae))
+    latents = latents.to(device=ckpt.device_of(vae), dtype=ckpt.compute_dtype(vae))
     if not clamp:
         if tiled:
             raise ValueError("tiled decoding always clamps; use tiled=False for the differentiable path")
@@ -239,3 +240,62 @@ def _decode_frame(vae: nn.Module, frame: torch.Tensor, first: bool, *cache_in):
     cache = list(cache_in)
     out = vae.decoder(frame, feat_cache=cache, feat_idx=[0], first_chunk=first)
     return (out, *cache)
+
+
+def encode_stream(vae: nn.Module, frames: Iterable[torch.Tensor], *, device: torch.device | str | None = None
+                  ) -> torch.Tensor:
+    """Frames [H, W, 3] in 0..1, one at a time (4k+1 of them) -> raw latents [1, 16, k+1, H/8, W/8] on the host.
+
+    The same causal loop as `AutoencoderKLWan._encode` (the first frame alone, then 4 frames per latent frame,
+    the encoder's cache carried between chunks) fed chunk by chunk, so that only one chunk of pixels is ever in
+    memory: the whole clip never is. Equal to `encode` of the stacked frames. Written out because diffusers'
+    loop takes the whole clip as one tensor."""
+    if getattr(vae.config, "patch_size", None) is not None:
+        raise ValueError("streamed encoding follows Wan2.1's VAE; this VAE patchifies its input (Wan2.2)")
+    device = device or ckpt.device_of(vae)
+    dtype = ckpt.compute_dtype(vae)
+    chunk: list[torch.Tensor] = []
+    outputs: list[torch.Tensor] = []
+    count = 0
+    vae.clear_cache()
+    try:
+        for frame in frames:
+            chunk.append(frame)
+            count += 1
+            if len(chunk) == (1 if not outputs else 4):
+                pixels = video_ops.to_model_space(torch.stack(chunk))
+                vae._enc_conv_idx = [0]
+                outputs.append(vae.encoder(pixels.to(device=device, dtype=dtype), feat_cache=vae._enc_feat_map,
+                                           feat_idx=vae._enc_conv_idx))
+                chunk = []
+        if not outputs or chunk:
+            raise ValueError(f"streamed encoding needs 4k+1 frames, got {count}")
+        # quant_conv is a 1x1x1 convolution: applied to all latent frames at once, as diffusers does
+        moments = vae.quant_conv(torch.cat(outputs, 2))
+    finally:
+        vae.clear_cache()
+    return moments[:, : moments.shape[1] // 2].cpu()  # the distribution's mode, as `encode`
+
+
+def decode_stream(vae: nn.Module, latents: torch.Tensor, *, device: torch.device | str | None = None
+                  ) -> Iterator[torch.Tensor]:
+    """Raw latents [1, 16, t, h, w] (on the host) -> pixels [n, H, W, 3] in 0..1 on the host, one latent frame at a
+    time (1 pixel frame, then 4 per latent frame), clamped as diffusers' decode.
+
+    `AutoencoderKLWan._decode`'s causal loop, with each latent frame moved to the device only when it is decoded
+    and each chunk of pixels handed back at once, so neither the latents nor the pixels of the clip sit on the
+    device. Equal to `decode` of the whole latents."""
+    if latents.ndim != 5 or latents.shape[0] != 1:
+        raise ValueError(f"streamed decoding expects latents [1, C, T, H, W], got shape {tuple(latents.shape)}")
+    device = device or ckpt.device_of(vae)
+    dtype = ckpt.compute_dtype(vae)
+    vae.clear_cache()
+    try:
+        for index in range(latents.shape[2]):
+            # post_quant_conv is 1x1x1: per latent frame it gives what it gives on the whole clip
+            hidden = vae.post_quant_conv(latents[:, :, index:index + 1].to(device=device, dtype=dtype))
+            vae._conv_idx = [0]
+            out = vae.decoder(hidden, feat_cache=vae._feat_map, feat_idx=vae._conv_idx, first_chunk=index == 0)
+            yield video_ops.from_model_space(out.clamp(-1.0, 1.0).float()).cpu()
+    finally:
+        vae.clear_cache()

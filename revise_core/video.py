@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -27,6 +28,8 @@ RESIZE_POLICIES = ("crop", "pad", "stretch", "official")
 # checkpoint's training size, and 1025 frames (64 s at 16 fps) beyond what one clip's attention holds; a typo
 # such as 100000 is refused in one line instead of trying to allocate a terabyte.
 MAX_SIDE = 4096
+# Sides of an edited clip are multiples of this (the connector's 4x4 patch over the VAE's x8 latents).
+SIZE_MULTIPLE = 32
 MAX_FRAMES = 1025
 DEFAULT_FPS = Fraction(16)
 # The two ways frames are preprocessed where a release fixes the arithmetic (the "official" resize here, SigLIP's
@@ -83,37 +86,59 @@ def read_video(path: str | os.PathLike, *, max_frames: int | None = None, stride
     in float (a 300-frame 720p clip is 3.3 GB as float). Frames are turned upright by the rotation in the
     stream's display matrix (phone videos). A variable frame rate is reported with a warning: frames are
     used in decode order, at the average rate. `indices`: keep exactly these frames (decode order; repeats
-    allowed), instead of a stride; the clip's fps is then the file's.
+    allowed), instead of a stride; the clip's fps is then the file's. `FrameStream` yields the same frames one
+    at a time, for clips too long to hold.
     """
-    if stride < 1:
-        raise VideoError(f"stride must be >= 1, got {stride}")
-    if max_frames is not None and max_frames < 1:
-        raise VideoError(f"max_frames must be >= 1, got {max_frames}")
-    if size is not None and resize not in RESIZE_POLICIES:
-        raise ValueError(f"resize policy must be one of {RESIZE_POLICIES}, got '{resize}'")
-    frames: list[torch.Tensor] = []
-    wanted = None if indices is None else {index: indices.count(index) for index in indices}
-    with _decoder(path) as decoded:
-        for index, frame in enumerate(decoded):
-            if wanted is not None:
-                if index not in wanted:
-                    if index > max(wanted):
-                        break
-                    continue
-            elif index % stride:
-                continue
-            pixels = torch.from_numpy(_upright(frame)).float().div_(255.0)
-            if size is not None:
-                pixels = resize_frames(pixels[None], size[0], size[1], resize)[0]
-            frames.extend([pixels] * (wanted[index] if wanted is not None else 1))
-            if max_frames is not None and len(frames) >= max_frames:
-                break
-        fps = decoded.fps
+    stream = FrameStream(path, max_frames=max_frames, stride=stride, size=size, resize=resize, indices=indices)
+    frames = list(stream)
     if not frames:
         raise VideoError(f"{path}: the video stream has no decodable frames")
-    if wanted is not None and len(frames) != len(indices):
+    if indices is not None and len(frames) != len(indices):
         raise VideoError(f"{path}: frames {sorted(set(indices))} asked for, the video has fewer")
-    return VideoClip(torch.stack(frames), Fraction(fps) if wanted is not None else Fraction(fps) / stride)
+    return VideoClip(torch.stack(frames), stream.fps)
+
+
+class FrameStream:
+    """The frames of a video file that an edit keeps, decoded and fitted one at a time ([H, W, 3] float32 in 0..1):
+    after the first `skip`, every `stride`-th (or exactly `indices`), at most `max_frames`, each fitted to `size`
+    by `resize`. `fps` (the kept frames' rate) is set once iteration starts. Memory: one decoded frame."""
+
+    def __init__(self, path: str | os.PathLike, *, max_frames: int | None = None, stride: int = 1,
+                 size: tuple[int, int] | None = None, resize: str = "crop", indices: list[int] | None = None,
+                 skip: int = 0) -> None:
+        if stride < 1:
+            raise VideoError(f"stride must be >= 1, got {stride}")
+        if max_frames is not None and max_frames < 1:
+            raise VideoError(f"max_frames must be >= 1, got {max_frames}")
+        if size is not None and resize not in RESIZE_POLICIES:
+            raise ValueError(f"resize policy must be one of {RESIZE_POLICIES}, got '{resize}'")
+        if indices is not None and (stride != 1 or skip):
+            raise ValueError("FrameStream takes either indices or a skip / stride")
+        self.path, self.max_frames, self.stride, self.size, self.resize = path, max_frames, stride, size, resize
+        self.indices, self.skip = indices, skip
+        self.fps = DEFAULT_FPS
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        wanted = None if self.indices is None else {index: self.indices.count(index) for index in self.indices}
+        kept = 0
+        with _decoder(self.path) as decoded:
+            self.fps = Fraction(decoded.fps) if wanted is not None else Fraction(decoded.fps) / self.stride
+            for index, frame in enumerate(decoded):
+                if wanted is not None:
+                    if index not in wanted:
+                        if index > max(wanted):
+                            break
+                        continue
+                elif index < self.skip or (index - self.skip) % self.stride:
+                    continue
+                pixels = torch.from_numpy(_upright(frame)).float().div_(255.0)
+                if self.size is not None:
+                    pixels = resize_frames(pixels[None], self.size[0], self.size[1], self.resize)[0]
+                for _ in range(wanted[index] if wanted is not None else 1):
+                    yield pixels
+                    kept += 1
+                if self.max_frames is not None and kept >= self.max_frames:
+                    break
 
 
 def count_frames(path: str | os.PathLike) -> int:
@@ -203,33 +228,70 @@ def _ffmpeg_reason(error: Exception) -> str:
 def write_video(path: str | os.PathLike, frames: torch.Tensor, fps: Fraction | float = DEFAULT_FPS, *, crf: int = 19,
                 quantization: str = "round") -> Path:
     """Write frames [T, H, W, 3] in 0..1 as an H.264 mp4 (yuv420p, so sides are made even); `quantization`
-    (QUANTIZATIONS) says how floats become 8-bit pixels.
-
-    Atomic: the video is written under a temporary name in the same folder, then renamed over `path`, so an
-    interrupted or failed write (a full disk) never leaves a truncated file under the final name, nor
-    destroys a file that was there. The temporary name keeps the suffix: PyAV picks the muxer from it."""
-    import av
-
+    (QUANTIZATIONS) says how floats become 8-bit pixels. Atomic, as `VideoWriter`."""
     check_frames(frames, what="frames to write")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pixels = quantize(frames, quantization).cpu().numpy()
-    height, width = pixels.shape[1] - pixels.shape[1] % 2, pixels.shape[2] - pixels.shape[2] % 2
-    rate = Fraction(fps).limit_denominator(1001)
-    temporary = path.with_name(f".{path.stem}.{os.getpid()}.partial{path.suffix}")
-    try:
-        with av.open(str(temporary), mode="w") as container:
-            stream = container.add_stream("libx264" if "libx264" in av.codecs_available else "h264", rate=rate)
-            stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-            stream.options = {"crf": str(crf)}
-            for array in pixels:
-                frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(array[:height, :width]), format="rgb24")
-                container.mux(stream.encode(frame))
-            container.mux(stream.encode())
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-    return path
+    with VideoWriter(path, fps, crf=crf, quantization=quantization) as writer:
+        writer.write(frames)
+    return Path(path)
+
+
+class VideoWriter:
+    """An H.264 mp4 written a chunk of frames [n, H, W, 3] in 0..1 at a time (`write`), for clips too long to hold.
+
+    Atomic: the video is written under a temporary name in the same folder and renamed over `path` only when the
+    block ends without an error, so an interrupted or failed write (a full disk) never leaves a truncated file
+    under the final name, nor destroys a file that was there. The temporary name keeps the suffix: PyAV picks
+    the muxer from it. Sides are made even (yuv420p)."""
+
+    def __init__(self, path: str | os.PathLike, fps: Fraction | float = DEFAULT_FPS, *, crf: int = 19,
+                 quantization: str = "round") -> None:
+        if quantization not in QUANTIZATIONS:
+            raise ValueError(f"quantization must be one of {QUANTIZATIONS}, got '{quantization}'")
+        self.path, self.crf, self.quantization = Path(path), crf, quantization
+        self.rate = Fraction(fps).limit_denominator(1001)
+        self.temporary = self.path.with_name(f".{self.path.stem}.{os.getpid()}.partial{self.path.suffix}")
+        self.frames_written = 0
+        self.container = self.stream = None
+
+    def __enter__(self) -> VideoWriter:
+        import av
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.container = av.open(str(self.temporary), mode="w")
+        return self
+
+    def write(self, frames: torch.Tensor) -> None:
+        import av
+
+        check_frames(frames, what="frames to write")
+        pixels = quantize(frames, self.quantization).cpu().numpy()
+        if self.stream is None:
+            self.stream = self.container.add_stream("libx264" if "libx264" in av.codecs_available else "h264",
+                                                    rate=self.rate)
+            self.stream.width = pixels.shape[2] - pixels.shape[2] % 2
+            self.stream.height = pixels.shape[1] - pixels.shape[1] % 2
+            self.stream.pix_fmt = "yuv420p"
+            self.stream.options = {"crf": str(self.crf)}
+        height, width = self.stream.height, self.stream.width
+        if pixels.shape[1] - pixels.shape[1] % 2 != height or pixels.shape[2] - pixels.shape[2] % 2 != width:
+            raise VideoError(f"{self.path}: frames of {pixels.shape[1]}x{pixels.shape[2]} written to a video of "
+                             f"{height}x{width}")
+        for array in pixels:
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(array[:height, :width]), format="rgb24")
+            self.container.mux(self.stream.encode(frame))
+        self.frames_written += pixels.shape[0]
+
+    def __exit__(self, exc_type, *exc: object) -> None:
+        try:
+            if exc_type is None:
+                if self.stream is None:
+                    raise VideoError(f"{self.path}: no frames were written")
+                self.container.mux(self.stream.encode())
+            self.container.close()
+            if exc_type is None:
+                os.replace(self.temporary, self.path)
+        finally:
+            self.temporary.unlink(missing_ok=True)
 
 
 def quantize(frames: torch.Tensor, quantization: str = "round") -> torch.Tensor:
@@ -290,7 +352,8 @@ def latent_frames(num_frames: int) -> int:
     return (num_frames - 1) // 4 + 1
 
 
-def check_clip_shape(num_frames: int | None, height: int | None, width: int | None, *, multiple: int = 32) -> None:
+def check_clip_shape(num_frames: int | None, height: int | None, width: int | None, *,
+                     multiple: int = SIZE_MULTIPLE) -> None:
     """A requested clip shape (None = from the source): 4k+1 frames up to MAX_FRAMES, sides multiples of
     `multiple` up to MAX_SIDE. Raises VideoError naming the value."""
     if num_frames is not None and (not isinstance(num_frames, int) or num_frames < 1 or (num_frames - 1) % 4
@@ -309,6 +372,25 @@ def skip_leading(frames: torch.Tensor, count: int) -> torch.Tensor:
     return frames[count:]
 
 
+def target_frame_count(count: int, num_frames: int | None, frame_policy: str = "trim", *, min_frames: int = 5) -> int:
+    """How many frames `conform` makes of `count` source frames: `num_frames` (4k+1; a shorter source is padded
+    only with frame_policy "pad"), else `count` made 4k+1. VideoError naming the counts when it cannot."""
+    if num_frames is None:
+        target_count = valid_frame_count(count, frame_policy)
+    else:
+        if (num_frames - 1) % 4 or num_frames < 1:
+            raise VideoError(f"num_frames must be 4k+1 (e.g. 17, 33, 81), got {num_frames}")
+        target_count = num_frames
+        if count < num_frames and frame_policy != "pad":
+            raise VideoError(
+                f"source video has {count} frames but {num_frames} were asked for; use a longer clip, fewer "
+                "frames, or frame_policy='pad' to repeat the last frame"
+            )
+    if target_count < min_frames:
+        raise VideoError(f"source video has {count} frames; at least {min_frames} are needed")
+    return target_count
+
+
 def conform(
     frames: torch.Tensor,
     *,
@@ -317,7 +399,7 @@ def conform(
     frame_policy: str = "trim",
     height: int | None = None,
     width: int | None = None,
-    multiple: int = 32,
+    multiple: int = SIZE_MULTIPLE,
     resize: str = "crop",
 ) -> torch.Tensor:
     """Fit frames [T, H, W, 3] to a valid Wan clip.
@@ -334,19 +416,7 @@ def conform(
         raise ValueError(f"resize policy must be one of {RESIZE_POLICIES}, got '{resize}'")
     check_clip_shape(num_frames, height, width, multiple=multiple)
     count = frames.shape[0]
-    if num_frames is None:
-        target_count = valid_frame_count(count, frame_policy)
-    else:
-        if (num_frames - 1) % 4 or num_frames < 1:
-            raise VideoError(f"num_frames must be 4k+1 (e.g. 17, 33, 81), got {num_frames}")
-        target_count = num_frames
-        if count < num_frames and frame_policy != "pad":
-            raise VideoError(
-                f"source video has {count} frames but {num_frames} were asked for; use a longer clip, fewer "
-                "frames, or frame_policy='pad' to repeat the last frame"
-            )
-    if target_count < min_frames:
-        raise VideoError(f"source video has {count} frames; at least {min_frames} are needed")
+    target_count = target_frame_count(count, num_frames, frame_policy, min_frames=min_frames)
     if target_count <= count:
         frames = frames[:target_count]
     else:

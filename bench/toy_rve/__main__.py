@@ -18,7 +18,7 @@ import torch
 from bench.common import RESULTS
 
 from .conditions import EXACT, FLAWED, UNSEEN
-from .config import PRESETS
+from .config import CRITICS, PRESETS
 
 CONDITIONS = {"exact": EXACT, "flawed": FLAWED, "unseen": UNSEEN}  # --conditions names
 from .experiment import plan_runs, run_experiment
@@ -42,12 +42,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--conditions", nargs="+", choices=sorted(CONDITIONS), default=None,
                         help="the conditions to run, instead of the preset's (exact targets; 40 %% flawed targets; a "
                              "rule no training target carries out); SFT's sensitivity check needs exact")
+    parser.add_argument("--learned-critics", nargs="+", choices=CRITICS, default=None,
+                        help="a USO arm per learned critic, instead of the preset's (trains the critics first); their "
+                             "share of the ideal critic's gain is reported where that gain is real")
+    parser.add_argument("--rwr", action="store_true", help="add the reward-weighted regression arm")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     preset = "quick" if args.quick else "full" if args.full else "smoke"
     config = PRESETS[preset]
     overrides = {name: value for name, value in (("reason_weight", args.reason_weight), ("sigma_max", args.sigma_max))
                  if value is not None}
+    if args.learned_critics:
+        overrides["learned_critics"] = tuple(dict.fromkeys(args.learned_critics))
+    if args.rwr:
+        overrides["rwr"] = True
     if args.conditions:
         chosen = tuple(CONDITIONS[name] for name in dict.fromkeys(args.conditions))
         overrides["conditions"] = chosen

@@ -214,9 +214,15 @@ def to_vlm_frames(frames: torch.Tensor, num_frames: int | None = None) -> torch.
     if frames.ndim != 4 or frames.shape[-1] != 3:
         raise VLMError(f"expected frames [T, H, W, 3], got shape {tuple(frames.shape)}")
     if num_frames is not None and num_frames < frames.shape[0]:
-        index = torch.linspace(0, frames.shape[0] - 1, num_frames).round().long()
-        frames = frames[index.to(frames.device)]
+        frames = frames[torch.tensor(vlm_frame_indices(frames.shape[0], num_frames), device=frames.device)]
     return frames.permute(0, 3, 1, 2)
+
+
+def vlm_frame_indices(total: int, num_frames: int | None) -> list[int]:
+    """Which of `total` frames `to_vlm_frames` keeps: `num_frames` spread uniformly (all when None or more)."""
+    if num_frames is None or num_frames >= total:
+        return list(range(total))
+    return torch.linspace(0, total - 1, num_frames).round().long().tolist()
 
 
 def message_parts(message: dict) -> list[dict]:
