@@ -16,7 +16,7 @@ from revise_core.editor import (
 from revise_core.sampler import GUIDANCE_MODES, SCHEDULERS, SIGMA_SCHEDULES, SamplerConfig, sample
 from revise_core.text import TextEncoder
 from revise_core.vlm import VisionLanguageModel
-from revise_core.windows import WINDOW_SCHEDULES, TemporalWindows
+from revise_core.windows import AUTO, WINDOW_SCHEDULES, TemporalWindows
 
 from . import comfy_bridge as bridge
 from . import node_text
@@ -153,10 +153,12 @@ class ReViSEContextOptions:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "window": ("INT", {"default": 5, "min": 1, "max": 256,
-                               "tooltip": "Latent frames per window (5 = 17-20 video frames, what the ReViSE release "
-                                          "edits at once). The Connector refuses a window whose context would cut the "
-                                          "instruction and says the largest that fits."}),
+            "window": ("INT", {"default": 0, "min": 0, "max": 256,
+                               "tooltip": "Latent frames per window; 0 = auto: the most the model's context holds "
+                                          "beside the instruction and VLM rows (about 6 for the ReViSE release at "
+                                          "640x352). 5 = 17-20 video frames, what the release edits at once. The "
+                                          "Connector refuses a window whose context would cut the instruction and says "
+                                          "the largest that fits."}),
             "overlap": ("INT", {"default": 1, "min": 0, "max": 255,
                                 "tooltip": "Latent frames neighbouring windows share (below the window)."}),
             "schedule": (list(WINDOW_SCHEDULES), {"default": "static",
@@ -164,7 +166,7 @@ class ReViSEContextOptions:
         }}
 
     def options(self, window, overlap, schedule):
-        return (TemporalWindows(window, overlap, schedule),)
+        return (TemporalWindows(window or AUTO, overlap, schedule),)
 
 
 class ReViSEConnector:

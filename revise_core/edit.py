@@ -52,6 +52,15 @@ FLAG_FIELDS = dict(steps="steps", guidance="guidance_scale", guidance_mode="guid
                    caption_tokens="caption_tokens")
 
 
+def _window_length(value: str) -> int | str:
+    if value == "auto":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of latent frames or 'auto', got '{value}'") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m revise_core.edit", description=__doc__.split("\n")[0])
     # --- inputs ---
@@ -94,10 +103,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--frame-policy", choices=FRAME_POLICIES,
                         help="make the frame count 4k+1 by trimming (default) or by repeating the last frame")
     # --- long clips ---
-    parser.add_argument("--window", type=int, default=None,
+    parser.add_argument("--window", type=_window_length, nargs="?", const="auto", default=None,
                         help="denoise in overlapping temporal windows of this many latent frames (a latent frame is "
-                             "4 video frames with Wan's VAE); each window sees its own slice of the source, the "
-                             "instruction and VLM rows are shared (default: one pass over the clip)")
+                             "4 video frames with Wan's VAE), or 'auto' (the flag alone): the most the model's "
+                             "context holds beside the instruction; each window sees its own slice of the source, the "
+                             "instruction and VLM rows are shared, and the video is read, encoded, decoded and "
+                             "written a few frames at a time (default: one pass over the clip)")
     parser.add_argument("--window-overlap", type=int, default=1,
                         help="latent frames neighbouring windows share; blended linearly (default 1)")
     parser.add_argument("--window-schedule", choices=WINDOW_SCHEDULES, default="static",
@@ -142,7 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     base = {} if args.preset else DEFAULTS
     window = None
     if args.window is not None:
-        window = TemporalWindows(args.window, args.window_overlap, args.window_schedule)
+        window = TemporalWindows(None if args.window == "auto" else args.window, args.window_overlap,
+                                 args.window_schedule)
     settings = presets.edit_settings(preset, **{**base, **given}, tiled_decode=args.tiled_decode, window=window,
                                      allow_context_cut=args.allow_context_cut)
     workdir = None
@@ -220,22 +232,28 @@ def _edit_streamed(editor: ReviseEditor, source: StreamedSource, instruction: st
                    quantization: str):
     """The windowed edit: read, encode, decode and write a chunk at a time; bars of frames read, windows x steps
     sampled and frames written."""
-    windows = len(settings.window.spans(video_ops.latent_frames(source.num_frames)))
+    steps = settings.sampler.steps
     bars = {"encode": tqdm(total=source.num_frames, desc="encoding", unit="frame"),
-            "sample": tqdm(total=settings.sampler.steps * windows, desc="sampling", unit="window"),
+            "sample": tqdm(total=steps, desc="sampling", unit="window"),
             "decode": tqdm(total=source.num_frames, desc="decoding", unit="frame")}
+
+    def progress(stage: str, count: int) -> None:
+        if stage == "windows":  # known once the context is built (an automatic window comes from its budget)
+            bars["sample"].total = steps * count
+            bars["sample"].refresh()
+        else:
+            bars[stage].update(count)
+
     try:
         with video_ops.VideoWriter(out, fps, quantization=quantization) as writer:
-            result = edit_streamed(editor, source, instruction, settings, writer.write,
-                                   on_window=None if windows == 1 else lambda step, window: bars["sample"].update(1),
-                                   callback=None if windows > 1 else lambda info: bars["sample"].update(1),
-                                   on_frames=lambda stage, count: bars[stage].update(count))
+            result = edit_streamed(editor, source, instruction, settings, writer.write, progress=progress,
+                                   on_window=lambda step, window: bars["sample"].update(1),
+                                   callback=lambda info: None)
     finally:
         for bar in bars.values():
             bar.close()
     height, width = source.size
     return result, [result.frames_written, height, width, 3], []
-
 
 if __name__ == "__main__":
     sys.exit(run_cli(main))

@@ -346,11 +346,16 @@ def assemble_condition(connector: ContextConnector, text: TextEncoder, vae: nn.M
             uncond = pad_context(connector.null_context(video_tokens), length)
         return cond[None], uncond[None]
 
+    budget = ContextBudget.measure(connector, vlm_rows=vlm_tokens.shape[0], text_rows=text_tokens.shape[0],
+                                   video_rows=first.shape[0], latent_frames=1)
+    if window is not None and window.length is None:
+        budget.check(max(budget.max_latent_frames, 1), windowed=True)  # not even one latent frame fits: refused
+        window = window.resolved(budget.max_latent_frames)
+        logger.info("windows of %d latent frames: the most the context holds beside the instruction and VLM rows",
+                    window.length)
     spans = window.spans(latent_frames) if window is not None else [(0, latent_frames)]
     if not allow_cut:
-        ContextBudget.measure(connector, vlm_rows=vlm_tokens.shape[0], text_rows=text_tokens.shape[0],
-                              video_rows=first.shape[0], latent_frames=1).check(
-            spans[0][1] - spans[0][0], windowed=len(spans) > 1)
+        budget.check(spans[0][1] - spans[0][0], windowed=len(spans) > 1)
     weights = blend_weights(spans, latent_frames)
     contexts = [WindowContext(start, end, *window_context(range(start, end)), weights[index, start:end])
                 for index, (start, end) in enumerate(spans)]

@@ -37,19 +37,21 @@ def edit_streamed(editor: ReviseEditor, source: StreamedSource, instruction: str
                   write: Callable[[torch.Tensor], None], *, callback: Callable[[StepInfo], None] | None = None,
                   on_window: Callable[[int, int], None] | None = None, cancel: Callable[[], bool] | None = None,
                   noise: torch.Tensor | None = None,
-                  on_frames: Callable[[str, int], None] | None = None) -> StreamedEditResult:
+                  progress: Callable[[str, int], None] | None = None) -> StreamedEditResult:
     """Edit the clip `source` streams, handing the edited frames to `write` ([n, H, W, 3] in 0..1, 1 then 4 frames
     per latent frame; e.g. `video.VideoWriter.write`). `callback` / `on_window` / `cancel` / `noise`: as
-    `ReviseEditor.edit` and `sampler.sample`; `on_frames(stage, count)`: "encode" per source frame read, "decode"
-    per chunk of edited frames written (progress bars)."""
-    on_frames = on_frames or (lambda stage, count: None)
+    `ReviseEditor.edit` and `sampler.sample`; `progress(stage, count)` for progress bars: "encode" per source
+    frame read, "windows" once with the number of temporal windows (known when the context is built: an automatic
+    window length comes from the context budget), "decode" per chunk of edited frames written."""
+    progress = progress or (lambda stage, count: None)
     timings: dict[str, float] = {}
     start = time.perf_counter()
     models, use = editor.models, editor.placement.use
     with torch.no_grad():
         with timed(timings, "vae_encode"), use("vae"):
-            raw = vae_ops.encode_stream(models.vae, _counted(source.frames(), on_frames))
+            raw = vae_ops.encode_stream(models.vae, _counted(source.frames(), progress))
         condition = editor.condition_from_latents(raw, source.vlm_view(), instruction, settings, timings)
+        progress("windows", len(condition.windows or [None]))
         seed = settings.sampler.seed
         edited = editor.sample_latents(condition, settings, seed, timings, callback=callback, cancel=cancel,
                                        noise=noise, on_window=on_window).cpu()
@@ -58,12 +60,12 @@ def edit_streamed(editor: ReviseEditor, source: StreamedSource, instruction: str
             for frames in vae_ops.decode_stream(models.vae, edited):
                 write(frames)
                 written += frames.shape[0]
-                on_frames("decode", frames.shape[0])
+                progress("decode", frames.shape[0])
     timings["total"] = time.perf_counter() - start
     return StreamedEditResult(written, edited, condition.reasoning, seed, timings)
 
 
-def _counted(frames: Iterator[torch.Tensor], on_frames: Callable[[str, int], None]) -> Iterator[torch.Tensor]:
+def _counted(frames: Iterator[torch.Tensor], progress: Callable[[str, int], None]) -> Iterator[torch.Tensor]:
     for frame in frames:
-        on_frames("encode", 1)
+        progress("encode", 1)
         yield frame

@@ -13,34 +13,48 @@ whole-clip edit exactly.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
+AUTO = None  # TemporalWindows(AUTO): windows as long as the context budget allows
 WINDOW_SCHEDULES = ("static",)  # the same windows at every step (ComfyUI's "standard_static")
 
 
 @dataclass(frozen=True)
 class TemporalWindows:
-    """Windows of `length` latent frames, neighbours sharing `overlap` of them."""
+    """Windows of `length` latent frames, neighbours sharing `overlap` of them. `length` None (AUTO): the most
+    latent frames the edit's context holds beside the instruction and VLM rows (context_budget), set by the
+    editor once it knows them (`resolved`)."""
 
-    length: int
+    length: int | None
     overlap: int = 1
     schedule: str = "static"
 
     def __post_init__(self) -> None:
-        if self.length < 1:
+        if self.length is not None and self.length < 1:
             raise ValueError(f"window length must be at least 1 latent frame, got {self.length}")
-        if not 0 <= self.overlap < self.length:
-            raise ValueError(f"window overlap must be in [0, {self.length - 1}] latent frames (below the window "
-                             f"length {self.length}), got {self.overlap}")
+        if self.overlap < 0 or (self.length is not None and self.overlap >= self.length):
+            raise ValueError(f"window overlap must be in [0, {(self.length or 1) - 1}] latent frames (below the "
+                             f"window length {self.length}), got {self.overlap}")
         if self.schedule not in WINDOW_SCHEDULES:
             raise ValueError(f"window schedule must be one of {WINDOW_SCHEDULES}, got '{self.schedule}'")
+
+    def resolved(self, most: int) -> TemporalWindows:
+        """These windows with an AUTO length set to `most`, the latent frames the context holds."""
+        if self.length is not None:
+            return self
+        if most <= self.overlap:
+            raise ValueError(f"the context holds windows of {most} latent frames, not more than the overlap of "
+                             f"{self.overlap}: lower the overlap or the resolution")
+        return replace(self, length=most)
 
     def spans(self, latent_frames: int) -> list[tuple[int, int]]:
         """[start, end) of every window over `latent_frames`: a stride of length − overlap from frame 0, the last
         window moved back to end with the clip so that every window has the full length (a clip no longer than
         one window is one window)."""
+        if self.length is None:
+            raise ValueError("an automatic window length is set from the context budget first (resolved)")
         if latent_frames < 1:
             raise ValueError(f"a windowed clip needs at least 1 latent frame, got {latent_frames}")
         if latent_frames <= self.length:

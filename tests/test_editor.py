@@ -106,6 +106,21 @@ def test_cli_edits_a_file(tiny_dir, tmp_path):
     assert read_video(out).num_frames == 9
 
 
+def test_cli_window_streams_a_file_edit_and_refuses_what_needs_the_whole_clip(tiny_dir, tmp_path, capsys):
+    from revise_core.video import write_video
+
+    source = write_video(tmp_path / "in.mp4", synthetic_clip(14, 64, 64).frames, 8)  # 13 frames: 4 latent frames
+    common = ["--models", str(tiny_dir), "--video", str(source), "--instruction", INSTRUCTION, "--steps", "1",
+              "--scheduler", "euler", "--json"]
+    for window in (["--window", "2", "--window-overlap", "1"], ["--window"]):  # 3 windows; auto: the budget's
+        out = tmp_path / f"out-{len(window)}.mp4"
+        assert edit_cli.main([*common, "--out", str(out), *window]) == 0
+        assert json.loads(capsys.readouterr().out)["frames"] == [13, 64, 64, 3]
+        assert read_video(out).num_frames == 13
+    with pytest.raises(ValueError, match="--best-of scores whole edits held in memory"):
+        edit_cli.main([*common, "--out", str(tmp_path / "x.mp4"), "--window", "--best-of", "2"])
+
+
 def test_cli_demo_revise_edits_the_release_folder_with_the_official_preset(capsys, monkeypatch):
     from revise_core import video
 

@@ -12,7 +12,7 @@ from revise_core.context_budget import ContextOverflowError
 from revise_core.editor import EditSettings, ReviseEditor
 from revise_core.model_sets import EditModels
 from revise_core.sampler import SamplerConfig, WindowContext, sample
-from revise_core.windows import TemporalWindows, blend_weights, pixel_frames
+from revise_core.windows import AUTO, TemporalWindows, blend_weights, pixel_frames
 
 
 @pytest.mark.parametrize(("frames", "length", "overlap"), [(1, 5, 1), (5, 5, 1), (6, 5, 1), (65, 5, 1), (65, 8, 3),
@@ -152,6 +152,10 @@ def test_an_edit_whose_context_would_cut_the_instruction_is_refused_naming_what_
             editor.condition(_clip(17), "make it snow", _settings(17, window=TemporalWindows(4, 1)))
         cut = editor.condition(_clip(17), "make it snow", _settings(17, allow_context_cut=True))  # the release's cut
         assert cut.cond.shape[1] == rows - 6  # cut by the connector (its family decides which rows go)
+        auto = editor.condition(_clip(17), "make it snow", _settings(17, window=TemporalWindows(AUTO, 1)))
+        assert [(w.start, w.end) for w in auto.windows] == [(0, 3), (2, 5)]  # the 3 latent frames that fit
+        with pytest.raises(ValueError, match="windows of 3 latent frames, not more than the overlap of 3"):
+            editor.condition(_clip(17), "make it snow", _settings(17, window=TemporalWindows(AUTO, 3)))
     finally:
         connector.config = dataclasses.replace(connector.config, max_context_len=original)
 
