@@ -534,6 +534,20 @@ def interrupt_requested() -> bool:
     return False
 
 
+def comfy_attention() -> str | None:
+    """The attention backend ComfyUI's own flags ask for (--use-sage-attention, --use-flash-attention, xformers),
+    in revise_core.attention's names; None outside ComfyUI or when it runs torch's own attention."""
+    if not in_comfyui():
+        return None
+    import comfy.model_management as mm
+
+    for enabled, name in ((mm.sage_attention_enabled, "sage"), (mm.flash_attention_enabled, "flash"),
+                          (mm.xformers_enabled, "xformers")):
+        if enabled():
+            return name
+    return None
+
+
 def _wan_previewer():
     """ComfyUI's own Wan2.1 latent previewer (latent2rgb or TAEHV, as the user configured)."""
     import comfy.latent_formats

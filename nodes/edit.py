@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import logging
+
 from revise_core import vae as vae_ops
 from revise_core import video as video_ops
+from revise_core.attention import BACKENDS, AttentionBackendError, check_backend
 from revise_core.connector import ContextConnector
 from revise_core.editor import (
     REASONING_MODES,
@@ -42,6 +45,8 @@ from .common import (
 )
 
 FRAMES_TOOLTIP = "Video frames (IMAGE batch [T, H, W, 3]), e.g. from Get Video Components."
+
+logger = logging.getLogger(__name__)
 
 
 class ReViSEVAEEncode:
@@ -242,14 +247,20 @@ class ReViSESampler:
             "sigma_schedule": (list(SIGMA_SCHEDULES), {"default": "diffusers",
                                "tooltip": "diffusers: the scheduler's own flow sigmas; official: linspace(0.999, 0) "
                                           "shifted, as the ReViSE / Wan2.1 releases sample."}),
+            "attention": (list(BACKENDS), {"default": "auto",
+                          "tooltip": "The DiT's attention kernel. auto: what ComfyUI was started with "
+                                     "(--use-sage-attention, --use-flash-attention, xformers) when installed, else "
+                                     "the fastest installed that agrees with native; native: torch SDPA (the parity "
+                                     "figures). Only for these DiT calls: other models keep theirs."}),
         }}
 
     def sample(self, dit, cond, steps, guidance, shift, scheduler, seed, guidance_mode="standard",
-               sigma_schedule="diffusers"):
+               sigma_schedule="diffusers", attention="auto"):
         expect_dit(dit)
         expect(cond, Condition, "cond", COND)
         config = SamplerConfig(steps=steps, guidance_scale=guidance, shift=shift, scheduler=scheduler, seed=seed,
-                               guidance_mode=guidance_mode, sigma_schedule=sigma_schedule)
+                               guidance_mode=guidance_mode, sigma_schedule=sigma_schedule,
+                               attention=node_attention(attention))
         # on a CPU the node says what the GPU defaults will cost, measured on the first step
         clock = node_text.cpu_clock(bridge.compute_device_of(dit), "sampling", steps)
         shape = tuple(cond.source_latents.shape)
@@ -264,6 +275,20 @@ class ReViSESampler:
             latents = sample(dit, cond.cond, cond.uncond, latent_shape=shape, config=config,
                              callback=node_text.timed(bridge.progress(steps, preview_latents=True), clock))
         return ({"samples": cond.denormalize(latents.float()).cpu()},)
+
+
+def node_attention(choice: str) -> str:
+    """The sampler node's attention: "auto" follows ComfyUI's own flags when their package is installed (else
+    attention.resolve_backend's auto); any other choice is used as given."""
+    wanted = bridge.comfy_attention() if choice == "auto" else None
+    if wanted is not None:
+        try:
+            check_backend(wanted)
+            return wanted
+        except AttentionBackendError as error:
+            logger.warning("ComfyUI asks for %s attention, which the DiT cannot use here (%s): auto instead", wanted,
+                           error)
+    return choice
 
 
 NODES = {cls.__name__: cls for cls in (ReViSEVAEEncode, ReViSEVAEDecode, ReViSEVLMEncode, ReViSEContextOptions,

@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from . import jsonio, presets
 from . import video as video_ops
+from .attention import BACKENDS
 from .chat_text import check_instruction
 from .checkpoints import DTYPE_CHOICES, auto_dtype, default_device
 from .cli import add_debug_flag, add_placement_flags, placement_config
@@ -49,7 +50,7 @@ FLAG_FIELDS = dict(steps="steps", guidance="guidance_scale", guidance_mode="guid
                    sigma_schedule="sigma_schedule", shift="shift",
                    scheduler="scheduler", seed="seed", frames="num_frames", height="height", width="width",
                    resize="resize", frame_policy="frame_policy", reasoning="reasoning",
-                   caption_tokens="caption_tokens")
+                   caption_tokens="caption_tokens", attention="attention")
 
 
 def _window_length(value: str) -> int | str:
@@ -92,6 +93,10 @@ def build_parser() -> argparse.ArgumentParser:
                              "shifted, as the ReViSE / Wan2.1 releases")
     parser.add_argument("--scheduler", choices=SCHEDULERS, help="sampler (default unipc)")
     parser.add_argument("--seed", type=int, help="noise seed (default 0)")
+    parser.add_argument("--attention", choices=BACKENDS,
+                        help="the DiT's attention backend: native (torch SDPA, default) | auto (the fastest installed "
+                             "that agrees with native, named in the log) | flash | sage | xformers (their packages, "
+                             "CUDA) | flex | math; the VLM and umT5 keep their own")
     # --- clip shape ---
     parser.add_argument("--frames", type=int, default=None,
                         help="frames to edit, 4k+1 (default: the source's count made 4k+1)")

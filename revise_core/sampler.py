@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .attention import BACKENDS, attention_scope, resolve_backend
 from .checkpoints import compute_dtype, device_of
 
 logger = logging.getLogger(__name__)
@@ -43,8 +44,13 @@ class SamplerConfig:
     # diffusers: the scheduler's own flow sigmas (from 1.0); official: linspace(0.999, 0, steps + 1)[:-1], then
     # shifted, as Wan's FlowUniPCMultistepScheduler (the ReViSE and Wan2.1 releases) sets them.
     sigma_schedule: str = "diffusers"
+    # the DiT's attention backend (attention.BACKENDS): native (torch SDPA, every parity figure) | auto (the fastest
+    # installed that agrees with native) | flash | sage | xformers | flex | math
+    attention: str = "native"
 
     def __post_init__(self) -> None:
+        if self.attention not in BACKENDS:
+            raise ValueError(f"attention must be one of {BACKENDS}, got '{self.attention}'")
         if self.scheduler not in SCHEDULERS:
             raise ValueError(f"scheduler must be one of {SCHEDULERS}, got '{self.scheduler}'")
         if self.guidance_mode not in GUIDANCE_MODES:
@@ -175,6 +181,7 @@ def sample(
         scheduler.set_timesteps(config.steps, device=storage)
     scheduler.set_begin_index(0)
     latents = noise.to(device=storage, dtype=torch.float32)
+    backend = resolve_backend(config.attention, device)
     timesteps = scheduler.timesteps
     for index, timestep in enumerate(timesteps):
         if cancel is not None and cancel():
@@ -182,7 +189,8 @@ def sample(
         model_input = latents.to(dtype)
         batch_t = timestep.expand(latents.shape[0]).to(device)
         if whole:
-            velocity = _guided_velocity(dit, model_input, batch_t, windows[0].cond, windows[0].uncond, config)
+            velocity = _guided_velocity(dit, model_input, batch_t, windows[0].cond, windows[0].uncond, config,
+                                        backend)
         else:
             velocity = torch.zeros_like(latents)
             for number, window in enumerate(windows):
@@ -191,7 +199,8 @@ def sample(
                                             f"window {number + 1}/{len(windows)}")
                 part = _guided_velocity(dit, model_input[:, :, window.start:window.end].to(device), batch_t,
                                         window.cond.to(device),
-                                        window.uncond.to(device) if window.uncond is not None else None, config)
+                                        window.uncond.to(device) if window.uncond is not None else None, config,
+                                        backend)
                 velocity[:, :, window.start:window.end] += part.float().to(storage) * window.weight.view(1, 1, -1, 1, 1)
                 if on_window is not None:
                     on_window(index, number)
@@ -204,11 +213,13 @@ def sample(
 
 
 def _guided_velocity(dit: nn.Module, model_input: torch.Tensor, batch_t: torch.Tensor, cond: torch.Tensor,
-                     uncond: torch.Tensor | None, config: SamplerConfig) -> torch.Tensor:
-    velocity = dit(hidden_states=model_input, timestep=batch_t, encoder_hidden_states=cond, return_dict=False)[0]
+                     uncond: torch.Tensor | None, config: SamplerConfig, backend: str = "native") -> torch.Tensor:
+    with attention_scope(backend):  # scoped to these calls: nothing else in the process changes backend
+        velocity = dit(hidden_states=model_input, timestep=batch_t, encoder_hidden_states=cond, return_dict=False)[0]
+        if uncond is not None:
+            velocity_uncond = dit(hidden_states=model_input, timestep=batch_t, encoder_hidden_states=uncond,
+                                  return_dict=False)[0]
     if uncond is not None:
-        velocity_uncond = dit(hidden_states=model_input, timestep=batch_t, encoder_hidden_states=uncond,
-                              return_dict=False)[0]
         if config.guidance_mode == "standard":  # in the model's dtype, as diffusers' WanPipeline
             velocity = velocity_uncond + config.guidance_scale * (velocity - velocity_uncond)
         else:  # the release casts both predictions to fp32 first (wan/modules/model.py:595, RU:369)

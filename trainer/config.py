@@ -12,6 +12,7 @@ import os
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
+from revise_core.attention import AttentionBackendError, check_backend
 from revise_core.losses import OBJECTIVES
 from revise_core.resources import config_path
 from revise_core.video import MAX_FRAMES, MAX_SIDE
@@ -92,6 +93,9 @@ class USOConfig:
                                     "still reach the pixels through the int8 critic)")
     optimizer: str = _opt("adamw", "adamw | adamw8bit (torchao 8-bit states: 2 bytes per parameter instead of 8; its "
                                    "first step compiles for about a minute on a CPU)")
+    attention: str = _opt("native", "the DiT's attention backend: native (torch SDPA) | auto (the fastest installed "
+                                    "that agrees with native; never sage) | flash | xformers | flex | math; sage has no "
+                                    "backward pass and is refused")
     checkpointing_dit: bool = _opt(False, "gradient checkpointing in the DiT blocks")
     checkpointing_vlm: bool = _opt(False, "gradient checkpointing in the critic's VLM")
     checkpointing_vae: bool = _opt(False, "gradient checkpointing per latent frame in the VAE decoder (critic path)")
@@ -139,6 +143,10 @@ class USOConfig:
                               ("lr_schedule", LR_SCHEDULES)):
             if getattr(self, name) not in allowed:
                 problems.append(f"{name} must be one of {allowed}, got '{getattr(self, name)}'")
+        try:
+            check_backend(self.attention, training=True)
+        except AttentionBackendError as error:
+            problems.append(str(error))
         if self.critic_decode not in ("video", "frames"):
             problems.append(f"critic_decode must be 'video' or 'frames', got '{self.critic_decode}'")
         elif self.critic_decode == "frames" and self.decode_latent_frames:

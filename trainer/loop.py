@@ -25,6 +25,7 @@ import torch.distributed as dist
 
 from revise_core import checkpoints as ckpt
 from revise_core import losses
+from revise_core.attention import resolve_backend
 from revise_core.critic import CriticConfig, SelfCritic
 from revise_core.model_sets import EditModels
 from revise_core.output_paths import writable_output
@@ -69,9 +70,11 @@ def _stop_on_sigterm() -> Callable[[], None]:
     return lambda: signal.signal(signal.SIGTERM, previous)
 
 
-# Settings a resumed run may change: they decide when to stop, save and log, where the run computes or
-# caches, and memory features with identical losses; everything else defines the run.
-RESUMABLE_CHANGES = ("steps", "checkpoint_every", "keep_checkpoints", "tensorboard", "device", "feature_cache",
+# Settings a resumed run may change: they decide when to stop, save and log, where and with which attention kernel
+# the run computes (the same maths, rounding apart) or caches, and memory features with identical losses;
+# everything else defines the run.
+RESUMABLE_CHANGES = ("steps", "checkpoint_every", "keep_checkpoints", "tensorboard", "device", "attention",
+                     "feature_cache",
                      "checkpointing_dit", "checkpointing_vlm", "checkpointing_vae", "offload_text_encoder",
                      "frozen_placement", "offload_connector_heads", "allow_dataset_change", "manifest")
 
@@ -184,6 +187,7 @@ class USOTrainer:
             raise ValueError("encoders=int8 and frozen_placement=stream apply to models the trainer loads itself "
                              "(python -m trainer.uso); models handed to it are placed by their owner")
         self.generator = Generator(models.dit, models.connector).to(self.device)
+        self.generator.attention = resolve_backend(cfg.attention, self.device, training=True)
         self.trainable = configure_trainable(self.generator, mode=cfg.train, lora_rank=cfg.lora_rank,
                                              lora_alpha=cfg.lora_alpha, lora_targets=cfg.lora_targets)
         # The release's frozen VisionHead + DM_Adapter (2.1B parameters) are kept in bf16 when the frozen models

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from revise_core.attention import attention_scope
 from revise_core.checkpoints import compute_dtype
 from revise_core.connector import ContextConnector, save_connector
 from revise_core.dit import save_dit
@@ -31,6 +32,8 @@ class Generator(nn.Module):
         # The null branch's projected VLM states, when the frozen projection is kept off the device (the
         # trainer's offload_connector_heads); a plain attribute: not part of the weights.
         self.null_vlm_tokens: torch.Tensor | None = None
+        # The DiT's attention backend (revise_core.attention; resolved, with a backward pass), scoped to its calls.
+        self.attention = "native"
 
     def project(self, source_latents: torch.Tensor, vlm_states: torch.Tensor) -> torch.Tensor:
         """The frozen VLM projection of u as `context` computes it (u cast like the video tokens), for features
@@ -58,8 +61,9 @@ class Generator(nn.Module):
         context = self.context(source_latents, vlm_states, text_tokens, drop, vlm_tokens)
         dtype = compute_dtype(self.dit)
         timestep = (sigma * 1000.0).to(z_t.device)  # Wan's timestep is σ·1000
-        return self.dit(hidden_states=z_t.to(dtype), timestep=timestep, encoder_hidden_states=context.to(dtype),
-                        return_dict=False)[0]
+        with attention_scope(self.attention):
+            return self.dit(hidden_states=z_t.to(dtype), timestep=timestep, encoder_hidden_states=context.to(dtype),
+                            return_dict=False)[0]
 
 
 def configure_trainable(generator: Generator, *, mode: str, lora_rank: int = 32, lora_alpha: float = 32.0,
