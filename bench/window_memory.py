@@ -5,9 +5,10 @@
 For each clip length, one sampling step of `sampler.sample`'s windowed loop at the release's setting (Wan2.1-1.3B
 in bf16, 352x640, official guidance: two DiT passes per window) runs on fake tensors (bench/placement_sim.py:
 fake 'cpu' plays the accelerator, fake 'meta' the host; nothing is allocated). As the sampler does, the latent
-video, its velocity and every window's contexts stay on the host; each window's latents and contexts move to the
-device for its two passes, and its blended velocity back. Reported: the device peak (weights + one window) and
-the host bytes of the latent video and contexts, which grow with the clip. Results:
+video and its velocity stay on the host; each window's latents move to the device and its contexts are built there
+(by the connector, when the window is denoised) for its two passes, and its blended velocity goes back. Reported:
+the device peak (weights + one window) and the host bytes of the latent video and its velocity, which grow with
+the clip's latents only. Results:
 bench/results/window_memory.{json,md}.
 """
 
@@ -51,22 +52,22 @@ def measure(frames: int, window: int, overlap: int) -> dict:
             memory.track(dit)
             text_dim = dit.config.text_dim
             latents = torch.randn(1, 16, latent_count, height // 8, width // 8, device=HOST)
-            contexts = [(torch.empty(1, CONTEXT_ROWS, text_dim, dtype=bf16, device=HOST),
-                         torch.empty(1, CONTEXT_ROWS, text_dim, dtype=bf16, device=HOST)) for _ in spans]
             memory.reset_peak()
             timestep = torch.tensor([500.0], device=DEVICE)
             velocity = torch.zeros_like(latents)
-            for (start, end), (cond, uncond) in zip(spans, contexts, strict=True):
+            for start, end in spans:
                 part = latents[:, :, start:end].to(device=DEVICE, dtype=bf16)
-                conditional = dit(hidden_states=part, timestep=timestep, encoder_hidden_states=cond.to(DEVICE),
+                # the window's contexts, built by the connector when the window is denoised (WindowContext.build)
+                cond, uncond = (torch.empty(1, CONTEXT_ROWS, text_dim, dtype=bf16, device=DEVICE) for _ in range(2))
+                conditional = dit(hidden_states=part, timestep=timestep, encoder_hidden_states=cond,
                                   return_dict=False)[0].float()
-                unconditional = dit(hidden_states=part, timestep=timestep, encoder_hidden_states=uncond.to(DEVICE),
+                unconditional = dit(hidden_states=part, timestep=timestep, encoder_hidden_states=uncond,
                                     return_dict=False)[0].float()
                 guided = conditional + GUIDANCE * (conditional - unconditional)  # sampler: official guidance
                 blend = torch.empty(1, 1, end - start, 1, 1, device=HOST)  # windows.blend_weights' row (values
                 # do not change memory)
                 velocity[:, :, start:end] += guided.to(HOST) * blend
-                del part, conditional, unconditional, guided
+                del part, cond, uncond, conditional, unconditional, guided
             latents = latents - 0.025 * velocity  # the scheduler's update, on the host
     return {"frames": frames, "latent_frames": latent_count, "windows": len(spans),
             "device_peak_bytes": memory.peak[DEVICE], "host_peak_bytes": memory.peak[HOST],
@@ -94,12 +95,13 @@ def main(argv: list[str] | None = None) -> int:
                      f"{result['host_peak_bytes'] / GIB:.3f}"])
     notes = (f"One sampling step of a windowed edit at {SIZE[0]}x{SIZE[1]}, windows of {args.window} latent frames "
              f"overlapping by {args.overlap}, official guidance (2 DiT passes per window), on fake tensors. Device: the "
-             "DiT's weights plus one window's latents, contexts and activations; host: the latent video, its velocity "
-             "and every window's two contexts (2 x 2560 rows of 4096 bf16 each). The other stages stream as well: "
+             "DiT's weights plus one window's latents, its two contexts (2 x 2560 rows of 4096 bf16, built when the "
+             "window is denoised) and activations; host: the latent video and its velocity. The other stages stream "
+             "as well: "
              "the VAE encodes 4 frames and decodes one latent frame at a time (their causal caches have a fixed size).")
     path = write_results("window_memory", payload,
                          ["frames", "latent frames", "windows", "device peak (GiB)", "device above weights (GiB)",
-                          "host: latents + contexts (GiB)"], rows, notes)
+                          "host: latent video + velocity (GiB)"], rows, notes)
     print(path.read_text())
     return 0
 

@@ -9,6 +9,7 @@ The null condition for guidance drops u and the text and keeps the source-video 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import math
 import time
@@ -338,8 +339,10 @@ def assemble_condition(connector: ContextConnector, text: TextEncoder, vae: nn.M
     text_tokens = text_tokens.to(vlm_tokens)
 
     def window_context(frames: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        video_tokens = connector.adapt_video(source_latents[:, :, list(frames)].to(dtype))[0]
-        cond = pad_context(connector.assemble(vlm_tokens, text_tokens, video_tokens), length)
+        # wherever the connector is now (a placement may have moved it since the shared rows were computed)
+        device = ckpt.device_of(connector)
+        video_tokens = connector.adapt_video(source_latents[:, :, list(frames)].to(device=device, dtype=dtype))[0]
+        cond = pad_context(connector.assemble(vlm_tokens.to(device), text_tokens.to(device), video_tokens), length)
         if negative_tokens is not None:
             uncond = pad_context(connector.negative_context(negative_tokens.to(video_tokens), video_tokens), length)
         else:
@@ -357,13 +360,22 @@ def assemble_condition(connector: ContextConnector, text: TextEncoder, vae: nn.M
     if not allow_cut:
         budget.check(spans[0][1] - spans[0][0], windowed=len(spans) > 1)
     weights = blend_weights(spans, latent_frames)
-    contexts = [WindowContext(start, end, *window_context(range(start, end)), weights[index, start:end])
-                for index, (start, end) in enumerate(spans)]
     whole = len(spans) == 1  # one window over the whole clip is the plain edit, in every dtype
+    if whole:
+        contexts = [WindowContext(0, latent_frames, *window_context(range(latent_frames)), weights[0])]
+    else:  # built when each window is denoised: a long clip's contexts are never all held
+        contexts = [WindowContext(start, end, None, None, weights[index, start:end],
+                                  build=functools.partial(_no_grad_context, window_context, range(start, end)))
+                    for index, (start, end) in enumerate(spans)]
     return Condition(contexts[0].cond if whole else None, contexts[0].uncond if whole else None, source_latents,
                      vlm_condition.reasoning, latents_mean=list(vae.config.latents_mean),
                      latents_std=list(vae.config.latents_std), windows=None if whole else contexts,
                      window_context=window_context)
+
+
+def _no_grad_context(window_context: Callable, frames: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    with torch.no_grad():  # inference contexts, built inside a sampling loop
+        return window_context(frames)
 
 
 def caption_reasoning(vlm: VisionLanguageModel, source: torch.Tensor, instruction: str,

@@ -116,9 +116,15 @@ class WindowContext:
 
     start: int
     end: int
-    cond: torch.Tensor  # [B, L, D]
+    cond: torch.Tensor | None  # [B, L, D]; None when `build` makes it
     uncond: torch.Tensor | None
     weight: torch.Tensor  # [end - start], windows.blend_weights' row over this window's frames
+    # Builds (cond, uncond) when the window is denoised, instead of holding them: a long clip's contexts (2 x 2,560
+    # rows per window at the release's size, 2.6 GiB for 1,001 frames) would otherwise grow with its length.
+    build: Callable[[], tuple[torch.Tensor, torch.Tensor | None]] | None = None
+
+    def contexts(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return self.build() if self.build is not None else (self.cond, self.uncond)
 
 
 def sample(
@@ -161,18 +167,15 @@ def sample(
             raise ValueError("give sample() either cond / uncond or windows, not both")
         _check_windows(windows, noise.shape[2])
         whole = False
-    for window in windows:
-        if guided and window.uncond is None:
-            raise ValueError(f"guidance_scale {config.guidance_scale} ({config.guidance_mode} guidance) needs an "
-                             "unconditional context (uncond)")
-        if window.cond.ndim != 3 or window.cond.shape[0] != noise.shape[0]:
-            raise ValueError(f"cond must be [B, L, D] with B={noise.shape[0]}, got {tuple(window.cond.shape)}")
-    # A windowed edit keeps the latent video, the scheduler's state and the windows' contexts on the host and
-    # moves one window at a time to the device: device memory is one window's, whatever the clip's length.
+    for window in windows if whole else windows[:1]:  # built contexts are checked as they are built
+        _check_contexts(*window.contexts(), batch=noise.shape[0], guided=guided, config=config)
+    # A windowed edit keeps the latent video and the scheduler's state on the host and moves one window (its
+    # latents and contexts) at a time to the device: device memory is one window's, whatever the clip's length.
     storage = device if whole else torch.device("cpu")
-    windows = [WindowContext(w.start, w.end, w.cond.to(device=storage, dtype=dtype),
-                             w.uncond.to(device=storage, dtype=dtype) if guided else None,
-                             w.weight.to(device=storage, dtype=torch.float32)) for w in windows]
+    if whole:
+        windows = [WindowContext(0, noise.shape[2], windows[0].cond.to(device=device, dtype=dtype),
+                                 windows[0].uncond.to(device=device, dtype=dtype) if guided else None,
+                                 windows[0].weight)]
 
     scheduler = make_scheduler(config.scheduler, config.shift)
     if config.sigma_schedule == "official":
@@ -197,11 +200,13 @@ def sample(
                 if number and cancel is not None and cancel():
                     raise SamplingCancelled(f"sampling cancelled in step {index + 1}/{len(timesteps)}, before "
                                             f"window {number + 1}/{len(windows)}")
+                cond, uncond = window.contexts()
+                _check_contexts(cond, uncond, batch=noise.shape[0], guided=guided, config=config)
                 part = _guided_velocity(dit, model_input[:, :, window.start:window.end].to(device), batch_t,
-                                        window.cond.to(device),
-                                        window.uncond.to(device) if window.uncond is not None else None, config,
-                                        backend)
-                velocity[:, :, window.start:window.end] += part.float().to(storage) * window.weight.view(1, 1, -1, 1, 1)
+                                        cond.to(device=device, dtype=dtype),
+                                        uncond.to(device=device, dtype=dtype) if guided else None, config, backend)
+                blend = window.weight.to(device=storage, dtype=torch.float32).view(1, 1, -1, 1, 1)
+                velocity[:, :, window.start:window.end] += part.float().to(storage) * blend
                 if on_window is not None:
                     on_window(index, number)
         sigma = float(scheduler.sigmas[index])
@@ -226,6 +231,15 @@ def _guided_velocity(dit: nn.Module, model_input: torch.Tensor, batch_t: torch.T
             velocity, velocity_uncond = velocity.float(), velocity_uncond.float()
             velocity = velocity + config.guidance_scale * (velocity - velocity_uncond)
     return velocity
+
+
+def _check_contexts(cond: torch.Tensor, uncond: torch.Tensor | None, *, batch: int, guided: bool,
+                    config: SamplerConfig) -> None:
+    if guided and uncond is None:
+        raise ValueError(f"guidance_scale {config.guidance_scale} ({config.guidance_mode} guidance) needs an "
+                         "unconditional context (uncond)")
+    if cond.ndim != 3 or cond.shape[0] != batch:
+        raise ValueError(f"cond must be [B, L, D] with B={batch}, got {tuple(cond.shape)}")
 
 
 def _check_windows(windows: list[WindowContext], latent_frames: int) -> None:

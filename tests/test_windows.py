@@ -129,7 +129,8 @@ def test_a_windowed_edit_shares_the_vlm_and_instruction_rows_and_slices_the_sour
     settings = _settings(window=TemporalWindows(2, 1))
     condition = editor.condition(_clip(), "make it snow", settings)
     assert condition.cond is None and [(w.start, w.end) for w in condition.windows] == [(0, 2), (1, 3)]
-    first, second = (w.cond[0] for w in condition.windows)
+    assert all(w.cond is None and w.build is not None for w in condition.windows)  # built when denoised
+    first, second = (w.contexts()[0][0] for w in condition.windows)
     video_rows = editor.models.connector.adapt_video(condition.source_latents[:, :, :2])[0].shape[0]
     differing = int((first != second).any(-1).sum())
     assert 0 < differing <= video_rows  # only the source-video rows differ between windows
@@ -187,7 +188,7 @@ def test_the_native_callback_rebuilds_our_contexts_for_comfyuis_windows_and_leav
     cond, uncond = condition.window_context([1, 2])
     assert isinstance(rebuilt, _CrossAttn) and torch.equal(rebuilt.cond, cond) and torch.equal(rebuilt_null.cond, uncond)
     windowed = editor.condition(_clip(), "make it snow", _settings(window=TemporalWindows(2, 1)))
-    assert torch.equal(windowed.windows[1].cond, cond)  # our own sampler's second window: frames 1-2
+    assert torch.equal(windowed.windows[1].contexts()[0], cond)  # our own sampler's second window: frames 1-2
     assert not torch.equal(cond, condition.cond)
     assert callback("c_concat", _CrossAttn(condition.cond), window, x_in, None, {}) is None  # not a context
     assert callback("c_crossattn", _CrossAttn(torch.randn_like(condition.cond)), window, x_in, None, {}) is None
