@@ -86,3 +86,39 @@ def save_dit(dit: nn.Module, path: str | os.PathLike, *, comfyui_prefix: bool = 
         tensors = {wan_keys.COMFYUI_DIT_PREFIX + k: v for k, v in tensors.items()}
     config = {k: v for k, v in dict(dit.config).items() if not k.startswith("_")}
     return ckpt.save_safetensors(tensors, path, format_name="revise.dit.wan", config=config)
+
+
+def check_compiler(device: torch.device | str) -> None:
+    """torch.compile on a CPU writes C++ and needs a compiler: refuse at once, in one sentence, when none is on PATH
+    (instead of failing inside the first sampling step)."""
+    import shutil
+
+    if torch.device(device).type == "cpu" and not shutil.which(os.environ.get("CXX", "c++")) \
+            and not shutil.which("g++") and not shutil.which("clang++"):
+        raise ValueError("--compile on a CPU needs a C++ compiler (g++ or clang++) on PATH, and none was found")
+
+
+def compile_repeated_blocks(dit: nn.Module) -> int:
+    """Regional compile: torch.compile each repeated block of the DiT (diffusers' `compile_repeated_blocks`, Wan's
+    WanTransformerBlock), in place. The first call compiles, which takes seconds on a tiny model and minutes at real
+    size; its time is logged once. Outputs agree with eager within float rounding (1e-5 on the tiny models, fp32),
+    not bit for bit. Returns the number of blocks compiled."""
+    import logging
+    import time
+
+    logger = logging.getLogger(__name__)
+    dit.compile_repeated_blocks(fullgraph=True)
+    blocks = sum(type(module).__name__ in dit._repeated_blocks for module in dit.modules())
+    handles: list = []
+    started: list[float] = []
+
+    def before(module: nn.Module, args: tuple) -> None:
+        started.append(time.perf_counter())
+
+    def after(module: nn.Module, args: tuple, output) -> None:
+        logger.info("compiled %d DiT blocks: the first call took %.1f s", blocks, time.perf_counter() - started[0])
+        for handle in handles:
+            handle.remove()
+
+    handles += [dit.register_forward_pre_hook(before), dit.register_forward_hook(after)]
+    return blocks
