@@ -17,6 +17,7 @@ from revise_core.editor import (
     encode_instruction,
 )
 from revise_core.sampler import GUIDANCE_MODES, SCHEDULERS, SIGMA_SCHEDULES, SamplerConfig, sample
+from revise_core.step_cache import CACHES, StepCache
 from revise_core.text import TextEncoder
 from revise_core.vlm import VisionLanguageModel
 from revise_core.windows import AUTO, WINDOW_SCHEDULES, TemporalWindows
@@ -252,15 +253,30 @@ class ReViSESampler:
                                      "(--use-sage-attention, --use-flash-attention, xformers) when installed, else "
                                      "the fastest installed that agrees with native; native: torch SDPA (the parity "
                                      "figures). Only for these DiT calls: other models keep theirs."}),
+            "cache": (list(CACHES), {"default": "none",
+                      "tooltip": "Step cache (approximate, fewer DiT block evaluations): first-block reuses the later "
+                                 "blocks while the first block's output barely changes; taylorseer predicts attention "
+                                 "between full steps; magcache needs the model's magnitude ratios (mag_ratios)."}),
+            "cache_threshold": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 2.0, "step": 0.01,
+                                "tooltip": "first-block: relative change below which blocks are reused (0 = 0.05; "
+                                           "0.1-0.3 skip more); magcache: error allowed (0 = 0.06)."}),
+            "cache_interval": ("INT", {"default": 5, "min": 1, "max": 50,
+                               "tooltip": "taylorseer: a full step every N."}),
+            "mag_ratios": ("STRING", {"default": "", "tooltip": "magcache: the model's magnitude ratios, comma-"
+                                                                 "separated, as python -m revise_core.edit "
+                                                                 "--cache-calibrate prints them."}),
         }}
 
     def sample(self, dit, cond, steps, guidance, shift, scheduler, seed, guidance_mode="standard",
-               sigma_schedule="diffusers", attention="auto"):
+               sigma_schedule="diffusers", attention="auto", cache="none", cache_threshold=0.0, cache_interval=5,
+               mag_ratios=""):
         expect_dit(dit)
         expect(cond, Condition, "cond", COND)
         config = SamplerConfig(steps=steps, guidance_scale=guidance, shift=shift, scheduler=scheduler, seed=seed,
                                guidance_mode=guidance_mode, sigma_schedule=sigma_schedule,
-                               attention=node_attention(attention))
+                               attention=node_attention(attention),
+                               cache=StepCache(cache, threshold=cache_threshold or None, interval=cache_interval,
+                                               mag_ratios=parse_ratios(mag_ratios)))
         # on a CPU the node says what the GPU defaults will cost, measured on the first step
         clock = node_text.cpu_clock(bridge.compute_device_of(dit), "sampling", steps)
         shape = tuple(cond.source_latents.shape)
@@ -275,6 +291,15 @@ class ReViSESampler:
             latents = sample(dit, cond.cond, cond.uncond, latent_shape=shape, config=config,
                              callback=node_text.timed(bridge.progress(steps, preview_latents=True), clock))
         return ({"samples": cond.denormalize(latents.float()).cpu()},)
+
+
+def parse_ratios(text: str) -> tuple[float, ...] | None:
+    """The mag_ratios widget: comma-separated numbers, or empty."""
+    try:
+        values = tuple(float(item) for item in text.replace("[", "").replace("]", "").split(",") if item.strip())
+    except ValueError:
+        raise ValueError(f"mag_ratios must be comma-separated numbers, got '{text[:60]}'") from None
+    return values or None
 
 
 def node_attention(choice: str) -> str:

@@ -35,6 +35,7 @@ from .output_paths import refuse_overwriting_inputs, writable_output
 from .placement import Placement
 from .presets import PRESETS
 from .sampler import GUIDANCE_MODES, SCHEDULERS, SIGMA_SCHEDULES
+from .step_cache import CACHES, StepCache
 from .streamed_edit import edit_streamed
 from .video import FRAME_POLICIES, RESIZE_POLICIES
 from .windows import WINDOW_SCHEDULES, TemporalWindows
@@ -61,6 +62,13 @@ def _window_length(value: str) -> int | str:
         return int(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number of latent frames or 'auto', got '{value}'") from None
+
+
+def _float_list(value: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(item) for item in value.split(",") if item.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got '{value}'") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -132,6 +140,19 @@ def build_parser() -> argparse.ArgumentParser:
                         help="compute dtype; auto = bf16 on GPU, fp32 on CPU")
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     parser.add_argument("--tiled-decode", action="store_true", help="decode with spatial tiles (less memory)")
+    parser.add_argument("--cache", choices=CACHES, default="none",
+                        help="a step cache (diffusers' hooks; approximate): first-block (reuse the later blocks while "
+                             "the first block's output barely changes), taylorseer (predict attention between full "
+                             "steps), magcache (needs --mag-ratios, measured with --cache-calibrate); the log reports "
+                             "the DiT calls skipped (default none)")
+    parser.add_argument("--cache-threshold", type=float, default=None,
+                        help="first-block: relative change below which the blocks are reused (default 0.05; 0.1-0.3 "
+                             "skips more); magcache: accumulated error allowed (default 0.06)")
+    parser.add_argument("--cache-interval", type=int, default=5, help="taylorseer: a full step every N (default 5)")
+    parser.add_argument("--mag-ratios", type=_float_list, default=None,
+                        help="magcache: the model's magnitude ratios, comma-separated (steps values)")
+    parser.add_argument("--cache-calibrate", action="store_true",
+                        help="magcache: measure the ratios on this edit (nothing skipped) and print them")
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile the DiT's repeated blocks (regional compile): faster steps after a first "
                              "step that compiles (minutes at real size); outputs agree with eager within rounding")
@@ -164,6 +185,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.window is not None:
         window = TemporalWindows(None if args.window == "auto" else args.window, args.window_overlap,
                                  args.window_schedule)
+    if args.cache != "none" or args.cache_calibrate:
+        given["cache"] = StepCache("magcache" if args.cache_calibrate else args.cache, threshold=args.cache_threshold,
+                                   interval=args.cache_interval, mag_ratios=args.mag_ratios,
+                                   calibrate=args.cache_calibrate)
     settings = presets.edit_settings(preset, **{**base, **given}, tiled_decode=args.tiled_decode, window=window,
                                      allow_context_cut=args.allow_context_cut)
     workdir = None
@@ -200,6 +225,8 @@ def main(argv: list[str] | None = None) -> int:
                          "latent frame at a time already")
     if args.compile:
         check_compiler(device)
+        if args.cache != "none" or args.cache_calibrate:  # FirstBlockCache is a compiler-disabled region
+            raise ValueError("--cache with --compile is not supported: both rewrite the DiT's blocks; use one")
     refuse_overwriting_inputs(out, [None if args.demo else args.video, models_dir, args.vlm])
     writable_output(out, what="--out")
     if streamed:  # counts the frames and plans the clip: a video that cannot fit fails here

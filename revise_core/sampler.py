@@ -7,16 +7,18 @@ calls, so it reproduces the pipeline on the same weights), but takes any context
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
 from .attention import BACKENDS, attention_scope, resolve_backend
 from .checkpoints import compute_dtype, device_of
+from .step_cache import CacheReport, StepCache, cached_dit, call_context
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +49,8 @@ class SamplerConfig:
     # the DiT's attention backend (attention.BACKENDS): native (torch SDPA, every parity figure) | auto (the fastest
     # installed that agrees with native) | flash | sage | xformers | flex | math
     attention: str = "native"
+    # a step cache (step_cache.CACHES): fewer block evaluations, approximate; none by default
+    cache: StepCache = field(default_factory=StepCache)
 
     def __post_init__(self) -> None:
         if self.attention not in BACKENDS:
@@ -139,6 +143,7 @@ def sample(
     cancel: Callable[[], bool] | None = None,
     windows: list[WindowContext] | None = None,
     on_window: Callable[[int, int], None] | None = None,
+    cache_report: CacheReport | None = None,
 ) -> torch.Tensor:
     """Denoise from noise to normalised latents [B, 16, t, h, w].
 
@@ -147,7 +152,8 @@ def sample(
     `windows` (instead of cond / uncond): the latent frames are denoised window by window with each window's
     contexts, and the windows' velocities blended by their weights (`revise_core.windows`); one scheduler steps
     the whole latent video. `cancel` is also asked between windows, and `on_window(step, window)` is called
-    after each window's prediction (a progress bar of steps × windows).
+    after each window's prediction (a progress bar of steps × windows). `cache_report` is filled with the DiT
+    calls made and the block work a step cache (`config.cache`) skipped.
     """
     config = config or SamplerConfig()
     device = device_of(dit)
@@ -186,44 +192,57 @@ def sample(
     latents = noise.to(device=storage, dtype=torch.float32)
     backend = resolve_backend(config.attention, device)
     timesteps = scheduler.timesteps
-    for index, timestep in enumerate(timesteps):
-        if cancel is not None and cancel():
-            raise SamplingCancelled(f"sampling cancelled before step {index + 1}/{len(timesteps)}")
-        model_input = latents.to(dtype)
-        batch_t = timestep.expand(latents.shape[0]).to(device)
-        if whole:
-            velocity = _guided_velocity(dit, model_input, batch_t, windows[0].cond, windows[0].uncond, config,
-                                        backend)
-        else:
-            velocity = torch.zeros_like(latents)
-            for number, window in enumerate(windows):
-                if number and cancel is not None and cancel():
-                    raise SamplingCancelled(f"sampling cancelled in step {index + 1}/{len(timesteps)}, before "
-                                            f"window {number + 1}/{len(windows)}")
-                cond, uncond = window.contexts()
-                _check_contexts(cond, uncond, batch=noise.shape[0], guided=guided, config=config)
-                part = _guided_velocity(dit, model_input[:, :, window.start:window.end].to(device), batch_t,
-                                        cond.to(device=device, dtype=dtype),
-                                        uncond.to(device=device, dtype=dtype) if guided else None, config, backend)
-                blend = window.weight.to(device=storage, dtype=torch.float32).view(1, 1, -1, 1, 1)
-                velocity[:, :, window.start:window.end] += part.float().to(storage) * blend
-                if on_window is not None:
-                    on_window(index, number)
-        sigma = float(scheduler.sigmas[index])
-        denoised = latents - sigma * velocity.float()
-        latents = scheduler.step(velocity, timestep, latents, return_dict=False)[0]
-        if callback is not None:
-            callback(StepInfo(index, len(timesteps), float(timestep), sigma, latents, denoised))
+    with cached_dit(dit, config.cache, len(timesteps), report=cache_report) as report:
+        for index, timestep in enumerate(timesteps):
+            if cancel is not None and cancel():
+                raise SamplingCancelled(f"sampling cancelled before step {index + 1}/{len(timesteps)}")
+            model_input = latents.to(dtype)
+            batch_t = timestep.expand(latents.shape[0]).to(device)
+            sigma = float(scheduler.sigmas[index])
+
+            def in_context(name: str, index=index, sigma=sigma):
+                return call_context(dit, config.cache, report, name, step=index, steps=len(timesteps), sigma=sigma)
+
+            if whole:
+                velocity = _guided_velocity(dit, model_input, batch_t, windows[0].cond, windows[0].uncond, config,
+                                            backend, in_context)
+            else:
+                velocity = torch.zeros_like(latents)
+                for number, window in enumerate(windows):
+                    if number and cancel is not None and cancel():
+                        raise SamplingCancelled(f"sampling cancelled in step {index + 1}/{len(timesteps)}, before "
+                                                f"window {number + 1}/{len(windows)}")
+                    cond, uncond = window.contexts()
+                    _check_contexts(cond, uncond, batch=noise.shape[0], guided=guided, config=config)
+                    part = _guided_velocity(dit, model_input[:, :, window.start:window.end].to(device), batch_t,
+                                            cond.to(device=device, dtype=dtype),
+                                            uncond.to(device=device, dtype=dtype) if guided else None, config, backend,
+                                            in_context, f"/window {number}")
+                    blend = window.weight.to(device=storage, dtype=torch.float32).view(1, 1, -1, 1, 1)
+                    velocity[:, :, window.start:window.end] += part.float().to(storage) * blend
+                    if on_window is not None:
+                        on_window(index, number)
+            denoised = latents - sigma * velocity.float()
+            latents = scheduler.step(velocity, timestep, latents, return_dict=False)[0]
+            if callback is not None:
+                callback(StepInfo(index, len(timesteps), float(timestep), sigma, latents, denoised))
     return latents
 
 
 def _guided_velocity(dit: nn.Module, model_input: torch.Tensor, batch_t: torch.Tensor, cond: torch.Tensor,
-                     uncond: torch.Tensor | None, config: SamplerConfig, backend: str = "native") -> torch.Tensor:
-    with attention_scope(backend):  # scoped to these calls: nothing else in the process changes backend
-        velocity = dit(hidden_states=model_input, timestep=batch_t, encoder_hidden_states=cond, return_dict=False)[0]
+                     uncond: torch.Tensor | None, config: SamplerConfig, backend: str = "native",
+                     in_context: Callable | None = None, suffix: str = "") -> torch.Tensor:
+    # each call in its own step-cache context (cond / uncond, per window); attention scoped to these calls:
+    # nothing else in the process changes backend
+    in_context = in_context or (lambda name: contextlib.nullcontext())
+    with attention_scope(backend):
+        with in_context("cond" + suffix):
+            velocity = dit(hidden_states=model_input, timestep=batch_t, encoder_hidden_states=cond,
+                           return_dict=False)[0]
         if uncond is not None:
-            velocity_uncond = dit(hidden_states=model_input, timestep=batch_t, encoder_hidden_states=uncond,
-                                  return_dict=False)[0]
+            with in_context("uncond" + suffix):
+                velocity_uncond = dit(hidden_states=model_input, timestep=batch_t, encoder_hidden_states=uncond,
+                                      return_dict=False)[0]
     if uncond is not None:
         if config.guidance_mode == "standard":  # in the model's dtype, as diffusers' WanPipeline
             velocity = velocity_uncond + config.guidance_scale * (velocity - velocity_uncond)

@@ -310,7 +310,8 @@ def sample_and_decode(column: Column, models: Node | dict[str, Node], connector:
     graph = column.graph
     dit, vae = (models["dit"], models["vae"]) if isinstance(models, dict) else (models, models)
     settings = dict(steps=40, guidance=3.0, shift=5.0, scheduler="unipc", seed=0, guidance_mode="standard",
-                    sigma_schedule="diffusers", attention="auto")
+                    sigma_schedule="diffusers", attention="auto", cache="none", cache_threshold=0.0, cache_interval=5,
+                    mag_ratios="")
     sampler = column.add("ReViSESampler", **{**settings, **sampler_widgets})
     graph.connect(dit, "dit", sampler, "dit")
     graph.connect(connector, "cond", sampler, "cond")
