@@ -390,12 +390,16 @@ def test_command_line_conditions_replace_the_presets_and_keep_a_sweep_on_one_of_
     planned = {}
 
     def plan(config):  # stop after the plan: the chosen conditions and where the sweeps run
-        planned.update(conditions=[c.name for c in config.conditions], sweep=config.sweep_condition)
+        planned.update(conditions=[c.name for c in config.conditions], sweep=config.sweep_condition,
+                       critics=config.learned_critics, rwr=config.rwr)
         raise ValueError("planned")
 
     monkeypatch.setattr(cli, "plan_runs", plan)
     assert cli.main(["--full", "--conditions", "exact", "flawed", "exact"]) == 2
-    assert planned == {"conditions": ["exact targets", "40% flawed targets"], "sweep": "exact targets"}
+    assert planned == {"conditions": ["exact targets", "40% flawed targets"], "sweep": "exact targets",
+                       "critics": ("renders", "shaped", "estimates"), "rwr": True}
     assert cli.main(["--quick", "--conditions", "unseen"]) == 2
-    assert planned["conditions"] == ["unseen rule: semantic inference"]
+    assert planned["conditions"] == ["unseen rule: semantic inference"] and planned["critics"] == ()
+    assert cli.main(["--quick", "--conditions", "unseen", "--learned-critics", "estimates", "--rwr"]) == 2
+    assert (planned["critics"], planned["rwr"]) == (("estimates",), True)
     assert capsys.readouterr().err.strip().endswith("error: planned")
