@@ -45,7 +45,7 @@ def check_backend(name: str, *, training: bool = False) -> None:
         raise AttentionBackendError(f"attention backend must be one of {BACKENDS}, got '{name}'")
     if training and name in NO_BACKWARD:
         raise AttentionBackendError(f"the '{name}' attention backend has no backward pass, which training needs; use "
-                                    "native, flash or flex")
+                                    "native or flash (flex on CUDA)")
     if name == "auto":
         return
     from diffusers.models.attention_dispatch import AttentionBackendName, _check_attention_backend_requirements
@@ -61,9 +61,12 @@ def resolve_backend(name: str, device: torch.device | str, *, training: bool = F
     """The backend `name` stands for on `device`: itself once checked, or for "auto" the first usable of
     `candidates` (default AUTO_ORDER on CUDA, native elsewhere) that agrees with native on a probe."""
     check_backend(name, training=training)
+    device = torch.device(device)
+    if training and name == "flex" and device.type == "cpu":
+        raise AttentionBackendError("the 'flex' attention backend has no backward pass on a CPU (torch's "
+                                    "flex_attention), which training needs; use native")
     if name != "auto":
         return name
-    device = torch.device(device)
     if candidates is None:
         candidates = AUTO_ORDER if device.type == "cuda" else ("native",)
     for candidate in candidates:

@@ -61,6 +61,9 @@ def test_auto_is_native_on_a_cpu_and_skips_what_is_missing_or_disagrees(monkeypa
         assert resolve_backend("auto", "cpu", candidates=("math", "native")) == "native"
     assert "math differs from native by 5.0e-01" in caplog.text
     assert resolve_backend("auto", "cpu", training=True, candidates=("sage", "native")) == "native"
+    with pytest.raises(AttentionBackendError, match="'flex' attention backend has no backward pass on a CPU"):
+        resolve_backend("flex", "cpu", training=True)
+    assert resolve_backend("flex", "cpu") == "flex"  # inference is fine
 
 
 def test_the_sampler_node_follows_comfyuis_flags_when_it_can(monkeypatch, caplog):

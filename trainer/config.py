@@ -94,8 +94,8 @@ class USOConfig:
     optimizer: str = _opt("adamw", "adamw | adamw8bit (torchao 8-bit states: 2 bytes per parameter instead of 8; its "
                                    "first step compiles for about a minute on a CPU)")
     attention: str = _opt("native", "the DiT's attention backend: native (torch SDPA) | auto (the fastest installed "
-                                    "that agrees with native; never sage) | flash | xformers | flex | math; sage has no "
-                                    "backward pass and is refused")
+                                    "that agrees with native; never sage) | flash | xformers | flex (CUDA only) | math; "
+                                    "sage has no backward pass and is refused, nor has flex on a CPU")
     checkpointing_dit: bool = _opt(False, "gradient checkpointing in the DiT blocks")
     checkpointing_vlm: bool = _opt(False, "gradient checkpointing in the critic's VLM")
     checkpointing_vae: bool = _opt(False, "gradient checkpointing per latent frame in the VAE decoder (critic path)")
