@@ -31,6 +31,9 @@ MAX_SIDE = 4096
 # Sides of an edited clip are multiples of this (the connector's 4x4 patch over the VAE's x8 latents).
 SIZE_MULTIPLE = 32
 MAX_FRAMES = 1025
+# Edited in temporal windows, a clip's length is bounded by the host's memory for its latents only: 16,385 frames
+# (17 min at 16 fps) still refuses a typo.
+MAX_WINDOWED_FRAMES = 16385
 DEFAULT_FPS = Fraction(16)
 # The two ways frames are preprocessed where a release fixes the arithmetic (the "official" resize here, SigLIP's
 # pixels in vlm/vila.py). "exact": the release's own, PIL on 8-bit frames, bit for bit; "differentiable": the same
@@ -353,12 +356,13 @@ def latent_frames(num_frames: int) -> int:
 
 
 def check_clip_shape(num_frames: int | None, height: int | None, width: int | None, *,
-                     multiple: int = SIZE_MULTIPLE) -> None:
-    """A requested clip shape (None = from the source): 4k+1 frames up to MAX_FRAMES, sides multiples of
-    `multiple` up to MAX_SIDE. Raises VideoError naming the value."""
+                     multiple: int = SIZE_MULTIPLE, max_frames: int = MAX_FRAMES) -> None:
+    """A requested clip shape (None = from the source): 4k+1 frames up to `max_frames` (MAX_FRAMES, or
+    MAX_WINDOWED_FRAMES for an edit in temporal windows), sides multiples of `multiple` up to MAX_SIDE. Raises
+    VideoError naming the value."""
     if num_frames is not None and (not isinstance(num_frames, int) or num_frames < 1 or (num_frames - 1) % 4
-                                   or num_frames > MAX_FRAMES):
-        raise VideoError(f"num_frames must be 4k+1 between 1 and {MAX_FRAMES} (e.g. 17, 33, 81), got {num_frames}")
+                                   or num_frames > max_frames):
+        raise VideoError(f"num_frames must be 4k+1 between 1 and {max_frames} (e.g. 17, 33, 81), got {num_frames}")
     for name, side in (("height", height), ("width", width)):
         if side is not None and (not isinstance(side, int) or side < multiple or side % multiple or side > MAX_SIDE):
             raise VideoError(f"{name} must be one of the multiples of {multiple} from {multiple} to {MAX_SIDE}, "

@@ -109,3 +109,13 @@ def test_a_source_that_cannot_make_the_clip_fails_before_any_model_loads(tmp_pat
     padded = StreamedSource.open(path, _settings(frame_policy="pad"))
     frames = list(padded.frames())
     assert len(frames) == 13 and all(torch.equal(f, frames[7]) for f in frames[8:])
+
+
+def test_windowed_edits_may_be_longer_than_one_pass_holds():
+    from revise_core.video import MAX_FRAMES, MAX_WINDOWED_FRAMES, VideoError
+
+    assert EditSettings(num_frames=2049, window=TemporalWindows(5)).num_frames == 2049
+    with pytest.raises(VideoError, match=f"between 1 and {MAX_FRAMES}"):
+        EditSettings(num_frames=2049)
+    with pytest.raises(VideoError, match=f"between 1 and {MAX_WINDOWED_FRAMES}"):
+        EditSettings(num_frames=MAX_WINDOWED_FRAMES + 4, window=TemporalWindows(5))
