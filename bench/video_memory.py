@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -75,6 +76,9 @@ with PeakMemory(torch.device("cpu")) as peak:
     seconds = time.perf_counter() - start
 print(json.dumps({"peak_mib": peak.peak_bytes / 2**20, "frames": frames, "seconds": seconds}))
 """
+# glibc keeps freed large blocks (its mmap threshold rises after each free), so RSS would measure the allocator's
+# history; a fixed threshold makes it hand them back, and RSS follows the memory in use
+GLIBC_RETURNS_MEMORY = {"MALLOC_MMAP_THRESHOLD_": "131072", "MALLOC_TRIM_THRESHOLD_": "131072"}
 IN_MEMORY_LIMIT = 301  # the in-memory contrast runs up to this length (its growth is already plain there)
 
 
@@ -126,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 out = subprocess.run([sys.executable, "-c", EDIT_PROBE, str(models), str(clip),
                                       str(Path(folder) / "edited.mp4"), mode.split()[0], str(warmup)],
-                                     capture_output=True, text=True, check=True)
+                                     capture_output=True, text=True, check=True, env=os.environ | GLIBC_RETURNS_MEMORY)
                 result = json.loads(out.stdout.strip().splitlines()[-1]) | {"mode": mode, "source_frames": frames}
                 payload["edits"].append(result)
                 rows.append([f"edit {frames} frames: {mode}", f"{result['peak_mib']:.0f}", result["frames"],
@@ -138,7 +142,9 @@ def main(argv: list[str] | None = None) -> int:
              "frames overlapping by 1, one thread). 'streamed': the edit CLI's path with --window (frames read, "
              "encoded, decoded and written a chunk at a time); 'in memory': the clip read whole (fitted while "
              "decoded), edited with ReviseEditor.edit, then written. RSS growth above the process after loading the "
-             "models and editing a 25-frame clip of the same size once (one-time allocations are not the clip's).")
+             "models and editing a 25-frame clip of the same size once (one-time allocations are not the clip's), with "
+             "glibc's mmap and trim thresholds fixed at 128 KiB so that freed memory is returned and RSS follows the "
+             "memory in use.")
     path = write_results("video_memory", payload, ["case", "peak RSS growth (MiB)", "frames", "seconds per frame"],
                          rows, notes)
     print(path.read_text())
