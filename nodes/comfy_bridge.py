@@ -541,9 +541,10 @@ def comfy_attention() -> str | None:
         return None
     import comfy.model_management as mm
 
-    for enabled, name in ((mm.sage_attention_enabled, "sage"), (mm.flash_attention_enabled, "flash"),
-                          (mm.xformers_enabled, "xformers")):
-        if enabled():
+    for flag, name in (("sage_attention_enabled", "sage"), ("flash_attention_enabled", "flash"),
+                       ("xformers_enabled", "xformers")):
+        enabled = getattr(mm, flag, None)  # older ComfyUI versions lack some of these
+        if enabled is not None and enabled():
             return name
     return None
 
