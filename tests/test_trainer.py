@@ -200,7 +200,9 @@ def test_cli_demo_trains_the_release_folder(tmp_path, capsys):
     assert (tmp_path / "run-revise" / "final" / "transformer" / "model.pt").is_file()
 
 
-@pytest.mark.parametrize("strategy", ["ddp", pytest.param("fsdp", marks=pytest.mark.slow)])
+# two processes: 22 s on 2 cores, the longest test of the suite
+@pytest.mark.parametrize("strategy", [pytest.param("ddp", marks=pytest.mark.slow),
+                                      pytest.param("fsdp", marks=pytest.mark.slow)])
 def test_two_gloo_processes_match_one_process(tmp_path, strategy):
     """DDP and FSDP2 on 2 CPU processes (gloo), same global batch: the same losses as one process. Each run is a
     few fresh processes (about 25 s on 2 cores), so the default run keeps DDP and `-m slow` adds FSDP2."""
