@@ -17,7 +17,7 @@ from revise_core.editor import (
     encode_instruction,
 )
 from revise_core.sampler import GUIDANCE_MODES, SCHEDULERS, SIGMA_SCHEDULES, SamplerConfig, sample
-from revise_core.step_cache import CACHES, StepCache
+from revise_core.step_cache import CACHES, StepCache, parse_mag_ratios
 from revise_core.text import TextEncoder
 from revise_core.vlm import VisionLanguageModel
 from revise_core.windows import AUTO, WINDOW_SCHEDULES, TemporalWindows
@@ -276,7 +276,7 @@ class ReViSESampler:
                                guidance_mode=guidance_mode, sigma_schedule=sigma_schedule,
                                attention=node_attention(attention),
                                cache=StepCache(cache, threshold=cache_threshold or None, interval=cache_interval,
-                                               mag_ratios=parse_ratios(mag_ratios)))
+                                               mag_ratios=parse_mag_ratios(mag_ratios)))
         # on a CPU the node says what the GPU defaults will cost, measured on the first step
         clock = node_text.cpu_clock(bridge.compute_device_of(dit), "sampling", steps)
         shape = tuple(cond.source_latents.shape)
@@ -291,15 +291,6 @@ class ReViSESampler:
             latents = sample(dit, cond.cond, cond.uncond, latent_shape=shape, config=config,
                              callback=node_text.timed(bridge.progress(steps, preview_latents=True), clock))
         return ({"samples": cond.denormalize(latents.float()).cpu()},)
-
-
-def parse_ratios(text: str) -> tuple[float, ...] | None:
-    """The mag_ratios widget: comma-separated numbers, or empty."""
-    try:
-        values = tuple(float(item) for item in text.replace("[", "").replace("]", "").split(",") if item.strip())
-    except ValueError:
-        raise ValueError(f"mag_ratios must be comma-separated numbers, got '{text[:60]}'") from None
-    return values or None
 
 
 def node_attention(choice: str) -> str:

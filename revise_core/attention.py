@@ -109,8 +109,8 @@ def attention_scope(name: str) -> Iterator[None]:
     back when the block ends."""
     from diffusers.models.attention_dispatch import attention_backend
 
-    if name == "auto":
-        raise AttentionBackendError("resolve 'auto' first (resolve_backend): it depends on the device")
-    check_backend(name)
+    if name not in DIFFUSERS_NAMES:  # "auto" or unknown: resolve_backend first (it checks the requirements, which
+        # diffusers' context manager checks again on entry)
+        raise AttentionBackendError(f"resolve '{name}' first (resolve_backend): 'auto' depends on the device")
     with attention_backend(DIFFUSERS_NAMES[name]):
         yield

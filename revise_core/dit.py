@@ -8,7 +8,10 @@ ComfyUI scaled fp8); weights are cast to the compute dtype on load.
 
 from __future__ import annotations
 
+import logging
 import os
+import shutil
+import time
 
 import torch
 from torch import nn
@@ -17,6 +20,8 @@ from . import checkpoints as ckpt
 from . import wan_keys
 from .component_loading import ComponentSpec, SingleFileLayout, load_component
 from .variants import KNOWN_VARIANTS, ConfigSpec, Variant
+
+logger = logging.getLogger(__name__)
 
 
 def _model_class() -> type[nn.Module]:
@@ -91,8 +96,6 @@ def save_dit(dit: nn.Module, path: str | os.PathLike, *, comfyui_prefix: bool = 
 def check_compiler(device: torch.device | str) -> None:
     """torch.compile on a CPU writes C++ and needs a compiler: refuse at once, in one sentence, when none is on PATH
     (instead of failing inside the first sampling step)."""
-    import shutil
-
     if torch.device(device).type == "cpu" and not shutil.which(os.environ.get("CXX", "c++")) \
             and not shutil.which("g++") and not shutil.which("clang++"):
         raise ValueError("--compile on a CPU needs a C++ compiler (g++ or clang++) on PATH, and none was found")
@@ -103,10 +106,6 @@ def compile_repeated_blocks(dit: nn.Module) -> int:
     WanTransformerBlock), in place. The first call compiles, which takes seconds on a tiny model and minutes at real
     size; its time is logged once. Outputs agree with eager within float rounding (1e-5 on the tiny models, fp32),
     not bit for bit. Returns the number of blocks compiled."""
-    import logging
-    import time
-
-    logger = logging.getLogger(__name__)
     dit.compile_repeated_blocks(fullgraph=True)
     blocks = sum(type(module).__name__ in dit._repeated_blocks for module in dit.modules())
     handles: list = []

@@ -35,10 +35,10 @@ from .output_paths import refuse_overwriting_inputs, writable_output
 from .placement import Placement
 from .presets import PRESETS
 from .sampler import GUIDANCE_MODES, SCHEDULERS, SIGMA_SCHEDULES
-from .step_cache import CACHES, StepCache
+from .step_cache import CACHES, StepCache, parse_mag_ratios
 from .streamed_edit import edit_streamed
 from .video import FRAME_POLICIES, RESIZE_POLICIES
-from .windows import WINDOW_SCHEDULES, TemporalWindows
+from .windows import AUTO, WINDOW_SCHEDULES, TemporalWindows
 
 logger = logging.getLogger(__name__)
 
@@ -64,11 +64,11 @@ def _window_length(value: str) -> int | str:
         raise argparse.ArgumentTypeError(f"expected a number of latent frames or 'auto', got '{value}'") from None
 
 
-def _float_list(value: str) -> tuple[float, ...]:
+def _mag_ratios(value: str) -> tuple[float, ...] | None:
     try:
-        return tuple(float(item) for item in value.split(",") if item.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got '{value}'") from None
+        return parse_mag_ratios(value)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -149,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="first-block: relative change below which the blocks are reused (default 0.05; 0.1-0.3 "
                              "skips more); magcache: accumulated error allowed (default 0.06)")
     parser.add_argument("--cache-interval", type=int, default=5, help="taylorseer: a full step every N (default 5)")
-    parser.add_argument("--mag-ratios", type=_float_list, default=None,
+    parser.add_argument("--mag-ratios", type=_mag_ratios, default=None,
                         help="magcache: the model's magnitude ratios, comma-separated (steps values)")
     parser.add_argument("--cache-calibrate", action="store_true",
                         help="magcache: measure the ratios on this edit (nothing skipped) and print them")
@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     base = {} if args.preset else DEFAULTS
     window = None
     if args.window is not None:
-        window = TemporalWindows(None if args.window == "auto" else args.window, args.window_overlap,
+        window = TemporalWindows(AUTO if args.window == "auto" else args.window, args.window_overlap,
                                  args.window_schedule)
     if args.cache != "none" or args.cache_calibrate:
         given["cache"] = StepCache("magcache" if args.cache_calibrate else args.cache, threshold=args.cache_threshold,
@@ -245,8 +245,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.compile:
         compile_repeated_blocks(editor.models.dit)
     if streamed:
-        result, frames, scores = _edit_streamed(editor, source, instruction, settings, out, output_fps,
-                                                preset.output_quantization)
+        result, frames = _edit_streamed(editor, source, instruction, settings, out, output_fps,
+                                        preset.output_quantization)
+        scores = []
     else:
         with tqdm(total=settings.sampler.steps * args.best_of, desc="sampling", unit="step") as bar:
             result = editor.edit(source.clip.frames, instruction, settings, callback=lambda info: bar.update(1),
@@ -287,13 +288,13 @@ def _edit_streamed(editor: ReviseEditor, source: StreamedSource, instruction: st
     try:
         with video_ops.VideoWriter(out, fps, quantization=quantization) as writer:
             result = edit_streamed(editor, source, instruction, settings, writer.write, progress=progress,
-                                   on_window=lambda step, window: bars["sample"].update(1),
-                                   callback=lambda info: None)
+                                   on_window=lambda step, window: bars["sample"].update(1))
     finally:
         for bar in bars.values():
             bar.close()
     height, width = source.size
-    return result, [result.frames_written, height, width, 3], []
+    return result, [result.frames_written, height, width, 3]
+
 
 if __name__ == "__main__":
     sys.exit(run_cli(main))

@@ -17,14 +17,13 @@ import torch
 
 from .presets import NO_PRESET, Preset
 from .video import (
-    MAX_FRAMES,
-    MAX_WINDOWED_FRAMES,
     SIZE_MULTIPLE,
     FrameStream,
     VideoClip,
     VideoError,
     check_clip_shape,
     count_frames,
+    frame_limit,
     read_video,
     target_frame_count,
 )
@@ -97,7 +96,7 @@ class StreamedSource:
         height, width = first.size
         size = (settings.height or height // SIZE_MULTIPLE * SIZE_MULTIPLE,
                 settings.width or width // SIZE_MULTIPLE * SIZE_MULTIPLE)
-        check_clip_shape(count, *size, max_frames=MAX_WINDOWED_FRAMES if settings.window is not None else MAX_FRAMES)
+        check_clip_shape(count, *size, max_frames=frame_limit(settings.window is not None))
         return cls(Path(path), count, stride, size, first.fps, settings,
                    read_vlm_source(path, settings, preset, total=total))
 

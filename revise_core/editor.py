@@ -82,8 +82,8 @@ class EditSettings:
             raise ValueError(f"frame_stride must be >= 1, got {self.frame_stride}")
         if self.context_len is not None and self.context_len < 1:
             raise ValueError(f"context_len must be >= 1, got {self.context_len}")
-        video_ops.check_clip_shape(self.num_frames, self.height, self.width, max_frames=video_ops.MAX_WINDOWED_FRAMES
-                                   if self.window is not None else video_ops.MAX_FRAMES)
+        video_ops.check_clip_shape(self.num_frames, self.height, self.width,
+                                   max_frames=video_ops.frame_limit(self.window is not None))
         if not math.isfinite(self.fps) or self.fps <= 0:
             raise ValueError(f"fps must be a positive finite number, got {self.fps}")
 

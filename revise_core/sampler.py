@@ -152,8 +152,8 @@ def sample(
     `windows` (instead of cond / uncond): the latent frames are denoised window by window with each window's
     contexts, and the windows' velocities blended by their weights (`revise_core.windows`); one scheduler steps
     the whole latent video. `cancel` is also asked between windows, and `on_window(step, window)` is called
-    after each window's prediction (a progress bar of steps × windows). `cache_report` is filled with the DiT
-    calls made and the block work a step cache (`config.cache`) skipped.
+    after each window's prediction, the whole clip's included (a progress bar of steps × windows).
+    `cache_report` is filled with the DiT calls made and the block work a step cache (`config.cache`) skipped.
     """
     config = config or SamplerConfig()
     device = device_of(dit)
@@ -206,6 +206,8 @@ def sample(
             if whole:
                 velocity = _guided_velocity(dit, model_input, batch_t, windows[0].cond, windows[0].uncond, config,
                                             backend, in_context)
+                if on_window is not None:  # the whole clip is one window
+                    on_window(index, 0)
             else:
                 velocity = torch.zeros_like(latents)
                 for number, window in enumerate(windows):

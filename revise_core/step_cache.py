@@ -127,6 +127,16 @@ def call_context(dit: nn.Module, cache: StepCache, report: CacheReport, name: st
     return dit.cache_context(name, step_index=step, num_inference_steps=steps, sigma=sigma)
 
 
+def parse_mag_ratios(text: str) -> tuple[float, ...] | None:
+    """Magnitude ratios as users paste them: comma-separated numbers, brackets allowed (the list MagCache's
+    calibration prints); None when empty."""
+    try:
+        values = tuple(float(item) for item in text.replace("[", "").replace("]", "").split(",") if item.strip())
+    except ValueError:
+        raise ValueError(f"mag_ratios must be comma-separated numbers, got '{text[:60]}'") from None
+    return values or None
+
+
 def check_identifiers(dit: nn.Module) -> int:
     """How many of the DiT's modules TaylorSeer hooks (WAN_ATTENTION): 0 would mean nothing is cached."""
     return sum(bool(re.fullmatch(WAN_ATTENTION, name)) for name, _ in dit.named_modules())

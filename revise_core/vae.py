@@ -242,8 +242,7 @@ def _decode_frame(vae: nn.Module, frame: torch.Tensor, first: bool, *cache_in):
     return (out, *cache)
 
 
-def encode_stream(vae: nn.Module, frames: Iterable[torch.Tensor], *, device: torch.device | str | None = None
-                  ) -> torch.Tensor:
+def encode_stream(vae: nn.Module, frames: Iterable[torch.Tensor]) -> torch.Tensor:
     """Frames [H, W, 3] in 0..1, one at a time (4k+1 of them) -> raw latents [1, 16, k+1, H/8, W/8] on the host.
 
     The same causal loop as `AutoencoderKLWan._encode` (the first frame alone, then 4 frames per latent frame,
@@ -252,8 +251,7 @@ def encode_stream(vae: nn.Module, frames: Iterable[torch.Tensor], *, device: tor
     loop takes the whole clip as one tensor."""
     if getattr(vae.config, "patch_size", None) is not None:
         raise ValueError("streamed encoding follows Wan2.1's VAE; this VAE patchifies its input (Wan2.2)")
-    device = device or ckpt.device_of(vae)
-    dtype = ckpt.compute_dtype(vae)
+    device, dtype = ckpt.device_of(vae), ckpt.compute_dtype(vae)
     chunk: list[torch.Tensor] = []
     outputs: list[torch.Tensor] = []
     count = 0
@@ -277,8 +275,7 @@ def encode_stream(vae: nn.Module, frames: Iterable[torch.Tensor], *, device: tor
     return moments[:, : moments.shape[1] // 2].cpu()  # the distribution's mode, as `encode`
 
 
-def decode_stream(vae: nn.Module, latents: torch.Tensor, *, device: torch.device | str | None = None
-                  ) -> Iterator[torch.Tensor]:
+def decode_stream(vae: nn.Module, latents: torch.Tensor) -> Iterator[torch.Tensor]:
     """Raw latents [1, 16, t, h, w] (on the host) -> pixels [n, H, W, 3] in 0..1 on the host, one latent frame at a
     time (1 pixel frame, then 4 per latent frame), clamped as diffusers' decode.
 
@@ -287,15 +284,14 @@ def decode_stream(vae: nn.Module, latents: torch.Tensor, *, device: torch.device
     device. Equal to `decode` of the whole latents."""
     if latents.ndim != 5 or latents.shape[0] != 1:
         raise ValueError(f"streamed decoding expects latents [1, C, T, H, W], got shape {tuple(latents.shape)}")
-    device = device or ckpt.device_of(vae)
-    dtype = ckpt.compute_dtype(vae)
+    device, dtype = ckpt.device_of(vae), ckpt.compute_dtype(vae)
     vae.clear_cache()
     try:
+        cache: list = list(vae._feat_map)
         for index in range(latents.shape[2]):
             # post_quant_conv is 1x1x1: per latent frame it gives what it gives on the whole clip
             hidden = vae.post_quant_conv(latents[:, :, index:index + 1].to(device=device, dtype=dtype))
-            vae._conv_idx = [0]
-            out = vae.decoder(hidden, feat_cache=vae._feat_map, feat_idx=vae._conv_idx, first_chunk=index == 0)
+            out, *cache = _decode_frame(vae, hidden, index == 0, *cache)
             yield video_ops.from_model_space(out.clamp(-1.0, 1.0).float()).cpu()
     finally:
         vae.clear_cache()

@@ -34,6 +34,12 @@ MAX_FRAMES = 1025
 # Edited in temporal windows, a clip's length is bounded by the host's memory for its latents only: 16,385 frames
 # (17 min at 16 fps) still refuses a typo.
 MAX_WINDOWED_FRAMES = 16385
+
+
+def frame_limit(windowed: bool) -> int:
+    """The most frames one edit may ask for: MAX_FRAMES in one pass, MAX_WINDOWED_FRAMES in temporal windows."""
+    return MAX_WINDOWED_FRAMES if windowed else MAX_FRAMES
+
 DEFAULT_FPS = Fraction(16)
 # The two ways frames are preprocessed where a release fixes the arithmetic (the "official" resize here, SigLIP's
 # pixels in vlm/vila.py). "exact": the release's own, PIL on 8-bit frames, bit for bit; "differentiable": the same
@@ -232,7 +238,6 @@ def write_video(path: str | os.PathLike, frames: torch.Tensor, fps: Fraction | f
                 quantization: str = "round") -> Path:
     """Write frames [T, H, W, 3] in 0..1 as an H.264 mp4 (yuv420p, so sides are made even); `quantization`
     (QUANTIZATIONS) says how floats become 8-bit pixels. Atomic, as `VideoWriter`."""
-    check_frames(frames, what="frames to write")
     with VideoWriter(path, fps, crf=crf, quantization=quantization) as writer:
         writer.write(frames)
     return Path(path)
@@ -268,17 +273,15 @@ class VideoWriter:
 
         check_frames(frames, what="frames to write")
         pixels = quantize(frames, self.quantization).cpu().numpy()
+        height, width = pixels.shape[1] // 2 * 2, pixels.shape[2] // 2 * 2  # yuv420p: even sides
         if self.stream is None:
             self.stream = self.container.add_stream("libx264" if "libx264" in av.codecs_available else "h264",
                                                     rate=self.rate)
-            self.stream.width = pixels.shape[2] - pixels.shape[2] % 2
-            self.stream.height = pixels.shape[1] - pixels.shape[1] % 2
-            self.stream.pix_fmt = "yuv420p"
+            self.stream.width, self.stream.height, self.stream.pix_fmt = width, height, "yuv420p"
             self.stream.options = {"crf": str(self.crf)}
-        height, width = self.stream.height, self.stream.width
-        if pixels.shape[1] - pixels.shape[1] % 2 != height or pixels.shape[2] - pixels.shape[2] % 2 != width:
+        if (height, width) != (self.stream.height, self.stream.width):
             raise VideoError(f"{self.path}: frames of {pixels.shape[1]}x{pixels.shape[2]} written to a video of "
-                             f"{height}x{width}")
+                             f"{self.stream.height}x{self.stream.width}")
         for array in pixels:
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(array[:height, :width]), format="rgb24")
             self.container.mux(self.stream.encode(frame))
