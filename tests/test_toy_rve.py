@@ -403,3 +403,45 @@ def test_command_line_conditions_replace_the_presets_and_keep_a_sweep_on_one_of_
     assert cli.main(["--quick", "--conditions", "unseen", "--learned-critics", "estimates", "--rwr"]) == 2
     assert (planned["critics"], planned["rwr"]) == (("estimates",), True)
     assert capsys.readouterr().err.strip().endswith("error: planned")
+
+
+def test_an_experiment_given_its_work_folder_again_reuses_every_recorded_stage_and_run(tmp_path):
+    """The full preset takes hours: an interrupted invocation resumes from the work folder's records, with the
+    numbers a fresh computation gives; a changed setting computes again."""
+    from dataclasses import replace
+
+    from bench.toy_rve.conditions import EXACT
+    from bench.toy_rve.config import SMOKE
+    from bench.toy_rve.experiment import run_experiment
+
+    config = replace(SMOKE, train_samples=4, eval_samples=2, sample_steps=1, diagnostic_samples=1, seeds=(0,),
+                     conditions=(EXACT,), learned_critics=(), rwr=False, sweep_condition=EXACT.name,
+                     lambdas=(0.25,), sigma_maxes=())
+    first = run_experiment(config, tmp_path, workers=1)
+    assert (first["reused_runs"], first["runs"]) == (0, 3)
+    (tmp_path / "features").rename(tmp_path / "features-moved")  # a reused run computes nothing, not even features
+    again = run_experiment(config, tmp_path, workers=1)
+    assert (again["reused_runs"], again["runs"]) == (3, 3)
+    assert not (tmp_path / "features").exists()
+    section, recorded = first["conditions"]["exact targets"], again["conditions"]["exact targets"]
+    assert [(r["name"], r["scores"]) for r in section["runs"]] == [(r["name"], r["scores"]) for r in recorded["runs"]]
+    assert section["diagnostics"] == recorded["diagnostics"] and first["pretrained"] == again["pretrained"]
+    # one more seed: only its runs are computed
+    more = run_experiment(replace(config, seeds=(0, 1)), tmp_path, workers=1)
+    assert (more["reused_runs"], more["runs"]) == (3, 6)
+    # a setting every run depends on: nothing is reused
+    changed = run_experiment(replace(config, finetune_steps=1), tmp_path, workers=1)
+    assert changed["reused_runs"] == 0
+
+
+def test_a_broken_record_is_refused_with_its_path(tmp_path):
+    from bench.toy_rve.config import SMOKE
+    from bench.toy_rve.records import Records
+
+    records = Records(SMOKE, tmp_path)
+    records.save("run", {"scores": {"EA": 1.5}}, seed=0)
+    assert records.load("run", seed=0) == {"scores": {"EA": 1.5}} and records.load("run", seed=1) is None
+    (path,) = (tmp_path / "records").iterdir()
+    path.write_text("{", encoding="utf-8")
+    with pytest.raises(ValueError, match=f"{path.name}: not a Toy-RVE record"):
+        records.load("run", seed=0)

@@ -35,7 +35,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2,
                         help="one-thread worker processes (default 2, one per core of a 2-core machine; 1: all in "
                              "this process)")
-    parser.add_argument("--workdir", type=Path, default=None, help="scratch folder (default: a temporary one)")
+    parser.add_argument("--workdir", type=Path, default=None,
+                        help="work folder (default: a temporary one); given again, the experiment reuses the stages "
+                             "and runs recorded there with the same settings and resumes where it stopped")
     parser.add_argument("--reason-weight", type=float, default=None,
                         help="λ of the main runs, instead of the preset's (its sweep must not contain it)")
     parser.add_argument("--sigma-max", type=float, default=None, help="σ_max of the main runs, instead of the preset's")

@@ -83,7 +83,8 @@ class Run:
     sigma_max: float = 0.5
     scores: dict = field(default_factory=dict)
     triggered: float = float("nan")
-    seconds: float = 0.0
+    seconds: float = 0.0  # of the fine-tuning and evaluation, when they ran (a reused run keeps its record's)
+    reused: bool = False  # taken from the work folder's record (records.py) instead of computed
 
     @property
     def row(self) -> str:

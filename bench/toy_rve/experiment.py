@@ -42,6 +42,7 @@ from .conditions import EXACT, Condition, flaw_counts, training_targets
 from .config import CRITICS, IDEAL_CRITIC, IDEAL_ROW, RWR_CRITIC, Run, ToyConfig, row_name
 from .ideal_critic import IdealCritic
 from .oracle import score as oracle_score
+from .records import Records
 from .statistics import learned_share, mean_std, paired_verdict
 from .task import CATEGORIES, KEEP_PHRASINGS, Sample, all_phrasings, make_samples, render
 from .workers import executor
@@ -65,6 +66,7 @@ class Experiment:
         self.extra_text = tuple(all_phrasings())
         self.critics: dict[str, object] = {}
         self._frozen: dict | None = None
+        self.records = Records(config, workdir)
 
     # --- files ----------------------------------------------------------------------------------------
 
@@ -121,6 +123,9 @@ class Experiment:
         model edits nothing (Overall 0, the unchanged source's) and fine-tuning is where the rules are learnt,
         as in the paper, where the base editor is fine-tuned on reasoning edits. Pre-training on the rules
         themselves (the previous design) left fine-tuning nothing to move: SFT gained 0.01 Overall."""
+        recorded = self.records.load("generators")
+        if recorded is not None and self.path("generators", "pretrained.safetensors").is_file():
+            return {**recorded, "flaws": self._write_conditions()}
         cfg, started = self.config, time.perf_counter()
         vae = toy_models.toy_vae()
         # the training scenes plus scenes on the held-out background (not the evaluation samples themselves)
@@ -148,10 +153,23 @@ class Experiment:
         ckpt.save_safetensors(state, self.path("generators", "pretrained.safetensors"),
                               format_name="toy-rve.generator")
         pretrain_seconds = time.perf_counter() - begun
-        flaws = {c.name: self._write_manifest(self.train, training_targets(self.train, c), self.manifest(c))
-                 for c in cfg.conditions}
-        return {"vae": vae_report, "pretrain_seconds": pretrain_seconds, "pretrained": self.evaluate(*self.generator()),
-                "flaws": flaws, "seconds": time.perf_counter() - started}
+        result = {"vae": vae_report, "pretrain_seconds": pretrain_seconds,
+                  "pretrained": self.evaluate(*self.generator()), "seconds": time.perf_counter() - started}
+        self.records.save("generators", result)
+        return {**result, "flaws": self._write_conditions()}
+
+    def _write_conditions(self) -> dict[str, dict[str, int]]:
+        """Every condition's training data (unless recorded): condition name -> its flaw counts."""
+        flaws = {}
+        for condition in self.config.conditions:
+            fields = {"condition": asdict(condition)}
+            counts = self.records.load("data", **fields) if self.manifest(condition).is_file() else None
+            if counts is None:
+                counts = self._write_manifest(self.train, training_targets(self.train, condition),
+                                              self.manifest(condition))
+                self.records.save("data", counts, **fields)
+            flaws[condition.name] = counts
+        return flaws
 
     def _write_manifest(self, samples: list[Sample], targets: dict[str, tuple[torch.Tensor, str]], manifest: Path,
                         *, instructions: dict[str, str] | None = None) -> dict[str, int]:
@@ -176,6 +194,10 @@ class Experiment:
     def prepare_critics(self) -> dict:
         """Critic stages 1-3 on renders ("renders"), then a copy regularised to judge the edited region with a
         gradient along the way to the correct edit ("shaped")."""
+        recorded = self.records.load("critics")
+        if recorded is not None and all(self.path("frozen", f"critic-{n}.safetensors").is_file()
+                                        for n in ("renders", "shaped")):
+            return recorded
         cfg, started = self.config, time.perf_counter()
         vlm = tiny_vlm(3, extra_text=self.extra_text)  # the encoder VLM's architecture and initial weights
         report = toy_models.train_critic(vlm, steps=cfg.critic_steps, seed=0, stage1_fraction=cfg.critic_stage1_fraction)
@@ -187,9 +209,11 @@ class Experiment:
                                                 region_weight=cfg.critic_region_weight,
                                                 direction_weight=cfg.critic_direction_weight)
         self.save_critic("shaped", shaped)
-        return {"renders": {**report, **self.critic_diagnostics(vlm)},
-                "shaped": {**shaped_report, **self.critic_diagnostics(shaped)},
-                "seconds": time.perf_counter() - started}
+        result = {"renders": {**report, **self.critic_diagnostics(vlm)},
+                  "shaped": {**shaped_report, **self.critic_diagnostics(shaped)},
+                  "seconds": time.perf_counter() - started}
+        self.records.save("critics", result)
+        return result
 
     def critic_diagnostics(self, vlm) -> dict:
         report = toy_models.critic_correlation(vlm, self.eval, oracle_ea)
@@ -200,6 +224,9 @@ class Experiment:
         """Stage 4: a copy of the render-trained critic, graded on decoded one-step estimates of the first
         condition's pre-trained generator (critic-pool scenes, correct and flawed targets), and the alignment
         of every critic on held-out estimates."""
+        recorded = self.records.load("estimate-critic")
+        if recorded is not None and self.path("frozen", "critic-estimates.safetensors").is_file():
+            return recorded
         started = time.perf_counter()
         cfg = self.config
         dit, connector = self.generator()
@@ -212,7 +239,9 @@ class Experiment:
         report |= self.critic_diagnostics(vlm)
         report["seconds"] = time.perf_counter() - started
         on_estimates = {name: toy_models.estimate_alignment(self.critic(name), held_out, oracle_ea) for name in CRITICS}
-        return {"estimates": report, "alignment_on_estimates": on_estimates}
+        result = {"estimates": report, "alignment_on_estimates": on_estimates}
+        self.records.save("estimate-critic", result)
+        return result
 
     def estimates(self, dit, connector, samples: list[Sample], *, count: int, seed: int, name: str) -> list:
         """`count` decoded one-step estimates of the generator on `samples` (targets correct or flawed, half and
@@ -266,7 +295,8 @@ class Experiment:
         learned = critic if critic and critic != IDEAL_CRITIC else None
         trainer = USOTrainer(config, models=self._models(dit, connector),
                              critic_vlm=self.critic(learned) if learned else None)
-        trainer.setup()
+        # a run folder with no record behind it (records.py) holds an interrupted or outdated computation: scratch
+        trainer.setup(overwrite=True)
         if critic == IDEAL_CRITIC:  # it judges in the learned critic's place, through the same step
             trainer.critic = IdealCritic([s.scene for s in self.train + self.eval])
         return trainer
@@ -281,6 +311,11 @@ class Experiment:
         - in pixels, the cosine of ∂Δ/∂x̂0 with (correct target − x̂0), and the oracle EA gained by a step along
           ∂Δ/∂x̂0 half the distance to the correct target long, beside the same step straight at it."""
         cfg = self.config
+        fields = {"condition": asdict(condition), "critic": critic, "reason_weight": cfg.reason_weight,
+                  "sigma_max": cfg.sigma_max}
+        recorded = self.records.load("diagnostics", **fields)
+        if recorded is not None:
+            return recorded
         trainer = self._trainer(f"{condition.slug}/diagnostics-{critic}", *self.generator(), objective="uso",
                                 steps=1, lr=cfg.finetune_lr, seed=0, reason_weight=cfg.reason_weight,
                                 sigma_max=cfg.sigma_max, manifest=self.manifest(condition), critic=critic)
@@ -321,16 +356,24 @@ class Experiment:
             gains.append(oracle_ea(sample, edited.detach() + step) - before)
             straight_gains.append(oracle_ea(sample, edited.detach() + wanted * 0.5) - before)
         mean = lambda values: sum(values) / len(values)  # noqa: E731 - a local one-liner
-        return {"critic": critic, "samples": cfg.diagnostic_samples, "sigma_max": cfg.sigma_max,
+        result = {"critic": critic, "samples": cfg.diagnostic_samples, "sigma_max": cfg.sigma_max,
                 "reason_weight": cfg.reason_weight, "share_of_steps_acting": float(len(acting) / len(draws)),
                 "fm_gradient_norm": mean(fm_norms), "reward_gradient_norm": mean(reward_norms),
                 "norm_ratio": mean(ratios), "cosine_with_fm": mean(cosines),
                 "pixel_cosine_with_target": mean(pixel_cosines), "ea_gain_of_gradient_step": mean(gains),
                 "ea_gain_of_straight_step": mean(straight_gains)}
+        self.records.save("diagnostics", result, **fields)
+        return result
 
     def finetune(self, run: Run) -> Run:
-        started = time.perf_counter()
         condition = next(c for c in self.config.conditions if c.name == run.condition)
+        fields = {"condition": asdict(condition), "objective": run.objective, "seed": run.seed, "critic": run.critic,
+                  "reason_weight": run.reason_weight, "sigma_max": run.sigma_max}
+        recorded = self.records.load("run", **fields)
+        if recorded is not None:
+            return replace(run, scores=recorded["scores"], triggered=recorded["triggered"],
+                           seconds=recorded["seconds"], reused=True)
+        started = time.perf_counter()
         trainer = self._trainer(f"{condition.slug}/{run.name}", *self.generator(), objective=run.objective,
                                 steps=self.config.finetune_steps, lr=self.config.finetune_lr, seed=run.seed,
                                 reason_weight=run.reason_weight, sigma_max=run.sigma_max,
@@ -340,6 +383,7 @@ class Experiment:
         run.triggered = sum(r["triggered"] for r in history) / len(history)
         run.scores = self.evaluate(trainer.generator.dit, trainer.generator.connector)
         run.seconds = time.perf_counter() - started
+        self.records.save("run", {"scores": run.scores, "triggered": run.triggered, "seconds": run.seconds}, **fields)
         return run
 
     # --- evaluation ----------------------------------------------------------------------------------
@@ -460,6 +504,7 @@ def run_experiment(config: ToyConfig, workdir: Path, *, workers: int = 2) -> dic
         "references": references, "pretrained": generators["pretrained"],
         "sensitivity": sensitivity(references, generators["pretrained"], sections),
         "conditions": sections, "total_seconds": time.perf_counter() - started,
+        "reused_runs": sum(run.reused for run in done), "runs": len(done),
     }
 
 

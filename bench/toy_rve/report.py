@@ -20,7 +20,8 @@ def write(results: dict, out: Path) -> list[Path]:
     json_path.write_text(json.dumps(results, indent=2, default=float) + "\n")
     seeds = results["config"]["seeds"]
     lines = [f"# Toy-RVE ({results['preset']})", "", f"Device: {results['device']}, {results['workers']} worker "
-             f"process(es). Command: `{results['command']}`. Total {results['total_seconds'] / 60:.1f} min.", "",
+             f"process(es). Command: `{results['command']}`. Total {results['total_seconds'] / 60:.1f} min"
+             f"{_reused(results)}.", "",
              "Held-out instructions and scenes, scored against their correct targets; oracle scores 0-10, "
              f"mean ± std over seeds {tuple(seeds)}. Every arm starts from the same pre-trained generator, which "
              "reproduces videos and knows no rule.", "", *_sensitivity(results["sensitivity"]), "## Bounds", "",
@@ -218,3 +219,11 @@ def _chart_csv(results: dict, path: Path) -> Path:
     logging.getLogger(__name__).warning("matplotlib is not installed: the Toy-RVE chart's values are written as %s, "
                                         "not drawn (pip install matplotlib, or the `plots` extra)", path)
     return path
+
+
+def _reused(results: dict) -> str:
+    reused = results.get("reused_runs", 0)
+    if not reused:
+        return ""
+    return (f" ({reused} of {results['runs']} fine-tuning runs taken from the work folder's records, computed by an "
+            "earlier invocation; each run's seconds are those of the invocation that computed it)")
