@@ -127,6 +127,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="latent frames neighbouring windows share; blended linearly (default 1)")
     parser.add_argument("--window-schedule", choices=WINDOW_SCHEDULES, default="static",
                         help="static: the same windows at every step")
+    parser.add_argument("--window-vlm", action="store_true",
+                        help="with --window: a VLM pass per window over its own frames (each window's VLM rows see "
+                             "what happens in it; one VLM pass per window, the clip read once more) instead of one "
+                             "pass shared by every window")
     parser.add_argument("--allow-context-cut", action="store_true",
                         help="edit even when the source video's tokens leave no room for the whole instruction and "
                              "VLM rows (the connector then cuts them as its release does); refused otherwise")
@@ -190,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
                                    interval=args.cache_interval, mag_ratios=args.mag_ratios,
                                    calibrate=args.cache_calibrate)
     settings = presets.edit_settings(preset, **{**base, **given}, tiled_decode=args.tiled_decode, window=window,
-                                     allow_context_cut=args.allow_context_cut)
+                                     allow_context_cut=args.allow_context_cut, window_vlm=args.window_vlm)
     workdir = None
     if args.demo:
         from .testing import write_tiny_models
@@ -277,6 +281,8 @@ def _edit_streamed(editor: ReviseEditor, source: StreamedSource, instruction: st
     bars = {"encode": tqdm(total=source.num_frames, desc="encoding", unit="frame"),
             "sample": tqdm(total=steps, desc="sampling", unit="window"),
             "decode": tqdm(total=source.num_frames, desc="decoding", unit="frame")}
+    if settings.window_vlm:  # one VLM pass per window, before sampling; the count is known with the windows
+        bars["vlm"] = tqdm(desc="VLM per window", unit="window")
 
     def progress(stage: str, count: int) -> None:
         if stage == "windows":  # known once the context is built (an automatic window comes from its budget)

@@ -13,7 +13,7 @@ import functools
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -31,6 +31,7 @@ from .placement import Placement
 from .sampler import SamplerConfig, StepInfo, WindowContext, sample
 from .text import TextEncoder, encode_text, pad_context
 from .vlm import VisionLanguageModel
+from .window_vlm import window_vlm_conditions
 from .windows import TemporalWindows, blend_weights
 
 logger = logging.getLogger(__name__)
@@ -72,6 +73,9 @@ class EditSettings:
     # An edit whose context would not hold the whole instruction and VLM rows is refused unless this is set;
     # then the connector cuts the context as its release does.
     allow_context_cut: bool = False
+    # With windows: a VLM pass per window over its own frames (revise_core.window_vlm) instead of one shared by
+    # every window: each window's VLM rows see what happens in it, at one VLM pass per window.
+    window_vlm: bool = False
 
     def __post_init__(self) -> None:
         if self.reasoning not in REASONING_MODES:
@@ -86,6 +90,8 @@ class EditSettings:
                                    max_frames=video_ops.frame_limit(self.window is not None))
         if not math.isfinite(self.fps) or self.fps <= 0:
             raise ValueError(f"fps must be a positive finite number, got {self.fps}")
+        if self.window_vlm and self.window is None:
+            raise ValueError("window_vlm (a VLM pass per temporal window) needs temporal windows (window)")
 
 
 @dataclass
@@ -154,21 +160,43 @@ class ReviseEditor:
         with timed(timings, "vae_encode"), self.placement.use("vae"):
             raw = vae_ops.encode(self.models.vae, video_ops.to_model_space(source).to(self.device))
         return self.condition_from_latents(raw, source if vlm_source is None else vlm_source.float(), instruction,
-                                           settings, timings)
+                                           settings, timings, clip_frames=lambda: iter(source))
 
     def condition_from_latents(self, raw: torch.Tensor, vlm_frames, instruction: str, settings: EditSettings,
-                               timings: dict[str, float] | None = None) -> Condition:
+                               timings: dict[str, float] | None = None, *,
+                               clip_frames: Callable[[], Iterable[torch.Tensor]] | None = None,
+                               on_vlm_window: Callable[[int], None] | None = None) -> Condition:
         """`condition` from the source's raw VAE latents [1, 16, t, h, w] and what the VLM sees (frames
-        [T, H, W, 3] or vlm.base.SampledFrames): the streamed edit encodes the clip itself, chunk by chunk."""
+        [T, H, W, 3] or vlm.base.SampledFrames): the streamed edit encodes the clip itself, chunk by chunk.
+        `clip_frames` gives the clip's fitted frames [H, W, 3] again, one at a time, for `settings.window_vlm`;
+        `on_vlm_window(index)` after each window's VLM pass."""
         check_instruction(instruction)
         check_settings_fit(self.models.connector, settings)
         m, timings, use = self.models, timings if timings is not None else {}, self.placement.use
         with use("vlm"):
             vlm_condition = encode_instruction(m.vlm, vlm_frames, instruction, settings, timings)
         with use("t5", "connector"):
-            return assemble_condition(m.connector, m.text, m.vae, raw, vlm_condition, settings.max_text_len, timings,
-                                      negative_prompt=settings.negative_prompt, context_len=settings.context_len,
-                                      window=settings.window, allow_cut=settings.allow_context_cut)
+            condition = assemble_condition(m.connector, m.text, m.vae, raw, vlm_condition, settings.max_text_len,
+                                           timings, negative_prompt=settings.negative_prompt,
+                                           context_len=settings.context_len, window=settings.window,
+                                           allow_cut=settings.allow_context_cut)
+        if settings.window_vlm and condition.windows:
+            if clip_frames is None:
+                raise ValueError("window_vlm: a VLM pass per window reads the clip's frames again; this caller "
+                                 "gave none (clip_frames)")
+            with timed(timings, "vlm_windows"), use("vlm"):
+                per_window = window_vlm_conditions(
+                    clip_frames(), [(w.start, w.end) for w in condition.windows], vlm_frames=settings.vlm_frames,
+                    fps=settings.fps, encode=lambda sampled: m.vlm.encode(sampled, instruction,
+                                                                          num_frames=settings.vlm_frames,
+                                                                          fps=settings.fps),
+                    on_window=on_vlm_window)
+            for window, u in zip(condition.windows, per_window, strict=True):
+                window.build = functools.partial(_no_grad_context, condition.window_context, range(window.start,
+                                                                                                   window.end), u)
+        elif settings.window_vlm:
+            logger.info("window_vlm: the clip is one window, whose VLM pass is the shared one")
+        return condition
 
 
     def edit(
@@ -339,11 +367,18 @@ def assemble_condition(connector: ContextConnector, text: TextEncoder, vae: nn.M
     vlm_tokens = connector.project_vlm(vlm_condition.u.to(first))
     text_tokens = text_tokens.to(vlm_tokens)
 
-    def window_context(frames: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    def window_context(frames: Sequence[int], u: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """`u`: this window's own VLM output (EditSettings.window_vlm) instead of the shared one."""
         # wherever the connector is now (a placement may have moved it since the shared rows were computed)
         device = ckpt.device_of(connector)
         video_tokens = connector.adapt_video(source_latents[:, :, list(frames)].to(device=device, dtype=dtype))[0]
-        cond = pad_context(connector.assemble(vlm_tokens.to(device), text_tokens.to(device), video_tokens), length)
+        own = vlm_tokens.to(device) if u is None else connector.project_vlm(u.to(video_tokens))
+        # the context budget was measured with the shared rows; a window shorter than vlm_frames gives fewer
+        if own.shape[0] > vlm_tokens.shape[0]:
+            raise ValueError(f"a window's VLM pass gave {own.shape[0]} rows, more than the {vlm_tokens.shape[0]} of "
+                             "the shared pass the context was planned with (its frames are larger than the "
+                             "shared pass's): edit at a smaller size or without a VLM pass per window")
+        cond = pad_context(connector.assemble(own, text_tokens.to(device), video_tokens), length)
         if negative_tokens is not None:
             uncond = pad_context(connector.negative_context(negative_tokens.to(video_tokens), video_tokens), length)
         else:
@@ -374,9 +409,10 @@ def assemble_condition(connector: ContextConnector, text: TextEncoder, vae: nn.M
                      window_context=window_context)
 
 
-def _no_grad_context(window_context: Callable, frames: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+def _no_grad_context(window_context: Callable, frames: Sequence[int], u: torch.Tensor | None = None
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
     with torch.no_grad():  # inference contexts, built inside a sampling loop
-        return window_context(frames)
+        return window_context(frames, u)
 
 
 def caption_reasoning(vlm: VisionLanguageModel, source: torch.Tensor, instruction: str,

@@ -41,8 +41,9 @@ def edit_streamed(editor: ReviseEditor, source: StreamedSource, instruction: str
     """Edit the clip `source` streams, handing the edited frames to `write` ([n, H, W, 3] in 0..1, 1 then 4 frames
     per latent frame; e.g. `video.VideoWriter.write`). `callback` / `on_window` / `cancel` / `noise`: as
     `ReviseEditor.edit` and `sampler.sample`; `progress(stage, count)` for progress bars: "encode" per source
-    frame read, "windows" once with the number of temporal windows (known when the context is built: an automatic
-    window length comes from the context budget), "decode" per chunk of edited frames written."""
+    frame read, "vlm" per window's own VLM pass (settings.window_vlm), "windows" once with the number of temporal
+    windows (known when the context is built: an automatic window length comes from the context budget), "decode"
+    per chunk of edited frames written."""
     progress = progress or (lambda stage, count: None)
     timings: dict[str, float] = {}
     start = time.perf_counter()
@@ -50,7 +51,9 @@ def edit_streamed(editor: ReviseEditor, source: StreamedSource, instruction: str
     with torch.no_grad():
         with timed(timings, "vae_encode"), use("vae"):
             raw = vae_ops.encode_stream(models.vae, _counted(source.frames(), progress))
-        condition = editor.condition_from_latents(raw, source.vlm_view(), instruction, settings, timings)
+        condition = editor.condition_from_latents(raw, source.vlm_view(), instruction, settings, timings,
+                                                  clip_frames=source.frames,
+                                                  on_vlm_window=lambda index: progress("vlm", 1))
         progress("windows", len(condition.windows or [None]))
         seed = settings.sampler.seed
         edited = editor.sample_latents(condition, settings, seed, timings, callback=callback, cancel=cancel,

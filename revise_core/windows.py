@@ -87,3 +87,12 @@ def blend_weights(spans: list[tuple[int, int]], latent_frames: int) -> torch.Ten
 def pixel_frames(latent_frames: int, *, temporal_factor: int = 4) -> int:
     """Pixel frames of a clip of `latent_frames` causal latent frames (Wan: the first latent frame is one frame)."""
     return (latent_frames - 1) * temporal_factor + 1
+
+
+def pixel_span(start: int, end: int, *, temporal_factor: int = 4) -> tuple[int, int]:
+    """The pixel frames [first, stop) that latent frames [start, end) of a causal clip cover: latent frame 0 is
+    pixel frame 0, latent frame k > 0 is pixel frames 4k − 3 … 4k (Wan's VAE)."""
+    if not 0 <= start < end:
+        raise ValueError(f"a window of latent frames [start, end) needs 0 <= start < end, got [{start}, {end})")
+    first = 0 if start == 0 else (start - 1) * temporal_factor + 1
+    return first, pixel_frames(end, temporal_factor=temporal_factor)

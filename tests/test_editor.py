@@ -112,11 +112,15 @@ def test_cli_window_streams_a_file_edit_and_refuses_what_needs_the_whole_clip(ti
     source = write_video(tmp_path / "in.mp4", synthetic_clip(14, 64, 64).frames, 8)  # 13 frames: 4 latent frames
     common = ["--models", str(tiny_dir), "--video", str(source), "--instruction", INSTRUCTION, "--steps", "1",
               "--scheduler", "euler", "--json"]
-    for window in (["--window", "2", "--window-overlap", "1"], ["--window"]):  # 3 windows; auto: the budget's
+    # 3 windows, each with its own VLM pass; auto: the budget's
+    for window in (["--window", "2", "--window-overlap", "1", "--window-vlm"], ["--window"]):
         out = tmp_path / f"out-{len(window)}.mp4"
         assert edit_cli.main([*common, "--out", str(out), *window]) == 0
-        assert json.loads(capsys.readouterr().out)["frames"] == [13, 64, 64, 3]
+        summary = json.loads(capsys.readouterr().out)
+        assert summary["frames"] == [13, 64, 64, 3] and ("vlm_windows" in summary["timings_s"]) == (len(window) == 5)
         assert read_video(out).num_frames == 13
+    with pytest.raises(ValueError, match="needs temporal windows"):
+        edit_cli.main([*common, "--out", str(tmp_path / "x.mp4"), "--window-vlm"])
     with pytest.raises(ValueError, match="--best-of scores whole edits held in memory"):
         edit_cli.main([*common, "--out", str(tmp_path / "x.mp4"), "--window", "--best-of", "2"])
 

@@ -64,12 +64,14 @@ def _settings(**changes) -> EditSettings:
                                             height=64, width=64, vlm_frames=4), **changes)
 
 
-@pytest.mark.parametrize("window", [pytest.param(None, marks=pytest.mark.slow), TemporalWindows(2, 1)],
-                         ids=["whole clip", "three windows"])  # whole clip: the release test below covers it
-def test_the_streamed_edit_equals_the_in_memory_edit_of_the_same_file(editor, tmp_path, window):
+@pytest.mark.parametrize(("window", "window_vlm"), [pytest.param(None, False, marks=pytest.mark.slow),
+                                                    (TemporalWindows(2, 1), False), (TemporalWindows(2, 1), True)],
+                         ids=["whole clip", "three windows", "three windows, a VLM pass each"])
+def test_the_streamed_edit_equals_the_in_memory_edit_of_the_same_file(editor, tmp_path, window, window_vlm):
+    # whole clip: the release test below covers it
     clip = video_ops.synthetic_clip(num_frames=15, height=72, width=80)  # fitted: 13 frames, cropped to 64x64
     path = video_ops.write_video(tmp_path / "source.mp4", clip.frames, clip.fps)
-    settings = _settings(window=window)
+    settings = _settings(window=window, window_vlm=window_vlm)
     expected = editor.edit(read_edit_source(path, settings).clip.frames, "make it snow", settings)
 
     source = StreamedSource.open(path, settings)

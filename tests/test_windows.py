@@ -8,11 +8,15 @@ import pytest
 import torch
 from torch import nn
 
+from revise_core import vae as vae_ops
 from revise_core.context_budget import ContextOverflowError
 from revise_core.editor import EditSettings, ReviseEditor
 from revise_core.model_sets import EditModels
 from revise_core.sampler import SamplerConfig, WindowContext, sample
-from revise_core.windows import AUTO, TemporalWindows, blend_weights, pixel_frames
+from revise_core.video import to_model_space
+from revise_core.vlm.base import SampledFrames
+from revise_core.window_vlm import window_vlm_conditions
+from revise_core.windows import AUTO, TemporalWindows, blend_weights, pixel_frames, pixel_span
 
 
 @pytest.mark.parametrize(("frames", "length", "overlap"), [(1, 5, 1), (5, 5, 1), (6, 5, 1), (65, 5, 1), (65, 8, 3),
@@ -194,3 +198,73 @@ def test_the_native_callback_rebuilds_our_contexts_for_comfyuis_windows_and_leav
     assert callback("c_crossattn", _CrossAttn(torch.randn_like(condition.cond)), window, x_in, None, {}) is None
     with pytest.raises(ValueError, match="cannot be rebuilt per window"):
         window_context_callback(windowed)
+
+
+# --- a VLM pass per window ---------------------------------------------------------------------------
+
+def test_a_window_of_latent_frames_covers_its_pixel_frames():
+    assert [pixel_span(k, k + 1) for k in range(3)] == [(0, 1), (1, 5), (5, 9)]  # the causal VAE's frames
+    assert pixel_span(0, 3) == (0, pixel_frames(3)) and pixel_span(2, 4) == (5, 13)
+    with pytest.raises(ValueError, match=r"0 <= start < end, got \[2, 2\)"):
+        pixel_span(2, 2)
+
+
+def test_each_window_vlm_pass_sees_its_own_frames_read_once_and_encoded_as_soon_as_they_went_by():
+    consumed = []
+
+    def frames():  # 17 frames (5 latent frames), each filled with its index
+        for index in range(17):
+            consumed.append(index)
+            yield torch.full((2, 2, 3), float(index))
+
+    seen = []
+
+    def encode(sampled: SampledFrames) -> torch.Tensor:
+        seen.append((sampled.frames[:, 0, 0, 0].int().tolist(), sampled.indices, len(consumed)))
+        return torch.full((3, 4), float(len(seen)))
+
+    spans = TemporalWindows(2, 1).spans(5)
+    assert spans == [(0, 2), (1, 3), (2, 4), (3, 5)]
+    conditions = window_vlm_conditions(frames(), spans, vlm_frames=2, fps=8.0, encode=encode)
+    # window [start, end) of latent frames: pixels [4 start - 3, 4 end - 3), 2 frames spread over them, their
+    # times counted from the window's first frame; encoded when its last frame was read, not after the clip
+    assert seen == [([0, 4], [0, 4], 5), ([1, 8], [0, 7], 9), ([5, 12], [0, 7], 13), ([9, 16], [0, 7], 17)]
+    assert [float(c[0, 0]) for c in conditions] == [1.0, 2.0, 3.0, 4.0]
+    with pytest.raises(ValueError, match="ended before frame 16"):
+        window_vlm_conditions(iter(torch.zeros(12, 2, 2, 3)), spans, vlm_frames=2, fps=8.0, encode=encode)
+
+
+def test_a_vlm_pass_per_window_conditions_each_window_on_its_frames(editor):
+    clip = _clip(17)  # 5 latent frames: windows (0, 2), (1, 3), (2, 4), (3, 5)
+    shared_settings = _settings(17, window=TemporalWindows(2, 1))
+    own_settings = dataclasses.replace(shared_settings, window_vlm=True)
+    raw = vae_ops.encode(editor.models.vae, to_model_space(clip))  # one VAE encode for both conditions
+
+    def condition(frames, raw, settings):
+        return editor.condition_from_latents(raw, frames, "make it snow", settings, clip_frames=lambda: iter(frames))
+
+    shared, own = condition(clip, raw, shared_settings), condition(clip, raw, own_settings)
+    vlm, connector = editor.models.vlm, editor.models.connector
+    for window_shared, window_own in zip(shared.windows, own.windows, strict=True):
+        first, stop = pixel_span(window_own.start, window_own.end)
+        picked = [0, stop - first - 1]  # vlm_frames=2: the window's first and last frames
+        u = vlm.encode(SampledFrames(clip[first:stop][picked], picked, own_settings.fps), "make it snow",
+                       num_frames=2, fps=own_settings.fps)
+        expected = shared.window_context(range(window_own.start, window_own.end), u)
+        assert all(torch.equal(a, b) for a, b in zip(window_own.contexts(), expected, strict=True))
+        rows = connector.project_vlm(u).shape[0]
+        assert not torch.equal(window_own.contexts()[0], window_shared.contexts()[0])
+        assert torch.equal(window_own.contexts()[1], window_shared.contexts()[1])  # the null branch has no u
+        assert rows > 0
+    # a still clip and one VLM frame: every window's pass sees what the shared one sees, and gives its contexts
+    still = clip[:1].expand(13, -1, -1, -1).contiguous()
+    one_frame = dict(num_frames=13, vlm_frames=1)
+    raw = vae_ops.encode(editor.models.vae, to_model_space(still))
+    shared = condition(still, raw, dataclasses.replace(shared_settings, **one_frame))
+    own = condition(still, raw, dataclasses.replace(own_settings, **one_frame))
+    assert len(own.windows) == 3
+    pairs = [(a, b) for x, y in zip(own.windows, shared.windows, strict=True)
+             for a, b in zip(x.contexts(), y.contexts(), strict=True)]
+    assert all(torch.equal(a, b) for a, b in pairs)
+    with pytest.raises(ValueError, match="window_vlm .* needs temporal windows"):
+        _settings(17, window_vlm=True)
