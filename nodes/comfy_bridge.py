@@ -51,7 +51,7 @@ logger = logging.getLogger(__name__)
 
 # Our model kinds -> ComfyUI folder names. "vlm" is registered by us (HF-format model folders).
 FOLDERS = {"dit": "diffusion_models", "vae": "vae", "t5": "text_encoders", "vlm": "vlm", "connector": "diffusion_models",
-           "model_set": "revise"}
+           "model_set": "revise", "lora": "loras"}
 VLM_FOLDER = "vlm"
 MODEL_SET_FOLDER = "revise"  # models/revise/<set>/: a ReViSE release folder (revise_ckpt/) or a models.json set
 

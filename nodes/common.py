@@ -17,6 +17,7 @@ DEVICES = ["auto", "cpu", "cuda"]
 DIT, VAE, T5, VLM, CONNECTOR = "REVISE_DIT", "REVISE_VAE", "REVISE_T5", "REVISE_VLM", "REVISE_CONNECTOR"
 COND, VLM_COND = "REVISE_COND", "REVISE_VLM_COND"
 CONTEXT_OPTIONS = "REVISE_CONTEXT_OPTIONS"
+LORAS = "REVISE_LORAS"  # a tuple of revise_core.lora.LoraChoice, applied by the Sampler
 
 
 def precision_input(tooltip: str = "Compute dtype the weights are cast to (fp8 files are upcast). auto: bf16 on a "

@@ -16,6 +16,7 @@ from revise_core.editor import (
     assemble_condition,
     encode_instruction,
 )
+from revise_core.lora import LoraChoice, load_loras, patched_loras
 from revise_core.sampler import GUIDANCE_MODES, SCHEDULERS, SIGMA_SCHEDULES, SamplerConfig, sample
 from revise_core.step_cache import CACHES, StepCache, parse_mag_ratios
 from revise_core.text import TextEncoder
@@ -30,6 +31,7 @@ from .common import (
     CONNECTOR,
     CONTEXT_OPTIONS,
     DIT,
+    LORAS,
     T5,
     VAE,
     VLM,
@@ -265,13 +267,18 @@ class ReViSESampler:
             "mag_ratios": ("STRING", {"default": "", "tooltip": "magcache: the model's magnitude ratios, comma-"
                                                                  "separated, as python -m revise_core.edit "
                                                                  "--cache-calibrate prints them."}),
+            "loras": (LORAS, {"tooltip": "Wan2.1 LoRAs from ReViSE LoRA nodes, added to the DiT's weights while this "
+                                         "node samples (its exact weights are restored after). A step-distilled LoRA "
+                                         "samples in 4 steps: steps 4, guidance 1, scheduler euler, shift 5."}),
         }}
 
     def sample(self, dit, cond, steps, guidance, shift, scheduler, seed, guidance_mode="standard",
                sigma_schedule="diffusers", attention="auto", cache="none", cache_threshold=0.0, cache_interval=5,
-               mag_ratios=""):
+               mag_ratios="", loras=None):
         expect_dit(dit)
         expect(cond, Condition, "cond", COND)
+        if loras is not None and not all(isinstance(choice, LoraChoice) for choice in loras):
+            raise TypeError(f"loras: expected the output of a ReViSE LoRA node ({LORAS})")
         config = SamplerConfig(steps=steps, guidance_scale=guidance, shift=shift, scheduler=scheduler, seed=seed,
                                guidance_mode=guidance_mode, sigma_schedule=sigma_schedule,
                                attention=node_attention(attention),
@@ -283,14 +290,20 @@ class ReViSESampler:
         if cond.windows:  # one progress tick per window and step; ComfyUI's interrupt is checked at each tick
             window_shape = (*shape[:2], max(w.end - w.start for w in cond.windows), *shape[3:])
             tick = bridge.progress(steps * len(cond.windows))
-            with using(dit, memory_required=dit_memory(dit, window_shape)):
+            with using(dit, memory_required=dit_memory(dit, window_shape)), _with_loras(dit, loras):
                 latents = sample(dit, None, None, latent_shape=shape, config=config, windows=cond.windows,
                                  on_window=lambda step, window: tick(None))
             return ({"samples": cond.denormalize(latents.float()).cpu()},)
-        with using(dit, memory_required=dit_memory(dit, shape)):
+        with using(dit, memory_required=dit_memory(dit, shape)), _with_loras(dit, loras):
             latents = sample(dit, cond.cond, cond.uncond, latent_shape=shape, config=config,
                              callback=node_text.timed(bridge.progress(steps, preview_latents=True), clock))
         return ({"samples": cond.denormalize(latents.float()).cpu()},)
+
+
+def _with_loras(dit, loras):
+    """The chosen LoRAs on the DiT (loaded where ComfyUI put it) while the block samples, its weights restored
+    after: ComfyUI caches the DiT and other nodes share it."""
+    return patched_loras(dit, load_loras(loras or (), dit))
 
 
 def node_attention(choice: str) -> str:

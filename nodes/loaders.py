@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from revise_core.connector import load_connector
 from revise_core.dit import load_dit
+from revise_core.lora import STRENGTH_RANGE, LoraChoice
 from revise_core.text import load_text_encoder
 from revise_core.vae import load_vae
 from revise_core.variants import KNOWN_VARIANTS, variants_for
@@ -14,6 +15,7 @@ from .common import (
     CATEGORY,
     CONNECTOR,
     DIT,
+    LORAS,
     T5,
     VAE,
     VLM,
@@ -73,6 +75,30 @@ class ReViSEDiTLoader(_Loader):
                            dtype=dtype_of(precision, device))
             store(dit, "dit", storage)
         return (_place(dit, "dit", device),)
+
+
+class ReViSELoRA(_Loader):
+    DESCRIPTION = ("Picks a Wan2.1 LoRA (ComfyUI, kohya/musubi or diffusers keys; step-distilled LoRAs' diff/diff_b "
+                   "too) for the ReViSE Sampler, which adds it to the DiT's weights while it samples and restores "
+                   "them after. Chain several to stack them.")
+    RETURN_TYPES = (LORAS,)
+    RETURN_NAMES = ("loras",)
+    OUTPUT_TOOLTIPS = ("The LoRAs chosen so far, with their strengths: wire into the ReViSE Sampler's loras.",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        low, high = STRENGTH_RANGE
+        return {"required": {
+            "lora_name": (bridge.list_models("lora"), {"tooltip": "File in models/loras (.safetensors)."}),
+            "strength": ("FLOAT", {"default": 1.0, "min": low, "max": high, "step": 0.05,
+                                   "tooltip": "1: as trained; 0: off; negative: subtracted."}),
+        }, "optional": {"loras": (LORAS, {"tooltip": "LoRAs chosen before this one (chain to stack)."})}}
+
+    def load(self, lora_name, strength, loras=None):
+        chosen = tuple(loras or ())
+        if not all(isinstance(choice, LoraChoice) for choice in chosen):
+            raise TypeError(f"loras: expected the output of a ReViSE LoRA node ({LORAS})")
+        return ((*chosen, LoraChoice(bridge.resolve("lora", lora_name), strength)),)
 
 
 class ReViSEVAELoader(_Loader):
@@ -219,9 +245,10 @@ class ReViSEModelSetLoader(_Loader):
 
 
 NODES = {cls.__name__: cls for cls in (ReViSEDiTLoader, ReViSEVAELoader, ReViSET5Loader, ReViSEVLMLoader,
-                                        ReViSEConnectorLoader, ReViSEModelSetLoader)}
+                                        ReViSEConnectorLoader, ReViSEModelSetLoader, ReViSELoRA)}
 DISPLAY_NAMES = {
     "ReViSEDiTLoader": "ReViSE Load DiT (Wan2.1)", "ReViSEVAELoader": "ReViSE Load VAE",
     "ReViSET5Loader": "ReViSE Load umT5", "ReViSEVLMLoader": "ReViSE Load VLM",
     "ReViSEConnectorLoader": "ReViSE Load Connector", "ReViSEModelSetLoader": "ReViSE Load Model Set",
+    "ReViSELoRA": "ReViSE LoRA (Wan2.1)",
 }

@@ -30,6 +30,7 @@ from .cli import run as run_cli
 from .dit import check_compiler, compile_repeated_blocks
 from .edit_inputs import StreamedSource, read_edit_source
 from .editor import REASONING_MODES, ReviseEditor, fit_source
+from .lora import LoraChoice, fuse_loras, load_loras
 from .model_sets import EditModels
 from .output_paths import refuse_overwriting_inputs, writable_output
 from .placement import Placement
@@ -62,6 +63,13 @@ def _window_length(value: str) -> int | str:
         return int(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number of latent frames or 'auto', got '{value}'") from None
+
+
+def _lora_choice(value: str) -> LoraChoice:
+    try:
+        return LoraChoice.parse(value)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _mag_ratios(value: str) -> tuple[float, ...] | None:
@@ -101,6 +109,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="diffusers: the scheduler's own flow sigmas (default); official: linspace(0.999, 0) "
                              "shifted, as the ReViSE / Wan2.1 releases")
     parser.add_argument("--scheduler", choices=SCHEDULERS, help="sampler (default unipc)")
+    parser.add_argument("--few-step", action="store_true",
+                        help="sampling for a step-distilled LoRA (--lora): " + ", ".join(
+                            f"{k} {v}" for k, v in presets.FEW_STEP.items()) + "; flags given beside it win")
+    parser.add_argument("--lora", type=_lora_choice, action="append", default=[], metavar="PATH[:STRENGTH]",
+                        help="a Wan2.1 LoRA (.safetensors: ComfyUI, kohya/musubi or diffusers keys, step-distill "
+                             "diff/diff_b) fused into the DiT at this strength (default 1); repeat to stack")
     parser.add_argument("--seed", type=int, help="noise seed (default 0)")
     parser.add_argument("--attention", choices=BACKENDS,
                         help="the DiT's attention backend: native (torch SDPA, default) | auto (the fastest installed "
@@ -177,6 +191,8 @@ def main(argv: list[str] | None = None) -> int:
     given = {field: getattr(args, flag) for flag, field in FLAG_FIELDS.items() if getattr(args, flag) is not None}
     if args.demo == "revise" and not args.preset:
         args.preset = "revise-official"
+    if args.few_step:  # under the flags given beside it
+        given = {**presets.FEW_STEP, **given}
     if args.demo:  # tiny models on the CPU: few steps, a small frame, short captions
         given["steps"] = min(given.get("steps", 4), 4)
         given.setdefault("caption_tokens", 8)
@@ -231,7 +247,11 @@ def main(argv: list[str] | None = None) -> int:
         check_compiler(device)
         if args.cache != "none" or args.cache_calibrate:  # FirstBlockCache is a compiler-disabled region
             raise ValueError("--cache with --compile is not supported: both rewrite the DiT's blocks; use one")
-    refuse_overwriting_inputs(out, [None if args.demo else args.video, models_dir, args.vlm])
+    missing_loras = [str(choice.path) for choice in args.lora if not choice.path.is_file()]
+    if missing_loras:
+        raise FileNotFoundError(f"--lora: no such file: {', '.join(missing_loras)}")
+    refuse_overwriting_inputs(out, [None if args.demo else args.video, models_dir, args.vlm,
+                                    *(choice.path for choice in args.lora)])
     writable_output(out, what="--out")
     if streamed:  # counts the frames and plans the clip: a video that cannot fit fails here
         source = StreamedSource.open(video_path, settings, preset)
@@ -245,7 +265,9 @@ def main(argv: list[str] | None = None) -> int:
     output_fps = preset.output_fps or source_fps
     # Loaded on the host; the placement plan then decides what goes to the device, and when.
     placement = Placement(placement_config(args), device)
-    editor = ReviseEditor.placed(EditModels.load(models_dir, dtype=dtype, device="cpu", vlm=args.vlm), placement)
+    models = EditModels.load(models_dir, dtype=dtype, device="cpu", vlm=args.vlm)
+    lora_report = fuse_loras(models.dit, load_loras(args.lora, models.dit)) if args.lora else None
+    editor = ReviseEditor.placed(models, placement)  # after the LoRAs: fp8 storage and offload see fused weights
     if args.compile:
         compile_repeated_blocks(editor.models.dit)
     if streamed:
@@ -264,6 +286,8 @@ def main(argv: list[str] | None = None) -> int:
         "timings_s": {k: round(v, 4) for k, v in result.timings.items()}, "device": device, "dtype": dtype,
     }
     summary["placement"] = placement.summary()
+    if lora_report is not None:
+        summary["loras"] = lora_report.summary()
     if scores:
         summary["best_of"] = scores
     if args.demo:

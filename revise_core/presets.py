@@ -96,6 +96,13 @@ def get_preset(name: str) -> Preset:
         raise ValueError(f"unknown preset '{name}'; known presets: {', '.join(PRESETS)}") from None
 
 
+# Sampling for step-distilled Wan LoRAs (CausVid, lightx2v): 4 Euler steps at shift 5 over the flow sigmas (their
+# timesteps 1000, 750, 500, 250, shifted), guidance off, so one DiT call per step. A LoRA distilled on base Wan's
+# text conditioning is not known to keep its quality on ReViSE's connector context.
+FEW_STEP = dict(steps=4, guidance_scale=1.0, guidance_mode="standard", scheduler="euler", shift=5.0,
+                sigma_schedule="diffusers")
+
+
 def edit_settings(preset: Preset | str, **overrides):
     """EditSettings of a preset, with `overrides` (EditSettings or SamplerConfig field names) on top."""
     from .editor import EditSettings

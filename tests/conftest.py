@@ -93,7 +93,7 @@ def tiny_model_dirs(tiny_dir, monkeypatch, tmp_path) -> dict:
 
     dirs = {"diffusion_models": [tiny_dir / "dit", tiny_dir / "omnivideo2", tiny_dir / "connector"],
             "vae": [tiny_dir / "vae"], "text_encoders": [tiny_dir / "t5"], "vlm": [tiny_dir / "vlm"],
-            "revise": [tiny_dir]}
+            "revise": [tiny_dir], "loras": [tiny_dir / "loras"]}
     monkeypatch.setenv("REVISE_MODEL_DIRS", ";".join(f"{k}={os.pathsep.join(map(str, v))}" for k, v in dirs.items()))
     monkeypatch.setenv("REVISE_OUTPUT_DIR", str(tmp_path / "output"))
     return dirs

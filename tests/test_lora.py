@@ -148,3 +148,61 @@ def test_a_lora_is_refused_on_fp8_stored_weights(dit, tmp_path):
     dit.blocks[0].attn1.to_q.weight.data = dit.blocks[0].attn1.to_q.weight.data.to(torch.float8_e4m3fn)
     with pytest.raises(LoraError, match="stores its weights as torch.float8_e4m3fn"):
         fuse_loras(dit, loras)
+
+
+def test_the_lora_nodes_stack_on_the_samplers_dit_and_leave_it_as_loaded(tiny_model_dirs, tiny_dir):
+    from conftest import ROOT_PACKAGE
+    from revise_core.editor import EditSettings, ReviseEditor
+    from revise_core.model_sets import EditModels
+
+    nodes = ROOT_PACKAGE.NODE_CLASS_MAPPINGS
+    assert "wan_tiny_step_distill_lora.safetensors" in nodes["ReViSELoRA"].INPUT_TYPES()["required"]["lora_name"][0]
+    (first,) = nodes["ReViSELoRA"]().load("wan_tiny_step_distill_lora.safetensors", 1.0)
+    (both,) = nodes["ReViSELoRA"]().load("wan_tiny_comfyui_lora.safetensors", -0.5, loras=first)
+    assert [(c.path.name, c.strength) for c in both] == [("wan_tiny_step_distill_lora.safetensors", 1.0),
+                                                          ("wan_tiny_comfyui_lora.safetensors", -0.5)]
+    models = EditModels.load(tiny_dir)
+    cond = ReviseEditor(models).condition(torch.rand(5, 32, 32, 3), "make it snow",
+                                          EditSettings(num_frames=5, height=32, width=32, max_text_len=16,
+                                                       vlm_frames=2))
+    loaded = {name: p.detach().clone() for name, p in models.dit.named_parameters()}
+    sampler = nodes["ReViSESampler"]()
+    few_step = dict(steps=2, guidance=1.0, shift=5.0, scheduler="euler", seed=0, attention="native")
+    (plain,) = sampler.sample(models.dit, cond, **few_step)
+    (with_loras,) = sampler.sample(models.dit, cond, **few_step, loras=both)
+    assert (with_loras["samples"] - plain["samples"]).abs().max() > 1e-4
+    assert all(torch.equal(p, loaded[name]) for name, p in models.dit.named_parameters())
+    (again,) = sampler.sample(models.dit, cond, **few_step)
+    assert torch.equal(again["samples"], plain["samples"])
+    with pytest.raises(TypeError, match="expected the output of a ReViSE LoRA node"):
+        sampler.sample(models.dit, cond, **few_step, loras=("not a lora",))
+
+
+def test_a_four_step_edit_with_a_step_distill_lora_runs_from_the_cli_on_the_release_dit(tiny_dir, tmp_path, capsys,
+                                                                                          monkeypatch):
+    import json
+
+    from revise_core import edit as edit_cli
+    from revise_core import sampler as sampler_ops
+    from revise_core.video import read_video, synthetic_clip, write_video
+
+    source = write_video(tmp_path / "in.mp4", synthetic_clip(10, 64, 96).frames, 8)
+    lora = tiny_dir / "loras" / "wan_tiny_step_distill_lora.safetensors"
+    calls = []
+    real_sample = sampler_ops.sample
+    monkeypatch.setattr("revise_core.editor.sample", lambda *a, **k: calls.append(k["config"]) or real_sample(*a, **k))
+    common = ["--models", str(tiny_dir / "revise_ckpt"), "--video", str(source), "--instruction", "make it snow",
+              "--preset", "revise-official", "--frames", "9", "--height", "64", "--width", "96", "--json",
+              "--few-step"]
+    outputs = {}
+    for name, extra in (("plain", []), ("lora", ["--lora", f"{lora}:0.8"])):
+        outputs[name] = tmp_path / f"{name}.mp4"
+        assert edit_cli.main([*common, "--out", str(outputs[name]), *extra]) == 0
+        summary = json.loads(capsys.readouterr().out)
+    assert summary["loras"].startswith("1 LoRA(s) (wan_tiny_step_distill_lora.safetensors at 0.8) on ")
+    config = calls[-1]  # the few-step sampling, under the release preset's
+    assert (config.steps, config.guidance_scale, config.guidance_mode, config.scheduler, config.shift) == (
+        4, 1.0, "standard", "euler", 5.0)
+    assert not torch.equal(read_video(outputs["plain"]).frames, read_video(outputs["lora"]).frames)
+    with pytest.raises(FileNotFoundError, match="--lora: no such file: .*missing.safetensors"):
+        edit_cli.main([*common, "--out", str(tmp_path / "x.mp4"), "--lora", str(tmp_path / "missing.safetensors")])

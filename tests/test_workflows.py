@@ -143,6 +143,7 @@ TINY_NAMES = {
     # Our connector file carries its config; the tiny Omni-Video 2 .pt has none (loader tests cover it).
     "ReViSEConnectorLoader": {"connector_name": "revise_connector_tiny.safetensors", "special_tokens": "none"},
     "ReViSEModelSetLoader": {"model_set": "revise_ckpt"},
+    "ReViSELoRA": {"lora_name": "wan_tiny_step_distill_lora.safetensors"},
     "ReViSEVAEEncode": {"num_frames": 9, "width": 64, "height": 64},
     "ReViSEVLMEncode": {"caption_tokens": 8},
     "ReViSESampler": {"steps": 2},

@@ -306,7 +306,8 @@ def condition(column: Column, models: Node | dict[str, Node], frames_from: tuple
     return vlm, connector
 
 
-def sample_and_decode(column: Column, models: Node | dict[str, Node], connector: Node, **sampler_widgets) -> Node:
+def sample_and_decode(column: Column, models: Node | dict[str, Node], connector: Node, loras: Node | None = None,
+                      **sampler_widgets) -> Node:
     graph = column.graph
     dit, vae = (models["dit"], models["vae"]) if isinstance(models, dict) else (models, models)
     settings = dict(steps=40, guidance=3.0, shift=5.0, scheduler="unipc", seed=0, guidance_mode="standard",
@@ -315,6 +316,8 @@ def sample_and_decode(column: Column, models: Node | dict[str, Node], connector:
     sampler = column.add("ReViSESampler", **{**settings, **sampler_widgets})
     graph.connect(dit, "dit", sampler, "dit")
     graph.connect(connector, "cond", sampler, "cond")
+    if loras is not None:
+        graph.connect(loras, "loras", sampler, "loras")
     decode = column.add("ReViSEVAEDecode", tiled=False)
     graph.connect(vae, "vae", decode, "vae")
     graph.connect(sampler, "latent", decode, "latent")
@@ -471,6 +474,36 @@ the GPU holds one window at a time.""")
     return graph.to_ui()
 
 
+FEW_STEP_LORA = "Wan21_CausVid_bidirect2_T2V_1_3B_lora_rank32.safetensors"
+
+
+def few_step_workflow() -> dict:
+    from revise_core.presets import FEW_STEP
+
+    graph = Graph()
+    note = readme(graph, head=RELEASE_NOTE, height=560, text=f"""**A 4-step edit with a step-distilled LoRA.**
+Put a Wan2.1-1.3B step-distilled LoRA (e.g. CausVid's `{FEW_STEP_LORA}`) into **models/loras**. **ReViSE LoRA**
+picks it (chain several to stack them, each with its strength); the Sampler adds it to the DiT's weights while it
+samples and restores them after. Sampling as the LoRA was distilled: {FEW_STEP["steps"]} Euler steps at shift
+{FEW_STEP["shift"]:g}, guidance off (guidance 1), so 4 DiT calls instead of 80. Such a LoRA was distilled on base
+Wan's text conditioning: whether it keeps its quality on ReViSE's connector context is not known; compare with the
+template "ReViSE release edit".""")
+    cpu_note(graph, note, 17, FEW_STEP["steps"], SAMPLER_MEASURES)
+    column = Column(graph)
+    models = column.add("ReViSEModelSetLoader", model_set="revise_ckpt", precision="auto", device="auto",
+                        load_dit=True, encoders="compute", dit_storage="compute")
+    lora = column.add("ReViSELoRA", lora_name=FEW_STEP_LORA, strength=1.0)
+    components = source_video(column.next())
+    encode = encode_video(column, models, components, num_frames=17, resize="official", skip_frames=1)
+    _, connector = condition(column.next(), models, (components, "images"), encode, "none", components)
+    decode = sample_and_decode(column.next(), models, connector, loras=lora, seed=1818, steps=FEW_STEP["steps"],
+                               guidance=FEW_STEP["guidance_scale"], shift=FEW_STEP["shift"],
+                               scheduler=FEW_STEP["scheduler"], guidance_mode=FEW_STEP["guidance_mode"],
+                               sigma_schedule=FEW_STEP["sigma_schedule"])
+    save_video(column.next(), decode, "frames", "revise/few_step_edit", fps=8.0)
+    return graph.to_ui()
+
+
 NATIVE_NOTE = RELEASE_NOTE + """
 
 **ComfyUI's own sampler.** Convert the release's DiT once into a file `UNETLoader` reads as Wan2.1:
@@ -520,6 +553,7 @@ WORKFLOWS = {
     "ReViSE best-of-N edit.json": best_of_workflow,
     "ReViSE USO fine-tune.json": finetune_workflow,
     "ReViSE long clip edit.json": long_clip_workflow,
+    "ReViSE 4-step LoRA edit.json": few_step_workflow,
 }
 
 

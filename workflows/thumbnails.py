@@ -202,6 +202,13 @@ def long_clip_middle(draw, colour) -> None:
     chip(draw, (250, 346), "windows of 5 latent frames", colour, size=19)
 
 
+def few_step_middle(draw, colour) -> None:
+    for index in range(4):  # four steps instead of forty
+        left = 150 + index * 52
+        draw.rounded_rectangle((left, 280, left + 40, 306), radius=8, fill=colour)
+    chip(draw, (250, 346), "4 steps + LoRA", colour, size=19)
+
+
 def caption(draw, lines: tuple[str, str, str], colour) -> None:
     """What it does (white), what it needs and how long it takes (grey), under the picture."""
     draw.rectangle((0, 362, SIZE, SIZE), fill=PANEL)
@@ -217,6 +224,12 @@ def times(frames: int, candidates: int = 1) -> str:
 
     gpu = "minutes" if candidates == 1 else f"{candidates}x one edit"
     return f"GPU: {gpu} · CPU: ~{hours(candidates * cpu_seconds(frames, 640, 352, 40))}"
+
+
+def few_step_hours() -> str:
+    from build import cpu_seconds, hours
+
+    return hours(cpu_seconds(17, 640, 352, 4, passes=1))  # 4 steps, guidance off: one DiT call each
 
 
 FIVE_MODELS = "Needs: Wan 1.3B, umT5, a VLM, connector"
@@ -235,6 +248,9 @@ PICTURES: dict[str, tuple] = {
                               ("4 edits, the critic keeps the best", FIVE_MODELS, times(33, candidates=4))),
     "ReViSE long clip edit": ((236, 120, 96), lambda d, c: edit_picture(d, c, long_clip_middle),
                               ("A long clip in temporal windows", "Needs: models/revise/revise_ckpt", times(81))),
+    "ReViSE 4-step LoRA edit": ((115, 218, 202), lambda d, c: edit_picture(d, c, few_step_middle),
+                                ("4 steps with a step-distilled LoRA", "Needs: revise_ckpt + a Wan 1.3B LoRA",
+                                 f"GPU: seconds · CPU: ~{few_step_hours()}")),
     "ReViSE USO fine-tune": ((42, 195, 222), finetune_picture,
                              ("Fine-tune on your own triplets", "Needs: a manifest of video triplets",
                               "GPU: hours · CPU: not practical")),

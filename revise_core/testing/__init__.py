@@ -487,6 +487,14 @@ def write_tiny_models(out_dir: str | Path, seed: int = 0) -> dict:
                           format_name="revise.dit.wan", config=dit_config)
     record("dit", "dit/wan_tiny_fp8_scaled.safetensors", "wan", "fp8_e4m3fn_scaled")
 
+    # LoRAs for that DiT (and the release's, which has its shapes), in every layout users download
+    from .loras import LAYOUTS, write_tiny_lora
+
+    for index, layout in enumerate(LAYOUTS):
+        rel = f"loras/wan_tiny_{layout.replace('-', '_')}_lora.safetensors"
+        write_tiny_lora(out / rel, dit, layout, seed=seed + 11 + index)
+        record("lora", rel, layout)
+
     # VAE
     vae.save_pretrained(str(out / "vae" / "diffusers"), safe_serialization=True)
     record("vae", "vae/diffusers", "diffusers-folder")
