@@ -206,3 +206,29 @@ def test_a_four_step_edit_with_a_step_distill_lora_runs_from_the_cli_on_the_rele
     assert not torch.equal(read_video(outputs["plain"]).frames, read_video(outputs["lora"]).frames)
     with pytest.raises(FileNotFoundError, match="--lora: no such file: .*missing.safetensors"):
         edit_cli.main([*common, "--out", str(tmp_path / "x.mp4"), "--lora", str(tmp_path / "missing.safetensors")])
+
+
+def test_the_trainer_fuses_base_loras_into_the_dit_before_what_trains_wraps_it(tiny_dir, tmp_path):
+    from revise_core.model_sets import EditModels
+    from trainer.config import USOConfig
+    from trainer.demo import write_demo_data
+    from trainer.loop import USOTrainer
+
+    lora = tiny_dir / "loras" / "wan_tiny_kohya_lora.safetensors"
+    settings = dict(models=str(tiny_dir), manifest=str(write_demo_data(tmp_path / "data", count=2)), num_frames=5,
+                    height=64, width=64, global_batch=2, steps=1, vlm_frames=4, max_text_len=32, tensorboard=False,
+                    train="lora", lora_rank=2, lora_alpha=2.0, base_loras=[f"{lora}:0.5"])
+    trainer = USOTrainer(USOConfig(**settings, output_dir=str(tmp_path / "run")))
+    trainer.setup()
+    expected = EditModels.load(tiny_dir, device="cpu").dit.float()
+    fuse_loras(expected, load_loras([LoraChoice(lora, 0.5)], expected))
+    trained = trainer.generator.dit  # peft's LoRA layers around the fused base
+    base = trained.get_base_model() if hasattr(trained, "get_base_model") else trained
+    fused = {name.replace(".base_layer", ""): p for name, p in base.named_parameters() if "lora_" not in name}
+    for name, parameter in expected.named_parameters():
+        torch.testing.assert_close(fused[name].float(), parameter, rtol=1e-5, atol=1e-6, msg=name)
+    models = EditModels.load(tiny_dir, device="cpu")
+    with pytest.raises(ValueError, match="base_loras are fused into a DiT the trainer loads itself"):
+        USOTrainer(USOConfig(**settings, output_dir=str(tmp_path / "handed")), models=models).setup()
+    with pytest.raises(ValueError, match=r"base_loras: LoRA x.safetensors: strength must be"):
+        USOConfig(**{**settings, "base_loras": ["x.safetensors:40"]}, output_dir=str(tmp_path / "bad"))

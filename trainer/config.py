@@ -13,6 +13,7 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
 from revise_core.attention import AttentionBackendError, check_backend
+from revise_core.lora import LoraChoice
 from revise_core.losses import OBJECTIVES
 from revise_core.resources import config_path
 from revise_core.video import MAX_FRAMES, MAX_SIDE
@@ -71,6 +72,9 @@ class USOConfig:
     lora_alpha: float = _opt(32.0, "LoRA alpha (train=lora)")
     lora_targets: list = _opt(["to_q", "to_k", "to_v", "to_out.0", "ffn.net.0.proj", "ffn.net.2"],
                               "DiT module names LoRA wraps (train=lora)")
+    base_loras: list = _opt([], "Wan2.1 LoRA files (PATH or PATH:STRENGTH; ComfyUI, kohya or diffusers keys) fused "
+                                "into the DiT's weights before training: what trains (all weights, or a LoRA) then "
+                                "starts from that base, and a trained LoRA applies on top of the same base LoRAs")
     # --- runtime ---
     seed: int = _opt(0, "seed of data order, noise, timesteps and CFG drops")
     device: str = _opt("auto", "auto | cpu | cuda | cuda:N")
@@ -143,6 +147,11 @@ class USOConfig:
                               ("lr_schedule", LR_SCHEDULES)):
             if getattr(self, name) not in allowed:
                 problems.append(f"{name} must be one of {allowed}, got '{getattr(self, name)}'")
+        for text in self.base_loras:
+            try:
+                LoraChoice.parse(str(text))
+            except ValueError as error:
+                problems.append(f"base_loras: {error}")
         try:
             check_backend(self.attention, training=True)
         except AttentionBackendError as error:

@@ -27,6 +27,7 @@ from revise_core import checkpoints as ckpt
 from revise_core import losses
 from revise_core.attention import resolve_backend
 from revise_core.critic import CriticConfig, SelfCritic
+from revise_core.lora import LoraChoice, fuse_loras, load_loras
 from revise_core.model_sets import EditModels
 from revise_core.output_paths import writable_output
 from revise_core.placement import Placement, PlacementConfig, quantize_int8
@@ -178,6 +179,11 @@ class USOTrainer:
         # may hand over half-precision models); autocast gives the compute precision.
         models.dit.float()
         models.connector.float()
+        if cfg.base_loras:
+            if self._models is not None:  # fusing would change a DiT its owner (a ComfyUI graph) shares
+                raise ValueError("base_loras are fused into a DiT the trainer loads itself (python -m trainer.uso); "
+                                 "a DiT handed to it is its owner's: apply the LoRA there")
+            fuse_loras(models.dit, load_loras([LoraChoice.parse(str(text)) for text in cfg.base_loras], models.dit))
         for frozen in (models.vae, models.text.model, models.vlm.model):
             frozen.eval().requires_grad_(False)
         self.models = models
