@@ -101,6 +101,27 @@ def check_compiler(device: torch.device | str) -> None:
         raise ValueError("--compile on a CPU needs a C++ compiler (g++ or clang++) on PATH, and none was found")
 
 
+def check_compile_beside(device: torch.device | str, *, cache: str = "none", dit_storage: str = "compute",
+                         dit_placement: str | None = None) -> None:
+    """Regional compile beside the other hooks on the DiT's blocks (docs/performance.md, "Hooks together"):
+    - a step cache: refused (its hooks decide per call which blocks run, which a compiled block cannot follow);
+    - fp8 storage: refused (diffusers' layerwise casting builds Parameters inside the block, which Dynamo cannot
+      trace);
+    - a streamed DiT (group offloading): verified on a CPU only, so refused on a GPU, where the next block is
+      prefetched on a side CUDA stream;
+    - LoRAs (fused before compiling), temporal windows, any attention backend: supported."""
+    problems = []
+    if cache != "none":
+        problems.append("a step cache (--cache): both rewrite the DiT's blocks, use one")
+    if dit_storage == "fp8":
+        problems.append("fp8 storage (--dit-storage fp8): its casting hooks cannot be compiled, use one")
+    if dit_placement == "stream" and torch.device(device).type == "cuda":
+        problems.append("a streamed DiT (--placement stream) on a GPU: not verified there; use resident or "
+                        "sequential placement with --compile")
+    if problems:
+        raise ValueError("--compile is not supported with " + "; nor with ".join(problems))
+
+
 def compile_repeated_blocks(dit: nn.Module) -> int:
     """Regional compile: torch.compile each repeated block of the DiT (diffusers' `compile_repeated_blocks`, Wan's
     WanTransformerBlock), in place. The first call compiles, which takes seconds on a tiny model and minutes at real

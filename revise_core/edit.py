@@ -27,7 +27,7 @@ from .chat_text import check_instruction
 from .checkpoints import DTYPE_CHOICES, auto_dtype, default_device
 from .cli import add_debug_flag, add_placement_flags, placement_config
 from .cli import run as run_cli
-from .dit import check_compiler, compile_repeated_blocks
+from .dit import check_compile_beside, check_compiler, compile_repeated_blocks
 from .edit_inputs import StreamedSource, read_edit_source
 from .editor import REASONING_MODES, ReviseEditor, fit_source
 from .lora import LoraChoice, fuse_loras, load_loras
@@ -245,8 +245,8 @@ def main(argv: list[str] | None = None) -> int:
                          "latent frame at a time already")
     if args.compile:
         check_compiler(device)
-        if args.cache != "none" or args.cache_calibrate:  # FirstBlockCache is a compiler-disabled region
-            raise ValueError("--cache with --compile is not supported: both rewrite the DiT's blocks; use one")
+        check_compile_beside(device, cache="magcache" if args.cache_calibrate else args.cache,
+                             dit_storage=args.dit_storage, dit_placement=args.placement)
     missing_loras = [str(choice.path) for choice in args.lora if not choice.path.is_file()]
     if missing_loras:
         raise FileNotFoundError(f"--lora: no such file: {', '.join(missing_loras)}")
@@ -269,6 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     lora_report = fuse_loras(models.dit, load_loras(args.lora, models.dit)) if args.lora else None
     editor = ReviseEditor.placed(models, placement)  # after the LoRAs: fp8 storage and offload see fused weights
     if args.compile:
+        check_compile_beside(device, dit_placement=placement.modes.get("dit"))  # what "auto" chose
         compile_repeated_blocks(editor.models.dit)
     if streamed:
         result, frames = _edit_streamed(editor, source, instruction, settings, out, output_fps,
