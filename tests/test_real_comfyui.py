@@ -96,7 +96,7 @@ def server(tiny_dir, native_kit, tmp_path_factory):
         "revise:\n"
         f"    base_path: {tiny_dir}\n"
         "    diffusion_models: |\n        dit\n        connector\n        omnivideo2\n"
-        "    vae: vae\n    text_encoders: t5\n    vlm: vlm\n    revise: .\n"
+        "    vae: vae\n    text_encoders: t5\n    vlm: vlm\n    revise: .\n    loras: loras\n"
         f"    custom_nodes: {work / 'custom_nodes'}\n"
         "native:\n"
         f"    base_path: {native_kit['root']}\n"
