@@ -16,7 +16,7 @@ def mappings():
 
 
 def test_every_node_declares_the_classic_contract(mappings):
-    assert len(mappings) == 18
+    assert len(mappings) == 19
     display = ROOT_PACKAGE.NODE_DISPLAY_NAME_MAPPINGS
     for node_id, cls in mappings.items():
         assert node_id.startswith("ReViSE") and node_id == cls.__name__

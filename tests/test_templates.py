@@ -24,7 +24,7 @@ def _module(name: str):
 def test_every_template_has_a_square_jpeg_thumbnail():
     from PIL import Image
 
-    assert len(WORKFLOWS) == 7
+    assert len(WORKFLOWS) == 8
     for path in WORKFLOWS:
         # the frontend asks for /api/workflow_templates/<module>/<name>.jpg (mediaSubtype 'jpg', fixed)
         with Image.open(path.with_suffix(".jpg")) as thumbnail:

@@ -19,8 +19,6 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from . import seeded
-
 LAYOUTS = ("comfyui", "kohya", "diffusers", "step-distill")
 # original Wan module -> diffusers module, per block (the LoRA targets)
 _TARGETS = {"self_attn.q": "attn1.to_q", "self_attn.k": "attn1.to_k", "self_attn.v": "attn1.to_v",
@@ -39,37 +37,41 @@ def write_tiny_lora(path: str | Path, dit: nn.Module, layout: str, *, seed: int 
     modules = dict(dit.named_modules())
     blocks = len(dit.blocks)
     tensors: dict[str, torch.Tensor] = {}
-    with seeded(seed):
-        factors = {}
-        for block in range(blocks):
-            for original, ours in _TARGETS.items():
-                layer = modules[f"blocks.{block}.{ours}"]
-                factors[(block, original, ours)] = (torch.randn(rank, layer.in_features) * size,
-                                                    torch.randn(layer.out_features, rank) * size)
-        for (block, original, ours), (down, up) in factors.items():
-            if layout in ("comfyui", "step-distill"):
-                name = f"diffusion_model.blocks.{block}.{original}"
-                tensors[f"{name}.lora_down.weight"], tensors[f"{name}.lora_up.weight"] = down, up
-                if layout == "comfyui":
-                    tensors[f"{name}.alpha"] = torch.tensor(alpha)
-                else:
-                    tensors[f"{name}.diff_b"] = torch.randn(up.shape[0]) * size
-            elif layout == "kohya":
-                name = f"lora_unet_blocks_{block}_{original.replace('.', '_')}"
-                tensors[f"{name}.lora_down.weight"], tensors[f"{name}.lora_up.weight"] = down, up
+    generator = torch.Generator().manual_seed(seed)
+
+    def randn(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=generator)
+
+    factors = {}
+    for block in range(blocks):
+        for original, ours in _TARGETS.items():
+            layer = modules[f"blocks.{block}.{ours}"]
+            factors[(block, original, ours)] = (randn(rank, layer.in_features) * size,
+                                                randn(layer.out_features, rank) * size)
+    for (block, original, ours), (down, up) in factors.items():
+        if layout in ("comfyui", "step-distill"):
+            name = f"diffusion_model.blocks.{block}.{original}"
+            tensors[f"{name}.lora_down.weight"], tensors[f"{name}.lora_up.weight"] = down, up
+            if layout == "comfyui":
                 tensors[f"{name}.alpha"] = torch.tensor(alpha)
             else:
-                tensors[f"blocks.{block}.{ours}.lora_A.weight"], tensors[f"blocks.{block}.{ours}.lora_B.weight"] = (
-                    down, up)
-        if layout == "step-distill":
-            for block in range(blocks):
-                for norm in ("self_attn.norm_q", "self_attn.norm_k"):
-                    weight = modules[f"blocks.{block}.attn1.{norm.split('.')[-1]}"].weight
-                    tensors[f"diffusion_model.blocks.{block}.{norm}.diff"] = torch.randn(weight.shape) * size
-            projection = modules["condition_embedder.time_proj"]
-            tensors["diffusion_model.time_projection.1.diff_b"] = torch.randn(projection.out_features) * size
-            head = modules["proj_out"]
-            tensors["diffusion_model.head.head.diff"] = torch.randn(head.weight.shape) * size
+                tensors[f"{name}.diff_b"] = randn(up.shape[0]) * size
+        elif layout == "kohya":
+            name = f"lora_unet_blocks_{block}_{original.replace('.', '_')}"
+            tensors[f"{name}.lora_down.weight"], tensors[f"{name}.lora_up.weight"] = down, up
+            tensors[f"{name}.alpha"] = torch.tensor(alpha)
+        else:
+            tensors[f"blocks.{block}.{ours}.lora_A.weight"], tensors[f"blocks.{block}.{ours}.lora_B.weight"] = (
+                down, up)
+    if layout == "step-distill":
+        for block in range(blocks):
+            for norm in ("self_attn.norm_q", "self_attn.norm_k"):
+                weight = modules[f"blocks.{block}.attn1.{norm.split('.')[-1]}"].weight
+                tensors[f"diffusion_model.blocks.{block}.{norm}.diff"] = randn(*weight.shape) * size
+        projection = modules["condition_embedder.time_proj"]
+        tensors["diffusion_model.time_projection.1.diff_b"] = randn(projection.out_features) * size
+        head = modules["proj_out"]
+        tensors["diffusion_model.head.head.diff"] = randn(*head.weight.shape) * size
     if layout == "diffusers":
         from diffusers.loaders.lora_pipeline import WanLoraLoaderMixin
 
