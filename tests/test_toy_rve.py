@@ -426,12 +426,23 @@ def test_an_experiment_given_its_work_folder_again_reuses_every_recorded_stage_a
     section, recorded = first["conditions"]["exact targets"], again["conditions"]["exact targets"]
     assert [(r["name"], r["scores"]) for r in section["runs"]] == [(r["name"], r["scores"]) for r in recorded["runs"]]
     assert section["diagnostics"] == recorded["diagnostics"] and first["pretrained"] == again["pretrained"]
-    # one more seed: only its runs are computed
-    more = run_experiment(replace(config, seeds=(0, 1)), tmp_path, workers=1)
-    assert (more["reused_runs"], more["runs"]) == (3, 6)
-    # a setting every run depends on: nothing is reused
-    changed = run_experiment(replace(config, finetune_steps=1), tmp_path, workers=1)
-    assert changed["reused_runs"] == 0
+
+
+def test_records_are_found_again_under_the_settings_that_decide_them_only(tmp_path):
+    from dataclasses import replace
+
+    from bench.toy_rve.config import SMOKE
+    from bench.toy_rve.records import Records
+
+    records = Records(SMOKE, tmp_path)
+    records.save("run", {"scores": {"EA": 1.5}}, seed=0)
+    assert records.load("run", seed=0) == {"scores": {"EA": 1.5}} and records.load("run", seed=1) is None
+    # which runs an experiment makes does not change a run's numbers: more seeds, other sweeps, fewer conditions
+    chosen = replace(SMOKE, seeds=(0, 1, 2), lambdas=(), sigma_maxes=(3.0,), conditions=SMOKE.conditions[:1], rwr=False)
+    assert Records(chosen, tmp_path).load("run", seed=0) == {"scores": {"EA": 1.5}}
+    # every other setting does
+    for changed in (replace(SMOKE, finetune_steps=3), replace(SMOKE, finetune_lr=0.5), replace(SMOKE, guidance=1.0)):
+        assert Records(changed, tmp_path).load("run", seed=0) is None
 
 
 def test_a_broken_record_is_refused_with_its_path(tmp_path):
@@ -440,7 +451,6 @@ def test_a_broken_record_is_refused_with_its_path(tmp_path):
 
     records = Records(SMOKE, tmp_path)
     records.save("run", {"scores": {"EA": 1.5}}, seed=0)
-    assert records.load("run", seed=0) == {"scores": {"EA": 1.5}} and records.load("run", seed=1) is None
     (path,) = (tmp_path / "records").iterdir()
     path.write_text("{", encoding="utf-8")
     with pytest.raises(ValueError, match=f"{path.name}: not a Toy-RVE record"):
