@@ -69,7 +69,8 @@ def test_critic_demo(dtype, demo, capsys):
     assert 0.0 < report["p_yes"] < 1.0
 
 
-@pytest.mark.parametrize("dtype", HALF)
+# bf16 also trains in the USO fine-tune workflow's bf16 run (tests/test_workflows.py); its demo here is slow
+@pytest.mark.parametrize("dtype", [pytest.param("bf16", marks=pytest.mark.slow), "fp16"])
 def test_trainer_demo_and_fp16_loss_scale_resume(dtype, tmp_path, capsys):
     from trainer import uso
 
@@ -86,7 +87,8 @@ def test_trainer_demo_and_fp16_loss_scale_resume(dtype, tmp_path, capsys):
     assert resumed["grad_scaler"]["_growth_tracker"] == 3  # the scaler's state came back with the checkpoint
 
 
-@pytest.mark.parametrize("dtype", HALF)
+# fp16's VAE convolutions are slow on a CPU (15 s of the demo); bf16 runs the same code path by default
+@pytest.mark.parametrize("dtype", ["bf16", pytest.param("fp16", marks=pytest.mark.slow)])
 def test_rve_bench_demo(dtype, tmp_path, capsys):
     from revise_core.evaluation import rve
 
