@@ -455,3 +455,21 @@ def test_a_broken_record_is_refused_with_its_path(tmp_path):
     path.write_text("{", encoding="utf-8")
     with pytest.raises(ValueError, match=f"{path.name}: not a Toy-RVE record"):
         records.load("run", seed=0)
+
+
+def test_the_command_line_sets_sweeps_their_condition_and_reports_records_only(tmp_path, capsys):
+    from bench.toy_rve.__main__ import main
+
+    # the sweeps of the full preset in the unseen-rule condition, its other arms left out, from a folder with no
+    # records: refused at once, naming what is missing
+    argv = ["--quick", "--conditions", "exact", "unseen", "--sweep-condition", "unseen", "--lambdas", "1", "30",
+            "--sigma-maxes", "0.9", "--records-only", "--workdir", str(tmp_path), "--out", str(tmp_path / "out")]
+    assert main(argv) == 2
+    error = capsys.readouterr().err
+    # 1 stage, 2 conditions x 2 arms x 5 seeds, 3 sweep points x 5 seeds, 2 diagnostics
+    assert "has no record of 38 of this experiment's stages, runs and diagnostics, such as generators;" in error
+    assert main([*argv[:4], "--sweep-condition", "flawed", "--workdir", str(tmp_path)]) == 2
+    assert "--sweep-condition flawed is not among the conditions run" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # argparse: records of which folder?
+        main(["--quick", "--records-only"])
+    assert "--records-only reports a work folder's records: give it with --workdir" in capsys.readouterr().err

@@ -311,8 +311,7 @@ class Experiment:
         - in pixels, the cosine of ∂Δ/∂x̂0 with (correct target − x̂0), and the oracle EA gained by a step along
           ∂Δ/∂x̂0 half the distance to the correct target long, beside the same step straight at it."""
         cfg = self.config
-        fields = {"condition": asdict(condition), "critic": critic, "reason_weight": cfg.reason_weight,
-                  "sigma_max": cfg.sigma_max}
+        fields = self.diagnostics_fields(condition, critic)
         recorded = self.records.load("diagnostics", **fields)
         if recorded is not None:
             return recorded
@@ -365,10 +364,31 @@ class Experiment:
         self.records.save("diagnostics", result, **fields)
         return result
 
+    def run_fields(self, run: Run) -> dict:
+        """What, besides the shared settings, decides a run's numbers (its record's key)."""
+        condition = next(c for c in self.config.conditions if c.name == run.condition)
+        return {"condition": asdict(condition), "objective": run.objective, "seed": run.seed, "critic": run.critic,
+                "reason_weight": run.reason_weight, "sigma_max": run.sigma_max}
+
+    def diagnostics_fields(self, condition: Condition, critic: str) -> dict:
+        return {"condition": asdict(condition), "critic": critic, "reason_weight": self.config.reason_weight,
+                "sigma_max": self.config.sigma_max}
+
+    def missing_records(self) -> list[str]:
+        """The stages, runs and diagnostics of this experiment its work folder has no record of."""
+        cfg, load = self.config, self.records.load
+        missing = [name for name in ("generators",) + (("critics", "estimate-critic") if cfg.needs_learned_critics
+                                                        else ()) if load(name) is None]
+        missing += [f"{run.condition}: {run.name}" for run in plan_runs(cfg) if load("run", **self.run_fields(run))
+                    is None]
+        missing += [f"{condition.name}: diagnostics of the {critic} critic" for condition in cfg.conditions
+                    for critic in (IDEAL_CRITIC, *cfg.learned_critics)
+                    if load("diagnostics", **self.diagnostics_fields(condition, critic)) is None]
+        return missing
+
     def finetune(self, run: Run) -> Run:
         condition = next(c for c in self.config.conditions if c.name == run.condition)
-        fields = {"condition": asdict(condition), "objective": run.objective, "seed": run.seed, "critic": run.critic,
-                  "reason_weight": run.reason_weight, "sigma_max": run.sigma_max}
+        fields = self.run_fields(run)
         recorded = self.records.load("run", **fields)
         if recorded is not None:
             return replace(run, scores=recorded["scores"], triggered=recorded["triggered"],
@@ -459,14 +479,21 @@ def sensitivity(references: dict, pretrained: dict, sections: dict) -> dict:
     return checks
 
 
-def run_experiment(config: ToyConfig, workdir: Path, *, workers: int = 2) -> dict:
+def run_experiment(config: ToyConfig, workdir: Path, *, workers: int = 2, records_only: bool = False) -> dict:
     """The learned critics (when the preset has arms that need them) and the generator's side are prepared
     side by side; then every fine-tuning run and the reward path's diagnostics are spread over `workers`
     one-thread processes (1: everything in this process), those needing no learned critic first. Each task
-    reads the stages' files, so where it runs changes no number."""
+    reads the stages' files, so where it runs changes no number. `records_only`: compute nothing, report what the
+    work folder's records hold (refused, naming what is missing, unless they hold all of it): a report of finished
+    runs while another invocation computes the rest in the same folder."""
     started = time.perf_counter()
     workdir = Path(workdir)
     runs = plan_runs(config)
+    if records_only:
+        missing = Experiment(config, workdir).missing_records()
+        if missing:
+            raise ValueError(f"{workdir} has no record of {len(missing)} of this experiment's stages, runs and "
+                             f"diagnostics, such as {'; '.join(missing[:3])}: run without records_only to compute them")
     with executor(workers) as pool:
         chunks, diagnostics = [], {}
 
