@@ -117,9 +117,11 @@ def read_lora(path: str | os.PathLike, dit: nn.Module) -> WanLora:
             continue  # a LoRA's own bias: diffusers' conversion makes it lora_B.bias
         parameter = names.get(f"{module}.{'bias' if kind == 'diff_b' else 'weight'}")
         lora.deltas[parameter or key] = tensors.pop(key)  # an unknown name is reported by _check below
-    if tensors and not next(iter(tensors)).startswith(DIFFUSERS_PREFIX):
+    native = not tensors or next(iter(tensors)).startswith(DIFFUSERS_PREFIX)
+    if not native:
         tensors = _diffusers_conversion(tensors, path)
-    scale_of = _peft_scales(stored.metadata, path)
+    # peft's alpha / rank from a diffusers file's metadata; the conversion folds a converted file's alpha already
+    scale_of = _peft_scales(stored.metadata, path) if native else (lambda module, rank: 1.0)
     biases = {key[len(DIFFUSERS_PREFIX): -len(".lora_B.bias")]: tensors.pop(key)
               for key in [k for k in tensors if k.endswith(".lora_B.bias")]}
     for key in [k for k in tensors if k.endswith(".lora_A.weight")]:
@@ -132,7 +134,9 @@ def read_lora(path: str | os.PathLike, dit: nn.Module) -> WanLora:
         scale = float(alpha) / down.shape[0] if alpha is not None else scale_of(module, down.shape[0])
         lora.factors[module] = (down, up, scale)
     for module, bias in biases.items():  # peft scales lora_B's bias with its factors (1 once alpha is folded)
-        lora.deltas[f"{module}.bias"] = bias * (lora.factors[module][2] if module in lora.factors else 1.0)
+        scaled = bias * (lora.factors[module][2] if module in lora.factors else 1.0)
+        name = f"{module}.bias"
+        lora.deltas[name] = scaled if name not in lora.deltas else lora.deltas[name] + scaled
     if tensors:
         raise LoraError(f"{path}: keys this loader does not understand: {_some(tensors)}")
     _check(lora, dit)
