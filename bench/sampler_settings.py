@@ -17,12 +17,15 @@ Results: bench/results/sampler_settings.{json,md}.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
+import io
 import platform
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -50,8 +53,6 @@ def main(argv: list[str] | None = None) -> int:
     uncond = torch.zeros_like(cond)
     shape = (1, 16, 5, 16, 16)
 
-    FEW_STEP_SAMPLER = {k: v for k, v in FEW_STEP.items() if k != "steps"}  # noqa: N806 - a constant here
-
     def run(model, **config) -> tuple[torch.Tensor, CacheReport, float]:
         report = CacheReport()
         started = time.perf_counter()
@@ -60,15 +61,7 @@ def main(argv: list[str] | None = None) -> int:
             out = sample(model, cond, uncond, latent_shape=shape, cache_report=report, config=SamplerConfig(**config))
         return out, report, (time.perf_counter() - started) / config["steps"]
 
-    calibration = {}
-    import contextlib
-    import io
-
-    printed = io.StringIO()
-    with contextlib.redirect_stdout(printed):  # diffusers prints the calibrated ratios
-        run(dit, cache=StepCache("magcache", calibrate=True))
-    text = printed.getvalue().split("mag_ratios=...):")[1].split("]")[0]
-    calibration["ratios"] = tuple(float(v) for v in text.strip(" \n[").split(","))
+    ratios = _calibrated_ratios(lambda: run(dit, cache=StepCache("magcache", calibrate=True)))
 
     settings = [("default (native, no cache)", dit, {})]
     settings += [(f"attention {name}", dit, {"attention": name}) for name in ("math", "flex")]
@@ -78,14 +71,14 @@ def main(argv: list[str] | None = None) -> int:
     settings += [(f"first-block {t}", dit, {"cache": StepCache("first-block", threshold=t)}) for t in (0.05, 0.1, 0.2, 0.3)]
     settings += [(f"taylorseer every {n}", dit, {"cache": StepCache("taylorseer", interval=n)}) for n in (2, 3, 5)]
     settings += [(f"magcache {t} (calibrated here)", dit,
-                  {"cache": StepCache("magcache", threshold=t, mag_ratios=calibration["ratios"])}) for t in (0.06, 0.2, 0.5)]
+                  {"cache": StepCache("magcache", threshold=t, mag_ratios=ratios)}) for t in (0.06, 0.2, 0.5)]
     with_lora = copy.deepcopy(dit)
     with tempfile.TemporaryDirectory() as folder:
         lora = write_tiny_lora(Path(folder) / "step.safetensors", dit, "step-distill")
         fuse_loras(with_lora, load_loras([LoraChoice(lora)], with_lora))
     settings.append(("LoRA fused (step-distill layout, strength 1)", with_lora, {}))
-    settings.append(("few-step: 4 Euler steps at shift 5, guidance off", dit, {"steps": 4, **FEW_STEP_SAMPLER}))
-    settings.append(("few-step + the step-distill LoRA", with_lora, {"steps": 4, **FEW_STEP_SAMPLER}))
+    settings.append(("few-step: 4 Euler steps at shift 5, guidance off", dit, dict(FEW_STEP)))
+    settings.append(("few-step + the step-distill LoRA", with_lora, dict(FEW_STEP)))
     reference = None
     rows, results = [], []
 
@@ -136,6 +129,17 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _calibrated_ratios(calibrate: Callable[[], object]) -> tuple[float, ...]:
+    """MagCache's magnitude ratios measured by `calibrate()` (one run with StepCache("magcache", calibrate=True)):
+    diffusers prints them, as the command line's --cache-calibrate shows them, and they are read back here."""
+    from revise_core.step_cache import parse_mag_ratios
+
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        calibrate()
+    return parse_mag_ratios(printed.getvalue().split("mag_ratios=...):")[1].split("]")[0])
+
+
 def _pipeline_loop(dit, cond, uncond, shape, steps: int) -> tuple[torch.Tensor, object, float]:
     """diffusers' WanPipeline denoising loop, written out around the same DiT: its UniPC flow scheduler, the
     conditional and unconditional calls per step, uncond + 3 (cond - uncond), the scheduler's step."""
@@ -184,13 +188,7 @@ def _release_fixture() -> tuple[list, list]:
                          config=replace(settings.sampler, cache=cache))
         return out, report, time.perf_counter() - started
 
-    import contextlib
-    import io
-
-    printed = io.StringIO()
-    with contextlib.redirect_stdout(printed):  # diffusers prints the calibrated ratios
-        run(StepCache("magcache", calibrate=True))
-    ratios = tuple(float(v) for v in printed.getvalue().split("mag_ratios=...):")[1].split("]")[0].strip(" \n[").split(","))
+    ratios = _calibrated_ratios(lambda: run(StepCache("magcache", calibrate=True)))
     caches = [("none", StepCache())] + [(f"first-block {t}", StepCache("first-block", threshold=t)) for t in (0.1, 0.2, 0.3)]
     caches += [(f"taylorseer every {n}", StepCache("taylorseer", interval=n)) for n in (3, 5)]
     caches += [(f"magcache {t} (calibrated here)", StepCache("magcache", threshold=t, mag_ratios=ratios)) for t in (0.06, 0.2)]

@@ -104,6 +104,16 @@ def expect(value: object, expected: type | tuple[type, ...], what: str, wire: st
         )
 
 
+def expect_loras(value: object) -> tuple:
+    """The LoRA choices on a REVISE_LORAS input (empty when nothing is wired), or a clear error."""
+    from revise_core.lora import LoraChoice
+
+    chosen = tuple(value or ())
+    if not all(isinstance(choice, LoraChoice) for choice in chosen):
+        raise TypeError(f"loras: expected the output of a ReViSE LoRA node ({LORAS})")
+    return chosen
+
+
 def expect_dit(value: object) -> None:
     from diffusers import WanTransformer3DModel
 

@@ -16,7 +16,7 @@ from revise_core.editor import (
     assemble_condition,
     encode_instruction,
 )
-from revise_core.lora import LoraChoice, load_loras, patched_loras
+from revise_core.lora import load_loras, patched_loras
 from revise_core.sampler import GUIDANCE_MODES, SCHEDULERS, SIGMA_SCHEDULES, SamplerConfig, sample
 from revise_core.step_cache import CACHES, StepCache, parse_mag_ratios
 from revise_core.text import TextEncoder
@@ -40,6 +40,7 @@ from .common import (
     dit_memory,
     expect,
     expect_dit,
+    expect_loras,
     expect_vae,
     fps_input,
     using,
@@ -277,8 +278,7 @@ class ReViSESampler:
                mag_ratios="", loras=None):
         expect_dit(dit)
         expect(cond, Condition, "cond", COND)
-        if loras is not None and not all(isinstance(choice, LoraChoice) for choice in loras):
-            raise TypeError(f"loras: expected the output of a ReViSE LoRA node ({LORAS})")
+        loras = expect_loras(loras)
         config = SamplerConfig(steps=steps, guidance_scale=guidance, shift=shift, scheduler=scheduler, seed=seed,
                                guidance_mode=guidance_mode, sigma_schedule=sigma_schedule,
                                attention=node_attention(attention),
@@ -303,7 +303,7 @@ class ReViSESampler:
 def _with_loras(dit, loras):
     """The chosen LoRAs on the DiT (loaded where ComfyUI put it) while the block samples, its weights restored
     after: ComfyUI caches the DiT and other nodes share it."""
-    return patched_loras(dit, load_loras(loras or (), dit))
+    return patched_loras(dit, load_loras(loras, dit))
 
 
 def node_attention(choice: str) -> str:

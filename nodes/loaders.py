@@ -21,6 +21,7 @@ from .common import (
     VLM,
     device_input,
     dtype_of,
+    expect_loras,
     precision_input,
     storage_input,
     store,
@@ -95,10 +96,7 @@ class ReViSELoRA(_Loader):
         }, "optional": {"loras": (LORAS, {"tooltip": "LoRAs chosen before this one (chain to stack)."})}}
 
     def load(self, lora_name, strength, loras=None):
-        chosen = tuple(loras or ())
-        if not all(isinstance(choice, LoraChoice) for choice in chosen):
-            raise TypeError(f"loras: expected the output of a ReViSE LoRA node ({LORAS})")
-        return ((*chosen, LoraChoice(bridge.resolve("lora", lora_name), strength)),)
+        return ((*expect_loras(loras), LoraChoice(bridge.resolve("lora", lora_name), strength)),)
 
 
 class ReViSEVAELoader(_Loader):

@@ -151,15 +151,14 @@ def _with_layout_prefix(tensors: dict[str, torch.Tensor], path: Path) -> dict[st
     keys = list(tensors)
     if all(k.startswith("model." + ORIGINAL_PREFIX) for k in keys):
         return {k[len("model."):]: v for k, v in tensors.items()}
-    if all(k.startswith((ORIGINAL_PREFIX, KOHYA_PREFIX, DIFFUSERS_PREFIX)) for k in keys):
-        if len({next(p for p in (ORIGINAL_PREFIX, KOHYA_PREFIX, DIFFUSERS_PREFIX) if k.startswith(p))
-                for k in keys}) == 1:
+    for prefix in (ORIGINAL_PREFIX, KOHYA_PREFIX, DIFFUSERS_PREFIX):  # one layout per file
+        if all(k.startswith(prefix) for k in keys):
             return tensors
-    elif all(re.match(r"^(blocks\.\d+\.|head\.|text_embedding\.|time_embedding\.|time_projection\.)", k)
-             for k in keys):
-        return {ORIGINAL_PREFIX + k: v for k, v in tensors.items()}
-    elif all(re.match(r"^(blocks\.\d+\.|proj_out\.|condition_embedder\.)", k) for k in keys):
-        return {DIFFUSERS_PREFIX + k: v for k, v in tensors.items()}
+    for prefix, bare in ((ORIGINAL_PREFIX, r"(blocks\.\d+\.(self_attn|cross_attn|ffn|norm3)|head|text_embedding|"
+                                           r"time_embedding|time_projection)\."),
+                         (DIFFUSERS_PREFIX, r"(blocks\.\d+\.(attn1|attn2|ffn|norm2)|proj_out|condition_embedder)\.")):
+        if all(re.match(bare, k) for k in keys):  # keys without their layout's prefix
+            return {prefix + k: v for k, v in tensors.items()}
     raise LoraError(f"{path}: not a Wan LoRA layout this loader knows; keys such as {_some(keys)} (expected "
                     f"ComfyUI '{ORIGINAL_PREFIX}…', kohya '{KOHYA_PREFIX}…' or diffusers '{DIFFUSERS_PREFIX}…' keys)")
 

@@ -11,15 +11,12 @@ windows, holding only the frames of the windows not yet encoded, so a streamed e
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Iterable, Sequence
 
 import torch
 
 from .vlm.base import SampledFrames, vlm_frame_indices
 from .windows import pixel_span
-
-logger = logging.getLogger(__name__)
 
 
 def window_vlm_conditions(frames: Iterable[torch.Tensor], spans: Sequence[tuple[int, int]], *,

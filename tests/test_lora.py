@@ -116,6 +116,21 @@ def test_loras_stack_with_their_strengths_and_a_scoped_patch_restores_the_exact_
         LoraChoice.parse("x.safetensors:50")
 
 
+@pytest.mark.parametrize(("layout", "prefix"), [("comfyui", "diffusion_model."), ("diffusers", "transformer.")])
+def test_keys_without_their_layouts_prefix_read_as_with_it(dit, tmp_path, layout, prefix):
+    path = write_tiny_lora(tmp_path / "full.safetensors", dit, layout)
+    from safetensors import safe_open
+
+    raw = load_file(str(path))
+    with safe_open(str(path), framework="pt") as handle:
+        metadata = handle.metadata()  # diffusers' adapter metadata (alpha, rank) stays with the tensors
+    bare = tmp_path / "bare.safetensors"
+    save_file({key.removeprefix(prefix): value for key, value in raw.items()}, str(bare), metadata=metadata)
+    with_prefix, without = read_lora(path, dit), read_lora(bare, dit)
+    assert with_prefix.parameters == without.parameters and len(without.factors) == 20
+    assert all(torch.equal(with_prefix.delta(name), without.delta(name)) for name in without.parameters)
+
+
 def test_a_lora_for_another_model_is_refused_naming_three_of_its_keys(dit, tmp_path):
     other = tmp_path / "other.safetensors"
     save_file({f"lora_te_text_model_encoder_layers_{i}_mlp_fc1.lora_down.weight": torch.zeros(2, 4)

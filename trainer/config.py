@@ -74,7 +74,7 @@ class USOConfig:
                               "DiT module names LoRA wraps (train=lora)")
     base_loras: list = _opt([], "Wan2.1 LoRA files (PATH or PATH:STRENGTH; ComfyUI, kohya or diffusers keys) fused "
                                 "into the DiT's weights before training: what trains (all weights, or a LoRA) then "
-                                "starts from that base, and a trained LoRA applies on top of the same base LoRAs")
+                                "starts from that base, and the exported DiT holds them")
     # --- runtime ---
     seed: int = _opt(0, "seed of data order, noise, timesteps and CFG drops")
     device: str = _opt("auto", "auto | cpu | cuda | cuda:N")
