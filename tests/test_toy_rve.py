@@ -344,7 +344,7 @@ def test_summarize_condition_puts_each_run_in_its_row_and_sweep_point():
 
     from bench.toy_rve.conditions import UNSEEN
     from bench.toy_rve.config import FULL, IDEAL_CRITIC, IDEAL_ROW, Run
-    from bench.toy_rve.experiment import METRICS, summarize_condition
+    from bench.toy_rve.summary import METRICS, summarize_condition
     from bench.toy_rve.task import CATEGORIES
 
     config = replace(FULL, learned_critics=("renders",), lambdas=(4.0,), sigma_maxes=(0.9,), reason_weight=1.0)

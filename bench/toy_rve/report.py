@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .experiment import METRICS
+from .summary import METRICS
 
 V1 = "toy_rve_v1.json"  # the first Toy-RVE bench's results (exact targets, its own critic), kept beside these
 
